@@ -1,0 +1,46 @@
+# Dangless top-level build.  Each room adds its own fragment (*.mk) and
+# appends to TEST_SUITES / TEST_DEPS / BENCH_TARGETS / DEMO_DEPS.
+#
+#   make            libdangless.so, libdangless.a, the dangless command
+#   make demo       a dangling pointer caught, with its report
+#   make test       the whole suite (what .ci/run calls)
+#   make bench      benchmarks side by side (bench/results/)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+VERSION     := 0.1.0
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BUILD       := $(CURDIR)/build
+CC          ?= cc
+CXX         ?= c++
+OPT         ?= -O2
+WARN        := -Wall -Wextra -Werror
+BASE_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -D_GNU_SOURCE -I$(CURDIR)/include
+CFLAGS      ?=
+export CC CXX
+
+DANGLESS_SO  := $(BUILD)/libdangless.so
+DANGLESS_A   := $(BUILD)/libdangless.a
+DANGLESS_BIN := $(BUILD)/dangless
+
+TEST_SUITES   :=
+TEST_DEPS     :=
+BENCH_TARGETS :=
+DEMO_DEPS     :=
+
+.PHONY: all test demo bench install clean
+all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
+
+include libdangless/libdangless.mk
+include tools/tools.mk
+-include selftests/selftests.mk
+-include libdune/libdune.mk
+-include bench/bench.mk
+
+test: all $(TEST_DEPS)
+	@selftests/run-suites $(TEST_SUITES)
+
+bench: all $(BENCH_TARGETS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Dangless: a malloc whose every allocation is reached through its own fresh
+ * virtual alias, revoked by free(), so that a dangling pointer faults at once.
+ *
+ * The standard names (malloc, free, ...) are exported by libdangless.so and
+ * libdangless.a; the dangless_* names below are the same functions under
+ * names of their own, plus the calls that only Dangless has.
+ */
+#ifndef DANGLESS_DANGLESS_H
+#define DANGLESS_DANGLESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DANGLESS_VERSION "0.1.0"
+
+void *dangless_malloc(size_t size);
+void *dangless_calloc(size_t nmemb, size_t size);
+void *dangless_realloc(void *p, size_t size);
+void *dangless_reallocarray(void *p, size_t nmemb, size_t size);
+void dangless_free(void *p);
+int dangless_posix_memalign(void **out, size_t alignment, size_t size);
+void *dangless_aligned_alloc(size_t alignment, size_t size);
+void *dangless_memalign(size_t alignment, size_t size);
+void *dangless_valloc(size_t size);
+void *dangless_pvalloc(size_t size);
+size_t dangless_malloc_usable_size(void *p);
+
+/*
+ * Initialises Dangless if nothing has yet (the first malloc, the library's
+ * constructor or .preinit_array all do).  Returns 0, or a negative errno when
+ * the backend cannot start; allocation then falls back as the options say.
+ */
+int dangless_init(void);
+
+/*
+ * Gives Dangless the address range [start, end) for its aliases, instead of
+ * reserving its own.  Must be page-aligned and not otherwise in use; call it
+ * before the first allocation.  Returns 0 or a negative errno.
+ */
+int dangless_dedicate_vmem(void *start, void *end);
+
+/*
+ * The canonical address of the byte that p points to (p is a live alias), or
+ * p itself when p is not Dangless memory.
+ */
+void *dangless_get_canonical(void *p);
+
+#define DANGLESS_STATS_VERSION 1
+#define DANGLESS_STAT_FIELDS(X)                                                \
+	X(allocs, "allocations made")                                          \
+	X(frees, "allocations freed")                                          \
+	X(live_objects, "allocations live now")                                \
+	X(live_bytes, "bytes requested by live allocations")                   \
+	X(alias_maps, "alias mappings made")                                   \
+	X(alias_mappings_live, "alias mappings live now")                      \
+	X(revokes, "revocation calls made")                                    \
+	X(revoked_pages, "alias pages revoked")                                \
+	X(quarantined, "freed allocations awaiting revocation")                \
+	X(alias_bytes_reserved, "alias address space reserved")                \
+	X(alias_bytes_used, "alias address space handed out (never reused)")   \
+	X(canonical_bytes, "canonical memory in use")                          \
+	X(canonical_bytes_released, "canonical memory given back to the OS")   \
+	X(fallback_allocs, "allocations served unprotected (fallback)")        \
+	X(early_allocs, "allocations served before initialisation")
+
+struct dangless_stats {
+	uint32_t version;
+#define DANGLESS_STAT_MEMBER(name, what) uint64_t name;
+	DANGLESS_STAT_FIELDS(DANGLESS_STAT_MEMBER)
+#undef DANGLESS_STAT_MEMBER
+	/* alias_mappings_live / live_objects, in thousandths */
+	uint64_t mappings_per_1000_live;
+};
+
+/* Fills *out with the counters as they are now.  Returns 0. */
+int dangless_stats(struct dangless_stats *out);
+
+/* Prints the counters to stderr (what stats=1 does at exit). */
+void dangless_print_stats(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
