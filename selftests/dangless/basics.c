@@ -1,0 +1,542 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The thesis basics, plus the corners of the malloc API: free(NULL), plain
+ * malloc/free, no alias page ever handed out twice, calloc, page-sized and
+ * many small objects, the realloc cases, malloc(0), malloc_usable_size,
+ * calloc/reallocarray overflow, every aligned allocator from 8 B to 2 MiB,
+ * the dangless_* names and the statistics.
+ *
+ * Linked with libdangless.a (whole archive): every malloc here is Dangless.
+ */
+#include "st-common.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/mman.h>
+
+static bool st_is_dangless(void *p)
+{
+	/* An alias is never the canonical address of its bytes. */
+	return dangless_get_canonical(p) != p;
+}
+
+TEST(free_null)
+{
+	free(NULL);
+	dangless_free(NULL);
+}
+
+TEST(simple_malloc_free)
+{
+	char *p = malloc(100);
+	ASSERT_NOT_NULL(p);
+	ASSERT_TRUE(st_is_dangless(p));
+	memset(p, 'x', 100);
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ('x', p[i]);
+	free(p);
+}
+
+TEST(malloc_is_dangless_everywhere)
+{
+	/* stdio, strdup and friends allocate through Dangless too. */
+	char *s = strdup("dangless");
+	ASSERT_TRUE(st_is_dangless(s));
+	free(s);
+	char *a = NULL;
+	ASSERT_EQ(2, asprintf(&a, "%d", 42));
+	ASSERT_TRUE(st_is_dangless(a));
+	free(a);
+	/* and not-Dangless memory is given back unchanged */
+	int on_stack = 0;
+	ASSERT_EQ((void *)&on_stack, dangless_get_canonical(&on_stack));
+}
+
+TEST(alias_offset_equals_canonical_offset)
+{
+	static const size_t sizes[] = {1, 8, 24, 100, 1000, 4000, 4096,
+				       5000, 3 * 4096 + 17, 1 << 20};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char *p = malloc(sizes[i]);
+		ASSERT_NOT_NULL(p);
+		char *c = dangless_get_canonical(p);
+		ASSERT_NE((void *)p, (void *)c);
+		EXPECT_EQ((uintptr_t)p % ST_PAGE, (uintptr_t)c % ST_PAGE);
+		/* the alias and the canonical address are the same bytes */
+		p[0] = 'a';
+		p[sizes[i] - 1] = 'z';
+		EXPECT_EQ('a', c[0]);
+		c[0] = 'b';
+		EXPECT_EQ('b', p[0]);
+		char *c_last = dangless_get_canonical(p + sizes[i] - 1);
+		EXPECT_EQ('z', *c_last);
+		EXPECT_EQ((uintptr_t)(p + sizes[i] - 1) % ST_PAGE,
+			  (uintptr_t)c_last % ST_PAGE);
+		free(p);
+	}
+}
+
+#define ST_CYCLES 100000
+
+TEST(no_alias_reuse_100k_cycles)
+{
+	uintptr_t *pages = mmap(NULL, ST_CYCLES * sizeof(uintptr_t),
+				PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)pages);
+	for (size_t i = 0; i < ST_CYCLES; i++) {
+		char *p = malloc(16);
+		ASSERT_NOT_NULL(p);
+		p[0] = (char)i;
+		pages[i] = (uintptr_t)p / ST_PAGE;
+		free(st_launder(p));
+	}
+	size_t dups = st_count_duplicates(pages, ST_CYCLES);
+	EXPECT_EQ((size_t)0, dups);
+	munmap(pages, ST_CYCLES * sizeof(uintptr_t));
+}
+
+TEST(no_alias_reuse_mixed_sizes)
+{
+	/* Multi-page objects: no page of any of them is ever seen twice. */
+	enum { N = 3000 };
+	static uintptr_t pages[N * 4];
+	size_t n = 0;
+	for (size_t i = 0; i < N; i++) {
+		size_t size = 1 + (i * 7919) % (3 * ST_PAGE);
+		char *p = malloc(size);
+		ASSERT_NOT_NULL(p);
+		uintptr_t first = (uintptr_t)p / ST_PAGE;
+		uintptr_t last = ((uintptr_t)p + size - 1) / ST_PAGE;
+		for (uintptr_t pg = first; pg <= last; pg++)
+			pages[n++] = pg;
+		p[0] = 1;
+		p[size - 1] = 2;
+		free(st_launder(p));
+	}
+	EXPECT_EQ((size_t)0, st_count_duplicates(pages, n));
+}
+
+TEST(calloc_zeroed)
+{
+	static const size_t sizes[] = {1, 7, 64, 4096, 10000, 1 << 21};
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			unsigned char *p = calloc(1, sizes[i]);
+			ASSERT_NOT_NULL(p);
+			for (size_t j = 0; j < sizes[i]; j++)
+				if (p[j])
+					ASSERT_EQ(0, p[j]);
+			/* dirty it so that reuse of canonical memory shows */
+			memset(p, 0xa5, sizes[i]);
+			free(p);
+		}
+	}
+	int *v = calloc(1000, sizeof(int));
+	ASSERT_NOT_NULL(v);
+	for (int i = 0; i < 1000; i++)
+		ASSERT_EQ(0, v[i]);
+	free(v);
+}
+
+TEST(page_sized)
+{
+	char *p[64];
+	for (int i = 0; i < 64; i++) {
+		p[i] = malloc(ST_PAGE);
+		ASSERT_NOT_NULL(p[i]);
+		memset(p[i], i, ST_PAGE);
+	}
+	for (int i = 0; i < 64; i++) {
+		for (size_t j = 0; j < ST_PAGE; j += 512)
+			ASSERT_EQ(i, p[i][j]);
+		free(p[i]);
+	}
+}
+
+TEST(many_small)
+{
+	enum { N = 50000 };
+	static uint32_t *obj[N];
+	for (uint32_t i = 0; i < N; i++) {
+		size_t size = 4 + (i % 13) * 4;
+		obj[i] = malloc(size);
+		ASSERT_NOT_NULL(obj[i]);
+		for (size_t j = 0; j < size / 4; j++)
+			obj[i][j] = i ^ (uint32_t)j;
+	}
+	for (uint32_t i = 0; i < N; i++) {
+		size_t size = 4 + (i % 13) * 4;
+		for (size_t j = 0; j < size / 4; j++)
+			ASSERT_EQ(i ^ (uint32_t)j, obj[i][j]);
+		/* objects never overlap: each sits at its own address */
+		if (i)
+			ASSERT_NE((void *)obj[i], (void *)obj[i - 1]);
+	}
+	for (uint32_t i = 0; i < N; i += 2)
+		free(obj[i]);
+	for (uint32_t i = 1; i < N; i += 2) {
+		ASSERT_EQ(i, obj[i][0]);
+		free(obj[i]);
+	}
+}
+
+TEST(realloc_null_is_malloc)
+{
+	char *p = realloc(NULL, 100);
+	ASSERT_NOT_NULL(p);
+	ASSERT_TRUE(st_is_dangless(p));
+	memset(p, 1, 100);
+	ASSERT_LE((size_t)100, malloc_usable_size(p));
+	free(p);
+}
+
+TEST(realloc_shrink_in_place)
+{
+	char *p = malloc(100);
+	ASSERT_NOT_NULL(p);
+	for (int i = 0; i < 100; i++)
+		p[i] = (char)i;
+	char *q = realloc(p, 50);
+	ASSERT_EQ((void *)p, (void *)q);
+	for (int i = 0; i < 50; i++)
+		ASSERT_EQ((char)i, q[i]);
+	free(q);
+}
+
+TEST(realloc_shrink_across_pages_in_place)
+{
+	size_t old_size = 5 * ST_PAGE, new_size = ST_PAGE + 10;
+	char *p = malloc(old_size);
+	ASSERT_NOT_NULL(p);
+	for (size_t i = 0; i < old_size; i++)
+		p[i] = (char)(i * 31);
+	char *q = realloc(p, new_size);
+	ASSERT_EQ((void *)p, (void *)q);
+	for (size_t i = 0; i < new_size; i++)
+		ASSERT_EQ((char)(i * 31), q[i]);
+	ASSERT_LE(new_size, malloc_usable_size(q));
+	free(q);
+}
+
+TEST(realloc_grow_in_place_within_usable_size)
+{
+	static const size_t sizes[] = {1, 13, 100, 1000, 5000, 3 * 4096 + 1};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char *p = malloc(sizes[i]);
+		ASSERT_NOT_NULL(p);
+		size_t usable = malloc_usable_size(p);
+		ASSERT_LE(sizes[i], usable);
+		memset(p, 'u', sizes[i]);
+		char *q = realloc(p, usable);
+		ASSERT_EQ((void *)p, (void *)q);
+		for (size_t j = 0; j < sizes[i]; j++)
+			ASSERT_EQ('u', q[j]);
+		/* the whole usable size is ours to write */
+		memset(q, 'v', usable);
+		free(q);
+	}
+}
+
+TEST(realloc_grow_moves_and_keeps_contents)
+{
+	char *p = malloc(100);
+	ASSERT_NOT_NULL(p);
+	for (int i = 0; i < 100; i++)
+		p[i] = (char)(i + 1);
+	char *blocker = malloc(100); /* takes the alias pages after p */
+	ASSERT_NOT_NULL(blocker);
+	char *q = realloc(p, 1 << 20);
+	ASSERT_NOT_NULL(q);
+	ASSERT_TRUE(st_is_dangless(q));
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ((char)(i + 1), q[i]);
+	memset(q + 100, 0x5a, (1 << 20) - 100);
+	ASSERT_LE((size_t)(1 << 20), malloc_usable_size(q));
+	q = realloc(q, 3 << 20);
+	ASSERT_NOT_NULL(q);
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ((char)(i + 1), q[i]);
+	ASSERT_EQ(0x5a, q[(1 << 20) - 1]);
+	free(q);
+	free(blocker);
+}
+
+TEST(realloc_zero_size)
+{
+	/* glibc frees and returns NULL; either NULL or a freeable pointer. */
+	char *p = malloc(10);
+	ASSERT_NOT_NULL(p);
+	char *q = realloc(p, 0);
+	free(q);
+}
+
+TEST(reallocarray_works)
+{
+	int *v = reallocarray(NULL, 10, sizeof(int));
+	ASSERT_NOT_NULL(v);
+	for (int i = 0; i < 10; i++)
+		v[i] = i;
+	v = reallocarray(v, 10000, sizeof(int));
+	ASSERT_NOT_NULL(v);
+	for (int i = 0; i < 10; i++)
+		ASSERT_EQ(i, v[i]);
+	free(v);
+}
+
+TEST(malloc_zero_unique)
+{
+	enum { N = 2000 };
+	static void *p[N];
+	static uintptr_t addr[N];
+	for (int i = 0; i < N; i++) {
+		p[i] = malloc(0);
+		ASSERT_NOT_NULL(p[i]);
+		addr[i] = (uintptr_t)p[i];
+	}
+	EXPECT_EQ((size_t)0, st_count_duplicates(addr, N));
+	for (int i = 0; i < N; i++)
+		free(p[i]);
+	void *d = dangless_malloc(0);
+	ASSERT_NOT_NULL(d);
+	dangless_free(d);
+}
+
+TEST(malloc_usable_size_sane)
+{
+	EXPECT_EQ((size_t)0, malloc_usable_size(NULL));
+	for (size_t size = 1; size < 70000; size = size * 3 + 1) {
+		char *p = malloc(size);
+		ASSERT_NOT_NULL(p);
+		size_t u = malloc_usable_size(p);
+		ASSERT_LE(size, u);
+		EXPECT_EQ(u, dangless_malloc_usable_size(p));
+		/* usable bytes stay within the object's own pages */
+		memset(p, 0xee, u);
+		free(p);
+	}
+}
+
+TEST(calloc_overflow_enomem)
+{
+	size_t huge = st_launder_size(SIZE_MAX / 2 + 2);
+	errno = 0;
+	ASSERT_NULL(calloc(huge, 2));
+	EXPECT_EQ(ENOMEM, errno);
+	errno = 0;
+	ASSERT_NULL(calloc(2, huge));
+	EXPECT_EQ(ENOMEM, errno);
+	errno = 0;
+	ASSERT_NULL(dangless_calloc(st_launder_size(1UL << 33),
+				    st_launder_size(1UL << 33)));
+	EXPECT_EQ(ENOMEM, errno);
+	errno = 0;
+	ASSERT_NULL(reallocarray(NULL, huge, 4));
+	EXPECT_EQ(ENOMEM, errno);
+}
+
+TEST(malloc_huge_enomem)
+{
+	errno = 0;
+	ASSERT_NULL(malloc(st_launder_size(SIZE_MAX - 4096)));
+	EXPECT_EQ(ENOMEM, errno);
+	char *p = malloc(10);
+	ASSERT_NOT_NULL(p);
+	errno = 0;
+	ASSERT_NULL(realloc(p, st_launder_size(SIZE_MAX - 4096)));
+	EXPECT_EQ(ENOMEM, errno);
+	/* a failed realloc leaves the old object alone */
+	p[9] = 1;
+	free(p);
+}
+
+/* ---- aligned allocation, 8 B .. 2 MiB ---- */
+
+static void st_check_aligned(void *p, size_t align, size_t size)
+{
+	ASSERT_NOT_NULL(p);
+	if ((uintptr_t)p % align)
+		TH_LOG("%p not aligned to %zu (size %zu)", p, align, size);
+	ASSERT_EQ((uintptr_t)0, (uintptr_t)p % align);
+	ASSERT_TRUE(st_is_dangless(p));
+	ASSERT_LE(size, malloc_usable_size(p));
+	memset(p, 0x77, size);
+	((volatile char *)p)[size - 1] = 1;
+}
+
+static const size_t st_sizes[] = {1, 24, 100, 4096, 5000};
+
+TEST(posix_memalign_8B_to_2MiB)
+{
+	for (size_t align = 8; align <= (2UL << 20); align *= 2) {
+		for (size_t i = 0; i < 5; i++) {
+			void *p = NULL;
+			ASSERT_EQ(0, posix_memalign(&p, align, st_sizes[i]));
+			st_check_aligned(p, align, st_sizes[i]);
+			free(p);
+		}
+		void *p = NULL;
+		ASSERT_EQ(0, dangless_posix_memalign(&p, align, 3 * align));
+		st_check_aligned(p, align, 3 * align);
+		dangless_free(p);
+	}
+	void *p = (void *)1;
+	EXPECT_EQ(EINVAL, posix_memalign(&p, 12, 16));
+	EXPECT_EQ(EINVAL, posix_memalign(&p, 4, 16)); /* < sizeof(void *) */
+}
+
+TEST(aligned_alloc_8B_to_2MiB)
+{
+	for (size_t align = 8; align <= (2UL << 20); align *= 2) {
+		for (size_t i = 0; i < 5; i++) {
+			/* C11 wants size a multiple of the alignment */
+			size_t size = (st_sizes[i] + align - 1) / align * align;
+			void *p = aligned_alloc(align, size);
+			st_check_aligned(p, align, size);
+			free(p);
+		}
+		void *p = dangless_aligned_alloc(align, align);
+		st_check_aligned(p, align, align);
+		free(p);
+	}
+}
+
+TEST(memalign_8B_to_2MiB)
+{
+	for (size_t align = 8; align <= (2UL << 20); align *= 2) {
+		for (size_t i = 0; i < 5; i++) {
+			void *p = memalign(align, st_sizes[i]);
+			st_check_aligned(p, align, st_sizes[i]);
+			free(p);
+		}
+		void *p = dangless_memalign(align, 2 * align + 1);
+		st_check_aligned(p, align, 2 * align + 1);
+		free(p);
+	}
+}
+
+TEST(valloc_pvalloc_page_aligned)
+{
+	for (size_t i = 0; i < 5; i++) {
+		void *p = valloc(st_sizes[i]);
+		st_check_aligned(p, ST_PAGE, st_sizes[i]);
+		free(p);
+		p = pvalloc(st_sizes[i]);
+		size_t rounded = (st_sizes[i] + ST_PAGE - 1) / ST_PAGE * ST_PAGE;
+		st_check_aligned(p, ST_PAGE, rounded);
+		free(p);
+		p = dangless_valloc(st_sizes[i]);
+		st_check_aligned(p, ST_PAGE, st_sizes[i]);
+		dangless_free(p);
+		p = dangless_pvalloc(st_sizes[i]);
+		st_check_aligned(p, ST_PAGE, rounded);
+		dangless_free(p);
+	}
+}
+
+TEST(aligned_realloc_keeps_data)
+{
+	void *p = NULL;
+	ASSERT_EQ(0, posix_memalign(&p, 1 << 16, 1000));
+	memset(p, 3, 1000);
+	char *q = realloc(p, 200000);
+	ASSERT_NOT_NULL(q);
+	for (int i = 0; i < 1000; i++)
+		ASSERT_EQ(3, q[i]);
+	free(q);
+}
+
+/* ---- the dangless_* names and the statistics ---- */
+
+TEST(dangless_names_work)
+{
+	ASSERT_EQ(0, dangless_init());
+	ASSERT_EQ(0, dangless_init()); /* idempotent */
+	char *p = dangless_malloc(10);
+	ASSERT_NOT_NULL(p);
+	strcpy(p, "123456789");
+	p = dangless_realloc(p, 20000);
+	ASSERT_NOT_NULL(p);
+	ASSERT_STREQ("123456789", p);
+	free(p); /* any name frees any allocation */
+	int *z = dangless_calloc(100, sizeof(int));
+	ASSERT_NOT_NULL(z);
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ(0, z[i]);
+	z = dangless_reallocarray(z, 200, sizeof(int));
+	ASSERT_NOT_NULL(z);
+	dangless_free(z);
+}
+
+TEST(stats_count_allocations)
+{
+	struct dangless_stats a = st_stats();
+	EXPECT_EQ((uint32_t)DANGLESS_STATS_VERSION, a.version);
+	enum { N = 1000 };
+	static void *p[N];
+	for (int i = 0; i < N; i++)
+		p[i] = malloc(48);
+	struct dangless_stats b = st_stats();
+	for (int i = 0; i < N; i++)
+		free(p[i]);
+	struct dangless_stats c = st_stats();
+
+	EXPECT_EQ(a.allocs + N, b.allocs);
+	EXPECT_EQ(a.live_objects + N, b.live_objects);
+	EXPECT_LE(a.live_bytes + N * 48, b.live_bytes);
+	EXPECT_LT(a.alias_bytes_used, b.alias_bytes_used);
+	EXPECT_LE(b.alias_bytes_used, b.alias_bytes_reserved);
+	EXPECT_LT(0ULL, (unsigned long long)b.alias_mappings_live);
+	EXPECT_LE(1ULL, (unsigned long long)b.mappings_per_1000_live);
+	EXPECT_EQ(b.frees + N, c.frees);
+	EXPECT_EQ(a.live_objects, c.live_objects);
+	EXPECT_EQ(a.live_bytes, c.live_bytes);
+	EXPECT_LE(b.revoked_pages + 1, c.revoked_pages);
+	EXPECT_LE(b.revokes + 1, c.revokes);
+	EXPECT_EQ(0ULL, (unsigned long long)c.quarantined); /* strict: nothing waits */
+	EXPECT_EQ(0ULL, (unsigned long long)c.fallback_allocs);
+	/* alias space is never handed back */
+	EXPECT_LE(b.alias_bytes_used, c.alias_bytes_used);
+	EXPECT_EQ(c.allocs - c.frees, c.live_objects);
+}
+
+TEST(stats_big_object_canonical)
+{
+	struct dangless_stats a = st_stats();
+	char *p = malloc(64 << 20);
+	ASSERT_NOT_NULL(p);
+	p[0] = 1;
+	p[(64 << 20) - 1] = 1;
+	struct dangless_stats b = st_stats();
+	free(p);
+	struct dangless_stats c = st_stats();
+	EXPECT_LE(a.canonical_bytes + (64 << 20), b.canonical_bytes);
+	EXPECT_LE(a.alias_bytes_used + (64 << 20), b.alias_bytes_used);
+	/* a big object's memory goes back to the OS when it is freed */
+	EXPECT_LE(b.canonical_bytes_released + (60 << 20),
+		  c.canonical_bytes_released);
+	EXPECT_LE(b.revoked_pages + (64 << 20) / ST_PAGE, c.revoked_pages);
+}
+
+static void *st_thread_alloc(void *arg)
+{
+	(void)arg;
+	char *p = malloc(1000);
+	if (p)
+		memset(p, 1, 1000);
+	return p;
+}
+
+TEST(free_from_other_thread)
+{
+	pthread_t t;
+	void *p = NULL;
+	ASSERT_EQ(0, pthread_create(&t, NULL, st_thread_alloc, NULL));
+	ASSERT_EQ(0, pthread_join(t, &p));
+	ASSERT_NOT_NULL(p);
+	ASSERT_TRUE(st_is_dangless(p));
+	ASSERT_EQ(1, ((char *)p)[999]);
+	free(p);
+}
+
+TEST_HARNESS_MAIN

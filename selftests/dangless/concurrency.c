@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Threads and fork: 8 threads x 10^5 operations with frees from other
+ * threads, nothing corrupted and nothing lost; after fork() each side has
+ * its own copy (a write in the child is not seen by the parent, a free in
+ * the child does not disturb the parent) and both still catch dangling
+ * accesses.
+ */
+#include "st-common.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+/* ---- 8 threads x 10^5 operations ---- */
+
+#define ST_THREADS 8
+#define ST_OPS 100000
+#define ST_LIVE 256  /* objects each thread keeps */
+#define ST_SLOTS 64  /* the exchange between threads */
+#define ST_MAGIC 0x44414e47u
+
+struct st_obj {
+	uint32_t magic;
+	uint32_t size; /* whole object, header included */
+	uint32_t seed;
+	unsigned char fill;
+	unsigned char pad[3]; /* data starts at sizeof(struct st_obj) */
+	unsigned char data[];
+};
+
+static _Atomic(struct st_obj *) st_slots[ST_SLOTS];
+static atomic_long st_bad, st_cross_frees, st_made, st_freed;
+
+static uint64_t st_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static struct st_obj *st_obj_new(uint64_t *rng)
+{
+	uint64_t r = st_rand(rng);
+	size_t size = sizeof(struct st_obj) + 1 + r % 2000;
+	if (r % 97 == 0)
+		size += 20000 + r % 50000; /* now and then a multi-page one */
+	struct st_obj *o = malloc(size);
+	if (!o)
+		return NULL;
+	o->magic = ST_MAGIC;
+	o->size = (uint32_t)size;
+	o->seed = (uint32_t)(r >> 32);
+	o->fill = (unsigned char)(o->seed * 7 + 1);
+	memset(o->data, o->fill, size - sizeof(*o));
+	atomic_fetch_add(&st_made, 1);
+	return o;
+}
+
+static bool st_obj_ok(const struct st_obj *o)
+{
+	if (o->magic != ST_MAGIC || o->fill != (unsigned char)(o->seed * 7 + 1))
+		return false;
+	size_t n = o->size - sizeof(*o);
+	/* ends and a stride: enough to see an overlap, cheap enough */
+	for (size_t i = 0; i < n; i += 61)
+		if (o->data[i] != o->fill)
+			return false;
+	return o->data[n - 1] == o->fill;
+}
+
+static void st_obj_free(struct st_obj *o)
+{
+	if (!st_obj_ok(o))
+		atomic_fetch_add(&st_bad, 1);
+	o->magic = 0;
+	free(o);
+	atomic_fetch_add(&st_freed, 1);
+}
+
+static void *st_worker(void *arg)
+{
+	uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
+	struct st_obj *live[ST_LIVE] = {0};
+	for (long op = 0; op < ST_OPS; op++) {
+		uint64_t r = st_rand(&rng);
+		size_t i = (r >> 8) % ST_LIVE;
+		switch (r % 8) {
+		case 0: /* give one away, take whatever was there */
+		case 1: {
+			size_t s = (r >> 24) % ST_SLOTS;
+			struct st_obj *got =
+				atomic_exchange(&st_slots[s], live[i]);
+			live[i] = NULL;
+			if (got) {
+				st_obj_free(got);
+				atomic_fetch_add(&st_cross_frees, 1);
+			}
+			break;
+		}
+		case 2: /* realloc, contents kept */
+			if (live[i]) {
+				if (!st_obj_ok(live[i]))
+					atomic_fetch_add(&st_bad, 1);
+				size_t ns = sizeof(struct st_obj) + 1 +
+					    (r >> 20) % 6000;
+				struct st_obj *n = realloc(live[i], ns);
+				if (!n) {
+					atomic_fetch_add(&st_bad, 1);
+					break;
+				}
+				size_t keep = n->size < ns ? n->size : ns;
+				n->size = (uint32_t)ns;
+				if (ns > keep)
+					memset((char *)n + keep, n->fill,
+					       ns - keep);
+				live[i] = n;
+			}
+			break;
+		case 3:
+		case 4:
+			if (live[i]) {
+				st_obj_free(live[i]);
+				live[i] = NULL;
+			}
+			break;
+		default:
+			if (live[i])
+				st_obj_free(live[i]);
+			live[i] = st_obj_new(&rng);
+			if (!live[i])
+				atomic_fetch_add(&st_bad, 1);
+		}
+	}
+	for (size_t i = 0; i < ST_LIVE; i++)
+		if (live[i])
+			st_obj_free(live[i]);
+	return NULL;
+}
+
+TEST(threads_8x100k_cross_thread_frees)
+{
+	struct dangless_stats before = st_stats();
+	pthread_t t[ST_THREADS];
+	for (uintptr_t i = 0; i < ST_THREADS; i++)
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, st_worker, (void *)i));
+	for (int i = 0; i < ST_THREADS; i++)
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+	for (int s = 0; s < ST_SLOTS; s++) {
+		struct st_obj *o = atomic_exchange(&st_slots[s], NULL);
+		if (o)
+			st_obj_free(o);
+	}
+	struct dangless_stats after = st_stats();
+	long made = atomic_load(&st_made), freed = atomic_load(&st_freed),
+	     cross = atomic_load(&st_cross_frees), bad = atomic_load(&st_bad);
+	TH_LOG("made %ld, freed %ld, %ld of them by another thread", made,
+	       freed, cross);
+	EXPECT_EQ(0L, bad);
+	EXPECT_EQ(made, freed);
+	EXPECT_LT(1000L, cross);
+	EXPECT_LE(before.allocs + (uint64_t)made, after.allocs);
+	/* nothing of the workers' is left live (pthread keeps a few) */
+	EXPECT_LE(after.live_objects, before.live_objects + 4 * ST_THREADS);
+	EXPECT_EQ(after.allocs - after.frees, after.live_objects);
+}
+
+/* All threads allocate at once: every object gets its own alias pages. */
+#define ST_PER_THREAD 5000
+static uintptr_t st_pages[ST_THREADS * ST_PER_THREAD];
+
+static void *st_grab(void *arg)
+{
+	uintptr_t base = (uintptr_t)arg * ST_PER_THREAD;
+	for (uintptr_t i = 0; i < ST_PER_THREAD; i++) {
+		char *p = malloc(100);
+		p[0] = 1;
+		st_pages[base + i] = (uintptr_t)p / ST_PAGE;
+		free(p);
+	}
+	return NULL;
+}
+
+TEST(threads_never_share_an_alias_page)
+{
+	pthread_t t[ST_THREADS];
+	for (uintptr_t i = 0; i < ST_THREADS; i++)
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, st_grab, (void *)i));
+	for (int i = 0; i < ST_THREADS; i++)
+		pthread_join(t[i], NULL);
+	EXPECT_EQ((size_t)0, st_count_duplicates(st_pages, ST_THREADS * ST_PER_THREAD));
+}
+
+/* ---- fork ---- */
+
+static void st_fork_private(void *arg)
+{
+	(void)arg;
+	char *small = malloc(64);
+	strcpy(small, "parent");
+	size_t big_size = 64UL << 20;
+	char *big = malloc(big_size);
+	memset(big, 'P', big_size);
+	char *mid = malloc(3 * ST_PAGE);
+	memset(mid, 'p', 3 * ST_PAGE);
+
+	pid_t pid = fork();
+	if (pid == 0) {
+		strcpy(small, "child");
+		memset(mid, 'c', 3 * ST_PAGE);
+		big[0] = 'C';
+		big[big_size - 1] = 'C';
+		free(big); /* big enough to give its memory back */
+		free(mid);
+		for (int i = 0; i < 1000; i++)
+			free(malloc(i * 13 + 1));
+		char *n = malloc(64);
+		strcpy(n, "child's own");
+		printf("child sees %s, %s\n", small, n);
+		fflush(stdout);
+		_exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	printf("child exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	printf("parent sees %s %c%c %c%c\n", small, big[0], big[big_size - 1],
+	       mid[0], mid[3 * ST_PAGE - 1]);
+	for (size_t i = 0; i < big_size; i += ST_PAGE)
+		if (big[i] != 'P') {
+			printf("big changed at %zu\n", i);
+			break;
+		}
+	/* the parent goes on allocating and freeing as usual */
+	free(mid);
+	free(big);
+	for (int i = 0; i < 1000; i++)
+		free(malloc(i * 13 + 1));
+	free(small);
+	printf("parent done\n");
+}
+
+TEST(fork_child_writes_stay_private)
+{
+	struct th_child res;
+	th_run(st_fork_private, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("child sees child, child's own\n", res.out);
+	EXPECT_CONTAINS("child exit 0\n", res.out);
+	EXPECT_CONTAINS("parent sees parent PP pp\n", res.out);
+	EXPECT_FALSE(strstr(res.out, "big changed") != NULL);
+	EXPECT_CONTAINS("parent done\n", res.out);
+	if (th_failed_expectations) {
+		th_print_quoted(res.out);
+		th_print_quoted(res.err);
+	}
+	th_child_free(&res);
+}
+
+static void st_fork_both_catch(void *arg)
+{
+	(void)arg;
+	char *before = malloc(48); /* freed before the fork */
+	memset(before, 1, 48);
+	free(before);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* freed before fork: revoked here too */
+		printf("child target=%p\n", (void *)(before + 5));
+		fflush(stdout);
+		(void)st_read(before + 5);
+		printf("child survived\n");
+		fflush(stdout);
+		_exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	printf("child signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+
+	pid = fork();
+	if (pid == 0) {
+		/* allocated and freed in the child */
+		char *c = malloc(200);
+		memset(c, 2, 200);
+		printf("child2 target=%p\n", (void *)(c + 7));
+		fflush(stdout);
+		free(c);
+		st_write(c + 7, 9);
+		printf("child2 survived\n");
+		fflush(stdout);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	printf("child2 signal %d\n",
+	       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+
+	/* and the parent, after its children */
+	char *p = malloc(300);
+	memset(p, 3, 300);
+	printf("parent target=%p\n", (void *)(p + 299));
+	fflush(stdout);
+	free(p);
+	(void)st_read(p + 299);
+	printf("parent survived\n");
+}
+
+TEST(fork_both_sides_catch_uaf)
+{
+	struct th_child res;
+	th_run(st_fork_both_catch, NULL, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	char want[64];
+	snprintf(want, sizeof(want), "child signal %d\n", SIGSEGV);
+	EXPECT_CONTAINS(want, res.out);
+	snprintf(want, sizeof(want), "child2 signal %d\n", SIGSEGV);
+	EXPECT_CONTAINS(want, res.out);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	/* three reports, each at its own target */
+	EXPECT_EQ(3, st_count(res.err, "dangless: use-after-free "));
+	uintptr_t t1 = st_hex_after(res.out, "child target="),
+		  t2 = st_hex_after(res.out, "child2 target="),
+		  t3 = st_hex_after(res.out, "parent target=");
+	EXPECT_EQ(t1, st_hex_after(res.err, "READ at "));
+	EXPECT_EQ(t2, st_hex_after(res.err, "WRITE at "));
+	const char *second_read = strstr(res.err, "READ at ");
+	if (second_read)
+		second_read = strstr(second_read + 1, "READ at ");
+	ASSERT_NOT_NULL(second_read);
+	EXPECT_EQ(t3, st_hex_after(second_read, "READ at "));
+	if (th_failed_expectations) {
+		th_print_quoted(res.out);
+		th_print_quoted(res.err);
+	}
+	th_child_free(&res);
+}
+
+static void *st_forker(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 20; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			char *p = malloc(100);
+			memset(p, 1, 100);
+			free(p);
+			_exit(0);
+		}
+		int status;
+		waitpid(pid, &status, 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			atomic_fetch_add(&st_bad, 1);
+	}
+	return NULL;
+}
+
+static void *st_allocator(void *arg)
+{
+	atomic_bool *stop = arg;
+	while (!atomic_load(stop)) {
+		char *p = malloc(64);
+		memset(p, 2, 64);
+		free(p);
+	}
+	return NULL;
+}
+
+static void st_fork_threads_body(void *arg)
+{
+	(void)arg;
+	atomic_bool stop = false;
+	pthread_t a[3], f;
+	for (int i = 0; i < 3; i++)
+		pthread_create(&a[i], NULL, st_allocator, &stop);
+	pthread_create(&f, NULL, st_forker, NULL);
+	pthread_join(f, NULL);
+	atomic_store(&stop, true);
+	for (int i = 0; i < 3; i++)
+		pthread_join(a[i], NULL);
+	printf("bad children %ld\n", atomic_load(&st_bad));
+}
+
+/* fork() while other threads allocate: the child is never left locked. */
+TEST(fork_while_threads_allocate)
+{
+	struct th_child res;
+	th_run(st_fork_threads_body, NULL, 40, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("bad children 0\n", res.out);
+	th_child_free(&res);
+}
+
+TEST_HARNESS_MAIN

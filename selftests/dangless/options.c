@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+/*
+ * DANGLESS_OPTIONS, each option in a fresh process (st-scenario, linked with
+ * libdangless.a): stacks=1 adds where the object was allocated and freed,
+ * stats=1 prints the counters at exit, revoke=batch:N still catches the
+ * dangling access once the batch is flushed, and the rest are accepted.
+ */
+#include "st-common.h"
+
+static void st_scenario(const char *opts, const char *a1, const char *a2,
+			struct th_child *res)
+{
+	char env[256];
+	snprintf(env, sizeof(env), "DANGLESS_OPTIONS=%s", opts);
+	const char *const envv[] = {env, NULL};
+	const char *const argv[] = {st_selftest_prog("st-scenario"), a1, a2,
+				    NULL};
+	th_exec(argv, envv, NULL, 60, res);
+}
+
+TEST(no_options_basic)
+{
+	struct th_child res;
+	st_scenario("", "basic", NULL, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("basic ok", res.out);
+	th_child_free(&res);
+	st_scenario("", "active", NULL, &res);
+	ASSERT_CONTAINS("dangless=yes", res.out);
+	th_child_free(&res);
+}
+
+TEST(default_report_is_use_after_free)
+{
+	struct th_child res;
+	st_scenario("", "uaf-read", NULL, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
+	th_child_free(&res);
+}
+
+TEST(stacks_1_shows_alloc_and_free_stacks)
+{
+	struct th_child res;
+	st_scenario("stacks=1", "uaf-write", NULL, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "WRITE", target, 10, 100);
+	ASSERT_CONTAINS("\ndangless: allocated at:", res.err);
+	ASSERT_CONTAINS("\ndangless: freed at:", res.err);
+	/* and in that order, after the first line */
+	const char *first = strstr(res.err, "dangless: use-after-free");
+	const char *alloc = strstr(res.err, "dangless: allocated at:");
+	const char *freed = strstr(res.err, "dangless: freed at:");
+	EXPECT_TRUE(first < alloc);
+	EXPECT_TRUE(alloc < freed);
+	/* each is followed by at least one frame line */
+	const char *nl = strchr(alloc, '\n');
+	ASSERT_NOT_NULL(nl);
+	EXPECT_FALSE(strncmp(nl + 1, "dangless: freed at:", 19) == 0);
+	th_child_free(&res);
+}
+
+TEST(stacks_1_double_free)
+{
+	struct th_child res;
+	st_scenario("stacks=1", "double-free", NULL, &res);
+	ASSERT_KILLED_BY(SIGABRT, res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_CONTAINS("dangless: double free of 0x", res.err);
+	EXPECT_EQ(target, st_hex_after(res.err, "double free of "));
+	th_child_free(&res);
+}
+
+TEST(stats_1_prints_counters_at_exit)
+{
+	struct th_child res;
+	st_scenario("stats=1", "churn", "1000", &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("churn 1000 sum", res.out);
+	/* the counters by name, on stderr */
+	EXPECT_CONTAINS("allocs", res.err);
+	EXPECT_CONTAINS("frees", res.err);
+	EXPECT_CONTAINS("revoked_pages", res.err);
+	th_child_free(&res);
+
+	/* without it, a clean run says nothing */
+	st_scenario("", "churn", "1000", &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("", res.err);
+	th_child_free(&res);
+}
+
+TEST(stats_reflect_churn)
+{
+	struct th_child res;
+	st_scenario("", "stats", NULL, &res);
+	ASSERT_EXITED(0, res);
+	/* st-scenario stats does 100 malloc/free pairs first */
+	unsigned long long allocs = 0, frees = 0, live = 0;
+	const char *a = strstr(res.out, "\nallocs "),
+		   *f = strstr(res.out, "\nfrees "),
+		   *l = strstr(res.out, "\nlive_objects ");
+	if (!a)
+		a = strncmp(res.out, "allocs ", 7) == 0 ? res.out - 1 : NULL;
+	ASSERT_NOT_NULL(a);
+	ASSERT_NOT_NULL(f);
+	ASSERT_NOT_NULL(l);
+	sscanf(a + 1, "allocs %llu", &allocs);
+	sscanf(f + 1, "frees %llu", &frees);
+	sscanf(l + 1, "live_objects %llu", &live);
+	EXPECT_LE(100ULL, allocs);
+	EXPECT_LE(100ULL, frees);
+	EXPECT_EQ(allocs - frees, live);
+	th_child_free(&res);
+}
+
+TEST(verbosity_levels_accepted)
+{
+	static const char *const v[] = {"verbosity=0", "verbosity=1",
+					"verbosity=2"};
+	for (int i = 0; i < 3; i++) {
+		struct th_child res;
+		st_scenario(v[i], "basic", NULL, &res);
+		ASSERT_EXITED(0, res);
+		ASSERT_CONTAINS("basic ok", res.out);
+		th_child_free(&res);
+	}
+}
+
+TEST(backend_host)
+{
+	struct th_child res;
+	st_scenario("backend=host", "basic", NULL, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("basic ok", res.out);
+	th_child_free(&res);
+	st_scenario("backend=host", "uaf-read", NULL, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	th_child_free(&res);
+}
+
+TEST(fallback_1_without_exhaustion_changes_nothing)
+{
+	struct th_child res;
+	st_scenario("fallback=1", "uaf-read", NULL, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
+	th_child_free(&res);
+	st_scenario("fallback=1", "stats", NULL, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("\nfallback_allocs 0\n", res.out);
+	th_child_free(&res);
+}
+
+TEST(revoke_strict_explicit)
+{
+	struct th_child res;
+	st_scenario("revoke=strict", "uaf-read", NULL, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
+	th_child_free(&res);
+}
+
+TEST(revoke_batch_catches_after_the_batch)
+{
+	static const char *const batches[][2] = {
+		{"revoke=batch:16", "16"},
+		{"revoke=batch:256", "256"},
+	};
+	for (int i = 0; i < 2; i++) {
+		struct th_child res;
+		st_scenario(batches[i][0], "basic", NULL, &res);
+		ASSERT_EXITED(0, res);
+		ASSERT_CONTAINS("basic ok", res.out);
+		th_child_free(&res);
+		st_scenario(batches[i][0], "batch", batches[i][1], &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_UAF_REPORT(res, "READ", target, 1, 64);
+		th_child_free(&res);
+	}
+}
+
+TEST(revoke_batch_quarantine_counts)
+{
+	struct th_child res;
+	st_scenario("revoke=batch:1000", "stats", NULL, &res);
+	ASSERT_EXITED(0, res);
+	/* 100 frees so far, fewer than a batch: some await revocation */
+	EXPECT_FALSE(strstr(res.out, "\nquarantined 0\n") != NULL);
+	th_child_free(&res);
+}
+
+TEST(several_options_at_once)
+{
+	struct th_child res;
+	st_scenario("stacks=1:stats=1:verbosity=1:revoke=strict", "uaf-read",
+		    NULL, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
+	ASSERT_CONTAINS("dangless: allocated at:", res.err);
+	th_child_free(&res);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: MIT
+/*
+ * st-scenario: small programs for the suites to run with th_exec(), so that
+ * a scenario starts in a fresh process (DANGLESS_OPTIONS is read at start-up;
+ * LD_PRELOAD and `dangless run` need a program to run).
+ *
+ * Built twice: st-scenario is linked with libdangless.a, st-scenario-plain
+ * with nothing (glibc malloc, or Dangless when preloaded).  The dangless_*
+ * calls are weak, and looked up with dlsym when preloaded.
+ *
+ *   st-scenario basic          malloc API round trip; prints "basic ok"
+ *   st-scenario active         prints "dangless=yes" or "dangless=no"
+ *   st-scenario uaf-read       dangling read; prints target=<address>
+ *   st-scenario uaf-write      dangling write
+ *   st-scenario double-free    frees one pointer twice
+ *   st-scenario batch N        frees, then 2N+1 more frees, then reads
+ *   st-scenario churn N        N malloc/free pairs, prints a checksum
+ *   st-scenario exec NAME      runs a little, then execs itself as NAME
+ *   st-scenario maps SIZE MAX  live SIZE-byte objects, every other freed,
+ *                              until MAX are made; prints how far it got
+ *   st-scenario stats          prints the counters, one "name value" a line
+ */
+#include <dangless/dangless.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#pragma weak dangless_get_canonical
+#pragma weak dangless_stats
+
+static void *launder(void *p)
+{
+	__asm__ volatile("" : "+r"(p));
+	return p;
+}
+
+static int (*get_stats(void))(struct dangless_stats *)
+{
+	if (dangless_stats)
+		return dangless_stats;
+	return (int (*)(struct dangless_stats *))dlsym(RTLD_DEFAULT,
+						       "dangless_stats");
+}
+
+static bool is_active(void)
+{
+	void *(*canon)(void *) = dangless_get_canonical;
+	if (!canon)
+		canon = (void *(*)(void *))dlsym(RTLD_DEFAULT,
+						 "dangless_get_canonical");
+	if (!canon)
+		return false;
+	void *p = malloc(16);
+	bool yes = canon(p) != p;
+	free(p);
+	return yes;
+}
+
+static int fail(const char *what)
+{
+	printf("FAILED: %s\n", what);
+	return 1;
+}
+
+static int basic(void)
+{
+	char *p = malloc(100);
+	if (!p)
+		return fail("malloc");
+	memset(p, 'b', 100);
+	p = realloc(p, 10000);
+	if (!p || p[99] != 'b')
+		return fail("realloc");
+	free(p);
+	int *z = calloc(1000, sizeof(int));
+	for (int i = 0; i < 1000; i++)
+		if (!z || z[i])
+			return fail("calloc");
+	free(z);
+	for (size_t align = 8; align <= (2UL << 20); align *= 2) {
+		void *a = NULL;
+		if (posix_memalign(&a, align, 100) || (uintptr_t)a % align)
+			return fail("posix_memalign");
+		free(a);
+		a = aligned_alloc(align, align);
+		if (!a || (uintptr_t)a % align)
+			return fail("aligned_alloc");
+		free(a);
+		a = memalign(align, 10);
+		if (!a || (uintptr_t)a % align)
+			return fail("memalign");
+		free(a);
+	}
+	void *v = valloc(10), *pv = pvalloc(10);
+	if (!v || !pv || (uintptr_t)v % 4096 || (uintptr_t)pv % 4096)
+		return fail("valloc");
+	free(v);
+	free(pv);
+	void *zero = malloc(0);
+	if (!zero)
+		return fail("malloc(0)");
+	free(zero);
+	free(NULL);
+	if (malloc_usable_size(p = malloc(77)) < 77)
+		return fail("malloc_usable_size");
+	free(p);
+	volatile size_t half = SIZE_MAX / 2 + 2, two = 2;
+	errno = 0;
+	if (calloc(half, two) || errno != ENOMEM)
+		return fail("calloc overflow");
+	printf("basic ok\n");
+	return 0;
+}
+
+static int uaf(bool write)
+{
+	char *p = malloc(100);
+	memset(p, 'u', 100);
+	printf("target=%p\n", (void *)(p + 10));
+	fflush(stdout);
+	free(p);
+	if (write)
+		*(volatile char *)launder(p + 10) = 1;
+	else
+		(void)*(volatile char *)launder(p + 10);
+	printf("survived\n");
+	return 0;
+}
+
+static int double_free(void)
+{
+	char *p = malloc(10);
+	printf("target=%p\n", (void *)p);
+	fflush(stdout);
+	free(p);
+	free(launder(p));
+	printf("survived\n");
+	return 0;
+}
+
+static int batch(long n)
+{
+	char *p = malloc(64);
+	memset(p, 1, 64);
+	printf("target=%p\n", (void *)(p + 1));
+	fflush(stdout);
+	free(p);
+	for (long i = 0; i < 2 * n + 1; i++)
+		free(malloc(64));
+	(void)*(volatile char *)launder(p + 1);
+	printf("survived\n");
+	return 0;
+}
+
+static int churn(long n)
+{
+	uint64_t sum = 0;
+	for (long i = 0; i < n; i++) {
+		size_t size = 1 + (size_t)(i * 2654435761u) % 3000;
+		unsigned char *p = malloc(size);
+		if (!p)
+			return fail("malloc");
+		p[0] = (unsigned char)i;
+		p[size - 1] = (unsigned char)(i >> 8);
+		sum += p[0] + p[size - 1] + size;
+		free(p);
+	}
+	printf("churn %ld sum %llu\n", n, (unsigned long long)sum);
+	return 0;
+}
+
+static int exec_as(const char *name)
+{
+	/* leave some state behind, then replace the process */
+	for (int i = 0; i < 100; i++)
+		free(malloc(100));
+	char *keep = strdup("kept across exec? no: the image is replaced");
+	(void)keep;
+	printf("exec %s\n", name);
+	fflush(stdout);
+	char *const argv[] = {(char *)"st-scenario", (char *)name, NULL};
+	execv("/proc/self/exe", argv);
+	perror("execv");
+	return 1;
+}
+
+static int maps(size_t size, long max)
+{
+	int (*stats)(struct dangless_stats *) = get_stats();
+	char **keep = mmap(NULL, (size_t)max * sizeof(char *),
+			   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			   -1, 0);
+	if (keep == MAP_FAILED)
+		return fail("mmap");
+	long made = 0;
+	for (long i = 0; i < max; i++) {
+		char *p = malloc(size);
+		if (!p) {
+			printf("malloc returned NULL at %ld\n", i);
+			break;
+		}
+		p[0] = (char)i;
+		p[size - 1] = (char)i;
+		if (i % 2) {
+			free(p); /* a hole between live neighbours */
+			keep[i] = NULL;
+		} else {
+			keep[i] = p;
+		}
+		made = i + 1;
+	}
+	/* the live ones are intact and can be freed */
+	for (long i = 0; i < made; i += 2) {
+		if (keep[i][0] != (char)i || keep[i][size - 1] != (char)i)
+			return fail("object corrupted");
+		free(keep[i]);
+	}
+	char *after = malloc(size);
+	if (!after)
+		return fail("malloc after");
+	free(after);
+	printf("made %ld\n", made);
+	if (stats) {
+		struct dangless_stats s = {.version = DANGLESS_STATS_VERSION};
+		stats(&s);
+		printf("fallback_allocs %llu\n",
+		       (unsigned long long)s.fallback_allocs);
+	}
+	printf("maps done\n");
+	return 0;
+}
+
+static int print_stats(void)
+{
+	int (*stats)(struct dangless_stats *) = get_stats();
+	if (!stats)
+		return fail("no dangless_stats");
+	for (int i = 0; i < 100; i++)
+		free(malloc(100));
+	struct dangless_stats s = {.version = DANGLESS_STATS_VERSION};
+	stats(&s);
+#define PRINT_STAT(name, what) printf(#name " %llu\n", (unsigned long long)s.name);
+	DANGLESS_STAT_FIELDS(PRINT_STAT)
+#undef PRINT_STAT
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *what = argc > 1 ? argv[1] : "";
+	if (!strcmp(what, "basic"))
+		return basic();
+	if (!strcmp(what, "active")) {
+		printf("dangless=%s\n", is_active() ? "yes" : "no");
+		return 0;
+	}
+	if (!strcmp(what, "uaf-read"))
+		return uaf(false);
+	if (!strcmp(what, "uaf-write"))
+		return uaf(true);
+	if (!strcmp(what, "double-free"))
+		return double_free();
+	if (!strcmp(what, "batch") && argc > 2)
+		return batch(atol(argv[2]));
+	if (!strcmp(what, "churn") && argc > 2)
+		return churn(atol(argv[2]));
+	if (!strcmp(what, "exec") && argc > 2)
+		return exec_as(argv[2]);
+	if (!strcmp(what, "maps") && argc > 3)
+		return maps((size_t)atol(argv[2]), atol(argv[3]));
+	if (!strcmp(what, "stats"))
+		return print_stats();
+	fprintf(stderr, "usage: st-scenario basic|active|uaf-read|uaf-write|"
+			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
+			"stats\n");
+	return 2;
+}

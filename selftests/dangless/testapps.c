@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The thesis's test applications (selftests/testapps/), ordinary programs
+ * not linked with Dangless: each runs once plainly (glibc malloc) and once
+ * under `dangless run --`, and must print the same.  Then the demo,
+ * messaging: plainly it leaks Cecile's PIN through the dangling preview;
+ * under Dangless it dies at the dangling read with the report.
+ */
+#include "st-common.h"
+
+static void st_app(bool dangless, const char *const args[],
+		   const char *const env[], struct th_child *res)
+{
+	const char *argv[16];
+	int n = 0;
+	if (dangless) {
+		argv[n++] = st_dangless_bin();
+		argv[n++] = "run";
+		argv[n++] = "--";
+	}
+	argv[n++] = st_testapp(args[0]);
+	for (int i = 1; args[i] && n < 15; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	th_exec(argv, env, NULL, 90, res);
+}
+
+/* Runs args both ways; both exit 0 with the same stdout. */
+static void st_same_output(const char *const args[])
+{
+	struct th_child g, d;
+	st_app(false, args, NULL, &g);
+	ASSERT_EXITED(0, g);
+	ASSERT_LT((size_t)0, g.out_len);
+	st_app(true, args, NULL, &d);
+	ASSERT_EXITED(0, d);
+	ASSERT_EQ(g.out_len, d.out_len);
+	ASSERT_STREQ(g.out, d.out);
+	th_child_free(&g);
+	th_child_free(&d);
+}
+
+TEST(hello_world)
+{
+	const char *const args[] = {"hello-world", NULL};
+	st_same_output(args);
+}
+
+TEST(hello_world_runs_under_dangless)
+{
+	/* stats=1 at exit shows that Dangless really was there */
+	const char *const args[] = {"hello-world", NULL};
+	const char *const env[] = {"DANGLESS_OPTIONS=stats=1", NULL};
+	struct th_child d;
+	st_app(true, args, env, &d);
+	ASSERT_EXITED(0, d);
+	ASSERT_STREQ("Hello, world!\n", d.out);
+	ASSERT_CONTAINS("allocs", d.err);
+	th_child_free(&d);
+}
+
+TEST(memstress_defaults)
+{
+	const char *const args[] = {"memstress", NULL};
+	st_same_output(args);
+}
+
+TEST(memstress_multi_page_objects)
+{
+	const char *const args[] = {"memstress", "2000", "20000", "2", "2",
+				    NULL};
+	st_same_output(args);
+}
+
+TEST(memstress_tiny_objects)
+{
+	const char *const args[] = {"memstress", "50000", "16", "5", "1",
+				    NULL};
+	st_same_output(args);
+}
+
+TEST(writev_syscall)
+{
+	const char *const args[] = {"writev-syscall", NULL};
+	st_same_output(args);
+}
+
+TEST(cpp_ofstream)
+{
+	const char *const args[] = {"cpp-ofstream", NULL};
+	st_same_output(args);
+}
+
+/* ---- the demo ---- */
+
+TEST(messaging_leaks_pin_under_glibc)
+{
+	const char *const args[] = {"messaging", NULL};
+	struct th_child g;
+	st_app(false, args, NULL, &g);
+	ASSERT_EXITED(0, g);
+	ASSERT_CONTAINS("latest message from \"cecile\": \"PIN 4711\"", g.out);
+	ASSERT_CONTAINS("!! Alice's screen shows Cecile's PIN", g.out);
+	th_child_free(&g);
+}
+
+TEST(messaging_stopped_by_dangless)
+{
+	const char *const args[] = {"messaging", NULL};
+	struct th_child d;
+	st_app(true, args, NULL, &d);
+	ASSERT_KILLED_BY(SIGSEGV, d);
+	/* it got as far as the dangling read, and no further */
+	ASSERT_CONTAINS("refreshes her inbox", d.out);
+	EXPECT_FALSE(strstr(d.out, "4711\"") != NULL);
+	EXPECT_FALSE(strstr(d.out, "!!") != NULL);
+	struct st_uaf_report r;
+	if (!st_parse_uaf(d.err, &r)) {
+		th_print_quoted(d.err);
+		ASSERT_TRUE(false);
+	}
+	EXPECT_STREQ("READ", r.kind);
+	EXPECT_EQ((size_t)64, r.size); /* a struct message */
+	EXPECT_GT((size_t)64, r.off);
+	th_child_free(&d);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Use-after-free is caught, and said so: every dangling access runs in a
+ * forked child (th_run) which must die of SIGSEGV with a report naming the
+ * address, the offset and the size of the freed allocation.  The child prints
+ * "target=<address>" before the access so that the report can be checked
+ * against the address actually touched; "survived" means it was not caught.
+ *
+ * Then the frees that are wrong in themselves: double, invalid, interior,
+ * realloc of a freed pointer - each must abort with its own message.
+ */
+#include "st-common.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/mman.h>
+
+struct st_uaf {
+	size_t size; /* allocation size */
+	size_t off;  /* where the dangling access lands */
+	bool write;
+};
+
+static void st_touch(char *p, size_t size, size_t off)
+{
+	/* touch only the ends and the target: the object may be huge */
+	p[0] = 'a';
+	p[size - 1] = 'z';
+	p[off] = 'o';
+}
+
+static void st_dangle(char *p, size_t off, bool write)
+{
+	if (write)
+		st_write(p + off, 0x42);
+	else
+		(void)st_read(p + off);
+	printf("survived\n");
+}
+
+static void st_uaf_body(void *arg)
+{
+	struct st_uaf *u = arg;
+	char *p = malloc(u->size);
+	if (!p) {
+		printf("malloc failed\n");
+		return;
+	}
+	st_touch(p, u->size, u->off);
+	printf("target=%p\n", (void *)(p + u->off));
+	free(p);
+	st_dangle(p, u->off, u->write);
+}
+
+static void st_check_uaf(size_t size, size_t off, bool write)
+{
+	struct st_uaf u = {size, off, write};
+	struct th_child res;
+	th_run(st_uaf_body, &u, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, write ? "WRITE" : "READ", target, off, size);
+	th_child_free(&res);
+}
+
+TEST(uaf_read_small)
+{
+	st_check_uaf(24, 0, false);
+	st_check_uaf(24, 23, false);
+	st_check_uaf(1, 0, false);
+}
+
+TEST(uaf_write_small)
+{
+	st_check_uaf(24, 0, true);
+	st_check_uaf(100, 57, true);
+}
+
+TEST(uaf_read_write_page_sized)
+{
+	st_check_uaf(ST_PAGE, 0, false);
+	st_check_uaf(ST_PAGE, ST_PAGE - 1, true);
+}
+
+TEST(uaf_read_write_multi_page)
+{
+	size_t size = 5 * ST_PAGE + 100;
+	st_check_uaf(size, 0, false);
+	st_check_uaf(size, 3 * ST_PAGE + 7, false);
+	st_check_uaf(size, size - 1, true);
+}
+
+TEST(uaf_read_write_256MiB)
+{
+	size_t size = 256UL << 20;
+	st_check_uaf(size, 0, true);
+	st_check_uaf(size, 200UL << 20, false);
+	st_check_uaf(size + 12345, size + 12000, true);
+}
+
+static void st_busy_then_dangle(void *arg)
+{
+	(void)arg;
+	char *p = malloc(40);
+	strcpy(p, "secret");
+	printf("target=%p\n", (void *)(p + 3));
+	free(p);
+	/* a busy heap afterwards: the same size class, over and over */
+	for (int i = 0; i < 20000; i++) {
+		char *q = malloc(40);
+		strcpy(q, "reused?");
+		if (i % 2)
+			free(q);
+	}
+	st_dangle(p, 3, false);
+}
+
+TEST(uaf_stays_caught_after_many_allocations)
+{
+	struct th_child res;
+	th_run(st_busy_then_dangle, NULL, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 3, 40);
+	th_child_free(&res);
+}
+
+static void st_calloc_dangle(void *arg)
+{
+	(void)arg;
+	int *v = calloc(50, sizeof(int));
+	printf("target=%p\n", (void *)(v + 10));
+	free(v);
+	st_dangle((char *)v, 10 * sizeof(int), true);
+}
+
+TEST(uaf_write_calloc)
+{
+	struct th_child res;
+	th_run(st_calloc_dangle, NULL, 60, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "WRITE", target, 40, 200);
+	th_child_free(&res);
+}
+
+/* ---- realloc ---- */
+
+static void st_realloc_move_dangle(void *arg)
+{
+	size_t old_size = *(size_t *)arg;
+	char *p = malloc(old_size);
+	memset(p, 'p', old_size);
+	char *blocker = malloc(100); /* the alias pages after p are taken */
+	char *q = realloc(p, 64UL << 20);
+	if (q == p) {
+		printf("not moved\n");
+		return;
+	}
+	if (q[old_size - 1] != 'p')
+		printf("contents lost\n");
+	size_t off = old_size > ST_PAGE ? old_size - 5 : old_size / 2;
+	printf("target=%p\n", (void *)(p + off));
+	printf("off=0x%zx\n", off);
+	st_dangle(p, off, false);
+	free(blocker);
+}
+
+TEST(uaf_after_realloc_move)
+{
+	size_t sizes[] = {100, 3 * ST_PAGE + 50};
+	for (int i = 0; i < 2; i++) {
+		struct th_child res;
+		th_run(st_realloc_move_dangle, &sizes[i], 60, &res);
+		EXPECT_FALSE(strstr(res.out, "not moved") != NULL);
+		EXPECT_FALSE(strstr(res.out, "contents lost") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		size_t off = st_hex_after(res.out, "off=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_UAF_REPORT(res, "READ", target, off, sizes[i]);
+		th_child_free(&res);
+	}
+}
+
+struct st_old_page {
+	size_t page; /* which page of the old 4-page object to touch */
+};
+
+static void st_realloc_move_page(void *arg)
+{
+	size_t page = *(size_t *)arg, old_size = 4 * ST_PAGE;
+	char *p = malloc(old_size);
+	memset(p, 1, old_size);
+	char *blocker = malloc(10);
+	char *q = realloc(p, 32UL << 20);
+	if (q == p) {
+		printf("not moved\n");
+		return;
+	}
+	/* first byte of that page of the old object */
+	char *at = (char *)(((uintptr_t)p / ST_PAGE + page) * ST_PAGE);
+	if (at < p)
+		at = p;
+	printf("target=%p\n", (void *)at);
+	st_dangle(at, 0, true);
+	free(blocker);
+}
+
+TEST(realloc_move_revokes_every_old_page)
+{
+	for (size_t page = 0; page < 4; page++) {
+		struct th_child res;
+		th_run(st_realloc_move_page, &page, 60, &res);
+		EXPECT_FALSE(strstr(res.out, "not moved") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_KILLED_BY(SIGSEGV, res);
+		struct st_uaf_report r;
+		if (!st_parse_uaf(res.err, &r)) {
+			TH_LOG("page %zu: no report:", page);
+			th_print_quoted(res.err);
+			ASSERT_TRUE(false);
+		}
+		EXPECT_STREQ("WRITE", r.kind);
+		EXPECT_EQ(target, r.addr);
+		EXPECT_EQ(4 * ST_PAGE, r.size);
+		th_child_free(&res);
+	}
+}
+
+static void st_shrink_dangle(void *arg)
+{
+	(void)arg;
+	size_t old_size = 6 * ST_PAGE, new_size = ST_PAGE + 10;
+	char *p = malloc(old_size);
+	memset(p, 7, old_size);
+	char *q = realloc(p, new_size);
+	if (q != p) {
+		printf("moved\n");
+		return;
+	}
+	/* the live part is still fine, up to the usable size */
+	memset(q, 8, new_size);
+	/* the first page wholly past the new end */
+	uintptr_t gone = ((uintptr_t)q + malloc_usable_size(q) + ST_PAGE - 1) /
+			 ST_PAGE * ST_PAGE;
+	if (gone >= (uintptr_t)p + old_size) {
+		printf("nothing past the end\n");
+		return;
+	}
+	printf("target=%p\n", (void *)(gone + 100));
+	st_dangle((char *)gone, 100, false);
+}
+
+TEST(uaf_past_end_after_shrinking_realloc)
+{
+	struct th_child res;
+	th_run(st_shrink_dangle, NULL, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "moved") != NULL);
+	EXPECT_FALSE(strstr(res.out, "nothing past the end") != NULL);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	ASSERT_CONTAINS("dangless: use-after-free READ at 0x", res.err);
+	EXPECT_EQ(target, st_hex_after(res.err, "READ at "));
+	th_child_free(&res);
+}
+
+/* ---- through library code ---- */
+
+static void st_memcpy_dangle(void *arg)
+{
+	bool write = *(bool *)arg;
+	char buf[300];
+	char *p = malloc(300);
+	memset(p, 'm', 300);
+	printf("start=%p\n", (void *)p);
+	free(p);
+	if (write)
+		memcpy(st_launder(p), buf, 300);
+	else
+		memcpy(buf, st_launder(p), 300);
+	printf("survived %d\n", buf[0]);
+}
+
+TEST(uaf_through_memcpy)
+{
+	for (int w = 0; w < 2; w++) {
+		bool write = w;
+		struct th_child res;
+		th_run(st_memcpy_dangle, &write, 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t start = st_hex_after(res.out, "start=");
+		ASSERT_NE((uintptr_t)0, start);
+		ASSERT_KILLED_BY(SIGSEGV, res);
+		struct st_uaf_report r;
+		if (!st_parse_uaf(res.err, &r)) {
+			th_print_quoted(res.err);
+			ASSERT_TRUE(false);
+		}
+		/* memcpy may start anywhere in the block; the report agrees */
+		EXPECT_STREQ(write ? "WRITE" : "READ", r.kind);
+		EXPECT_LE(start, r.addr);
+		EXPECT_LT(r.addr, start + 300);
+		EXPECT_EQ(r.addr - start, r.off);
+		EXPECT_EQ((size_t)300, r.size);
+		th_child_free(&res);
+	}
+}
+
+static void st_strlen_dangle(void *arg)
+{
+	(void)arg;
+	char *s = strdup("a string that is freed too early");
+	printf("start=%p\n", (void *)s);
+	free(s);
+	printf("survived %zu\n", strlen(st_launder(s)));
+}
+
+TEST(uaf_through_strlen)
+{
+	struct th_child res;
+	th_run(st_strlen_dangle, NULL, 60, &res);
+	uintptr_t start = st_hex_after(res.out, "start=");
+	ASSERT_NE((uintptr_t)0, start);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	struct st_uaf_report r;
+	ASSERT_TRUE(st_parse_uaf(res.err, &r));
+	EXPECT_STREQ("READ", r.kind);
+	EXPECT_EQ(r.addr - start, r.off);
+	EXPECT_EQ((size_t)33, r.size);
+	th_child_free(&res);
+}
+
+/* ---- threads ---- */
+
+static void *st_thread_reader(void *p)
+{
+	(void)st_read(p);
+	printf("survived\n");
+	return NULL;
+}
+
+static void *st_thread_freer(void *p)
+{
+	free(p);
+	return NULL;
+}
+
+static void st_thread_dangle(void *arg)
+{
+	int variant = *(int *)arg;
+	char *p = malloc(64);
+	memset(p, 1, 64);
+	printf("target=%p\n", (void *)(p + 8));
+	pthread_t t;
+	if (variant == 0) {
+		/* freed here, used there */
+		free(p);
+		pthread_create(&t, NULL, st_thread_reader, p + 8);
+		pthread_join(t, NULL);
+	} else {
+		/* freed there, used here */
+		pthread_create(&t, NULL, st_thread_freer, p);
+		pthread_join(t, NULL);
+		st_dangle(p, 8, false);
+	}
+}
+
+TEST(uaf_in_another_thread)
+{
+	for (int variant = 0; variant < 2; variant++) {
+		struct th_child res;
+		th_run(st_thread_dangle, &variant, 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
+		th_child_free(&res);
+	}
+}
+
+/* The report comes with a stack (at least one frame line after it). */
+TEST(uaf_report_has_stack_lines)
+{
+	struct st_uaf u = {32, 4, false};
+	struct th_child res;
+	th_run(st_uaf_body, &u, 60, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	const char *line = strstr(res.err, "dangless: use-after-free");
+	ASSERT_NOT_NULL(line);
+	const char *next = strchr(line, '\n');
+	ASSERT_NOT_NULL(next);
+	/* something follows the first line */
+	EXPECT_LT(3, (long)strlen(next));
+	th_child_free(&res);
+}
+
+/* A fault that is not a dangling pointer is left alone: plain SIGSEGV. */
+static void st_null_deref(void *arg)
+{
+	(void)arg;
+	(void)st_read((void *)16);
+	printf("survived\n");
+}
+
+TEST(wild_segv_is_not_reported_as_uaf)
+{
+	struct th_child res;
+	th_run(st_null_deref, NULL, 60, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	EXPECT_FALSE(strstr(res.err, "use-after-free") != NULL);
+	th_child_free(&res);
+}
+
+/* ---- wrong frees ---- */
+
+static void st_double_free(void *arg)
+{
+	size_t size = *(size_t *)arg;
+	char *p = malloc(size);
+	printf("target=%p\n", (void *)p);
+	free(p);
+	for (int i = 0; i < 1000; i++)
+		free(malloc(size)); /* the heap moves on meanwhile */
+	free(st_launder(p));
+	printf("survived\n");
+}
+
+TEST(double_free_aborts)
+{
+	size_t sizes[] = {16, 5000, 1 << 20};
+	for (int i = 0; i < 3; i++) {
+		struct th_child res;
+		th_run(st_double_free, &sizes[i], 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_KILLED_BY(SIGABRT, res);
+		ASSERT_CONTAINS("dangless: double free of 0x", res.err);
+		EXPECT_EQ(target, st_hex_after(res.err, "double free of "));
+		th_child_free(&res);
+	}
+}
+
+static void st_invalid_free(void *arg)
+{
+	int variant = *(int *)arg;
+	static char static_buf[64];
+	char stack_buf[64];
+	void *p;
+	if (variant == 0) {
+		p = stack_buf;
+	} else if (variant == 1) {
+		p = static_buf + 16;
+	} else {
+		p = mmap(NULL, ST_PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	}
+	printf("target=%p\n", p);
+	free(st_launder(p));
+	printf("survived\n");
+}
+
+TEST(invalid_free_aborts)
+{
+	for (int variant = 0; variant < 3; variant++) {
+		struct th_child res;
+		th_run(st_invalid_free, &variant, 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_KILLED_BY(SIGABRT, res);
+		ASSERT_CONTAINS("dangless: invalid free of 0x", res.err);
+		ASSERT_CONTAINS(": not a pointer Dangless returned", res.err);
+		EXPECT_EQ(target, st_hex_after(res.err, "invalid free of "));
+		th_child_free(&res);
+	}
+}
+
+struct st_interior {
+	size_t size, off;
+};
+
+static void st_interior_free(void *arg)
+{
+	struct st_interior *in = arg;
+	char *p = malloc(in->size);
+	printf("target=%p\n", (void *)(p + in->off));
+	free(st_launder(p + in->off));
+	printf("survived\n");
+}
+
+TEST(interior_free_aborts)
+{
+	struct st_interior cases[] = {{100, 16}, {3 * ST_PAGE, ST_PAGE + 8}};
+	for (int i = 0; i < 2; i++) {
+		struct th_child res;
+		th_run(st_interior_free, &cases[i], 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_KILLED_BY(SIGABRT, res);
+		char want[160];
+		snprintf(want, sizeof(want),
+			 ": %zu bytes into a %zu-byte allocation (not its "
+			 "start)",
+			 cases[i].off, cases[i].size);
+		ASSERT_CONTAINS("dangless: invalid free of 0x", res.err);
+		EXPECT_CONTAINS(want, res.err);
+		EXPECT_EQ(target, st_hex_after(res.err, "invalid free of "));
+		th_child_free(&res);
+	}
+}
+
+static void st_realloc_freed(void *arg)
+{
+	(void)arg;
+	char *p = malloc(50);
+	printf("target=%p\n", (void *)p);
+	free(p);
+	char *q = realloc(st_launder(p), 100);
+	printf("survived %p\n", (void *)q);
+}
+
+TEST(realloc_of_freed_pointer_aborts)
+{
+	struct th_child res;
+	th_run(st_realloc_freed, NULL, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_KILLED_BY(SIGABRT, res);
+	ASSERT_CONTAINS("dangless: realloc of freed pointer 0x", res.err);
+	EXPECT_EQ(target, st_hex_after(res.err, "realloc of freed pointer "));
+	th_child_free(&res);
+}
+
+/* A live object next to a freed one is untouched by the revocation. */
+TEST(neighbours_survive_a_free)
+{
+	enum { N = 200 };
+	static char *p[N];
+	for (int i = 0; i < N; i++) {
+		p[i] = malloc(24);
+		memset(p[i], i, 24);
+	}
+	for (int i = 0; i < N; i += 2)
+		free(p[i]);
+	for (int i = 1; i < N; i += 2) {
+		for (int j = 0; j < 24; j++)
+			ASSERT_EQ((char)i, p[i][j]);
+		free(p[i]);
+	}
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,78 @@
+# Dangless test suites, test applications and the demo program.
+# Included by the top Makefile; every variable here starts with ST_.
+#
+#   $(BUILD)/selftests/<suite>    one TAP suite each (listed in TEST_SUITES)
+#   $(BUILD)/selftests/st-scenario[-plain]
+#                                 little programs the suites exec
+#   $(BUILD)/testapps/<app>       ordinary programs, not linked with Dangless:
+#                                 run plainly and under `dangless run --`
+#
+# Suites link libdangless.a as a whole archive, so that every malloc-family
+# symbol in them is Dangless's; they find the built artefacts through -D
+# (overridable by environment variables of the same names, see st-common.h).
+
+ST_DIR      := selftests/dangless
+ST_OUT      := $(BUILD)/selftests
+ST_APPS     := $(BUILD)/testapps
+ST_STD_DEFS := -DST_DANGLESS_SO='"$(DANGLESS_SO)"' \
+	       -DST_DANGLESS_BIN='"$(DANGLESS_BIN)"' \
+	       -DST_SELFTESTS_DIR='"$(ST_OUT)"' \
+	       -DST_TESTAPPS_DIR='"$(ST_APPS)"' \
+	       -DST_SOURCE_DIR='"$(CURDIR)/selftests"'
+# -fno-builtin: the tests mean every malloc/free they write (no pair elided)
+ST_CFLAGS   := $(BASE_CFLAGS) $(CFLAGS) -pthread -fno-builtin $(ST_STD_DEFS)
+ST_CXXFLAGS := -std=gnu++17 -fsized-deallocation $(OPT) -g $(WARN) -D_GNU_SOURCE \
+	       -I$(CURDIR)/include $(CXXFLAGS)
+ST_LINK     := -Wl,--whole-archive $(DANGLESS_A) -Wl,--no-whole-archive \
+	       -lpthread -ldl
+ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
+	       include/dangless/dangless.h
+
+# Suites, in the order `make test` runs them.
+ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps real
+ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
+ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
+
+ST_C_APPS   := hello-world memstress writev-syscall messaging
+ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
+
+TEST_SUITES += $(ST_SUITES)
+TEST_DEPS   += $(ST_SUITES) $(ST_PROGS) $(ST_APP_BINS)
+DEMO_DEPS   += $(ST_APPS)/messaging
+
+.PHONY: selftests testapps
+selftests: $(ST_SUITES) $(ST_PROGS) $(ST_APP_BINS)
+testapps: $(ST_APP_BINS)
+
+$(ST_OUT) $(ST_APPS):
+	mkdir -p $@
+
+# plain C suites
+$(filter-out $(ST_OUT)/cxx,$(ST_SUITES)): $(ST_OUT)/%: $(ST_DIR)/%.c \
+		$(ST_HDRS) $(DANGLESS_A) | $(ST_OUT)
+	$(CC) $(ST_CFLAGS) -o $@ $< $(ST_LINK)
+
+# the C++ suite: harness in C, objects in C++, linked by the C++ driver
+$(ST_OUT)/cxx.o: $(ST_DIR)/cxx.c $(ST_HDRS) | $(ST_OUT)
+	$(CC) $(ST_CFLAGS) -c -o $@ $<
+$(ST_OUT)/cxx-objects.o: $(ST_DIR)/cxx-objects.cpp \
+		include/dangless/dangless.h | $(ST_OUT)
+	$(CXX) $(ST_CXXFLAGS) -c -o $@ $<
+$(ST_OUT)/cxx: $(ST_OUT)/cxx.o $(ST_OUT)/cxx-objects.o $(DANGLESS_A)
+	$(CXX) -pthread -o $@ $(ST_OUT)/cxx.o $(ST_OUT)/cxx-objects.o \
+		$(ST_LINK)
+
+# the scenario program, with Dangless linked in and without
+$(ST_OUT)/st-scenario: $(ST_DIR)/scenario.c include/dangless/dangless.h \
+		$(DANGLESS_A) | $(ST_OUT)
+	$(CC) $(ST_CFLAGS) -o $@ $< $(ST_LINK)
+$(ST_OUT)/st-scenario-plain: $(ST_DIR)/scenario.c \
+		include/dangless/dangless.h | $(ST_OUT)
+	$(CC) $(ST_CFLAGS) -o $@ $< -ldl
+
+# test applications: ordinary programs, nothing of Dangless in them
+$(addprefix $(ST_APPS)/,$(ST_C_APPS)): $(ST_APPS)/%: selftests/testapps/%.c \
+		| $(ST_APPS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $<
+$(ST_APPS)/cpp-ofstream: selftests/testapps/cpp-ofstream.cpp | $(ST_APPS)
+	$(CXX) $(ST_CXXFLAGS) -o $@ $<
