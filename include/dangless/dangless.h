@@ -84,6 +84,9 @@ int dangless_stats(struct dangless_stats *out);
 /* Prints the counters to stderr (what stats=1 does at exit). */
 void dangless_print_stats(void);
 
+/* Writes the DANGLESS_OPTIONS table (name, default, meaning) to fd. */
+void dangless_print_options_help(int fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fault handler: a SIGSEGV or SIGBUS in a revoked alias is reported
+ * (async-signal-safely, on its own stack) and the process then dies of
+ * SIGSEGV by the default action, so exit status and core dumps are right.
+ * Any other fault goes to the program's own handler, or the default.
+ *
+ * The program may install its own SIGSEGV/SIGBUS handlers later; sigaction()
+ * and signal() are interposed so that such a handler is recorded as the one
+ * to chain to, and ours stays installed.
+ */
+#include <errno.h>
+#include <execinfo.h>
+#include <signal.h>
+#include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DL_EXPORT __attribute__((visibility("default")))
+#define DL_ALTSTACK_SIZE (64 << 10)
+
+/* glibc's own sigaction, under its public internal name. */
+extern int __sigaction(int, const struct sigaction *, struct sigaction *);
+
+static bool dl_handler_installed;
+static struct sigaction dl_chained[2]; /* SIGSEGV, SIGBUS */
+static dl_lock_t dl_chain_lock;
+
+static int dl_slot(int sig)
+{
+	return sig == SIGSEGV ? 0 : sig == SIGBUS ? 1 : -1;
+}
+
+static void dl_reset_default(int sig)
+{
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigemptyset(&dfl.sa_mask);
+	__sigaction(sig, &dfl, NULL);
+}
+
+/* Hands a fault that is not ours to whoever would have had it. */
+static void dl_chain(int sig, siginfo_t *info, void *uc)
+{
+	struct sigaction act = dl_chained[dl_slot(sig)];
+	if (act.sa_flags & SA_SIGINFO) {
+		if (act.sa_flags & SA_RESETHAND)
+			dl_chained[dl_slot(sig)].sa_handler = SIG_DFL;
+		act.sa_sigaction(sig, info, uc);
+		return;
+	}
+	if (act.sa_handler == SIG_DFL || act.sa_handler == SIG_IGN) {
+		/* A synchronous fault cannot be ignored: returning re-runs the
+		 * access, which now takes the default action. */
+		dl_reset_default(sig);
+		return;
+	}
+	if (act.sa_flags & SA_RESETHAND)
+		dl_chained[dl_slot(sig)].sa_handler = SIG_DFL;
+	act.sa_handler(sig);
+}
+
+static const char *dl_access_kind(const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+	/* Page-fault error code bit 1: the access was a write. */
+	return (uc->uc_mcontext.gregs[REG_ERR] & 2) ? "WRITE" : "READ";
+#else
+	(void)uc;
+	return "ACCESS";
+#endif
+}
+
+static void dl_fault(int sig, siginfo_t *info, void *ucv)
+{
+	int saved = errno;
+	ucontext_t *uc = ucv;
+	uintptr_t addr = (uintptr_t)info->si_addr;
+	char msg[512];
+	struct dl_buf b = {msg, 0, sizeof(msg)};
+	uint32_t alloc_stack, free_stack;
+
+	_dl_buf_str(&b, "dangless: use-after-free ");
+	_dl_buf_str(&b, dl_access_kind(uc));
+	_dl_buf_str(&b, " at ");
+	_dl_buf_hex(&b, addr);
+	_dl_buf_str(&b, ": ");
+	if (info->si_code <= 0 || /* sent by kill(), not a fault */
+	    !_dl_describe_fault(addr, &b, &alloc_stack, &free_stack)) {
+		errno = saved;
+		dl_chain(sig, info, ucv);
+		return;
+	}
+	_dl_buf_str(&b, "\n");
+	_dl_write_all(2, msg, b.len);
+
+	void *frames[DL_MAX_FRAMES + 1];
+	int n = backtrace(frames, DL_MAX_FRAMES + 1);
+	/* Start at the faulting instruction, not in the handler. */
+	void *pc = (void *)uc->uc_mcontext.gregs[REG_RIP];
+	int first = 0;
+	for (int i = 0; i < n; i++)
+		if (frames[i] == pc)
+			first = i;
+	if (!first) {
+		frames[0] = pc;
+		n = 1;
+	}
+	_dl_printf("dangless: at:");
+	_dl_backtrace_print(frames + first, n - first);
+	if (alloc_stack || _dl_opt.stacks)
+		_dl_stack_print("allocated at", alloc_stack);
+	if (free_stack || _dl_opt.stacks)
+		_dl_stack_print("freed at", free_stack);
+	/* Die of the signal itself: returning re-runs the access. */
+	dl_reset_default(SIGSEGV);
+	dl_reset_default(SIGBUS);
+	errno = saved;
+}
+
+void _dl_fault_thread_init(void)
+{
+	stack_t cur;
+	if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
+		return; /* the program has its own */
+	void *mem = _dl_os_pages(DL_ALTSTACK_SIZE);
+	if (!mem)
+		return;
+	stack_t st = {.ss_sp = mem, .ss_size = DL_ALTSTACK_SIZE};
+	sigaltstack(&st, NULL);
+}
+
+void _dl_fault_init(void)
+{
+	struct sigaction act = {.sa_sigaction = dl_fault,
+				.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER};
+	sigemptyset(&act.sa_mask);
+	_dl_lock(&dl_chain_lock);
+	__sigaction(SIGSEGV, &act, &dl_chained[0]);
+	__sigaction(SIGBUS, &act, &dl_chained[1]);
+	dl_handler_installed = true;
+	_dl_unlock(&dl_chain_lock);
+	_dl_fault_thread_init();
+}
+
+/* ---- interposed: the program's view of SIGSEGV/SIGBUS ---- */
+
+DL_EXPORT int sigaction(int sig, const struct sigaction *act,
+			struct sigaction *old)
+{
+	int slot = dl_slot(sig);
+	if (slot < 0 || !dl_handler_installed)
+		return __sigaction(sig, act, old);
+	_dl_lock(&dl_chain_lock);
+	if (old)
+		*old = dl_chained[slot];
+	if (act)
+		dl_chained[slot] = *act;
+	_dl_unlock(&dl_chain_lock);
+	return 0;
+}
+
+static sighandler_t dl_signal(int sig, sighandler_t handler, int flags)
+{
+	struct sigaction act = {.sa_handler = handler, .sa_flags = flags},
+			 old;
+	sigemptyset(&act.sa_mask);
+	sigaddset(&act.sa_mask, sig);
+	if (sigaction(sig, &act, &old) < 0)
+		return SIG_ERR;
+	return old.sa_handler;
+}
+
+DL_EXPORT sighandler_t signal(int sig, sighandler_t handler)
+{
+	return dl_signal(sig, handler, SA_RESTART);
+}
+
+DL_EXPORT sighandler_t bsd_signal(int sig, sighandler_t handler)
+{
+	return dl_signal(sig, handler, SA_RESTART);
+}
+
+DL_EXPORT sighandler_t sysv_signal(int sig, sighandler_t handler)
+{
+	return dl_signal(sig, handler, SA_RESETHAND | SA_NODEFER);
+}

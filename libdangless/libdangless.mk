@@ -1,0 +1,24 @@
+# libdangless: the allocator core and its backends.
+DL_SRCS := $(wildcard libdangless/*.c) $(wildcard libdangless/backend/*.c)
+DL_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fno-plt \
+	-ftls-model=initial-exec -pthread $(CFLAGS)
+DL_SO_OBJS := $(patsubst %.c,$(BUILD)/obj/so/%.o,$(DL_SRCS))
+DL_A_OBJS := $(patsubst %.c,$(BUILD)/obj/a/%.o,$(DL_SRCS))
+
+$(BUILD)/obj/so/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(DL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/a/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(DL_CFLAGS) -DDL_STATIC -MMD -MP -c $< -o $@
+
+$(DANGLESS_SO): $(DL_SO_OBJS) libdangless/libdangless.mk
+	$(CC) -shared -Wl,-soname,libdangless.so -Wl,-z,now \
+		-o $@ $(DL_SO_OBJS) -pthread -ldl
+
+$(DANGLESS_A): $(DL_A_OBJS) libdangless/libdangless.mk
+	@rm -f $@
+	ar rcs $@ $(DL_A_OBJS)
+
+-include $(DL_SO_OBJS:.o=.d) $(DL_A_OBJS:.o=.d)

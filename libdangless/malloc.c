@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The malloc family, under the standard names and as dangless_*.
+ *
+ * Calls that arrive before Dangless is ready (from the dynamic loader, from
+ * dlsym's first calloc, or from inside our own initialisation) are served
+ * from a static early arena: unprotected, never reused, and accepted by
+ * free() and realloc() later.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define DL_EXPORT __attribute__((visibility("default")))
+
+/* glibc's own allocator, for fallback=1 once aliases run out.  Weak, so a
+ * static link does not pull glibc's malloc in beside ours. */
+extern void *__libc_malloc(size_t) __attribute__((weak));
+extern void *__libc_memalign(size_t, size_t) __attribute__((weak));
+extern void *__libc_realloc(void *, size_t) __attribute__((weak));
+extern void __libc_free(void *) __attribute__((weak));
+
+/* ---- the early arena ---- */
+#define DL_EARLY_SIZE ((size_t)1 << 20)
+static char dl_early[DL_EARLY_SIZE] __attribute__((aligned(4096)));
+static atomic_size_t dl_early_used;
+
+struct dl_early_header {
+	size_t size;
+	size_t pad;
+};
+
+static void *dl_early_alloc(size_t size, size_t align)
+{
+	if (align < DL_MIN_ALIGN)
+		align = DL_MIN_ALIGN;
+	size_t need = DL_ALIGN_UP(size, DL_MIN_ALIGN) + align +
+		      sizeof(struct dl_early_header);
+	size_t at = atomic_fetch_add(&dl_early_used, need);
+	if (at + need > DL_EARLY_SIZE || need < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	uintptr_t p = DL_ALIGN_UP((uintptr_t)dl_early + at +
+					  sizeof(struct dl_early_header),
+				  align);
+	((struct dl_early_header *)p)[-1].size = size;
+	DL_STAT_ADD(early_allocs, 1);
+	return (void *)p;
+}
+
+static bool dl_is_early(const void *p)
+{
+	return (const char *)p >= dl_early &&
+	       (const char *)p < dl_early + DL_EARLY_SIZE;
+}
+
+static size_t dl_early_size(const void *p)
+{
+	return ((const struct dl_early_header *)p)[-1].size;
+}
+
+/* ---- allocation ---- */
+
+static void *dl_fallback_alloc(size_t size, size_t align)
+{
+	if (__libc_memalign && align > DL_MIN_ALIGN)
+		return __libc_memalign(align, size);
+	if (__libc_malloc && align <= DL_MIN_ALIGN)
+		return __libc_malloc(size);
+	errno = ENOMEM;
+	return NULL;
+}
+
+static void *dl_alloc(size_t size, size_t align)
+{
+	if (unlikely(atomic_load_explicit(&_dl_state, memory_order_acquire) !=
+		     DL_READY)) {
+		int r = _dl_ensure_init();
+		if (r == -EAGAIN)
+			return dl_early_alloc(size, align);
+		if (r)
+			return dl_fallback_alloc(size, align);
+	}
+	if (unlikely(_dl_fallback_used))
+		return dl_fallback_alloc(size, align);
+	unsigned cls = _dl_size_class(size, align);
+	void *p = cls != (unsigned)-1 ? _dl_small_alloc(cls, size)
+				      : _dl_large_alloc(size, align);
+	if (unlikely(!p)) {
+		if (_dl_fallback_used) {
+			DL_STAT_ADD(fallback_allocs, 1);
+			return dl_fallback_alloc(size, align);
+		}
+		errno = ENOMEM;
+	}
+	return p;
+}
+
+DL_EXPORT void *dangless_malloc(size_t size)
+{
+	return dl_alloc(size, DL_MIN_ALIGN);
+}
+
+DL_EXPORT void *dangless_calloc(size_t nmemb, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(nmemb, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = dl_alloc(total, DL_MIN_ALIGN);
+	/* Large objects get fresh (zero) canonical pages; small slots are
+	 * reused, and early or fallback memory may be too. */
+	if (p && (total <= DL_SMALL_MAX || !_dl_segmap_get((uintptr_t)p)))
+		memset(p, 0, total);
+	return p;
+}
+
+/* The segment p belongs to, or NULL; aborts if p is in freed alias space. */
+static struct dl_segment *dl_owner(void *p, const char *op)
+{
+	uintptr_t e = _dl_segmap_get((uintptr_t)p);
+	if (!e)
+		return NULL;
+	if (e & 1)
+		_dl_bad_dead_pointer(op, p);
+	return (struct dl_segment *)e;
+}
+
+DL_EXPORT void dangless_free(void *p)
+{
+	if (!p)
+		return;
+	struct dl_segment *seg = dl_owner(p, "free");
+	if (seg) {
+		if (seg->kind == DL_SEG_SMALL)
+			_dl_small_free(seg, p);
+		else
+			_dl_large_free(seg, p);
+		return;
+	}
+	if (dl_is_early(p))
+		return; /* the early arena is never reused */
+	if (_dl_fallback_used && __libc_free) {
+		__libc_free(p);
+		return;
+	}
+	_dl_bad_unknown_pointer("free", p);
+}
+
+/* The live allocation's usable size, and its requested size in *req. */
+static size_t dl_usable(void *p, const char *op, size_t *req,
+			struct dl_segment **seg_out)
+{
+	struct dl_segment *seg = dl_owner(p, op);
+	*seg_out = seg;
+	if (seg)
+		return seg->kind == DL_SEG_SMALL
+			       ? _dl_small_usable(seg, p, op, req)
+			       : _dl_large_usable(seg, p, op, req);
+	if (dl_is_early(p))
+		return *req = dl_early_size(p);
+	return 0;
+}
+
+DL_EXPORT void *dangless_realloc(void *p, size_t size)
+{
+	if (!p)
+		return dangless_malloc(size);
+	if (size == 0) { /* as glibc: frees, returns NULL */
+		dangless_free(p);
+		return NULL;
+	}
+	struct dl_segment *seg;
+	size_t old = 0;
+	dl_usable(p, "realloc", &old, &seg);
+	if (seg) {
+		bool in_place = seg->kind == DL_SEG_SMALL
+					? _dl_small_resize(seg, p, size)
+					: _dl_large_resize(seg, p, size);
+		if (in_place)
+			return p;
+	} else if (!dl_is_early(p)) {
+		if (_dl_fallback_used && __libc_realloc)
+			return __libc_realloc(p, size);
+		_dl_bad_unknown_pointer("realloc", p);
+	}
+	/* A move: copy, then free, which revokes every old page. */
+	void *q = dangless_malloc(size);
+	if (!q)
+		return NULL;
+	memcpy(q, p, old < size ? old : size);
+	dangless_free(p);
+	return q;
+}
+
+DL_EXPORT void *dangless_reallocarray(void *p, size_t nmemb, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(nmemb, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return dangless_realloc(p, total);
+}
+
+static bool dl_power_of_two(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+DL_EXPORT int dangless_posix_memalign(void **out, size_t alignment,
+				      size_t size)
+{
+	if (!dl_power_of_two(alignment) || alignment % sizeof(void *))
+		return EINVAL;
+	int saved = errno;
+	void *p = dl_alloc(size, alignment);
+	if (!p) {
+		errno = saved;
+		return ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+DL_EXPORT void *dangless_aligned_alloc(size_t alignment, size_t size)
+{
+	if (!dl_power_of_two(alignment)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return dl_alloc(size, alignment);
+}
+
+DL_EXPORT void *dangless_memalign(size_t alignment, size_t size)
+{
+	/* As glibc: a non-power-of-two alignment is rounded up. */
+	if (!dl_power_of_two(alignment)) {
+		if (alignment > ((size_t)1 << 62)) {
+			errno = EINVAL;
+			return NULL;
+		}
+		size_t a = DL_MIN_ALIGN;
+		while (a < alignment)
+			a <<= 1;
+		alignment = a;
+	}
+	return dl_alloc(size, alignment);
+}
+
+DL_EXPORT void *dangless_valloc(size_t size)
+{
+	return dl_alloc(size, DL_PAGE);
+}
+
+DL_EXPORT void *dangless_pvalloc(size_t size)
+{
+	size_t rounded = DL_ALIGN_UP(size ? size : 1, DL_PAGE);
+	if (rounded < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return dl_alloc(rounded, DL_PAGE);
+}
+
+DL_EXPORT size_t dangless_malloc_usable_size(void *p)
+{
+	if (!p)
+		return 0;
+	struct dl_segment *seg;
+	size_t req;
+	size_t usable = dl_usable(p, "malloc_usable_size", &req, &seg);
+	if (!seg && !dl_is_early(p)) {
+		if (_dl_fallback_used)
+			return 0; /* glibc's; it knows, we do not */
+		_dl_bad_unknown_pointer("malloc_usable_size", p);
+	}
+	return usable;
+}
+
+DL_EXPORT void *dangless_get_canonical(void *p)
+{
+	uintptr_t e = _dl_segmap_get((uintptr_t)p);
+	if (!e || (e & 1))
+		return p;
+	struct dl_segment *seg = (struct dl_segment *)e;
+	void *c = seg->kind == DL_SEG_SMALL ? _dl_small_canonical(seg, p)
+					    : _dl_large_canonical(seg, p);
+	return c ? c : p;
+}
+
+/* ---- the standard names ---- */
+#define DL_ALIAS(name) __attribute__((alias(#name), visibility("default")))
+void *malloc(size_t) DL_ALIAS(dangless_malloc);
+void *calloc(size_t, size_t) DL_ALIAS(dangless_calloc);
+void *realloc(void *, size_t) DL_ALIAS(dangless_realloc);
+void *reallocarray(void *, size_t, size_t) DL_ALIAS(dangless_reallocarray);
+void free(void *) DL_ALIAS(dangless_free);
+int posix_memalign(void **, size_t, size_t) DL_ALIAS(dangless_posix_memalign);
+void *aligned_alloc(size_t, size_t) DL_ALIAS(dangless_aligned_alloc);
+void *memalign(size_t, size_t) DL_ALIAS(dangless_memalign);
+void *valloc(size_t) DL_ALIAS(dangless_valloc);
+void *pvalloc(size_t) DL_ALIAS(dangless_pvalloc);
+size_t malloc_usable_size(void *) DL_ALIAS(dangless_malloc_usable_size);

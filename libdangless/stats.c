@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+#include "internal.h"
+
+struct dl_stats_atomic _dl_stats;
+
+__attribute__((visibility("default"))) int
+dangless_stats(struct dangless_stats *out)
+{
+	out->version = DANGLESS_STATS_VERSION;
+#define DL_STAT_COPY(name, what)                                               \
+	out->name = atomic_load_explicit(&_dl_stats.name, memory_order_relaxed);
+	DANGLESS_STAT_FIELDS(DL_STAT_COPY)
+#undef DL_STAT_COPY
+	out->mappings_per_1000_live =
+		out->live_objects
+			? out->alias_mappings_live * 1000 / out->live_objects
+			: 0;
+	return 0;
+}
+
+__attribute__((visibility("default"))) void dangless_print_stats(void)
+{
+	struct dangless_stats s;
+	dangless_stats(&s);
+	_dl_printf("dangless: stats (backend %s):", _dl_opt.backend);
+#define DL_STAT_PRINT(name, what)                                              \
+	_dl_printf("dangless:   %s = %lu (%s)", #name, s.name, what);
+	DANGLESS_STAT_FIELDS(DL_STAT_PRINT)
+#undef DL_STAT_PRINT
+	_dl_printf("dangless:   mappings_per_live_object = %lu.%lu%lu%lu",
+		   s.mappings_per_1000_live / 1000,
+		   s.mappings_per_1000_live / 100 % 10,
+		   s.mappings_per_1000_live / 10 % 10,
+		   s.mappings_per_1000_live % 10);
+}

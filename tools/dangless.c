@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The `dangless` command.
+ *
+ *   dangless run [-o name=value]... [--] PROG [ARGS...]
+ *   dangless check
+ *   dangless --version
+ *
+ * `run` starts PROG with libdangless.so preloaded and the options added to
+ * DANGLESS_OPTIONS; `check` says what this host supports.  The command
+ * itself runs on the system allocator.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "dangless/dangless.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define KERNEL_DEFAULT_MAP_COUNT 65530
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: dangless run [-o name=value]... [--] PROG [ARGS...]\n"
+		"       dangless check\n"
+		"       dangless --version\n"
+		"\n"
+		"run    runs PROG with Dangless as its malloc: every "
+		"use-after-free\n"
+		"       faults at the first bad access, with a report.\n"
+		"check  tells what this host supports (host backend limits, "
+		"/dev/kvm, /dev/dune).\n"
+		"\n"
+		"`dangless run --help` lists the options.\n");
+}
+
+/* libdangless.so beside us (build tree) or in ../lib (installed). */
+static bool find_library(char *out, size_t len)
+{
+	const char *env = getenv("DANGLESS_LIB");
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return access(out, R_OK) == 0;
+	}
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return false;
+	self[n] = 0;
+	char *dir = dirname(self);
+	static const char *const candidates[] = {
+		"%s/libdangless.so", "%s/../lib/libdangless.so",
+		"%s/../lib/x86_64-linux-gnu/libdangless.so"};
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(*candidates); i++) {
+		snprintf(out, len, candidates[i], dir);
+		if (access(out, R_OK) == 0) {
+			char real[PATH_MAX];
+			if (realpath(out, real))
+				snprintf(out, len, "%s", real);
+			return true;
+		}
+	}
+	return false;
+}
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static void print_options_help(void)
+{
+	char lib[PATH_MAX];
+	void *h = find_library(lib, sizeof(lib)) ? dlopen(lib, RTLD_LAZY) : NULL;
+	void (*describe)(int) =
+		h ? (void (*)(int))dlsym(h, "dangless_print_options_help")
+		  : NULL;
+	printf("Options, in DANGLESS_OPTIONS=\"name=value:name=value\" or "
+	       "`dangless run -o name=value`:\n");
+	fflush(stdout);
+	if (describe)
+		describe(1);
+	else
+		printf("  (libdangless.so not found: set DANGLESS_LIB)\n");
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	char options[4096] = "";
+	const char *env = getenv("DANGLESS_OPTIONS");
+	if (env)
+		snprintf(options, sizeof(options), "%s", env);
+	int i = 0;
+	for (; i < argc; i++) {
+		if (!strcmp(argv[i], "--")) {
+			i++;
+			break;
+		}
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			print_options_help();
+			return 0;
+		}
+		if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+			size_t used = strlen(options);
+			snprintf(options + used, sizeof(options) - used, "%s%s",
+				 used ? ":" : "", argv[++i]);
+			continue;
+		}
+		if (argv[i][0] == '-') {
+			fprintf(stderr, "dangless run: unknown flag %s\n",
+				argv[i]);
+			usage(stderr);
+			return 2;
+		}
+		break;
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	char lib[PATH_MAX];
+	if (!find_library(lib, sizeof(lib))) {
+		fprintf(stderr,
+			"dangless: cannot find libdangless.so next to this "
+			"command or in ../lib; set DANGLESS_LIB=/path/to/"
+			"libdangless.so\n");
+		return 127;
+	}
+	long map_count = read_long("/proc/sys/vm/max_map_count");
+	if (map_count > 0 && map_count < KERNEL_DEFAULT_MAP_COUNT)
+		fprintf(stderr,
+			"dangless: warning: vm.max_map_count is %ld, below the "
+			"kernel's default of %d; programs with many live "
+			"allocations will run out of mappings. Raise it (as "
+			"root): sysctl -w vm.max_map_count=4000000, or run "
+			"dangless-setup.\n",
+			map_count, KERNEL_DEFAULT_MAP_COUNT);
+
+	char preload[PATH_MAX * 2];
+	const char *old = getenv("LD_PRELOAD");
+	snprintf(preload, sizeof(preload), "%s%s%s", lib,
+		 old && *old ? " " : "", old && *old ? old : "");
+	setenv("LD_PRELOAD", preload, 1);
+	if (*options)
+		setenv("DANGLESS_OPTIONS", options, 1);
+	execvp(argv[i], argv + i);
+	fprintf(stderr, "dangless: cannot run %s: %s\n", argv[i],
+		strerror(errno));
+	return errno == ENOENT ? 127 : 126;
+}
+
+static bool cpu_has_flag(const char *flag)
+{
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[8192];
+	bool found = false;
+	size_t n = strlen(flag);
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5))
+			continue;
+		for (char *p = strstr(line, flag); p; p = strstr(p + 1, flag))
+			if (p[-1] == ' ' && (p[n] == ' ' || p[n] == '\n'))
+				found = true;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static void check_host(void)
+{
+	struct utsname u;
+	uname(&u);
+	printf("kernel: %s %s\n", u.sysname, u.release);
+	int fd = memfd_create("dangless-check", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, 4096) != 0) {
+		printf("host backend: UNUSABLE: memfd_create: %s\n",
+		       strerror(errno));
+		return;
+	}
+	char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	bool guard = p != MAP_FAILED &&
+		     madvise(p, 4096, MADV_GUARD_INSTALL) == 0;
+	printf("host backend: works (memfd + mmap)\n");
+	printf("  revocation: %s\n",
+	       guard ? "guard regions (MADV_GUARD_INSTALL): revoking costs "
+		       "no kernel mapping"
+		     : "mprotect (kernel before 6.15): every revoked alias "
+		       "splits a mapping, so the mapping limit comes sooner");
+	long limit = read_long("/proc/sys/vm/max_map_count");
+	printf("  vm.max_map_count: %ld", limit);
+	if (limit > 0)
+		printf(" (room for roughly %ld live small allocations at 32 "
+		       "per mapping, %ld when every live object holds a "
+		       "mapping of its own)",
+		       limit * 32, limit);
+	printf("\n");
+	if (limit > 0 && limit < 1000000)
+		printf("  hint: programs with millions of live objects want "
+		       "more: sysctl -w vm.max_map_count=4000000, or "
+		       "dangless-setup (as root)\n");
+	close(fd);
+}
+
+static void check_kvm(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		printf("/dev/kvm: %s%s\n", strerror(errno),
+		       errno == ENOENT ? " (no KVM on this host: load "
+					 "kvm_intel or kvm_amd)"
+		       : errno == EACCES ? " (join the kvm group or run as "
+					   "root)"
+					 : "");
+	} else {
+		int api = ioctl(fd, KVM_GET_API_VERSION, 0);
+		bool hw = cpu_has_flag("vmx") || cpu_has_flag("svm");
+		printf("/dev/kvm: opens, API version %d; %s\n", api,
+		       hw ? "hardware virtualisation present"
+			  : "no vmx/svm in /proc/cpuinfo: a software KVM "
+			    "backend, too slow for the kvm backend");
+		close(fd);
+	}
+	printf("/dev/dune: %s\n", access("/dev/dune", F_OK) == 0
+					  ? "present"
+					  : "absent (dune.ko not loaded)");
+	printf("backends: host works; kvm and dune are not built yet\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("dangless %s\n", DANGLESS_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "check")) {
+		check_host();
+		check_kvm();
+		return 0;
+	}
+	fprintf(stderr, "dangless: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,37 @@
+# The dangless command, dangless-setup, install and the demo.
+$(DANGLESS_BIN): tools/dangless.c include/dangless/dangless.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< -ldl
+
+LIBDIR ?= $(PREFIX)/lib
+INCDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+
+define DANGLESS_PC
+prefix=$(PREFIX)
+libdir=$(LIBDIR)
+includedir=$(INCDIR)
+
+Name: dangless$(1)
+Description: malloc that makes every use-after-free fault at once$(2)
+Version: $(VERSION)
+Cflags: -I$${includedir}
+Libs: $(3)
+endef
+export DANGLESS_PC_SHARED := $(call DANGLESS_PC,,,-L$${libdir} -Wl$(,)-rpath$(,)$${libdir} -ldangless)
+export DANGLESS_PC_STATIC := $(call DANGLESS_PC,-static, (static),-Wl$(,)--whole-archive $${libdir}/libdangless.a -Wl$(,)--no-whole-archive -pthread -ldl)
+, := ,
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/dangless $(DESTDIR)$(BINDIR)
+	install -m 755 $(DANGLESS_SO) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(DANGLESS_A) $(DESTDIR)$(LIBDIR)/
+	install -m 644 include/dangless/dangless.h $(DESTDIR)$(INCDIR)/dangless/
+	install -m 755 $(DANGLESS_BIN) $(DESTDIR)$(BINDIR)/dangless
+	install -m 755 tools/dangless-setup $(DESTDIR)$(BINDIR)/dangless-setup
+	printf '%s\n' "$$DANGLESS_PC_SHARED" > $(DESTDIR)$(LIBDIR)/pkgconfig/dangless.pc
+	printf '%s\n' "$$DANGLESS_PC_STATIC" > $(DESTDIR)$(LIBDIR)/pkgconfig/dangless-static.pc
+
+# The demo: the thesis's messaging example, first on glibc, then on Dangless.
+demo: all $(DEMO_DEPS)
+	@tools/demo $(BUILD)
