@@ -1,0 +1,1072 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libdune host side: the VM, vCPUs, dune_init()/dune_enter() and the loop
+ * that runs each vCPU and performs the guest's system calls.
+ *
+ * The host-side loop of a thread runs on its own stack (the guest keeps the
+ * thread's stack) but with the thread's TLS, so it makes raw system calls
+ * and never touches errno on the way of a forwarded call.
+ */
+#include "internal.h"
+
+#include <asm/prctl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <poll.h>
+#include <unistd.h>
+#include <cpuid.h>
+
+struct dune_vm dune_vm;
+volatile int dune_chunk_lock;
+uint64_t dune_chunk_gpa[DUNE_NCHUNKS];
+dune_pgflt_cb dune_pgflt_handler;
+dune_intr_cb dune_intr_handlers[256];
+dune_syscall_prehook dune_prehook;
+dune_syscall_posthook dune_posthook;
+uint64_t dune_stat_syscalls, dune_stat_exits, dune_stat_chunks, dune_stat_vcpus;
+
+static uint64_t *dune_idt;
+static int dune_inited;
+static char dune_errbuf[256];
+static uint64_t dune_brk_last;
+
+#define MSR_EFER 0xc0000080
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_CSTAR 0xc0000083
+#define MSR_SFMASK 0xc0000084
+#define MSR_KERNEL_GS_BASE 0xc0000102
+#define MSR_IA32_TSC 0x10
+
+#define EFER_SCE 0x1
+#define EFER_LME 0x100
+#define EFER_LMA 0x400
+#define EFER_NXE 0x800
+
+#define HOST_STACK_SIZE (1024 * 1024)
+
+/* ---- messages ---- */
+
+static void dune_write_str(const char *s)
+{
+	dune_sys3(SYS_write, 2, s, strlen(s));
+}
+
+__attribute__((format(printf, 2, 3))) static int fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(dune_errbuf, sizeof(dune_errbuf), "dune: ");
+	va_start(ap, fmt);
+	vsnprintf(dune_errbuf + n, sizeof(dune_errbuf) - n, fmt, ap);
+	va_end(ap);
+	if (!getenv("DUNE_QUIET")) {
+		dune_write_str(dune_errbuf);
+		dune_write_str("\n");
+	}
+	return err;
+}
+
+const char *dune_strerror(void)
+{
+	return dune_errbuf[0] ? dune_errbuf : "dune: no error";
+}
+
+/* Ends the process the way the host kernel would for this signal. */
+__attribute__((noreturn)) static void die_by_signal(int sig)
+{
+	struct {
+		unsigned long handler, flags, restorer, mask;
+	} sa = {0, 0, 0, 0};
+	unsigned long set = 1UL << (sig - 1);
+	dune_sys6(SYS_rt_sigaction, sig, (long)&sa, 0, 8, 0, 0);
+	dune_sys6(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&set, 0, 8, 0, 0);
+	dune_sys3(SYS_tgkill, dune_sys0(SYS_getpid), dune_sys0(SYS_gettid), sig);
+	dune_sys1(SYS_exit_group, 128 + sig);
+	__builtin_unreachable();
+}
+
+void dune_die(void)
+{
+	dune_sys1(SYS_exit_group, 1);
+	__builtin_unreachable();
+}
+
+/* ---- host checks ---- */
+
+static int cpu_has_hw_virt(void)
+{
+	FILE *f = fopen("/proc/cpuinfo", "re");
+	char line[4096];
+	int found = 0;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		if (strstr(line, " vmx") || strstr(line, " svm"))
+			found = 1;
+		break;
+	}
+	fclose(f);
+	return found;
+}
+
+static uint64_t host_xgetbv0(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+/* ---- memory: 1 GiB chunks of the address space as memslots ---- */
+
+static void chunk_lock(void)
+{
+	while (__atomic_exchange_n(&dune_chunk_lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static void chunk_unlock(void)
+{
+	__atomic_store_n(&dune_chunk_lock, 0, __ATOMIC_RELEASE);
+}
+
+static int set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va)
+{
+	uint64_t size = DUNE_CHUNK_SIZE;
+	if (va + size > DUNE_TASK_SIZE)
+		size = DUNE_TASK_SIZE - va;
+	struct kvm_userspace_memory_region reg = {
+		.slot = (uint32_t)slot,
+		.flags = 0,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = va,
+	};
+	return (int)dune_sys3(SYS_ioctl, vm_fd, KVM_SET_USER_MEMORY_REGION, &reg);
+}
+
+/* Registers the chunk of va (va | 1: even if the host has nothing mapped at
+ * va yet) and installs its default mapping.  Host side only. */
+int dune_map_chunk(uint64_t va)
+{
+	int force = va & 1;
+	va &= ~0xfffULL;
+	if (va >= DUNE_TASK_SIZE)
+		return -EFAULT;
+	if (!force) {
+		unsigned char vec;
+		if (dune_sys3(SYS_mincore, va, 4096, &vec) == -ENOMEM)
+			return -EFAULT;
+	}
+	uint64_t c = va >> DUNE_CHUNK_SHIFT;
+	int r = 0;
+	chunk_lock();
+	if (!dune_chunk_gpa[c]) {
+		uint64_t gpa = dune_vm.next_gpa;
+		if (gpa + DUNE_CHUNK_SIZE > (1ULL << dune_vm.phys_bits) ||
+		    dune_vm.next_slot >= dune_vm.max_slots) {
+			r = -ENOSPC;
+			goto out;
+		}
+		r = set_memslot(dune_vm.vm_fd, dune_vm.next_slot, gpa,
+				c << DUNE_CHUNK_SHIFT);
+		if (r)
+			goto out;
+		dune_vm.next_slot++;
+		dune_vm.next_gpa += DUNE_CHUNK_SIZE;
+		dune_chunk_gpa[c] = gpa + 1;
+		dune_stat_chunks++;
+	}
+	if (pgroot)
+		r = dune_install_chunk_mapping(c, dune_chunk_gpa[c] - 1);
+out:
+	chunk_unlock();
+	return r;
+}
+
+static void map_range(uint64_t start, uint64_t len)
+{
+	if (!len || start >= DUNE_TASK_SIZE)
+		return;
+	uint64_t end = start + len;
+	if (end > DUNE_TASK_SIZE || end < start)
+		end = DUNE_TASK_SIZE;
+	for (uint64_t c = start >> DUNE_CHUNK_SHIFT;
+	     c <= (end - 1) >> DUNE_CHUNK_SHIFT; c++)
+		if (!dune_chunk_gpa[c])
+			dune_map_chunk((c << DUNE_CHUNK_SHIFT) | 1);
+}
+
+static int map_proc_self_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			map_range(lo, hi - lo);
+	}
+	fclose(f);
+	return 0;
+}
+
+/* ---- vCPUs ---- */
+
+static uint64_t gdt_tss_lo(uint64_t base, uint32_t limit)
+{
+	return (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ULL << 40) |
+	       ((uint64_t)((limit >> 16) & 0xf) << 48) |
+	       (((base >> 24) & 0xff) << 56);
+}
+
+static void idt_build(void)
+{
+	for (int v = 0; v < 256; v++) {
+		uint64_t h = dune_trap_stubs[v];
+		/* IST2 for NMI, #DF, #MC; IST1 for the rest */
+		uint64_t ist = (v == 2 || v == 8 || v == 18) ? 2 : 1;
+		dune_idt[2 * v] = (h & 0xffff) | ((uint64_t)GDT_KCODE << 16) |
+				  (ist << 32) | (0x8eULL << 40) |
+				  (((h >> 16) & 0xffff) << 48);
+		dune_idt[2 * v + 1] = h >> 32;
+	}
+}
+
+static struct dune_vcpu *vcpu_alloc(void)
+{
+	struct dune_vcpu *v = mmap(NULL, sizeof(*v), PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (v == MAP_FAILED)
+		return NULL;
+	v->self = v;
+	v->fd = -1;
+	v->ist_mem = mmap(NULL, DUNE_NIST * DUNE_IST_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	v->host_stack_size = HOST_STACK_SIZE;
+	v->host_stack = mmap(NULL, HOST_STACK_SIZE, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
+			     -1, 0);
+	if (v->ist_mem == MAP_FAILED || v->host_stack == MAP_FAILED) {
+		munmap(v, sizeof(*v));
+		return NULL;
+	}
+	map_range((uint64_t)v, sizeof(*v));
+	map_range((uint64_t)v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
+	v->gdt[0] = 0;
+	v->gdt[1] = 0x00af9b000000ffffULL; /* 64-bit code, DPL 0 */
+	v->gdt[2] = 0x00cf93000000ffffULL; /* data, DPL 0 */
+	uint64_t tb = (uint64_t)&v->tss;
+	v->gdt[3] = gdt_tss_lo(tb, sizeof(v->tss) - 1);
+	v->gdt[4] = tb >> 32;
+	v->gdt[5] = 0;
+	for (int i = 0; i < DUNE_NIST; i++)
+		v->tss.ist[i] = (uint64_t)v->ist_mem + (i + 1) * DUNE_IST_SIZE;
+	v->tss.iomap_base = sizeof(v->tss);
+	return v;
+}
+
+static void vcpu_free(struct dune_vcpu *v)
+{
+	if (v->run)
+		munmap(v->run, v->run_size);
+	if (v->fd >= 0)
+		close(v->fd);
+	munmap(v->host_stack, v->host_stack_size);
+	munmap(v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
+	munmap(v, sizeof(*v));
+}
+
+static void seg(struct kvm_segment *s, uint16_t sel, int code, uint64_t base)
+{
+	memset(s, 0, sizeof(*s));
+	s->base = base;
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = code ? 11 : 3;
+	s->present = 1;
+	s->dpl = 0;
+	s->db = code ? 0 : 1;
+	s->s = 1;
+	s->l = code ? 1 : 0;
+	s->g = 1;
+}
+
+static int vcpu_sregs(struct dune_vcpu *v, uint64_t fs_base)
+{
+	struct kvm_sregs s;
+	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+		return -errno;
+	seg(&s.cs, GDT_KCODE, 1, 0);
+	seg(&s.ds, GDT_KDATA, 0, 0);
+	s.es = s.ss = s.ds;
+	seg(&s.fs, GDT_KDATA, 0, fs_base);
+	seg(&s.gs, GDT_KDATA, 0, (uint64_t)v);
+	memset(&s.tr, 0, sizeof(s.tr));
+	s.tr.base = (uint64_t)&v->tss;
+	s.tr.limit = sizeof(v->tss) - 1;
+	s.tr.selector = GDT_TSS;
+	s.tr.type = 11;
+	s.tr.present = 1;
+	s.gdt.base = (uint64_t)v->gdt;
+	s.gdt.limit = sizeof(v->gdt) - 1;
+	s.idt.base = (uint64_t)dune_idt;
+	s.idt.limit = 256 * 16 - 1;
+	s.cr0 = 0x80050033; /* PG AM WP NE ET MP PE */
+	s.cr3 = dune_pool_pa(pgroot);
+	s.cr4 = 0x20 | 0x200 | 0x400 | 0x40000; /* PAE OSFXSR OSXMMEXCPT OSXSAVE */
+	{
+		unsigned a, b, c, d;
+		if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & 1))
+			s.cr4 |= 0x10000; /* FSGSBASE, as the host kernel gives */
+	}
+	s.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+		return -errno;
+	v->fs_base = fs_base;
+	return 0;
+}
+
+static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
+{
+	int id = __atomic_fetch_add(&dune_vm.next_vcpu_id, 1, __ATOMIC_RELAXED);
+	v->id = id;
+	v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, id);
+	if (v->fd < 0)
+		return -errno;
+	fcntl(v->fd, F_SETFD, FD_CLOEXEC);
+	v->run_size = dune_vm.run_size;
+	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		v->run = NULL;
+		return -errno;
+	}
+	if (ioctl(v->fd, KVM_SET_CPUID2, dune_vm.cpuid) < 0)
+		return -errno;
+	int r = vcpu_sregs(v, fs_base);
+	if (r)
+		return r;
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e[8];
+	} m;
+	memset(&m, 0, sizeof(m));
+	uint32_t idx[] = {MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK,
+			  MSR_KERNEL_GS_BASE};
+	uint64_t val[] = {(uint64_t)GDT_KCODE << 32 | (uint64_t)GDT_KCODE << 48,
+			  (uint64_t)dune_syscall_entry, 0,
+			  0x100 | 0x400 | 0x4000 | 0x40000, /* TF DF NT AC */
+			  0};
+	int n = 5;
+	for (int i = 0; i < n; i++) {
+		m.e[i].index = idx[i];
+		m.e[i].data = val[i];
+	}
+	/* The TSC must agree with the host's so the vDSO's clock_gettime is
+	 * right in the guest: offset 0 where KVM allows setting it. */
+	if (dune_vm.have_tsc_ctrl) {
+		uint64_t off = 0;
+		struct kvm_device_attr a = {.group = KVM_VCPU_TSC_CTRL,
+					    .attr = KVM_VCPU_TSC_OFFSET,
+					    .addr = (uint64_t)&off};
+		if (ioctl(v->fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+			dune_vm.have_tsc_ctrl = 0;
+	}
+	if (!dune_vm.have_tsc_ctrl) {
+		m.e[n].index = MSR_IA32_TSC;
+		m.e[n].data = __builtin_ia32_rdtsc();
+		n++;
+	}
+	m.h.nmsrs = n;
+	if (ioctl(v->fd, KVM_SET_MSRS, &m) != n)
+		return -EINVAL;
+	struct kvm_xcrs x;
+	memset(&x, 0, sizeof(x));
+	x.nr_xcrs = 1;
+	x.xcrs[0].xcr = 0;
+	x.xcrs[0].value = dune_vm.xcr0;
+	if (ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
+		return -errno;
+	dune_stat_vcpus++;
+	return 0;
+}
+
+static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
+{
+	memset(r, 0, sizeof(*r));
+	r->rax = tf->rax;
+	r->rbx = tf->rbx;
+	r->rcx = tf->rip; /* as after a system call */
+	r->rdx = tf->rdx;
+	r->rsi = tf->rsi;
+	r->rdi = tf->rdi;
+	r->rbp = tf->rbp;
+	r->r8 = tf->r8;
+	r->r9 = tf->r9;
+	r->r10 = tf->r10;
+	r->r11 = tf->rflags;
+	r->r12 = tf->r12;
+	r->r13 = tf->r13;
+	r->r14 = tf->r14;
+	r->r15 = tf->r15;
+	r->rip = tf->rip;
+	r->rsp = tf->rsp;
+	r->rflags = tf->rflags | 2;
+}
+
+/* The host's own FPU/SSE/AVX state, in KVM's (standard xsave) layout. */
+static void host_xsave(struct kvm_xsave *xs)
+{
+	uint8_t buf[8192] __attribute__((aligned(64)));
+	memset(buf, 0, 4096);
+	__asm__ volatile("xsave64 (%0)" : : "r"(buf), "a"(-1), "d"(-1) : "memory");
+	memcpy(xs->region, buf, sizeof(xs->region));
+}
+
+/* ---- the vCPU loop ---- */
+
+static void vcpu_loop(void *arg);
+
+static const char *vector_name(uint64_t v)
+{
+	static const char *const n[] = {
+		"#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM",
+		"#DF", "#CSO", "#TS", "#NP", "#SS", "#GP", "#PF", "#15",
+		"#MF", "#AC", "#MC", "#XM", "#VE", "#CP"};
+	return v < sizeof(n) / sizeof(n[0]) ? n[v] : "interrupt";
+}
+
+static int vector_signal(uint64_t v)
+{
+	switch (v) {
+	case 0: case 16: case 19:
+		return SIGFPE;
+	case 1: case 3:
+		return SIGTRAP;
+	case 6:
+		return SIGILL;
+	case 17:
+		return SIGBUS;
+	default:
+		return SIGSEGV;
+	}
+}
+
+__attribute__((noreturn)) static void fatal_trap(struct dune_vcpu *v)
+{
+	struct dune_tf *tf = v->tf;
+	char msg[256];
+	snprintf(msg, sizeof(msg),
+		 "dune: unhandled %s (vector %lu) in the guest at rip 0x%lx, "
+		 "cr2 0x%lx, error 0x%lx, rsp 0x%lx\n",
+		 vector_name(tf->vector), (unsigned long)tf->vector,
+		 (unsigned long)tf->rip, (unsigned long)v->arg,
+		 (unsigned long)tf->err, (unsigned long)tf->rsp);
+	dune_write_str(msg);
+	die_by_signal(vector_signal(tf->vector));
+}
+
+__attribute__((noreturn)) static void fatal_exit(struct dune_vcpu *v,
+						  const char *what, long err)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	char msg[320];
+	memset(&r, 0, sizeof(r));
+	memset(&s, 0, sizeof(s));
+	dune_sys3(SYS_ioctl, v->fd, KVM_GET_REGS, &r);
+	dune_sys3(SYS_ioctl, v->fd, KVM_GET_SREGS, &s);
+	snprintf(msg, sizeof(msg),
+		 "dune: %s (exit reason %u, error %ld) at rip 0x%llx rsp 0x%llx "
+		 "cr2 0x%llx\n",
+		 what, v->run ? v->run->exit_reason : 0, err, r.rip, r.rsp, s.cr2);
+	dune_write_str(msg);
+	die_by_signal(SIGSEGV);
+}
+
+/* A new thread's vCPU (clone with CLONE_VM): runs on its host stack. */
+static void thread_start(void *arg)
+{
+	vcpu_loop(arg);
+}
+
+static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf)
+{
+	unsigned long flags = tf->rdi, newsp = tf->rsi, tls = tf->r8;
+	int *ptid = (int *)tf->rdx, *ctid = (int *)tf->r10;
+	struct dune_vcpu *nv = vcpu_alloc();
+	struct kvm_xsave xs;
+	struct kvm_regs r;
+	long ret;
+	if (!nv)
+		return -ENOMEM;
+	ret = vcpu_create(nv, dune_vm.vm_fd,
+			  (flags & CLONE_SETTLS) ? tls : v->fs_base);
+	if (ret)
+		goto fail;
+	regs_from_tf(&r, tf);
+	r.rax = 0;
+	if (newsp)
+		r.rsp = newsp;
+	if (ioctl(nv->fd, KVM_SET_REGS, &r) < 0 ||
+	    ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0 ||
+	    ioctl(nv->fd, KVM_SET_XSAVE, &xs) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = dune_clone_thread(flags, (char *)nv->host_stack + nv->host_stack_size,
+				ptid, ctid, tls, thread_start, nv);
+	if (ret >= 0)
+		return ret;
+fail:
+	vcpu_free(nv);
+	return ret;
+}
+
+/* fork: KVM will not run a VM from another mm, so the child builds its own
+ * VM with the same memslots and (its copy of) the same page tables. */
+static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
+		    unsigned long flags, unsigned long ptid, unsigned long ctid,
+		    unsigned long tls)
+{
+	struct kvm_xsave xs;
+	if (ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0)
+		return -errno;
+	flags &= ~(unsigned long)(CLONE_VM | CLONE_VFORK);
+	long pid = dune_sys6(SYS_clone, flags, 0, ptid, ctid, tls, 0);
+	if (pid != 0)
+		return pid;
+
+	/* child: a fresh VM */
+	char msg[160];
+	int vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
+	if (vm_fd < 0) {
+		snprintf(msg, sizeof(msg), "dune: fork child: KVM_CREATE_VM: %s\n",
+			 strerror(errno));
+		goto die;
+	}
+	fcntl(vm_fd, F_SETFD, FD_CLOEXEC);
+	close(dune_vm.vm_fd);
+	dune_vm.vm_fd = vm_fd;
+	dune_chunk_lock = 0;
+	int slot = 0;
+	for (uint64_t c = 0; c < DUNE_NCHUNKS; c++) {
+		if (!dune_chunk_gpa[c])
+			continue;
+		if (set_memslot(vm_fd, slot++, dune_chunk_gpa[c] - 1,
+				c << DUNE_CHUNK_SHIFT)) {
+			snprintf(msg, sizeof(msg), "dune: fork child: memslot failed\n");
+			goto die;
+		}
+	}
+	dune_vm.next_slot = slot;
+	if (v->run)
+		munmap(v->run, v->run_size);
+	close(v->fd);
+	v->run = NULL;
+	v->in_hook = v->in_trap = 0;
+	dune_vm.next_vcpu_id = 0;
+	int r = vcpu_create(v, vm_fd, v->fs_base);
+	struct kvm_regs regs;
+	regs_from_tf(&regs, tf);
+	regs.rax = 0;
+	if (r || ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
+	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
+		snprintf(msg, sizeof(msg), "dune: fork child: vCPU setup failed\n");
+		goto die;
+	}
+	return -EINTR - 10000; /* tells the caller: the child's vCPU is new */
+die:
+	dune_write_str(msg);
+	dune_sys1(SYS_exit_group, 127);
+	__builtin_unreachable();
+}
+#define DUNE_FORK_CHILD (-EINTR - 10000)
+
+static void set_guest_fs(struct dune_vcpu *v, uint64_t base)
+{
+	struct kvm_sregs s;
+	if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_SREGS, &s) == 0) {
+		s.fs.base = base;
+		dune_sys3(SYS_ioctl, v->fd, KVM_SET_SREGS, &s);
+	}
+	v->fs_base = base;
+}
+
+static int is_err(long r)
+{
+	return (unsigned long)r > -4096UL;
+}
+
+/* Performs the guest's system call on the host.  Returns 1 if the vCPU was
+ * replaced (fork child) and the frame must not be written. */
+static int handle_syscall(struct dune_vcpu *v)
+{
+	struct dune_tf *tf = v->tf;
+	long nr = (long)tf->rax, ret;
+	long a0 = tf->rdi, a1 = tf->rsi, a2 = tf->rdx, a3 = tf->r10,
+	     a4 = tf->r8, a5 = tf->r9;
+
+	__atomic_fetch_add(&dune_stat_syscalls, 1, __ATOMIC_RELAXED);
+	switch (nr) {
+	case SYS_exit:
+		/* this thread only: drop its vCPU's mapping and host stack */
+		if (v->run)
+			dune_sys2(SYS_munmap, v->run, v->run_size);
+		dune_sys1(SYS_close, v->fd);
+		dune_sys2(SYS_munmap, v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
+		dune_unmap_and_exit(v->host_stack, v->host_stack_size, (int)a0);
+	case SYS_exit_group:
+		dune_sys1(SYS_exit_group, a0);
+		__builtin_unreachable();
+	case SYS_arch_prctl:
+		if (a0 == ARCH_SET_GS) {
+			ret = -EPERM; /* GS base belongs to libdune in the guest */
+			break;
+		}
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (ret == 0 && a0 == ARCH_SET_FS)
+			set_guest_fs(v, a1);
+		break;
+	case SYS_clone:
+		if (a0 & CLONE_VM)
+			ret = do_clone_vm(v, tf);
+		else
+			ret = do_fork(v, tf, a0, a2, a3, a4);
+		break;
+	case SYS_clone3:
+		ret = -ENOSYS; /* glibc falls back to clone */
+		break;
+	case SYS_fork:
+	case SYS_vfork:
+		ret = do_fork(v, tf, SIGCHLD, 0, 0, 0);
+		break;
+	case SYS_rt_sigreturn:
+		dune_write_str("dune: rt_sigreturn from the guest (signal "
+			       "handlers run on the host)\n");
+		die_by_signal(SIGSEGV);
+	case SYS_mmap:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret))
+			map_range(ret, a1);
+		break;
+	case SYS_mremap:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret))
+			map_range(ret, a2);
+		break;
+	case SYS_shmat:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret))
+			map_range(ret, 1);
+		break;
+	case SYS_brk:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret) && ret) {
+			uint64_t lo = dune_brk_last && dune_brk_last < (uint64_t)ret
+					      ? dune_brk_last
+					      : (uint64_t)ret - 1;
+			map_range(lo, (uint64_t)ret - lo);
+			dune_brk_last = ret;
+		}
+		break;
+	default:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		break;
+	}
+	if (ret == DUNE_FORK_CHILD)
+		return 1;
+	tf->rax = ret;
+	return 0;
+}
+
+static void vcpu_loop(void *arg)
+{
+	struct dune_vcpu *v = arg;
+	for (;;) {
+		long r = dune_sys3(SYS_ioctl, v->fd, KVM_RUN, 0);
+		dune_stat_exits++;
+		if (r == -EINTR || r == -EAGAIN)
+			continue; /* a host signal handler ran */
+		if (r < 0) {
+			if (r == -EFAULT)
+				fatal_exit(v, "guest touched memory the host has "
+					      "not mapped or protects",
+					   r);
+			fatal_exit(v, "KVM_RUN failed", r);
+		}
+		struct kvm_run *run = v->run;
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO:
+			switch (run->io.port) {
+			case DUNE_PORT_SYSCALL:
+				handle_syscall(v);
+				continue;
+			case DUNE_PORT_CHUNK:
+				v->ret = dune_map_chunk(v->arg);
+				continue;
+			case DUNE_PORT_FATAL:
+				fatal_trap(v);
+			}
+			fatal_exit(v, "unexpected port I/O", run->io.port);
+		case KVM_EXIT_HLT:
+			fatal_exit(v, "hlt in the guest", 0);
+		case KVM_EXIT_SHUTDOWN:
+			fatal_exit(v, "triple fault in the guest", 0);
+		case KVM_EXIT_MMIO:
+			fatal_exit(v, "guest touched guest-physical memory "
+				      "outside every memslot", (long)run->mmio.phys_addr);
+		case KVM_EXIT_FAIL_ENTRY:
+			fatal_exit(v, "VM entry failed",
+				   (long)run->fail_entry.hardware_entry_failure_reason);
+		case KVM_EXIT_INTERNAL_ERROR:
+			fatal_exit(v, "KVM internal error", run->internal.suberror);
+		default:
+			fatal_exit(v, "unexpected exit", 0);
+		}
+	}
+}
+
+/* ---- dune_init ---- */
+
+static int setup_cpuid(void)
+{
+	int n = 128;
+	struct kvm_cpuid2 *c;
+	for (;;) {
+		c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+		if (!c)
+			return -ENOMEM;
+		c->nent = n;
+		if (ioctl(dune_vm.kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+			break;
+		free(c);
+		if (errno != E2BIG)
+			return fail(-ENOTSUP, "KVM_GET_SUPPORTED_CPUID: %s",
+				    strerror(errno));
+		n *= 2;
+	}
+	/* Never claim a feature the host CPU lacks: glibc chose its routines
+	 * from the host's CPUID. */
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		unsigned a, b, cc, d;
+		if (e->function != 1 && e->function != 7 &&
+		    e->function != 0x80000001)
+			continue;
+		__cpuid_count(e->function, e->index, a, b, cc, d);
+		if (e->function == 1) {
+			e->ecx &= cc | (1u << 27); /* OSXSAVE follows CR4 */
+			e->edx &= d;
+		} else {
+			e->ebx &= b;
+			e->ecx &= cc;
+			e->edx &= d;
+		}
+	}
+	dune_vm.cpuid = c;
+	unsigned a, b, cc, d;
+	__cpuid(0x80000008, a, b, cc, d);
+	for (uint32_t i = 0; i < c->nent; i++)
+		if (c->entries[i].function == 0x80000008)
+			a = c->entries[i].eax;
+	dune_vm.phys_bits = a & 0xff;
+	if (dune_vm.phys_bits < 36 || dune_vm.phys_bits > 52)
+		dune_vm.phys_bits = 36;
+	return 0;
+}
+
+/* Creates the VM, the pool and the memslots.  0 or negative errno. */
+static int vm_setup(int map_full)
+{
+	dune_vm.map_full = map_full;
+	dune_vm.vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
+	if (dune_vm.vm_fd < 0)
+		return fail(-ENODEV, "KVM_CREATE_VM: %s", strerror(errno));
+	fcntl(dune_vm.vm_fd, F_SETFD, FD_CLOEXEC);
+	ioctl(dune_vm.vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL); /* Intel needs it */
+	dune_vm.run_size = ioctl(dune_vm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	int slots = ioctl(dune_vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+	dune_vm.max_slots = slots > 0 ? slots : 32;
+	dune_vm.have_tsc_ctrl = 0;
+	{
+		struct kvm_device_attr a = {.group = KVM_VCPU_TSC_CTRL,
+					    .attr = KVM_VCPU_TSC_OFFSET};
+		(void)a;
+		dune_vm.have_tsc_ctrl =
+			ioctl(dune_vm.vm_fd, KVM_CHECK_EXTENSION,
+			      KVM_CAP_VCPU_ATTRIBUTES) > 0;
+	}
+	int r = setup_cpuid();
+	if (r)
+		return r;
+	dune_vm.xcr0 = host_xgetbv0();
+	dune_vm.next_gpa = 4ULL << 30; /* stay clear of the < 4 GiB holes */
+	dune_vm.next_slot = 0;
+
+	/* the page-table pool: 1 GiB aligned, so one chunk covers it */
+	dune_vm.pool_size = 256ULL << 20;
+	uint8_t *res = mmap(NULL, 2 * DUNE_CHUNK_SIZE, PROT_NONE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (res == MAP_FAILED)
+		return fail(-ENOMEM, "cannot reserve the page-table pool");
+	uint8_t *pool = (uint8_t *)(((uint64_t)res + DUNE_CHUNK_SIZE - 1) &
+				    ~(DUNE_CHUNK_SIZE - 1));
+	if (pool > res)
+		munmap(res, pool - res);
+	munmap(pool + dune_vm.pool_size,
+	       res + 2 * DUNE_CHUNK_SIZE - (pool + dune_vm.pool_size));
+	if (mprotect(pool, dune_vm.pool_size, PROT_READ | PROT_WRITE))
+		return fail(-ENOMEM, "cannot map the page-table pool");
+	dune_vm.pool = pool;
+	dune_vm.pool_used = 0;
+	if ((r = dune_map_chunk((uint64_t)pool | 1)))
+		return fail(r, "cannot register the pool's memslot: %s",
+			    strerror(-r));
+	pgroot = dune_pool_alloc();
+	dune_install_chunk_mapping((uint64_t)pool >> DUNE_CHUNK_SHIFT,
+				   dune_chunk_gpa[(uint64_t)pool >> DUNE_CHUNK_SHIFT] - 1);
+
+	dune_idt = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (dune_idt == MAP_FAILED)
+		return fail(-ENOMEM, "cannot allocate the IDT");
+	idt_build();
+	map_range((uint64_t)dune_idt, 4096);
+	map_range((uint64_t)&dune_vm, sizeof(dune_vm));
+	map_range((uint64_t)dune_syscall_entry, 1);
+	map_range((uint64_t)dune_chunk_gpa, sizeof(dune_chunk_gpa));
+	if (map_full)
+		map_proc_self_maps();
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/*
+ * Runs a short loop of guest ring-0 code in a throw-away child and times it.
+ * A software backend (like kvm_pvm, which emulates ring 0 at ~1 us per
+ * instruction and hangs on some instructions) takes far longer or never
+ * finishes; nothing here can hang: the child is killed after a deadline.
+ * Returns 0 (hardware speed), or a fail() code.
+ */
+static int speed_probe(void)
+{
+	const double limit = getenv("DUNE_PROBE_LIMIT_MS")
+				     ? atof(getenv("DUNE_PROBE_LIMIT_MS")) / 1e3
+				     : 0.1;
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC))
+		return fail(-errno, "pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		return fail(-errno, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		char res[64] = "setup";
+		close(pfd[0]);
+		signal(SIGALRM, SIG_DFL);
+		alarm(5);
+		if (vm_setup(0) == 0) {
+			struct dune_vcpu *v = vcpu_alloc();
+			map_range((uint64_t)dune_probe_code, 1);
+			if (v && vcpu_create(v, dune_vm.vm_fd, 0) == 0) {
+				struct kvm_regs r;
+				memset(&r, 0, sizeof(r));
+				r.rip = (uint64_t)dune_probe_code;
+				r.rsp = v->tss.ist[0];
+				r.rflags = 2;
+				ioctl(v->fd, KVM_SET_REGS, &r);
+				double t0 = now_s();
+				int rc = ioctl(v->fd, KVM_RUN, 0);
+				double t = now_s() - t0;
+				if (rc == 0 && v->run->exit_reason == KVM_EXIT_IO &&
+				    v->run->io.port == DUNE_PORT_PROBE)
+					snprintf(res, sizeof(res), "ok %.6f", t);
+				else
+					snprintf(res, sizeof(res), "exit %d %d", rc,
+						 v->run->exit_reason);
+			}
+		}
+		if (write(pfd[1], res, strlen(res) + 1) < 0)
+			_exit(2);
+		_exit(0);
+	}
+	close(pfd[1]);
+	char buf[64] = "";
+	ssize_t got = 0;
+	struct pollfd pf = {pfd[0], POLLIN, 0};
+	double t0 = now_s();
+	for (;;) { /* at most ~4 s in all */
+		int left = (int)((4.0 - (now_s() - t0)) * 1000);
+		if (left <= 0)
+			break;
+		int n = poll(&pf, 1, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0)
+			got = read(pfd[0], buf, sizeof(buf) - 1);
+		break;
+	}
+	close(pfd[0]);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	double t;
+	if (got > 0 && sscanf(buf, "ok %lf", &t) == 1) {
+		if (t > limit)
+			return fail(-ENODEV,
+				    "/dev/kvm is a software backend: 400000 guest "
+				    "instructions took %.0f ms (hardware: < 1 ms)",
+				    t * 1e3);
+		return 0;
+	}
+	if (got <= 0)
+		return fail(-ENODEV, "/dev/kvm is not usable: a guest probe did "
+				     "not finish in time (software KVM backend?)");
+	return fail(-ENODEV, "/dev/kvm is not usable: probe said \"%s\"", buf);
+}
+
+int dune_init(int map_full)
+{
+	if (dune_inited)
+		return 0;
+	dune_errbuf[0] = 0;
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return fail(-ENOENT, "no /dev/kvm (KVM not available here)");
+		if (e == EACCES || e == EPERM)
+			return fail(-EACCES, "no permission to open /dev/kvm "
+					     "(join the kvm group?)");
+		return fail(-e, "cannot open /dev/kvm: %s", strerror(e));
+	}
+	int api = ioctl(fd, KVM_GET_API_VERSION, 0);
+	if (api != KVM_API_VERSION) {
+		close(fd);
+		return fail(-ENOTSUP, "KVM API version %d, want %d", api,
+			    KVM_API_VERSION);
+	}
+	int hv = cpu_has_hw_virt();
+	if (hv == 0 && !getenv("DUNE_ALLOW_NO_HWVIRT")) {
+		close(fd);
+		return fail(-ENODEV, "no hardware virtualisation: /proc/cpuinfo has "
+				     "no vmx or svm flag, so /dev/kvm is a software "
+				     "backend here (it emulates ring 0 and hangs on "
+				     "vmcall/vmmcall); refusing");
+	}
+	{
+		unsigned a, b, c, d;
+		__cpuid(1, a, b, c, d);
+		if (!(c & (1u << 26)) || !(c & (1u << 27))) {
+			close(fd);
+			return fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
+		}
+	}
+	dune_vm.kvm_fd = fd;
+	int r = speed_probe();
+	if (r) {
+		close(fd);
+		return r;
+	}
+	r = vm_setup(map_full);
+	if (r) {
+		close(fd);
+		return r;
+	}
+	dune_inited = 1;
+	return 0;
+}
+
+int dune_enter_c(struct dune_enter_regs *er)
+{
+	if (dune_in_guest())
+		return 0;
+	if (!dune_inited)
+		return fail(-EINVAL, "dune_enter() before dune_init()");
+	struct dune_vcpu *v = vcpu_alloc();
+	if (!v)
+		return fail(-ENOMEM, "cannot allocate a vCPU");
+	uint64_t fs = 0;
+	dune_sys2(SYS_arch_prctl, ARCH_GET_FS, &fs);
+	int r = vcpu_create(v, dune_vm.vm_fd, fs);
+	if (r) {
+		vcpu_free(v);
+		return fail(r, "cannot create a vCPU: %s", strerror(-r));
+	}
+	map_range(er->rsp - 4096, 8192);
+	map_range(er->rip, 1);
+	map_range(fs, 1);
+	struct kvm_regs regs;
+	memset(&regs, 0, sizeof(regs));
+	regs.rbx = er->rbx;
+	regs.rbp = er->rbp;
+	regs.r12 = er->r12;
+	regs.r13 = er->r13;
+	regs.r14 = er->r14;
+	regs.r15 = er->r15;
+	regs.rsp = er->rsp;
+	regs.rip = er->rip;
+	regs.rflags = er->rflags | 2;
+	regs.rax = 0;
+	struct kvm_xsave xs;
+	host_xsave(&xs);
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
+	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
+		r = -errno;
+		vcpu_free(v);
+		return fail(r, "cannot set the vCPU's registers: %s", strerror(-r));
+	}
+	dune_run_on_stack((char *)v->host_stack + v->host_stack_size, vcpu_loop, v);
+}
+
+int dune_init_and_enter(int map_full)
+{
+	int r = dune_init(map_full);
+	return r ? r : dune_enter();
+}
+
+void dune_register_pgflt_handler(dune_pgflt_cb cb)
+{
+	dune_pgflt_handler = cb;
+}
+
+void dune_register_intr_handler(int vec, dune_intr_cb cb)
+{
+	if (vec >= 0 && vec < 256)
+		dune_intr_handlers[vec] = cb;
+}
+
+void dune_register_syscall_hooks(dune_syscall_prehook pre,
+				 dune_syscall_posthook post)
+{
+	dune_prehook = pre;
+	dune_posthook = post;
+}
+
+void dune_get_stats(struct dune_stats *st)
+{
+	st->syscalls = dune_stat_syscalls;
+	st->exits = dune_stat_exits;
+	st->chunks = dune_stat_chunks;
+	st->vcpus = dune_stat_vcpus;
+}

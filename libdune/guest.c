@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest-side C: runs in guest ring 0 from the LSTAR stub and the IDT stubs.
+ * Built with -mgeneral-regs-only: it must not touch the interrupted code's
+ * vector registers (handlers and hooks are wrapped in xsave/xrstor).
+ */
+#include "internal.h"
+
+static inline void xsave_to(void *buf)
+{
+	__asm__ volatile("xsave64 (%0)" : : "r"(buf), "a"(-1), "d"(-1) : "memory");
+}
+
+static inline void xrstor_from(void *buf)
+{
+	__asm__ volatile("xrstor64 (%0)" : : "r"(buf), "a"(-1), "d"(-1) : "memory");
+}
+
+static inline uint64_t read_cr2(void)
+{
+	uint64_t v;
+	__asm__ volatile("mov %%cr2, %0" : "=r"(v));
+	return v;
+}
+
+void dune_guest_syscall(struct dune_tf *tf)
+{
+	struct dune_vcpu *v = dune_cur_vcpu();
+	dune_syscall_prehook pre = dune_prehook;
+	dune_syscall_posthook post = dune_posthook;
+	int hooks = (pre || post) && !v->in_hook;
+	int skip = 0;
+
+	if (hooks && pre) {
+		v->in_hook = 1;
+		xsave_to(v->fpu_sys);
+		skip = !pre(tf);
+		xrstor_from(v->fpu_sys);
+		v->in_hook = 0;
+	}
+	if (!skip) {
+		v->tf = tf;
+		dune_outb(DUNE_PORT_SYSCALL);
+	}
+	if (hooks && post) {
+		v->in_hook = 1;
+		xsave_to(v->fpu_sys);
+		post(tf);
+		xrstor_from(v->fpu_sys);
+		v->in_hook = 0;
+	}
+}
+
+int dune_guest_map_chunk(uint64_t va)
+{
+	struct dune_vcpu *v = dune_cur_vcpu();
+	v->arg = va | 1; /* 1: map even if the host has nothing there yet */
+	dune_outb(DUNE_PORT_CHUNK);
+	return (int)v->ret;
+}
+
+void dune_guest_trap(struct dune_tf *tf)
+{
+	struct dune_vcpu *v = dune_cur_vcpu();
+	uint64_t vec = tf->vector;
+
+	if (vec == 14) {
+		uint64_t cr2 = read_cr2();
+		/* Nothing in the guest's tables for this 1 GiB yet: ask the host
+		 * to register it if the host has memory there. */
+		if (cr2 < DUNE_VA_LIMIT && !dune_chunk_in_pt(cr2)) {
+			v->arg = cr2 & ~0xfffULL;
+			dune_outb(DUNE_PORT_CHUNK);
+			if (v->ret == 0)
+				return;
+		}
+		if (dune_pgflt_handler && !v->in_trap) {
+			v->in_trap = 1;
+			xsave_to(v->fpu_trap);
+			dune_pgflt_handler(cr2, tf->err, tf);
+			xrstor_from(v->fpu_trap);
+			v->in_trap = 0;
+			return;
+		}
+		v->arg = cr2;
+	} else if (vec < 256 && dune_intr_handlers[vec] && !v->in_trap) {
+		v->in_trap = 1;
+		xsave_to(v->fpu_trap);
+		dune_intr_handlers[vec](tf);
+		xrstor_from(v->fpu_trap);
+		v->in_trap = 0;
+		return;
+	} else {
+		v->arg = 0;
+	}
+	v->tf = tf;
+	for (;;)
+		dune_outb(DUNE_PORT_FATAL); /* the host ends the process */
+}

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+/* libdune internals shared by the host side (core.c, vm.c) and the guest
+ * side (guest.c, entry.S). */
+#ifndef LIBDUNE_INTERNAL_H
+#define LIBDUNE_INTERNAL_H
+
+#include "dune.h"
+
+#include <stdint.h>
+#include <stddef.h>
+#include <linux/kvm.h>
+
+#define DUNE_HIDDEN __attribute__((visibility("hidden")))
+
+/* Ports the guest writes to leave the guest (vmcall/vmmcall cannot reach user
+ * space on x86 KVM).  The argument is in the vCPU structure (GS base). */
+#define DUNE_PORT_SYSCALL 0xd0 /* vcpu->tf: a system call frame */
+#define DUNE_PORT_FATAL 0xd1   /* vcpu->tf: an exception nobody handled */
+#define DUNE_PORT_CHUNK 0xd2   /* vcpu->arg: map the 1 GiB chunk of this va */
+#define DUNE_PORT_PROBE 0xd3   /* the init-time speed probe finished */
+
+#define DUNE_CHUNK_SHIFT 30
+#define DUNE_CHUNK_SIZE (1ULL << DUNE_CHUNK_SHIFT)
+#define DUNE_VA_LIMIT 0x800000000000ULL /* 47-bit user space */
+#define DUNE_TASK_SIZE 0x7ffffffff000ULL
+#define DUNE_NCHUNKS (DUNE_VA_LIMIT >> DUNE_CHUNK_SHIFT)
+
+#define DUNE_IST_SIZE (32 * 1024)
+#define DUNE_NIST 3
+
+#define GDT_NULL 0
+#define GDT_KCODE 0x08
+#define GDT_KDATA 0x10
+#define GDT_TSS 0x18 /* 16 bytes */
+#define GDT_ENTRIES 6
+
+struct dune_tss {
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;
+} __attribute__((packed));
+
+/* One per vCPU; the guest finds it through GS base (self at offset 0). */
+struct dune_vcpu {
+	struct dune_vcpu *self;
+	struct dune_tf *tf;     /* guest -> host: frame of this exit */
+	uint64_t arg;           /* guest -> host: argument */
+	int64_t ret;            /* host -> guest: answer */
+	int in_hook;            /* guest: inside a syscall hook */
+	int in_trap;            /* guest: inside a #PF/interrupt handler */
+	int fd;
+	int id;
+	struct kvm_run *run;
+	size_t run_size;
+	void *host_stack;
+	size_t host_stack_size;
+	uint64_t fs_base;
+	void *ist_mem;
+	uint64_t gdt[GDT_ENTRIES] __attribute__((aligned(16)));
+	struct dune_tss tss __attribute__((aligned(16)));
+	uint8_t fpu_sys[8192] __attribute__((aligned(64)));  /* hooks */
+	uint8_t fpu_trap[8192] __attribute__((aligned(64))); /* handlers */
+};
+
+/* Registers dune_enter() hands to the C side. */
+struct dune_enter_regs {
+	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip, rflags;
+};
+
+/* ---- shared state ---- */
+struct dune_vm {
+	int kvm_fd;
+	int vm_fd;
+	int map_full;
+	int next_vcpu_id;
+	unsigned phys_bits;
+	uint64_t next_gpa;
+	int next_slot;
+	int max_slots;
+	size_t run_size;
+	struct kvm_cpuid2 *cpuid;
+	uint64_t xcr0;
+	uint32_t xsave_size;
+	int have_tsc_ctrl;
+	/* the page-table pool: one 1 GiB-aligned region */
+	uint8_t *pool;
+	uint64_t pool_size;
+	uint64_t pool_used; /* atomic */
+};
+extern struct dune_vm dune_vm DUNE_HIDDEN;
+extern volatile int dune_chunk_lock DUNE_HIDDEN;
+/* chunk index -> guest-physical base + 1 (0: not registered) */
+extern uint64_t dune_chunk_gpa[DUNE_NCHUNKS] DUNE_HIDDEN;
+
+extern dune_pgflt_cb dune_pgflt_handler DUNE_HIDDEN;
+extern dune_intr_cb dune_intr_handlers[256] DUNE_HIDDEN;
+extern dune_syscall_prehook dune_prehook DUNE_HIDDEN;
+extern dune_syscall_posthook dune_posthook DUNE_HIDDEN;
+extern uint64_t dune_stat_syscalls DUNE_HIDDEN, dune_stat_exits DUNE_HIDDEN,
+	dune_stat_chunks DUNE_HIDDEN, dune_stat_vcpus DUNE_HIDDEN;
+
+/* entry.S */
+extern char dune_syscall_entry[] DUNE_HIDDEN;
+extern uint64_t dune_trap_stubs[256] DUNE_HIDDEN;
+int dune_enter_asm(void) DUNE_HIDDEN; /* saves regs, calls dune_enter_c */
+__attribute__((noreturn)) void dune_run_on_stack(void *stack_top,
+						 void (*fn)(void *), void *arg) DUNE_HIDDEN;
+long dune_clone_thread(unsigned long flags, void *host_stack_top, int *ptid,
+		       int *ctid, unsigned long tls, void (*fn)(void *),
+		       void *arg) DUNE_HIDDEN;
+__attribute__((noreturn)) void dune_unmap_and_exit(void *addr, size_t len,
+						   int code) DUNE_HIDDEN;
+extern char dune_probe_code[] DUNE_HIDDEN, dune_probe_code_end[] DUNE_HIDDEN;
+
+/* core.c */
+int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
+int dune_map_chunk(uint64_t va) DUNE_HIDDEN; /* host side */
+
+/* vm.c */
+ptent_t *dune_pool_alloc(void) DUNE_HIDDEN;
+uint64_t dune_pool_pa(const void *p) DUNE_HIDDEN;
+void *dune_pool_va(uint64_t pa) DUNE_HIDDEN;
+int dune_install_chunk_mapping(uint64_t chunk, uint64_t gpa) DUNE_HIDDEN;
+bool dune_chunk_in_pt(uint64_t va) DUNE_HIDDEN;
+
+/* guest.c */
+void dune_guest_syscall(struct dune_tf *tf) DUNE_HIDDEN;
+void dune_guest_trap(struct dune_tf *tf) DUNE_HIDDEN;
+int dune_guest_map_chunk(uint64_t va) DUNE_HIDDEN;
+
+static inline long dune_sys6(long n, long a1, long a2, long a3, long a4,
+			     long a5, long a6)
+{
+	long ret;
+	register long r10 __asm__("r10") = a4;
+	register long r8 __asm__("r8") = a5;
+	register long r9 __asm__("r9") = a6;
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(n), "D"(a1), "S"(a2), "d"(a3), "r"(r10),
+			   "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+#define dune_sys0(n) dune_sys6(n, 0, 0, 0, 0, 0, 0)
+#define dune_sys1(n, a) dune_sys6(n, (long)(a), 0, 0, 0, 0, 0)
+#define dune_sys2(n, a, b) dune_sys6(n, (long)(a), (long)(b), 0, 0, 0, 0)
+#define dune_sys3(n, a, b, c)                                                  \
+	dune_sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
+
+static inline struct dune_vcpu *dune_cur_vcpu(void)
+{
+	struct dune_vcpu *v;
+	__asm__ volatile("mov %%gs:0, %0" : "=r"(v));
+	return v;
+}
+
+static inline void dune_outb(uint16_t port)
+{
+	__asm__ volatile("outb %%al, %%dx" : : "a"(0), "d"(port) : "memory");
+}
+
+#endif

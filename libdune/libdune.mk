@@ -1,0 +1,71 @@
+# libdune: process virtualization on /dev/kvm (see Documentation/libdune.md).
+# Included by the top Makefile; every variable here starts with LIBDUNE_.
+
+LIBDUNE_DIR     := $(CURDIR)/libdune
+LIBDUNE_OUT     := $(BUILD)/libdune
+LIBDUNE_A       := $(BUILD)/libdune.a
+LIBDUNE_SO      := $(BUILD)/libdune.so
+LIBDUNE_PRELOAD := $(BUILD)/libdune-preload.so
+LIBDUNE_CFLAGS  := $(BASE_CFLAGS) $(CFLAGS) -fPIC -pthread -I$(LIBDUNE_DIR)
+# Code that runs on the guest's trap and system-call paths must leave the
+# interrupted code's vector registers alone.
+LIBDUNE_GUEST_CFLAGS := -mgeneral-regs-only -fno-stack-protector
+LIBDUNE_OBJS    := $(addprefix $(LIBDUNE_OUT)/,core.o vm.o guest.o entry.o)
+LIBDUNE_HDRS    := $(LIBDUNE_DIR)/dune.h $(LIBDUNE_DIR)/internal.h
+
+LIBDUNE_TEST_DIR := $(CURDIR)/selftests/libdune
+LIBDUNE_TESTS   := $(LIBDUNE_OUT)/dune_test $(LIBDUNE_OUT)/hello \
+		   $(LIBDUNE_OUT)/dune_bench $(LIBDUNE_PRELOAD)
+
+.PHONY: libdune bench-libdune
+all: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
+libdune: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
+
+$(LIBDUNE_OUT)/core.o: $(LIBDUNE_DIR)/core.c $(LIBDUNE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIBDUNE_CFLAGS) -c -o $@ $<
+
+$(LIBDUNE_OUT)/vm.o $(LIBDUNE_OUT)/guest.o: $(LIBDUNE_OUT)/%.o: $(LIBDUNE_DIR)/%.c $(LIBDUNE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIBDUNE_CFLAGS) $(LIBDUNE_GUEST_CFLAGS) -c -o $@ $<
+
+$(LIBDUNE_OUT)/entry.o: $(LIBDUNE_DIR)/entry.S
+	@mkdir -p $(@D)
+	$(CC) $(LIBDUNE_CFLAGS) -c -o $@ $<
+
+$(LIBDUNE_A): $(LIBDUNE_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIBDUNE_SO): $(LIBDUNE_OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared -pthread -Wl,-soname,libdune.so -o $@ $^
+
+$(LIBDUNE_OUT)/preload.o: $(LIBDUNE_DIR)/preload.c $(LIBDUNE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(LIBDUNE_CFLAGS) -c -o $@ $<
+
+# LD_PRELOAD=libdune-preload.so PROGRAM: PROGRAM runs entered from its start.
+$(LIBDUNE_PRELOAD): $(LIBDUNE_OUT)/preload.o $(LIBDUNE_OBJS)
+	$(CC) -shared -pthread -o $@ $^
+
+# ---- tests (run inside the QEMU rig: selftests/libdune/run-in-rig) ----
+$(LIBDUNE_OUT)/dune_test: $(LIBDUNE_TEST_DIR)/dune_test.c $(LIBDUNE_A) $(CURDIR)/selftests/harness.h $(LIBDUNE_HDRS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(LIBDUNE_DIR) -I$(CURDIR)/selftests -o $@ $< $(LIBDUNE_A)
+
+$(LIBDUNE_OUT)/hello: $(LIBDUNE_TEST_DIR)/hello.c
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $<
+
+$(LIBDUNE_OUT)/dune_bench: $(LIBDUNE_DIR)/bench/dune_bench.c $(LIBDUNE_A) $(LIBDUNE_HDRS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(LIBDUNE_DIR) -o $@ $< $(LIBDUNE_A)
+
+TEST_SUITES += $(LIBDUNE_TEST_DIR)/run-in-rig
+TEST_DEPS   += $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_TESTS)
+
+# ---- measurements in the rig (make bench) ----
+BENCH_TARGETS += bench-libdune
+bench-libdune: $(LIBDUNE_OUT)/dune_bench
+	@echo "# libdune in the QEMU rig (nested SVM under TCG: compare ratios, not absolutes)"
+	@$(CURDIR)/tools/vmrun -t 600 -- $(LIBDUNE_OUT)/dune_bench
