@@ -113,6 +113,7 @@ static void dl_fault(int sig, siginfo_t *info, void *ucv)
 		_dl_stack_print("allocated at", alloc_stack);
 	if (free_stack || _dl_opt.stacks)
 		_dl_stack_print("freed at", free_stack);
+	_dl_report_hints();
 	/* Die of the signal itself: returning re-runs the access. */
 	dl_reset_default(SIGSEGV);
 	dl_reset_default(SIGBUS);

@@ -223,6 +223,8 @@ __attribute__((noreturn)) void _dl_fatal(const char *fmt, ...)
 __attribute__((noreturn)) void _dl_report_abort(const char *msg,
 						uint32_t alloc_stack,
 						uint32_t free_stack);
+/* The closing lines of every report: how to learn more. */
+void _dl_report_hints(void);
 uint32_t _dl_stack_capture(void);
 void _dl_stack_print(const char *title, uint32_t id);
 void _dl_backtrace_print(void *const *frames, int n);

@@ -133,12 +133,29 @@ static const struct dl_option_row {
 };
 #define DL_NOPTIONS (sizeof(dl_option_table) / sizeof(dl_option_table[0]))
 
+/*
+ * Items are separated by ':', but values may hold one too (revoke=batch:64):
+ * a ':' separates only when what follows it, up to the next ':', is a
+ * name=value item.
+ */
+static const char *dl_item_end(const char *item)
+{
+	const char *end = strchrnul(item, ':');
+	while (*end) {
+		const char *next = strchrnul(end + 1, ':');
+		if (memchr(end + 1, '=', (size_t)(next - end - 1)))
+			break;
+		end = next;
+	}
+	return end;
+}
+
 void _dl_options_parse(const char *env)
 {
 	if (!env)
 		return;
 	while (*env) {
-		const char *end = strchrnul(env, ':');
+		const char *end = dl_item_end(env);
 		const char *eq = memchr(env, '=', (size_t)(end - env));
 		size_t name_len = (size_t)((eq ? eq : end) - env);
 		const struct dl_option_row *row = NULL;

@@ -247,6 +247,29 @@ void _dl_backtrace_print(void *const *frames, int n)
 	}
 }
 
+/*
+ * Frames inside the allocator itself tell the reader nothing.  As a shared
+ * library those are the frames in our object; linked statically we share
+ * the program's object and keep them (dladdr cannot tell them apart).
+ */
+static int dl_skip_own_frames(void *const *frames, int n)
+{
+#ifdef DL_STATIC
+	(void)frames;
+	(void)n;
+	return 0;
+#else
+	Dl_info self, info;
+	if (!dladdr((void *)dl_skip_own_frames, &self))
+		return 0;
+	int i = 0;
+	while (i < n - 1 && dladdr(frames[i], &info) &&
+	       info.dli_fbase == self.dli_fbase)
+		i++;
+	return i;
+#endif
+}
+
 void _dl_stack_print(const char *title, uint32_t id)
 {
 	if (!id || !dl_depot) {
@@ -255,22 +278,36 @@ void _dl_stack_print(const char *title, uint32_t id)
 		return;
 	}
 	struct dl_stack_entry *e = &dl_depot[id - 1];
+	int skip = dl_skip_own_frames(e->frames, (int)e->n);
 	_dl_printf("dangless: %s:", title);
-	_dl_backtrace_print(e->frames, (int)e->n);
+	_dl_backtrace_print(e->frames + skip, (int)e->n - skip);
+}
+
+void _dl_report_hints(void)
+{
+	if (!_dl_opt.stacks)
+		_dl_printf("dangless: DANGLESS_OPTIONS=stacks=1 also shows where "
+			   "the allocation was made and freed");
+	_dl_printf("dangless: FILE+OFFSET above: `addr2line -f -i -e FILE "
+		   "OFFSET` names the function and line");
 }
 
 void _dl_report_abort(const char *msg, uint32_t alloc_stack,
 		      uint32_t free_stack)
 {
-	void *frames[DL_MAX_FRAMES];
+	void *frames[DL_MAX_FRAMES + 8];
 	_dl_write_all(2, msg, strlen(msg));
 	_dl_write_all(2, "\n", 1);
-	int n = backtrace(frames, DL_MAX_FRAMES);
+	int n = backtrace(frames, DL_MAX_FRAMES + 8);
+	int skip = dl_skip_own_frames(frames, n);
 	_dl_printf("dangless: at:");
-	_dl_backtrace_print(frames + 1, n - 1);
+	_dl_backtrace_print(frames + skip, n - skip > DL_MAX_FRAMES
+						   ? DL_MAX_FRAMES
+						   : n - skip);
 	if (alloc_stack || _dl_opt.stacks)
 		_dl_stack_print("allocated at", alloc_stack);
 	if (free_stack || _dl_opt.stacks)
 		_dl_stack_print("freed at", free_stack);
+	_dl_report_hints();
 	abort();
 }
