@@ -167,6 +167,56 @@ TEST(threads_8x100k_cross_thread_frees)
 	EXPECT_EQ(after.allocs - after.frees, after.live_objects);
 }
 
+/*
+ * The same, narrowed down: threads that only allocate, fill and free
+ * multi-page objects of one small size class each.
+ */
+static void *st_multi_page_worker(void *arg)
+{
+	size_t size = (size_t)(uintptr_t)arg;
+	char *live[64] = {0};
+	for (int i = 0; i < 20000; i++) {
+		int k = (i * 7) % 64;
+		free(live[k]);
+		live[k] = malloc(size);
+		if (!live[k])
+			return (void *)1;
+		memset(live[k], 1, size);
+	}
+	for (int k = 0; k < 64; k++)
+		free(live[k]);
+	return NULL;
+}
+
+static void st_multi_page_body(void *arg)
+{
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, st_multi_page_worker, arg);
+	for (int i = 0; i < 4; i++) {
+		void *r = NULL;
+		pthread_join(t[i], &r);
+		if (r)
+			printf("malloc failed\n");
+	}
+	printf("done\n");
+}
+
+TEST(threads_multi_page_small_objects)
+{
+	static const size_t sizes[] = {9000, 27000};
+	for (int i = 0; i < 2; i++) {
+		struct th_child res;
+		th_run(st_multi_page_body, (void *)(uintptr_t)sizes[i], 60,
+		       &res);
+		if (!WIFEXITED(res.status))
+			TH_LOG("4 threads of %zu-byte objects", sizes[i]);
+		ASSERT_EXITED(0, res);
+		ASSERT_STREQ("done\n", res.out);
+		th_child_free(&res);
+	}
+}
+
 /* All threads allocate at once: every object gets its own alias pages. */
 #define ST_PER_THREAD 5000
 static uintptr_t st_pages[ST_THREADS * ST_PER_THREAD];

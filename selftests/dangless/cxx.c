@@ -67,8 +67,10 @@ TEST(deleted_object_virtual_call_caught)
 	struct st_uaf_report r;
 	ASSERT_TRUE(st_parse_uaf(res.err, &r));
 	EXPECT_STREQ("READ", r.kind);
-	EXPECT_EQ(target, r.addr); /* the vtable pointer, at offset 0 */
-	EXPECT_EQ((size_t)0, r.off);
+	/* the vtable pointer, or the member if the call was devirtualised */
+	EXPECT_LE(target, r.addr);
+	EXPECT_EQ(r.addr - target, r.off);
+	EXPECT_GT((size_t)64, r.off);
 	th_child_free(&res);
 }
 

@@ -1,24 +1,60 @@
 // SPDX-License-Identifier: MIT
 /*
- * DANGLESS_OPTIONS, each option in a fresh process (st-scenario, linked with
- * libdangless.a): stacks=1 adds where the object was allocated and freed,
+ * DANGLESS_OPTIONS, each option in a fresh process, both with libdangless.a
+ * linked in (st-scenario, tests *_static) and preloaded into an ordinary
+ * program (st-scenario-plain, tests *_preload): stacks=1 adds where the object was allocated and freed,
  * stats=1 prints the counters at exit, revoke=batch:N still catches the
  * dangling access once the batch is flushed, and the rest are accepted.
  */
 #include "st-common.h"
+
+/* 0: st-scenario (libdangless.a linked in); 1: st-scenario-plain preloaded */
+static int st_mode;
 
 static void st_scenario(const char *opts, const char *a1, const char *a2,
 			struct th_child *res)
 {
 	char env[256];
 	snprintf(env, sizeof(env), "DANGLESS_OPTIONS=%s", opts);
-	const char *const envv[] = {env, NULL};
-	const char *const argv[] = {st_selftest_prog("st-scenario"), a1, a2,
+	const char *const envv[] = {env, st_mode ? st_preload_env() : NULL,
 				    NULL};
+	const char *const argv[] = {
+		st_selftest_prog(st_mode ? "st-scenario-plain" : "st-scenario"),
+		a1, a2, NULL};
 	th_exec(argv, envv, NULL, 60, res);
 }
 
-TEST(no_options_basic)
+/* Each test runs twice: name_static and name_preload. */
+#define BOTH(name)                                                             \
+	static void st_body_##name(void);                                      \
+	TEST(name##_static)                                                    \
+	{                                                                      \
+		st_mode = 0;                                                   \
+		st_body_##name();                                              \
+	}                                                                      \
+	TEST(name##_preload)                                                   \
+	{                                                                      \
+		st_mode = 1;                                                   \
+		st_body_##name();                                              \
+	}                                                                      \
+	static void st_body_##name(void)
+
+BOTH(environment_reaches_main)
+{
+	/* start-up must leave the program its environment */
+	const char *const envv[] = {"ST_PROBE=hello",
+				    st_mode ? st_preload_env() : NULL, NULL};
+	const char *const argv[] = {
+		st_selftest_prog(st_mode ? "st-scenario-plain" : "st-scenario"),
+		"env", "ST_PROBE", NULL};
+	struct th_child res;
+	th_exec(argv, envv, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_STREQ("ST_PROBE=hello\n", res.out);
+	th_child_free(&res);
+}
+
+BOTH(no_options_basic)
 {
 	struct th_child res;
 	st_scenario("", "basic", NULL, &res);
@@ -30,7 +66,7 @@ TEST(no_options_basic)
 	th_child_free(&res);
 }
 
-TEST(default_report_is_use_after_free)
+BOTH(default_report_is_use_after_free)
 {
 	struct th_child res;
 	st_scenario("", "uaf-read", NULL, &res);
@@ -40,7 +76,7 @@ TEST(default_report_is_use_after_free)
 	th_child_free(&res);
 }
 
-TEST(stacks_1_shows_alloc_and_free_stacks)
+BOTH(stacks_1_shows_alloc_and_free_stacks)
 {
 	struct th_child res;
 	st_scenario("stacks=1", "uaf-write", NULL, &res);
@@ -62,7 +98,7 @@ TEST(stacks_1_shows_alloc_and_free_stacks)
 	th_child_free(&res);
 }
 
-TEST(stacks_1_double_free)
+BOTH(stacks_1_double_free)
 {
 	struct th_child res;
 	st_scenario("stacks=1", "double-free", NULL, &res);
@@ -73,7 +109,7 @@ TEST(stacks_1_double_free)
 	th_child_free(&res);
 }
 
-TEST(stats_1_prints_counters_at_exit)
+BOTH(stats_1_prints_counters_at_exit)
 {
 	struct th_child res;
 	st_scenario("stats=1", "churn", "1000", &res);
@@ -92,7 +128,7 @@ TEST(stats_1_prints_counters_at_exit)
 	th_child_free(&res);
 }
 
-TEST(stats_reflect_churn)
+BOTH(stats_reflect_churn)
 {
 	struct th_child res;
 	st_scenario("", "stats", NULL, &res);
@@ -116,7 +152,7 @@ TEST(stats_reflect_churn)
 	th_child_free(&res);
 }
 
-TEST(verbosity_levels_accepted)
+BOTH(verbosity_levels_accepted)
 {
 	static const char *const v[] = {"verbosity=0", "verbosity=1",
 					"verbosity=2"};
@@ -129,7 +165,7 @@ TEST(verbosity_levels_accepted)
 	}
 }
 
-TEST(backend_host)
+BOTH(backend_host)
 {
 	struct th_child res;
 	st_scenario("backend=host", "basic", NULL, &res);
@@ -141,7 +177,7 @@ TEST(backend_host)
 	th_child_free(&res);
 }
 
-TEST(fallback_1_without_exhaustion_changes_nothing)
+BOTH(fallback_1_without_exhaustion_changes_nothing)
 {
 	struct th_child res;
 	st_scenario("fallback=1", "uaf-read", NULL, &res);
@@ -154,7 +190,7 @@ TEST(fallback_1_without_exhaustion_changes_nothing)
 	th_child_free(&res);
 }
 
-TEST(revoke_strict_explicit)
+BOTH(revoke_strict_explicit)
 {
 	struct th_child res;
 	st_scenario("revoke=strict", "uaf-read", NULL, &res);
@@ -163,7 +199,7 @@ TEST(revoke_strict_explicit)
 	th_child_free(&res);
 }
 
-TEST(revoke_batch_catches_after_the_batch)
+BOTH(revoke_batch_catches_after_the_batch)
 {
 	static const char *const batches[][2] = {
 		{"revoke=batch:16", "16"},
@@ -184,7 +220,7 @@ TEST(revoke_batch_catches_after_the_batch)
 	}
 }
 
-TEST(revoke_batch_quarantine_counts)
+BOTH(revoke_batch_quarantine_counts)
 {
 	struct th_child res;
 	st_scenario("revoke=batch:1000", "stats", NULL, &res);
@@ -194,7 +230,7 @@ TEST(revoke_batch_quarantine_counts)
 	th_child_free(&res);
 }
 
-TEST(several_options_at_once)
+BOTH(several_options_at_once)
 {
 	struct th_child res;
 	st_scenario("stacks=1:stats=1:verbosity=1:revoke=strict", "uaf-read",

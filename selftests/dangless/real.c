@@ -29,6 +29,8 @@ static const char *st_find_prog(const char *const cands[])
 			continue;
 		}
 		const char *path = getenv("PATH");
+		if (!path)
+			path = "/usr/local/bin:/usr/bin:/bin";
 		char buf[1024];
 		while (path && *path) {
 			const char *end = strchrnul(path, ':');

@@ -19,6 +19,7 @@
  *   st-scenario maps SIZE MAX  live SIZE-byte objects, every other freed,
  *                              until MAX are made; prints how far it got
  *   st-scenario stats          prints the counters, one "name value" a line
+ *   st-scenario env NAME       prints NAME=<its value in the environment>
  */
 #include <dangless/dangless.h>
 
@@ -278,8 +279,13 @@ int main(int argc, char **argv)
 		return maps((size_t)atol(argv[2]), atol(argv[3]));
 	if (!strcmp(what, "stats"))
 		return print_stats();
+	if (!strcmp(what, "env") && argc > 2) {
+		const char *v = getenv(argv[2]);
+		printf("%s=%s\n", argv[2], v ? v : "(unset)");
+		return 0;
+	}
 	fprintf(stderr, "usage: st-scenario basic|active|uaf-read|uaf-write|"
 			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
-			"stats\n");
+			"stats|env NAME\n");
 	return 2;
 }

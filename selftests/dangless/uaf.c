@@ -244,8 +244,8 @@ static void st_shrink_dangle(void *arg)
 	/* the live part is still fine, up to the usable size */
 	memset(q, 8, new_size);
 	/* the first page wholly past the new end */
-	uintptr_t gone = ((uintptr_t)q + malloc_usable_size(q) + ST_PAGE - 1) /
-			 ST_PAGE * ST_PAGE;
+	uintptr_t gone = ((uintptr_t)q + new_size + ST_PAGE - 1) / ST_PAGE *
+			 ST_PAGE;
 	if (gone >= (uintptr_t)p + old_size) {
 		printf("nothing past the end\n");
 		return;
@@ -265,6 +265,32 @@ TEST(uaf_past_end_after_shrinking_realloc)
 	ASSERT_KILLED_BY(SIGSEGV, res);
 	ASSERT_CONTAINS("dangless: use-after-free READ at 0x", res.err);
 	EXPECT_EQ(target, st_hex_after(res.err, "READ at "));
+	th_child_free(&res);
+}
+
+static void st_shrink_usable(void *arg)
+{
+	(void)arg;
+	char *p = malloc(6 * ST_PAGE);
+	memset(p, 7, 6 * ST_PAGE);
+	char *q = realloc(p, ST_PAGE + 10);
+	size_t usable = malloc_usable_size(q);
+	printf("usable=0x%zx\n", usable);
+	fflush(stdout);
+	/* malloc_usable_size promises these bytes may be used */
+	memset(q, 9, usable);
+	printf("all usable bytes written\n");
+}
+
+TEST(usable_size_after_shrink_is_all_usable)
+{
+	struct th_child res;
+	th_run(st_shrink_usable, NULL, 60, &res);
+	if (!WIFEXITED(res.status))
+		th_print_quoted(res.err);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("all usable bytes written", res.out);
+	EXPECT_LE(ST_PAGE + 10, st_hex_after(res.out, "usable="));
 	th_child_free(&res);
 }
 
