@@ -1,0 +1,1014 @@
+#!/usr/bin/python3
+"""Dangless benchmark harness: every workload under every allocator,
+interleaved, several runs; medians and ratios to glibc; the page-table floor
+measured in the same run; results in bench/results/ (Markdown, SVG, JSON).
+
+Usage: bench/harness.py --build BUILD [--quick] [--runs N] [--only w1,w2]
+                        [--alloc a1,a2] [--out DIR] [--no-install]
+Run by `make bench` (bench/bench.mk).  Debian python3 only, no pip.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# ---------------------------------------------------------------------------
+# The allocators.  Dangless modes: edit this one list (or set
+# BENCH_DANGLESS_MODES="strict batch:64 ...").
+DANGLESS_MODES = os.environ.get("BENCH_DANGLESS_MODES", "strict batch:64 batch:1024").split()
+# How Dangless is asked for its counters at exit (appended after a ':').
+DANGLESS_STATS_OPT = os.environ.get("BENCH_DANGLESS_STATS_OPT", "stats=1")
+
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+
+
+def allocators(build):
+    so = os.path.join(build, "libdangless.so")
+    allocs = [
+        # glibc: nothing preloaded.  (For redis-server, which Debian links
+        # against libjemalloc, libc.so.6 is preloaded so glibc's malloc wins.)
+        dict(name="glibc", preload=None, env={}),
+        dict(name="jemalloc", preload=LIBDIR + "/libjemalloc.so.2", env={}),
+        dict(name="mimalloc", preload=LIBDIR + "/libmimalloc.so.2", env={}),
+        # the naive page-per-object reference: freed pages stay PROT_NONE
+        dict(name="efence", preload="/usr/lib/libefence.so.0",
+             env={"EF_PROTECT_FREE": "1", "EF_ALLOW_MALLOC_0": "1"}),
+    ]
+    for m in DANGLESS_MODES:
+        allocs.append(dict(name="dangless-" + m.replace(":", ""), preload=so,
+                           env={"DANGLESS_OPTIONS": "revoke=" + m}, mode=m, dangless=True))
+    for a in allocs:
+        if a["preload"] and not os.path.exists(a["preload"]):
+            a["missing"] = "not built" if a.get("dangless") else "not installed"
+    return allocs
+
+
+# ---------------------------------------------------------------------------
+# The workloads.  kind: synth (ours, C), real (Debian programs), micro (pair).
+# Base sizes are chosen so that Dangless in strict mode (a few us per
+# malloc+free) finishes each run in seconds: 10^5-10^6 allocations at 1.0.
+
+def workloads(build, inputs, scale):
+    b = os.path.join(build, "bench")
+    w = []
+    for name, what in [
+        ("churn", "small-object churn (cfrac/espresso style), 4e5 ops"),
+        ("larson", "larson-like server churn, 4 threads, frees from other threads, 4e5 ops"),
+        ("xmalloc", "producer/consumer, 2+2 threads, 4e5 objects"),
+        ("bintree", "binary-trees depth 12, 16-byte nodes, ~7e5 nodes"),
+        ("realloc", "realloc growth: doubling vectors and exact-size strings, 3e5 appends"),
+        ("large", "large objects 64 KiB-64 MiB, every page written, 400 ops"),
+        ("longlived", "10^6 live small objects, slow turnover of half of them"),
+    ]:
+        w.append(dict(name=name, kind="synth", what=what,
+                      argv=[os.path.join(b, name), "%g" % scale]))
+    w.append(dict(name="python3", kind="real",
+                  what="python3 (PYTHONMALLOC=malloc): dicts, strings, JSON round trip, sort",
+                  argv=["/usr/bin/python3", os.path.join(HERE, "real/alloc.py"), "%g" % (0.33 * scale)],
+                  env={"PYTHONMALLOC": "malloc"}))
+    w.append(dict(name="sqlite3", kind="real",
+                  what="sqlite3 :memory: inserts, indexes, group by, update, delete, join",
+                  argv=["/usr/bin/sqlite3", ":memory:"], stdin=inputs["sql"]))
+    w.append(dict(name="lua", kind="real", what="lua5.4 binary-trees (tables as nodes)",
+                  argv=["/usr/bin/lua5.4", os.path.join(HERE, "real/binary_trees.lua"),
+                        str(max(6, 12 + int(round(math.log2(scale)))))]))
+    w.append(dict(name="perl", kind="real", what="perl hash churn (string keys, array values)",
+                  argv=["/usr/bin/perl", os.path.join(HERE, "real/hash_churn.pl"), "%g" % (0.5 * scale)]))
+    w.append(dict(name="gcc", kind="real", what="gcc -O2 -c of a generated C file",
+                  argv=["/usr/bin/gcc", "-O2", "-c", inputs["c"], "-o", "/dev/null"]))
+    w.append(dict(name="redis", kind="real", what="redis-server on 127.0.0.1 driven by redis-benchmark",
+                  redis=dict(requests=max(2000, int(40000 * scale)))))
+    w.append(dict(name="pair", kind="micro", what="one malloc+free pair, 16 B..1 MiB",
+                  argv=[os.path.join(b, "pair"), "%g" % scale]))
+    return w
+
+
+def make_inputs(build, scale):
+    d = os.path.join(build, "bench", "inputs")
+    os.makedirs(d, exist_ok=True)
+    rows = max(2000, int(100000 * scale))
+    sql = os.path.join(d, "bench-%d.sql" % rows)
+    with open(sql, "w") as f:
+        f.write(f"""CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, grp INTEGER, val REAL);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < {rows})
+INSERT INTO t SELECT x, 'name' || x || substr('abcdefghijklmnop', 1, x % 16), x % 97, x * 0.5 FROM c;
+CREATE INDEX t_name ON t(name);
+CREATE INDEX t_grp ON t(grp, val);
+SELECT grp, count(*), sum(val), length(group_concat(substr(name, 1, 3))) FROM t GROUP BY grp ORDER BY 2 DESC LIMIT 3;
+UPDATE t SET name = name || '-' || grp WHERE id % 3 = 0;
+DELETE FROM t WHERE id % 5 = 0;
+SELECT count(*), max(length(a.name)) FROM t a JOIN t b ON a.grp = b.grp AND a.id = b.id + 97;
+SELECT name FROM t ORDER BY val DESC, name LIMIT 1 OFFSET 1000;
+""")
+    nfun = max(8, int(40 * scale))
+    c = os.path.join(d, "big-%d.c" % nfun)
+    seed = 7
+    out = ["#include <string.h>",
+           "struct rec { int a; long b; char name[32]; double v[4]; };"]
+    for i in range(nfun):
+        out.append(f"long f{i}(struct rec *r, int n, const char *s) {{")
+        out.append("  long acc = 0; struct rec loc[8]; memset(loc, 0, sizeof loc);")
+        out.append("  for (int k = 0; k < n; k++) {")
+        out.append("    switch ((k + r->a) % 8) {")
+        for cse in range(8):
+            seed = (seed * 1103515245 + 12345) % 2147483648
+            out.append(f"    case {cse}: acc += r[k].b * {1 + seed % 99} + loc[{cse}].a; "
+                       f"loc[{cse}].b ^= acc >> {cse + 1}; if (s[k % 7] == '{chr(97 + cse)}') "
+                       f"acc -= strlen(s) * {cse}; break;")
+        out.append("    }")
+        out.append(f"    if (acc > {1000 + seed % 9000}) {{ acc = acc * 3 + r->v[k & 3]; }} "
+                   f"else {{ acc += (long)(r->v[(k+1) & 3] * 0.{seed % 997}); }}")
+        out.append("  }")
+        out.append(f"  return acc + (n > 3 ? f{i - 1}(r + 1, n - 1, s + 1) : 0);" if i else "  return acc;")
+        out.append("}")
+    with open(c, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return dict(sql=sql, c=c)
+
+
+# ---------------------------------------------------------------------------
+# Running one process and watching it.
+
+def tree_pids(pid):
+    """pid and all its descendants (through /proc/*/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                try:
+                    with open(f"/proc/{p}/task/{t}/children") as f:
+                        todo.extend(int(x) for x in f.read().split())
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return out
+
+
+class Sampler(threading.Thread):
+    """Samples VmPTE, VmHWM/VmRSS and the /proc/PID/maps line count of a
+    process tree every few ms (summed over the tree), keeping the peaks.
+    Same method for every allocator.  Reading maps of a process with very
+    many mappings is slow, so the interval backs off to keep the sampler's
+    share of time small."""
+
+    def __init__(self, pid, skip_root=False):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.skip_root = skip_root
+        self.stop = threading.Event()
+        self.pte = None   # None: the process ended before the first sample
+        self.maps = None
+        self.hwm = 0
+        self.samples = 0
+
+    def sample(self):
+        pte = maps = hwm = 0
+        seen = False
+        for p in tree_pids(self.pid)[1 if self.skip_root else 0:]:
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    st = f.read()
+                m = re.search(r"VmPTE:\s+(\d+)", st)
+                if not m:
+                    continue  # zombie or kernel thread
+                seen = True
+                pte += int(m.group(1))
+                m = re.search(r"VmHWM:\s+(\d+)", st)
+                hwm = max(hwm, int(m.group(1)) if m else 0)
+                with open(f"/proc/{p}/maps", "rb") as f:
+                    n = 0
+                    while True:
+                        chunk = f.read(1 << 20)
+                        if not chunk:
+                            break
+                        n += chunk.count(b"\n")
+                maps += n
+            except OSError:
+                pass
+        if not seen:
+            return
+        self.pte = max(self.pte or 0, pte)
+        self.maps = max(self.maps or 0, maps)
+        self.hwm = max(self.hwm, hwm)
+        self.samples += 1
+
+    def run(self):
+        start = time.monotonic()
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            self.sample()
+            cost = time.monotonic() - t0
+            # every ms for the first 50 ms (short runs), then every 10 ms;
+            # at most ~10% of one CPU on sampling
+            interval = 0.001 if t0 - start < 0.05 else 0.01
+            self.stop.wait(max(interval, 10 * cost))
+
+
+def sig_name(n):
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return "signal %d" % n
+
+
+def classify(rc_status, timed_out, stderr):
+    """status string: ok | crash (SIGSEGV) | exit N | timeout"""
+    if timed_out:
+        return "timeout"
+    if os.WIFSIGNALED(rc_status):
+        return "crash (%s)" % sig_name(os.WTERMSIG(rc_status))
+    rc = os.WEXITSTATUS(rc_status)
+    if rc == 0:
+        return "ok"
+    return "exit %d" % rc
+
+
+def stderr_note(text):
+    lines = [l.strip() for l in text.splitlines() if l.strip()
+             and "Electric Fence 2.2" not in l and "Copyright" not in l]
+    return lines[-1][:200] if lines else ""
+
+
+SPAWN = None  # build/bench/spawn, set in main()
+
+
+def spawn_env(env):
+    """the launcher runs on glibc; it hands LD_PRELOAD on to the command"""
+    e = dict(env)
+    e["BENCH_PRELOAD"] = e.pop("LD_PRELOAD", "")
+    return e
+
+
+def read_report(path):
+    try:
+        with open(path) as f:
+            v = f.read().split()
+        os.unlink(path)
+        d = dict(zip(v[::2], v[1::2]))
+        return int(d["status"]), int(d["wall_ns"]) / 1e9, int(d["maxrss_kb"]), int(d["pid"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def run_process(argv, env, timeout, stdin=None):
+    """Runs argv through the launcher with a sampler on the launched tree."""
+    rep = tempfile.mktemp(prefix="bench-report-")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        fin = open(stdin, "rb") if stdin else subprocess.DEVNULL
+        t0 = time.monotonic()
+        p = subprocess.Popen([SPAWN, rep] + argv, env=spawn_env(env), stdin=fin, stdout=out,
+                             stderr=err, start_new_session=True)
+        s = Sampler(p.pid, skip_root=True)
+        s.start()
+        timed_out = []
+
+        def kill():
+            timed_out.append(1)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        p.wait()
+        wall = time.monotonic() - t0
+        timer.cancel()
+        s.stop.set()
+        s.join()
+        try:  # leftovers of the process group
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if stdin:
+            fin.close()
+        out.seek(0)
+        err.seek(0)
+        so = out.read().decode(errors="replace")
+        se = err.read().decode(errors="replace")
+    r = read_report(rep)
+    if r:
+        status, wall, rss, _ = r
+        st = classify(status, False, se)
+    else:
+        rss = s.hwm
+        st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
+    return dict(status=st, wall=wall, rss_kb=rss, pte_kb=s.pte, maps=s.maps,
+                samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
+
+
+def read_max_map_count():
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def maps_per_live(stdout):
+    """longlived prints "maps live=N maps=M" along the way: the worst
+    (M - M0) / N, M0 being the count before the first allocation"""
+    pts = [(int(a), int(b)) for a, b in re.findall(r"^maps live=(\d+) maps=(\d+)", stdout, re.M)]
+    if len(pts) < 2:
+        return None
+    m0 = pts[0][1]
+    return max((m - m0) / n for n, m in pts if n > 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_redis(spec, env, timeout, workdir):
+    """redis-server under the allocator (127.0.0.1, a free port, no
+    persistence), redis-benchmark (not preloaded) against it; wall time is the
+    client's; RSS/PTE/maps are the server's."""
+    port = free_port()
+    srv_out = os.path.join(workdir, "redis-%d.log" % port)
+    rep = os.path.join(workdir, "redis-%d.report" % port)
+    with open(srv_out, "wb") as log:
+        p = subprocess.Popen([SPAWN, rep, "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--daemonize", "no",
+                              "--dir", workdir, "--protected-mode", "yes"],
+                             env=spawn_env(env), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    s = Sampler(p.pid, skip_root=True)
+    s.start()
+    deadline = time.monotonic() + 15
+    up = False
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    up = True
+                    break
+        except OSError:
+            time.sleep(0.02)
+    res = dict(status="ok", wall=float("nan"), note="")
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
+    if up:
+        n = spec["requests"]
+        t0 = time.monotonic()
+        try:
+            cl = subprocess.run(["/usr/bin/redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
+                                 "-n", str(n), "-c", "8", "-r", "100000", "-d", "64", "-q",
+                                 "-t", "set,get,incr,lpush,lpop,sadd,hset,mset"],
+                                env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+            res["wall"] = time.monotonic() - t0
+            res["stdout"] = cl.stdout.decode(errors="replace")
+            if p.poll() is not None:
+                res["status"] = "server died"
+            elif cl.returncode != 0:
+                res["status"] = "client exit %d" % cl.returncode
+        except subprocess.TimeoutExpired:
+            res["status"] = "timeout"
+    # stop the server: SHUTDOWN NOSAVE, then SIGKILL if it does not go
+    if p.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"SHUTDOWN NOSAVE\r\n")
+                c.recv(16)
+        except OSError:
+            pass
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    if p.returncode is None:
+        p.wait()
+    s.stop.set()
+    s.join()
+    with open(srv_out, "rb") as f:
+        log = f.read().decode(errors="replace")
+    os.unlink(srv_out)
+    r = read_report(rep)
+    rc = None
+    rss = s.hwm
+    if r:
+        st, _, rss, _ = r
+        rc = os.WEXITSTATUS(st) if os.WIFEXITED(st) else None
+        if os.WIFSIGNALED(st):
+            res["status"] = "crash (%s)" % sig_name(os.WTERMSIG(st))
+    if res["status"].startswith("crash"):
+        pass
+    elif not up:
+        res["status"] = "server did not start" if rc is None or rc == 0 else "server exit %d" % rc
+    if res["status"] != "ok":
+        res["note"] = stderr_note(log)
+    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, samples=s.samples, stderr=log)
+    return res
+
+
+# ---------------------------------------------------------------------------
+# Statistics and formatting.
+
+def med(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return statistics.median(xs) if xs else None
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    return "%.2fx" % r if r < 10 else "%.1fx" % r if r < 100 else "%.0fx" % r
+
+
+def fmt_abs(metric, v):
+    if v is None:
+        return "-"
+    if metric == "wall":
+        return "%.3f s" % v if v < 10 else "%.1f s" % v
+    if metric in ("rss_kb", "pte_kb"):
+        return "%.1f MiB" % (v / 1024) if v >= 1024 else "%d KiB" % v
+    if metric == "rss_pte_kb":
+        return "%.1f MiB" % (v / 1024)
+    return "%d" % v
+
+
+def machine_info():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for l in f:
+            if l.startswith("model name"):
+                cpu = l.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // 1024
+    with open("/proc/sys/vm/max_map_count") as f:
+        mmc = f.read().strip()
+    osr = "?"
+    try:
+        with open("/etc/os-release") as f:
+            m = re.search(r'PRETTY_NAME="([^"]*)"', f.read())
+            osr = m.group(1) if m else osr
+    except OSError:
+        pass
+    return dict(nproc=os.cpu_count(), kernel=os.uname().release, cpu=cpu, mem_mib=mem,
+                max_map_count=mmc, os=osr, load=os.getloadavg())
+
+
+def pkg_version(pkg):
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL).stdout.decode().strip() or "?"
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--scale", type=float)
+    ap.add_argument("--timeout", type=float)
+    ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--alloc", help="comma-separated allocator names")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--from-raw", help="only rewrite the report from a raw.json of an earlier run")
+    args = ap.parse_args()
+    if args.from_raw:
+        return report_from_raw(args)
+
+    quick = args.quick or os.environ.get("BENCH_QUICK") in ("1", "yes")
+    runs = args.runs or (2 if quick else 3)
+    scale = args.scale or (0.2 if quick else 1.0)
+    timeout = args.timeout or float(os.environ.get("BENCH_TIMEOUT", 30 if quick else 90))
+    build = os.path.abspath(args.build)
+
+    def say(msg):
+        print("bench: " + msg, file=sys.stderr, flush=True)
+
+    if not args.no_install:
+        say("tools/install-deps --bench")
+        r = subprocess.run([os.path.join(ROOT, "tools/install-deps"), "--bench"])
+        if r.returncode != 0:
+            say("install-deps failed (exit %d): running with what is installed" % r.returncode)
+
+    allocs = allocators(build)
+    if args.alloc:
+        keep = args.alloc.split(",")
+        allocs = [a for a in allocs if a["name"] in keep or a["name"] == "glibc"]
+    inputs = make_inputs(build, scale)
+    wls = workloads(build, inputs, scale)
+    if args.only:
+        keep = args.only.split(",")
+        wls = [w for w in wls if w["name"] in keep]
+    for w in wls:
+        exe = w["argv"][0] if "argv" in w else "/usr/bin/redis-server"
+        if not os.path.exists(exe):
+            w["missing"] = "%s not found" % exe
+    floor_exe = os.path.join(build, "bench", "floor")
+    global SPAWN
+    SPAWN = os.path.join(build, "bench", "spawn")
+
+    for a in allocs:
+        say("%-20s %s" % (a["name"], a.get("missing") or (a["preload"] or "(none)")))
+    active = [a for a in allocs if not a.get("missing")]
+    todo = [w for w in wls if not w.get("missing")]
+    total = runs * len(todo) * len(active)
+    say("%s mode: scale %g, %d runs, %d workloads x %d allocators = %d runs, timeout %gs each"
+        % ("quick" if quick else "full", scale, runs, len(todo), len(active), total, timeout))
+
+    workdir = tempfile.mkdtemp(prefix="dangless-bench-")
+    base_env = {k: v for k, v in os.environ.items()
+                if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS", "EF_PROTECT_FREE", "PYTHONMALLOC")}
+    res = {}   # (workload, alloc) -> list of run dicts
+    floors = []
+    done = 0
+    t_start = time.monotonic()
+    for r in range(runs):
+        # the floor, once per run, between the workloads like everything else
+        fr = run_process([floor_exe, "%g" % scale], base_env, 60)
+        fl = {}
+        for line in fr["stdout"].splitlines():
+            k, _, v = line.partition(" ")
+            try:
+                fl[k] = float(v)
+            except ValueError:
+                pass
+        floors.append(fl)
+        say("run %d/%d floor: %s" % (r + 1, runs, ", ".join("%s %.0f" % kv for kv in fl.items())))
+        for wi, w in enumerate(todo):
+            # rotate the allocator order so that none is always first after a given one
+            k = (r + wi) % len(active)
+            order = active[k:] + active[:k]
+            for a in order:
+                env = dict(base_env)
+                env.update(w.get("env", {}))
+                env.update(a["env"])
+                if a["preload"]:
+                    env["LD_PRELOAD"] = a["preload"]
+                elif w["name"] == "redis":
+                    env["LD_PRELOAD"] = "/lib/x86_64-linux-gnu/libc.so.6"
+                prev = res.get((w["name"], a["name"]), [])
+                if any(p["status"] == "timeout" for p in prev):
+                    # a timeout is not retried: it would only burn the timeout again
+                    x = dict(prev[0], note="not rerun after a timeout", stdout="", stderr="")
+                    x["status"] = "timeout"
+                elif "redis" in w:
+                    x = run_redis(w["redis"], env, timeout, workdir)
+                else:
+                    x = run_process(w["argv"], env, timeout, w.get("stdin"))
+                x["max_map_count"] = read_max_map_count()
+                res.setdefault((w["name"], a["name"]), []).append(x)
+                done += 1
+                el = time.monotonic() - t_start
+                eta = el / done * (total - done)
+                say("[%3d/%d] run %d/%d %-10s %-20s %-16s %8.3f s  rss %7.1f MiB  pte %6s KiB  maps %6s  (eta %ds)%s"
+                    % (done, total, r + 1, runs, w["name"], a["name"], x["status"], x["wall"],
+                       x["rss_kb"] / 1024, x["pte_kb"], x["maps"], eta,
+                       ("  " + x["note"]) if x["status"] != "ok" and x.get("note") else ""))
+
+    # Dangless counters: one extra, untimed run of longlived (and churn) per mode
+    stats = {}
+    for a in active:
+        if not a.get("dangless"):
+            continue
+        for wname in ("longlived", "churn"):
+            w = next((w for w in todo if w["name"] == wname), None)
+            if not w:
+                continue
+            env = dict(base_env)
+            env["LD_PRELOAD"] = a["preload"]
+            env["DANGLESS_OPTIONS"] = a["env"]["DANGLESS_OPTIONS"] + ":" + DANGLESS_STATS_OPT
+            env["BENCH_STATS_AT_PEAK"] = "1"  # longlived prints the counters at its peak too
+            x = run_process(w["argv"], env, timeout)
+            stats[(wname, a["name"])] = dict(status=x["status"], env=env["DANGLESS_OPTIONS"],
+                                             stderr=x["stderr"][-4000:])
+            say("stats %s %s: %s" % (wname, a["name"], x["status"]))
+
+    elapsed = time.monotonic() - t_start
+    os.makedirs(args.out, exist_ok=True)
+    save_raw(os.path.join(args.out, "raw.json"), quick, runs, scale, timeout, res, floors, stats, elapsed)
+    report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, inputs, elapsed)
+    try:
+        os.rmdir(workdir)
+    except OSError:
+        pass
+
+
+def save_raw(path, quick, runs, scale, timeout, res, floors, stats, elapsed):
+    """everything the report needs, so that it can be rewritten (--from-raw)"""
+    def trim(x):
+        y = dict(x)
+        y["stderr"] = y.get("stderr", "")[-3000:]
+        return y
+    with open(path, "w") as f:
+        json.dump(dict(quick=quick, runs=runs, scale=scale, timeout=timeout, elapsed=elapsed,
+                       floors=floors, modes=DANGLESS_MODES,
+                       res=[[w, a, [trim(x) for x in v]] for (w, a), v in res.items()],
+                       stats=[[w, a, v] for (w, a), v in stats.items()]), f)
+
+
+def report_from_raw(args):
+    with open(args.from_raw) as f:
+        raw = json.load(f)
+    build = os.path.abspath(args.build)
+    global SPAWN
+    SPAWN = os.path.join(build, "bench", "spawn")
+    allocs = allocators(build)
+    inputs = make_inputs(build, raw["scale"])
+    wls = workloads(build, inputs, raw["scale"])
+    res = {(w, a): v for w, a, v in raw["res"]}
+    stats = {(w, a): v for w, a, v in raw["stats"]}
+    names = {a for _, a in res}
+    allocs = [a for a in allocs if a["name"] in names]
+    wnames = {w for w, _ in res}
+    wls = [w for w in wls if w["name"] in wnames]
+    os.makedirs(args.out, exist_ok=True)
+    report(args, raw["quick"], raw["runs"], raw["scale"], raw["timeout"], allocs, wls, res,
+           raw["floors"], stats, inputs, raw["elapsed"])
+
+
+def cmdline(w, a):
+    env = []
+    env += ["%s=%s" % kv for kv in w.get("env", {}).items()]
+    env += ["%s=%s" % kv for kv in a["env"].items()]
+    if a["preload"]:
+        env.append("LD_PRELOAD=" + a["preload"])
+    if "redis" in w:
+        return (" ".join(env) + " redis-server --port P --bind 127.0.0.1 --save '' --appendonly no; "
+                "redis-benchmark -h 127.0.0.1 -p P -n %d -c 8 -r 100000 -d 64 -q "
+                "-t set,get,incr,lpush,lpop,sadd,hset,mset" % w["redis"]["requests"]).strip()
+    s = " ".join(env + [os.path.relpath(x, ROOT) if x.startswith(ROOT) else x for x in w["argv"]])
+    if w.get("stdin"):
+        s += " < " + os.path.relpath(w["stdin"], ROOT)
+    return s
+
+
+def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, inputs, elapsed):
+    mi = machine_info()
+    names = [a["name"] for a in allocs]
+    byname = {a["name"]: a for a in allocs}
+    table_wls = [w for w in wls if w["kind"] != "micro"]
+    dl = [a["name"] for a in allocs if a.get("dangless")]
+
+    def cell(wname, aname):
+        """median metrics over ok runs, or the failure"""
+        runs_ = res.get((wname, aname))
+        if byname[aname].get("missing"):
+            return dict(fail=byname[aname]["missing"])
+        if not runs_:
+            return dict(fail="not run")
+        ok = [x for x in runs_ if x["status"] == "ok"]
+        fails = [x["status"] for x in runs_ if x["status"] != "ok"]
+        if not ok:
+            return dict(fail=fails[0], fails=len(fails), n=len(runs_),
+                        maps=max(x["maps"] or 0 for x in runs_), note=runs_[0].get("note", ""))
+        c = dict(n=len(runs_), fails=len(fails), failwhat=fails[0] if fails else None)
+        for m in ("wall", "rss_kb", "pte_kb", "maps"):
+            c[m] = med([x[m] for x in ok])
+        c["rss_pte_kb"] = med([x["rss_kb"] + (x["pte_kb"] or 0) for x in ok])
+        return c
+
+    cells = {(w["name"], n): cell(w["name"], n) for w in wls for n in names}
+    fl = {k: med([f.get(k) for f in floors]) for k in set().union(*floors)} if floors else {}
+
+    def ratio(wname, aname, m):
+        c, g = cells[(wname, aname)], cells[(wname, "glibc")]
+        if c.get("fail") or g.get("fail") or not g.get(m) or c.get(m) is None:
+            return None
+        return c[m] / g[m]
+
+    L = []
+    L.append("# Dangless benchmarks, side by side\n")
+    L.append("Generated by `bench/harness.py` (`make bench%s`) on %s UTC, in %.0f s.\n"
+             % (" QUICK=1" if quick else "", time.strftime("%Y-%m-%d %H:%M", time.gmtime()), elapsed))
+    L.append("- Mode: **%s** (scale %g, %d runs per cell, interleaved; medians; per-run timeout %g s)"
+             % ("quick" if quick else "full", scale, runs, timeout))
+    L.append("- Machine: %s, kernel %s, %d CPUs (%s), %d MiB RAM, vm.max_map_count %s; load average at the end %.1f/%.1f/%.1f"
+             % (mi["os"], mi["kernel"], mi["nproc"], mi["cpu"], mi["mem_mib"], mi["max_map_count"], *mi["load"]))
+    L.append("- The machine is shared and noisy: compare ratios within this run, not absolute times across runs.")
+    L.append("- Ratios are to glibc on the same workload in the same run (lower is better); "
+             "cells show `ratio (median)`.\n")
+
+    L.append("## Allocators\n")
+    L.append("| name | library | environment | state |")
+    L.append("|---|---|---|---|")
+    ver = {"jemalloc": pkg_version("libjemalloc2"), "mimalloc": pkg_version("libmimalloc2.0"),
+           "efence": pkg_version("electric-fence"), "glibc": pkg_version("libc6")}
+    for a in allocs:
+        lib = a["preload"] or "(system malloc)"
+        st = a.get("missing") or ("Debian %s" % ver[a["name"]] if a["name"] in ver else "built")
+        L.append("| %s | `%s` | %s | %s |" % (a["name"], os.path.relpath(lib, ROOT) if lib.startswith(ROOT) else lib,
+                                            " ".join("`%s=%s`" % kv for kv in a["env"].items()) or "-", st))
+    L.append("")
+
+    # Floor
+    L.append("## The page-table floor (measured in this run, `build/bench/floor`)\n")
+    L.append("memfd pages mapped `MAP_SHARED`; medians over %d runs of the floor program.\n" % len(floors))
+    L.append("| operation | ns |")
+    L.append("|---|---|")
+    desc = [("bulk_map_populate_ns_per_page", "bulk map: one mmap(MAP_POPULATE) of 512 pages, per page"),
+            ("bulk_revoke_mprotect_ns_per_page", "bulk revoke: one mprotect(PROT_NONE) of 512 pages, per page"),
+            ("single_revoke_mprotect_ns", "single-page revoke: mprotect(PROT_NONE) one page per call"),
+            ("single_guard_install_ns", "single-page guard install: madvise(MADV_GUARD_INSTALL) one page per call"),
+            ("bulk_guard_install_ns_per_page", "bulk guard install over 512 pages, per page"),
+            ("single_map_touch_ns", "single-page map: mmap(MAP_FIXED) one page + first touch"),
+            ("single_munmap_ns", "single-page munmap")]
+    for k, d in desc:
+        if fl.get(k) is not None:
+            L.append("| %s | %.0f |" % (d, fl[k]))
+    L.append("")
+
+    # Per-object cost against the floor
+    pair = {}
+    for n in names:
+        per = {}
+        for x in res.get(("pair", n), []):
+            for line in x.get("stdout", "").splitlines():
+                m = re.match(r"size (\d+) ns ([\d.]+)", line)
+                if m:
+                    per.setdefault(int(m.group(1)), []).append(float(m.group(2)))
+        pair[n] = {s: med(v) for s, v in per.items()}
+    fs = (fl.get("bulk_map_populate_ns_per_page") or 0) + (fl.get("single_revoke_mprotect_ns") or 0)
+    fsg = (fl.get("bulk_map_populate_ns_per_page") or 0) + (fl.get("single_guard_install_ns") or 0)
+    fb = (fl.get("bulk_map_populate_ns_per_page") or 0) + (fl.get("bulk_revoke_mprotect_ns_per_page") or 0)
+    L.append("## Cost per object (malloc(64)+write+free, `pair` microbenchmark) against the floor\n")
+    L.append("Floor for strict mode = bulk map + single-page revoke (mprotect) = %.0f ns "
+             "(with guard install instead of mprotect: %.0f ns); floor for batch mode = bulk map + bulk revoke = %.0f ns.\n"
+             % (fs, fsg, fb))
+    L.append("| allocator | ns per pair at 64 B | x glibc | x strict floor | x batch floor |")
+    L.append("|---|---|---|---|---|")
+    g64 = pair.get("glibc", {}).get(64)
+    for n in names:
+        v = pair.get(n, {}).get(64)
+        if v is None:
+            st = cells.get(("pair", n), {}).get("fail", "-") if ("pair", n) in cells else "-"
+            L.append("| %s | %s | | | |" % (n, st))
+            continue
+        L.append("| %s | %.1f | %s | %s | %s |" % (n, v, fmt_ratio(v / g64) if g64 else "-",
+                                                  "%.2f" % (v / fs) if fs else "-", "%.2f" % (v / fb) if fb else "-"))
+    L.append("")
+    sizes = sorted(set().union(*[set(p) for p in pair.values()])) if pair else []
+    if sizes:
+        L.append("### ns per malloc+free pair by size\n")
+        L.append("| size | " + " | ".join(names) + " |")
+        L.append("|---|" + "---|" * len(names))
+        for s in sizes:
+            row = []
+            for n in names:
+                v = pair.get(n, {}).get(s)
+                row.append("-" if v is None else ("%.1f" % v if v < 1000 else "%.0f" % v))
+            L.append("| %s | %s |" % ("%d B" % s if s < 1024 else "%d KiB" % (s // 1024), " | ".join(row)))
+        L.append("")
+
+    # Metric tables
+    metrics = [("wall", "Wall time"), ("rss_kb", "Peak RSS (VmHWM / ru_maxrss)"),
+               ("pte_kb", "Page-table memory at peak (VmPTE, sampled)"),
+               ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)")]
+    geo = {}
+    for m, title in metrics:
+        L.append("## %s\n" % title)
+        L.append("| workload | " + " | ".join(names) + " |")
+        L.append("|---|" + "---|" * len(names))
+        for w in table_wls:
+            row = []
+            for n in names:
+                c = cells[(w["name"], n)]
+                if c.get("fail"):
+                    f = c["fail"]
+                    if c.get("n") and c.get("fails", 0) < c["n"]:
+                        f += " %d/%d" % (c["fails"], c["n"])
+                    elif c.get("n"):
+                        f = "**%s**" % f
+                    if m == "maps" and c.get("maps"):
+                        f += " (maps %d)" % c["maps"]
+                    row.append(f)
+                    continue
+                r = ratio(w["name"], n, m)
+                if c[m] is None:
+                    row.append("n/s")
+                    continue
+                s = fmt_abs(m, c[m]) if n == "glibc" else "%s (%s)" % (fmt_ratio(r), fmt_abs(m, c[m]))
+                if c.get("fails"):
+                    s += " [%s %d/%d]" % (c["failwhat"], c["fails"], c["n"])
+                row.append(s)
+            L.append("| %s | %s |" % (w["name"], " | ".join(row)))
+        row = []
+        for n in names:
+            rs = [ratio(w["name"], n, m) for w in table_wls]
+            ok = [x for x in rs if x]
+            gm = geomean(ok)
+            geo[(m, n)] = gm
+            row.append("1" if n == "glibc" else "%s (%d/%d ok)" % (fmt_ratio(gm), len(ok), len(table_wls)) if gm else "-")
+        L.append("| **geomean** | %s |" % " | ".join("**%s**" % x for x in row))
+        L.append("")
+    L.append("`n/s`: not sampled (the run ended before the first /proc sample). "
+             "VmPTE and maps are sampled every 1-10 ms and summed over the process tree.\n")
+    L.append("Geomeans are over the workloads that completed under both glibc and that allocator; "
+             "an allocator that crashed on the heavy workloads looks better than it is.\n")
+
+    # Targets (issue 3)
+    L.append("## Targets (issue 3)\n")
+    L.append("| target | mode | measured | goal | verdict |")
+    L.append("|---|---|---|---|---|")
+
+    def verdict(val, goal):
+        if val is None:
+            return "n/a"
+        return "met" if val <= goal else "missed by %.2fx" % (val / goal)
+    for n in dl:
+        mode = byname[n].get("mode")
+        v = pair.get(n, {}).get(64)
+        if mode == "strict":
+            L.append("| per object, strict <= 2x (bulk map + single-page revoke) | %s | %s | %s | %s |"
+                     % (mode, "%.0f ns" % v if v else cells.get(("pair", n), {}).get("fail", "-"), "%.0f ns" % (2 * fs),
+                        verdict(v, 2 * fs)))
+        else:
+            L.append("| per object, batch <= 2x (bulk map + bulk revoke) | %s | %s | %s | %s |"
+                     % (mode, "%.0f ns" % v if v else cells.get(("pair", n), {}).get("fail", "-"), "%.0f ns" % (2 * fb),
+                        verdict(v, 2 * fb)))
+    for n in dl:
+        reals = [(w["name"], ratio(w["name"], n, "wall")) for w in table_wls if w["kind"] == "real"]
+        bad = [w for w, r in reals if r is None]
+        okr = [(r, w) for w, r in reals if r is not None]
+        worst = max(okr) if okr else None
+        meas = ("worst %s %s, geomean %s" % (worst[1], fmt_ratio(worst[0]), fmt_ratio(geomean([r for r, _ in okr])))
+                if worst else "-")
+        if bad:
+            meas += "; failed: " + ", ".join(bad)
+        v = worst[0] if worst and not bad else None
+        L.append("| real programs within 1.5x glibc wall time | %s | %s | 1.5x | %s |"
+                 % (byname[n]["mode"], meas, verdict(v, 1.5) if not bad else "missed (failures)"))
+    for n in dl:
+        rs = [(ratio(w["name"], n, "rss_pte_kb"), w["name"]) for w in table_wls]
+        okr = [x for x in rs if x[0] is not None]
+        worst = max(okr) if okr else None
+        L.append("| peak RSS + page tables within 1.25x glibc | %s | %s | 1.25x | %s |"
+                 % (byname[n]["mode"], "worst %s %s, geomean %s" % (worst[1], fmt_ratio(worst[0]),
+                                                                      fmt_ratio(geomean([r for r, _ in okr])))
+                    if worst else "-", verdict(worst[0] if worst else None, 1.25)))
+    for n in dl:
+        rr = res.get(("longlived", n), [])
+        vals = [maps_per_live(x.get("stdout", "")) for x in rr]
+        vals = [v for v in vals if v is not None]
+        crashed = any(x["status"] != "ok" for x in rr)
+        if vals:
+            v = med(vals)
+            L.append("| at most one mapping per 16 live objects (longlived: maps above the start / live objects, worst point%s) | %s | %.4f per object (1 per %.1f) | 0.0625 | %s |"
+                     % ("; runs that died count up to their death" if crashed else "", byname[n]["mode"], v,
+                        1 / v if v > 0 else float("inf"), verdict(v, 1 / 16)))
+        else:
+            L.append("| at most one mapping per 16 live objects (longlived) | %s | %s | 0.0625 | n/a |"
+                     % (byname[n]["mode"], byname[n].get("missing") or "no data"))
+    for n in dl:
+        if byname[n].get("missing"):
+            L.append("| no workload dies (vm.max_map_count %s) | %s | not built | none | n/a |" % (mi["max_map_count"], byname[n]["mode"]))
+            continue
+        dead = []
+        for w in wls:
+            rr = res.get((w["name"], n), [])
+            f = [x for x in rr if x["status"] != "ok"]
+            if f:
+                dead.append("%s: %s %d/%d%s" % (w["name"], f[0]["status"], len(f), len(rr),
+                                                " (maps %d)" % max(x["maps"] or 0 for x in f) if max(x["maps"] or 0 for x in f) > 30000 else ""))
+        L.append("| no workload dies (vm.max_map_count %s) | %s | %s | none | %s |"
+                 % (mi["max_map_count"], byname[n]["mode"], "; ".join(dead) or "none died",
+                    "met" if not dead else "missed (%d workloads)" % len(dead)))
+    L.append("")
+
+    # Failures and notes
+    notes = []
+    seen_mmc = sorted({x.get("max_map_count") for rr in res.values() for x in rr if x.get("max_map_count")})
+    if len(seen_mmc) > 1 or (seen_mmc and str(seen_mmc[0]) != mi["max_map_count"]):
+        L.append("**Note:** vm.max_map_count changed during this run (seen: %s) - someone else on the machine "
+                 "set it; runs that died of the map limit may have met a lower limit.\n"
+                 % ", ".join(map(str, seen_mmc)))
+    for (wname, n), rr in sorted(res.items()):
+        for i, x in enumerate(rr):
+            if x["status"] != "ok":
+                notes.append("- %s / %s run %d: **%s** after %.2f s, maps at peak %s (vm.max_map_count %s)%s"
+                             % (wname, n, i + 1, x["status"], x["wall"] if x["wall"] == x["wall"] else -1,
+                                x["maps"], x.get("max_map_count"), (": `%s`" % x["note"].replace("`", "'")) if x.get("note") else ""))
+    if notes:
+        L.append("## Crashes, timeouts and failures\n")
+        L.extend(notes)
+        L.append("")
+    dmsgs = {}
+    for (wname, n), rr in res.items():
+        if not byname[n].get("dangless"):
+            continue
+        for x in rr:
+            for line in x.get("stderr", "").splitlines():
+                if line.startswith("dangless:") and ("in DANGLESS_OPTIONS" in line or "warning" in line):
+                    dmsgs.setdefault((n, line.strip()[:200]), set()).add(wname)
+    if dmsgs:
+        L.append("## What Dangless said about its options\n")
+        for (n, line), ws in sorted(dmsgs.items()):
+            L.append("- %s (%s): `%s`" % (n, ", ".join(sorted(ws)), line.replace("`", "'")))
+        L.append("")
+    if stats:
+        L.append("## Dangless counters at exit (untimed extra runs with `%s`)\n" % DANGLESS_STATS_OPT)
+        for (wname, n), st in sorted(stats.items()):
+            L.append("### %s, %s (`DANGLESS_OPTIONS=%s`): %s\n" % (wname, n, st["env"], st["status"]))
+            txt = "\n".join(l for l in st["stderr"].splitlines() if l.strip())[-3000:]
+            L.append("```\n%s\n```\n" % (txt or "(nothing on stderr)"))
+
+    L.append("## Workloads and exact commands\n")
+    L.append("Run from the repository root.  `build/bench/*` are built from `bench/workloads/*.c` by `bench/bench.mk`. "
+             "Each cell runs the command with the allocator's environment (shown here for glibc, "
+             "where nothing is preloaded; redis-server, which Debian links against libjemalloc, "
+             "gets `LD_PRELOAD=/lib/x86_64-linux-gnu/libc.so.6` so that glibc's malloc wins).\n")
+    L.append("| workload | models | command |")
+    L.append("|---|---|---|")
+    for w in wls:
+        c = "(skipped: %s)" % w["missing"] if w.get("missing") else "`%s`" % cmdline(w, byname["glibc"])
+        L.append("| %s | %s | %s |" % (w["name"], w["what"], c))
+    L.append("")
+    L.append("Harness: `/usr/bin/python3 bench/harness.py --build build%s` (via `make bench%s`).  "
+             "Allocator environments are in the Allocators table above.\n"
+             % (" --quick" if quick else "", " QUICK=1" if quick else ""))
+    L.append("Plot: [wall-time ratio to glibc](wall-ratio.svg).\n")
+
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write("\n".join(L))
+    raw = dict(machine=mi, quick=quick, scale=scale, runs=runs, floors=floors, pair=pair,
+               results={"%s/%s" % k: [{kk: vv for kk, vv in x.items() if kk not in ("stdout", "stderr")}
+                                      for x in v] for k, v in res.items()})
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(raw, f, indent=1, default=str)
+    svg_plot(os.path.join(args.out, "wall-ratio.svg"), table_wls, names, cells, ratio, quick)
+    print("bench: wrote %s/results.md, results.json, wall-ratio.svg" % os.path.relpath(args.out), file=sys.stderr)
+
+
+def svg_plot(path, wls, names, cells, ratio, quick):
+    """Grouped bars, log scale: wall-time ratio to glibc per workload per
+    allocator.  Crashes and timeouts are marked with an X."""
+    others = [n for n in names if n != "glibc"]
+    colors = ["#4e79a7", "#59a14f", "#e15759", "#f28e2b", "#b07aa1", "#9c755f", "#76b7b2", "#edc948"]
+    W, left, top, bottom = 1100, 60, 50, 110
+    H = 460
+    ph = H - top - bottom
+    lo, hi = -1, 4  # 0.1x .. 10000x
+    vals = [ratio(w["name"], n, "wall") for w in wls for n in others]
+    vmax = max([v for v in vals if v] or [10])
+    hi = max(1, math.ceil(math.log10(vmax)))
+    gw = (W - left - 20) / max(1, len(wls))
+    bw = gw * 0.8 / max(1, len(others))
+
+    def y(v):
+        return top + ph * (hi - math.log10(v)) / (hi - lo)
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<text x="%d" y="20" font-size="14">Wall time, ratio to glibc (log scale, lower is better; %s mode; X = crash/timeout/not run)</text>'
+         % (left, "quick" if quick else "full")]
+    for e in range(lo, hi + 1):
+        yy = y(10 ** e)
+        o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s"/>' % (left, W - 20, yy, yy, "#333" if e == 0 else "#ddd"))
+        o.append('<text x="%d" y="%.1f" text-anchor="end">%gx</text>' % (left - 4, yy + 4, 10 ** e))
+    for i, w in enumerate(wls):
+        x0 = left + i * gw + gw * 0.1
+        for j, n in enumerate(others):
+            v = ratio(w["name"], n, "wall")
+            x = x0 + j * bw
+            col = colors[j % len(colors)]
+            if v:
+                y1, y0 = y(v), y(1)
+                o.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s %.2fx</title></rect>'
+                         % (x, min(y0, y1), bw * 0.9, max(1, abs(y1 - y0)), col, w["name"], n, v))
+            else:
+                o.append('<text x="%.1f" y="%.1f" fill="%s" font-size="10" text-anchor="middle">X</text>' % (x + bw / 2, y(1) - 3, col))
+        o.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (left + i * gw + gw / 2, H - bottom + 16, w["name"]))
+    for j, n in enumerate(others):
+        lx = left + (j % 4) * 250
+        ly = H - bottom + 45 + (j // 4) * 18
+        o.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>'
+                 % (lx, ly - 10, colors[j % len(colors)], lx + 16, ly, n))
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+if __name__ == "__main__":
+    main()
