@@ -466,15 +466,40 @@ static int vector_signal(uint64_t v)
 	}
 }
 
+/* "file+0xoff" of the mapping that holds addr, for messages. */
+static void where(uint64_t addr, char *out, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	snprintf(out, len, "?");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, off;
+		char path[400] = "";
+		if (sscanf(line, "%lx-%lx %*s %lx %*s %*s %399s", &lo, &hi, &off,
+			   path) < 3)
+			continue;
+		if (addr >= lo && addr < hi) {
+			const char *b = strrchr(path, '/');
+			snprintf(out, len, "%s+0x%lx", b ? b + 1 : path,
+				 (unsigned long)(addr - lo + off));
+			break;
+		}
+	}
+	fclose(f);
+}
+
 __attribute__((noreturn)) static void fatal_trap(struct dune_vcpu *v)
 {
 	struct dune_tf *tf = v->tf;
-	char msg[256];
+	char msg[512], w[128];
+	where(tf->rip, w, sizeof(w));
 	snprintf(msg, sizeof(msg),
-		 "dune: unhandled %s (vector %lu) in the guest at rip 0x%lx, "
+		 "dune: unhandled %s (vector %lu) in the guest at rip 0x%lx (%s), "
 		 "cr2 0x%lx, error 0x%lx, rsp 0x%lx\n",
 		 vector_name(tf->vector), (unsigned long)tf->vector,
-		 (unsigned long)tf->rip, (unsigned long)v->arg,
+		 (unsigned long)tf->rip, w, (unsigned long)v->arg,
 		 (unsigned long)tf->err, (unsigned long)tf->rsp);
 	dune_write_str(msg);
 	die_by_signal(vector_signal(tf->vector));

@@ -80,6 +80,9 @@ struct dune_tf {
 #define DUNE_SC_ARG4(tf) ((tf)->r8)
 #define DUNE_SC_ARG5(tf) ((tf)->r9)
 #define DUNE_SC_RET(tf) ((tf)->rax)
+/* In the post-hook rax is the result; the number (as the pre-hook left it)
+ * is here. */
+#define DUNE_SC_NR_DONE(tf) ((tf)->err)
 
 /*
  * #PF handler: runs in guest ring 0 on an exception stack with the faulting
@@ -100,8 +103,8 @@ void dune_register_intr_handler(int vec, dune_intr_cb cb);
  * makes (system calls made by the hooks themselves are not hooked).
  * The pre-hook may rewrite the number (tf->rax), the six arguments and the
  * return address (tf->rip); returning false skips the call, and tf->rax is
- * then the result.  The post-hook sees the result in tf->rax and may
- * rewrite it.  Either may be NULL.
+ * then the result.  The post-hook sees the result in tf->rax (and the number
+ * in DUNE_SC_NR_DONE(tf), the arguments as they were) and may rewrite it.  Either may be NULL.
  */
 typedef bool (*dune_syscall_prehook)(struct dune_tf *tf);
 typedef void (*dune_syscall_posthook)(struct dune_tf *tf);

@@ -38,6 +38,7 @@ void dune_guest_syscall(struct dune_tf *tf)
 		xrstor_from(v->fpu_sys);
 		v->in_hook = 0;
 	}
+	tf->err = tf->rax; /* the number, for the post-hook */
 	if (!skip) {
 		v->tf = tf;
 		dune_outb(DUNE_PORT_SYSCALL);

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libdune measurements (make bench-libdune; runs inside the QEMU rig):
+ * a null system call on the host and in the guest, a guest PTE write +
+ * invlpg, and a #PF round trip through the guest IDT.
+ */
+#include "dune.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static double null_syscall(long n)
+{
+	double t = now();
+	for (long i = 0; i < n; i++)
+		syscall(SYS_getppid);
+	return (now() - t) / n;
+}
+
+static ptent_t *pf_pte;
+static volatile long pf_count;
+static void pf_handler(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	(void)addr;
+	(void)fec;
+	(void)tf;
+	*pf_pte |= PTE_P;
+	pf_count++;
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 1 ? atol(argv[1]) : 20000;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	double host = null_syscall(n * 5);
+	char *m = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	memset(m, 'A', 4096);
+	memset(m + 4096, 'B', 4096);
+	if (dune_init(1) || dune_enter()) {
+		fprintf(stderr, "bench: %s\n", dune_strerror());
+		return 1;
+	}
+	double guest = null_syscall(n);
+	printf("null syscall (getppid): host %.0f ns, guest %.0f ns (x%.1f)\n",
+	       host, guest, guest / host);
+
+	ptent_t *pte;
+	char *va = m + 2 * 4096;
+	if (dune_vm_lookup(pgroot, va, 1, &pte))
+		return 1;
+	uint64_t pa[2] = {dune_va_to_pa(m), dune_va_to_pa(m + 4096)};
+	long bad = 0, iters = n * 5;
+	double t = now();
+	for (long i = 0; i < iters; i++) {
+		*pte = pa[i & 1] | PTE_P | PTE_W;
+		dune_flush_tlb_one(va);
+		bad += *(volatile char *)va != (i & 1 ? 'B' : 'A');
+	}
+	t = (now() - t) / iters;
+	printf("guest PTE write + invlpg + read: %.0f ns (%ld/%ld wrong)\n", t,
+	       bad, iters);
+
+	pf_pte = pte;
+	dune_register_pgflt_handler(pf_handler);
+	t = now();
+	for (long i = 0; i < n; i++) {
+		*pte &= ~PTE_P;
+		dune_flush_tlb_one(va);
+		(void)*(volatile char *)va;
+	}
+	t = (now() - t) / n;
+	printf("#PF round trip through the guest IDT: %.0f ns (%ld faults for %ld)\n",
+	       t, pf_count, n);
+	return bad || pf_count != n;
+}

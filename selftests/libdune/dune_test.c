@@ -1,0 +1,576 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libdune selftests.  They need a /dev/kvm with hardware virtualisation:
+ * make test runs them inside the QEMU rig (selftests/libdune/run-in-rig).
+ * Each test enters in its own forked child, so each gets its own VM.
+ */
+#include "harness.h"
+#include "dune.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+
+static void enter(void)
+{
+	int r = dune_init(1);
+	if (r)
+		TH_LOG("dune_init: %d: %s", r, dune_strerror());
+	ASSERT_EQ(0, r);
+	r = dune_enter();
+	if (r)
+		TH_LOG("dune_enter: %d: %s", r, dune_strerror());
+	ASSERT_EQ(0, r);
+	ASSERT_TRUE(dune_in_guest());
+}
+
+static __thread int tls_marker = 0x5151;
+
+/*
+ * int enter_with_regs(uint64_t out[6]): loads known values into the
+ * callee-saved registers, calls dune_enter() and stores what they hold
+ * afterwards (rbx r12 r13 r14 r15 rbp) into out.
+ */
+int enter_with_regs(uint64_t *out);
+__asm__(".text\n"
+	".globl enter_with_regs\n"
+	".type enter_with_regs, @function\n"
+	"enter_with_regs:\n"
+	"	push %rbx\n	push %rbp\n	push %r12\n	push %r13\n"
+	"	push %r14\n	push %r15\n	push %rdi\n"
+	"	movabs $0xb0b0b0b0b0b0b0b0, %rbx\n"
+	"	movabs $0x1212121212121212, %r12\n"
+	"	movabs $0x1313131313131313, %r13\n"
+	"	movabs $0x1414141414141414, %r14\n"
+	"	movabs $0x1515151515151515, %r15\n"
+	"	movabs $0xbebebebebebebebe, %rbp\n"
+	"	call dune_enter\n"
+	"	pop %rdi\n"
+	"	mov %rbx, 0(%rdi)\n	mov %r12, 8(%rdi)\n	mov %r13, 16(%rdi)\n"
+	"	mov %r14, 24(%rdi)\n	mov %r15, 32(%rdi)\n	mov %rbp, 40(%rdi)\n"
+	"	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n"
+	"	pop %rbp\n	pop %rbx\n"
+	"	ret\n"
+	".size enter_with_regs, . - enter_with_regs\n");
+
+TEST(enter_ring0_keeps_registers_stack_tls)
+{
+	volatile uint64_t on_stack = 0x1122334455667788ULL;
+	uint64_t got[6] = {0};
+	uint16_t cs_before, cs_after;
+	uint64_t fs_before = 0, fs_after = 0;
+	sigset_t mask_before, mask_after;
+
+	ASSERT_EQ(0, dune_init(1));
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs_before));
+	ASSERT_EQ(3, cs_before & 3);
+	syscall(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &fs_before);
+	tls_marker = 0x7777;
+	sigemptyset(&mask_before);
+	sigaddset(&mask_before, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &mask_before, NULL);
+	sigprocmask(SIG_BLOCK, NULL, &mask_before);
+	ASSERT_EQ(0, enter_with_regs(got));
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs_after));
+	EXPECT_EQ(0, cs_after & 3);
+	EXPECT_EQ(0xb0b0b0b0b0b0b0b0ULL, got[0]);
+	EXPECT_EQ(0x1212121212121212ULL, got[1]);
+	EXPECT_EQ(0x1313131313131313ULL, got[2]);
+	EXPECT_EQ(0x1414141414141414ULL, got[3]);
+	EXPECT_EQ(0x1515151515151515ULL, got[4]);
+	EXPECT_EQ(0xbebebebebebebebeULL, got[5]);
+	EXPECT_EQ(0x1122334455667788ULL, on_stack);
+	EXPECT_EQ(0x7777, tls_marker);
+	syscall(SYS_arch_prctl, 0x1003, &fs_after);
+	EXPECT_EQ(fs_before, fs_after);
+	/* the guest's own FS base really is the thread's: read it by hand */
+	uint64_t self;
+	__asm__ volatile("mov %%fs:0, %0" : "=r"(self));
+	EXPECT_EQ(fs_before, self);
+	sigemptyset(&mask_after);
+	sigprocmask(SIG_BLOCK, NULL, &mask_after);
+	EXPECT_EQ(1, sigismember(&mask_after, SIGUSR2));
+	EXPECT_EQ(0, memcmp(&mask_before, &mask_after, sizeof(mask_after)));
+	/* a second dune_enter() in the guest is a no-op */
+	EXPECT_EQ(0, dune_enter());
+}
+
+TEST(syscalls_and_errno_match_host)
+{
+	pid_t host_pid = getpid();
+	int host_fd = open("/nonexistent/x", O_RDONLY);
+	int host_errno = errno;
+	ASSERT_EQ(-1, host_fd);
+	enter();
+	EXPECT_EQ(host_pid, getpid());
+	errno = 0;
+	EXPECT_EQ(-1, open("/nonexistent/x", O_RDONLY));
+	EXPECT_EQ(host_errno, errno);
+	errno = 0;
+	EXPECT_EQ(-1, close(12345));
+	EXPECT_EQ(EBADF, errno);
+
+	int p[2];
+	ASSERT_EQ(0, pipe(p));
+	ASSERT_EQ(5, write(p[1], "hello", 5));
+	char buf[8] = {0};
+	ASSERT_EQ(5, read(p[0], buf, sizeof(buf)));
+	EXPECT_STREQ("hello", buf);
+
+	int fd = open("/proc/self/status", O_RDONLY);
+	ASSERT_GE(fd, 0);
+	char st[4096];
+	ssize_t n = read(fd, st, sizeof(st) - 1);
+	ASSERT_GT(n, 0);
+	st[n] = 0;
+	EXPECT_CONTAINS("Name:", st);
+	close(fd);
+
+	char *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	memset(m, 0xab, 1 << 20);
+	EXPECT_EQ(0xab, (unsigned char)m[(1 << 20) - 1]);
+	EXPECT_EQ(0, munmap(m, 1 << 20));
+	errno = 0;
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 12345, 0));
+	EXPECT_EQ(EBADF, errno);
+	/* stdio through the guest */
+	printf("# printf from the guest works\n");
+	fflush(stdout);
+}
+
+static int hook_pre_seen, hook_post_seen;
+static uint64_t hook_seen_arg;
+
+static bool pre_hook(struct dune_tf *tf)
+{
+	if (DUNE_SC_NR(tf) == SYS_getppid && DUNE_SC_ARG0(tf) == 0x5eed) {
+		hook_pre_seen++;
+		hook_seen_arg = DUNE_SC_ARG0(tf);
+		DUNE_SC_NR(tf) = SYS_getpid; /* rewrite the number */
+	}
+	if (DUNE_SC_NR(tf) == SYS_getuid && DUNE_SC_ARG0(tf) == 0xdead) {
+		hook_pre_seen++;
+		DUNE_SC_RET(tf) = 777; /* skip the call with a result */
+		return false;
+	}
+	if (DUNE_SC_NR(tf) == SYS_getgid && DUNE_SC_ARG0(tf) == 0xbeef &&
+	    DUNE_SC_ARG1(tf) == 0xcafe) {
+		hook_pre_seen++;
+		tf->rip += 2; /* rewrite the return address: skip a ud2 */
+	}
+	if (DUNE_SC_NR(tf) == SYS_write && DUNE_SC_ARG2(tf) == 3 &&
+	    DUNE_SC_ARG0(tf) == 0x7777)
+		DUNE_SC_ARG0(tf) = 1 << 20; /* rewrite an argument: a bad fd */
+	return true;
+}
+
+static void post_hook(struct dune_tf *tf)
+{
+	if (DUNE_SC_NR_DONE(tf) == SYS_getpid && DUNE_SC_ARG0(tf) == 0x5eed)
+		hook_post_seen++;
+	if (DUNE_SC_NR_DONE(tf) == SYS_write && (long)DUNE_SC_RET(tf) == -EBADF &&
+	    DUNE_SC_ARG0(tf) == 1 << 20) {
+		hook_post_seen++;
+		DUNE_SC_RET(tf) = 3; /* rewrite the result */
+	}
+}
+
+TEST(syscall_hooks_see_and_rewrite)
+{
+	enter();
+	dune_register_syscall_hooks(pre_hook, post_hook);
+	/* number rewrite: getppid(0x5eed) becomes getpid */
+	EXPECT_EQ(getpid(), syscall(SYS_getppid, 0x5eed));
+	EXPECT_EQ(0x5eedULL, hook_seen_arg);
+	/* skipped call with the hook's result */
+	EXPECT_EQ(777, syscall(SYS_getuid, 0xdead));
+	/* return address rewrite: the ud2 after the syscall is skipped */
+	long r = SYS_getgid, gid = getgid();
+	uint64_t di = 0xbeef, si = 0xcafe;
+	__asm__ volatile("syscall\n\tud2\n\t"
+			 : "+a"(r), "+D"(di), "+S"(si)
+			 :
+			 : "rcx", "r11", "memory");
+	EXPECT_EQ(gid, r);
+	/* argument rewrite to a bad fd, then the post-hook rewrites -EBADF */
+	EXPECT_EQ(3, syscall(SYS_write, 0x7777, "abc", 3));
+	EXPECT_EQ(2, hook_post_seen);
+	EXPECT_EQ(3, hook_pre_seen);
+	dune_register_syscall_hooks(NULL, NULL);
+	EXPECT_EQ(-1, syscall(SYS_write, 0x7777, "abc", 3));
+}
+
+static volatile uintptr_t pf_addr;
+static volatile uint64_t pf_err;
+static volatile int pf_count;
+
+static void pf_handler(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	(void)tf;
+	pf_addr = addr;
+	pf_err = fec;
+	pf_count++;
+	void *page = (void *)(addr & ~4095UL);
+	dune_vm_map_pages(pgroot, page, 4096, PTE_W | PTE_U);
+	dune_flush_tlb_one(page);
+}
+
+static int count_leaves(void *arg, ptent_t *pte, void *va, int level)
+{
+	(void)pte;
+	(void)va;
+	if (level == 0)
+		(*(int *)arg)++;
+	return 0;
+}
+
+TEST(page_fault_reaches_handler)
+{
+	volatile char *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	m[0] = 1;
+	m[4096] = 2;
+	enter();
+	dune_register_pgflt_handler(pf_handler);
+	uint64_t pa = dune_va_to_pa((char *)m + 4096);
+	ASSERT_NE((uint64_t)-1, pa);
+	EXPECT_EQ((char *)m + 4096, (char *)dune_pa_to_va(pa));
+	ASSERT_EQ(0, dune_vm_unmap(pgroot, (char *)m + 4096, 4096));
+	dune_flush_tlb_one((char *)m + 4096);
+	EXPECT_EQ((uint64_t)-1, dune_va_to_pa((char *)m + 4096));
+	EXPECT_EQ(1, m[0]); /* the neighbour is still mapped (split 2 MiB) */
+	EXPECT_EQ(0, pf_count);
+	m[4096 + 8] = 5; /* store: #PF, the handler maps it back */
+	EXPECT_EQ(1, pf_count);
+	EXPECT_EQ((uintptr_t)m + 4096 + 8, pf_addr);
+	EXPECT_EQ(2ULL, pf_err & 2); /* W bit: a write */
+	EXPECT_EQ(0ULL, pf_err & 1); /* not present */
+	EXPECT_EQ(2, m[4096]);
+	EXPECT_EQ(5, m[4096 + 8]);
+	EXPECT_EQ(pa, dune_va_to_pa((char *)m + 4096));
+
+	/* remap a page to another frame: the guest sees the other frame */
+	ASSERT_EQ(0, dune_vm_map_phys(pgroot, (char *)m + 4096, 4096,
+				      dune_va_to_pa((char *)m) & ~4095ULL, PTE_W));
+	dune_flush_tlb_one((char *)m + 4096);
+	EXPECT_EQ(1, m[4096]);
+	/* page walk sees 4 KiB leaves */
+	int count = 0;
+	EXPECT_EQ(0, dune_vm_page_walk(pgroot, (char *)m, (char *)m + 8192,
+				       count_leaves, &count));
+	EXPECT_EQ(2, count);
+}
+
+/* An address the compiler cannot see through. */
+static volatile int *bad_ptr(uintptr_t a)
+{
+	volatile uintptr_t v = a;
+	return (volatile int *)v;
+}
+
+static void fault_body(void *arg)
+{
+	(void)arg;
+	if (dune_init(1) || dune_enter())
+		_exit(99);
+	*bad_ptr(16) = 1;
+	_exit(0);
+}
+
+TEST(unhandled_fault_kills_with_sigsegv)
+{
+	struct th_child res;
+	th_run(fault_body, NULL, 60, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	EXPECT_CONTAINS("unhandled #PF", res.err);
+	EXPECT_CONTAINS("cr2 0x10", res.err);
+	th_child_free(&res);
+}
+
+static void ud2_body(void *arg)
+{
+	(void)arg;
+	if (dune_init(1) || dune_enter())
+		_exit(99);
+	__asm__ volatile("ud2");
+	_exit(0);
+}
+
+TEST(invalid_opcode_kills_with_sigill)
+{
+	struct th_child res;
+	th_run(ud2_body, NULL, 60, &res);
+	ASSERT_KILLED_BY(SIGILL, res);
+	EXPECT_CONTAINS("#UD", res.err);
+	th_child_free(&res);
+}
+
+static int bp_seen;
+static void bp_handler(struct dune_tf *tf)
+{
+	(void)tf;
+	bp_seen++;
+}
+
+TEST(interrupt_handler_runs)
+{
+	enter();
+	dune_register_intr_handler(3, bp_handler);
+	__asm__ volatile("int3");
+	EXPECT_EQ(1, bp_seen);
+}
+
+struct thr {
+	int in_guest;
+	uint64_t vcpu;
+	long sum;
+	pid_t tid;
+};
+
+static void *thread_fn(void *arg)
+{
+	struct thr *t = arg;
+	t->in_guest = dune_in_guest();
+	__asm__ volatile("mov %%gs:0, %0" : "=r"(t->vcpu));
+	for (int i = 0; i < 100000; i++)
+		t->sum += i;
+	t->tid = (pid_t)syscall(SYS_gettid);
+	char *p = malloc(100000);
+	memset(p, 1, 100000);
+	free(p);
+	return arg;
+}
+
+TEST(pthreads_each_on_own_vcpu)
+{
+	enter();
+	pthread_t th[4];
+	struct thr t[4];
+	memset(t, 0, sizeof(t));
+	for (int i = 0; i < 4; i++)
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, thread_fn, &t[i]));
+	for (int i = 0; i < 4; i++) {
+		void *ret;
+		ASSERT_EQ(0, pthread_join(th[i], &ret));
+		EXPECT_EQ(&t[i], ret);
+	}
+	uint64_t mine;
+	__asm__ volatile("mov %%gs:0, %0" : "=r"(mine));
+	for (int i = 0; i < 4; i++) {
+		EXPECT_EQ(1, t[i].in_guest);
+		EXPECT_EQ(4999950000L, t[i].sum);
+		EXPECT_NE(mine, t[i].vcpu);
+		EXPECT_NE(getpid(), t[i].tid);
+		for (int j = 0; j < i; j++)
+			EXPECT_NE(t[j].vcpu, t[i].vcpu);
+	}
+	struct dune_stats st;
+	dune_get_stats(&st);
+	EXPECT_GE(st.vcpus, 5ULL);
+}
+
+TEST(fork_child_runs_and_exits_with_status)
+{
+	enter();
+	int local = 5;
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		local = 6;
+		_exit(dune_in_guest() && getppid() > 1 ? 40 + local : 1);
+	}
+	int status = 0;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(46, WEXITSTATUS(status));
+	EXPECT_EQ(5, local);
+	/* a forked child that faults dies by SIGSEGV */
+	pid = fork();
+	if (pid == 0) {
+		*bad_ptr(8) = 0;
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+}
+
+static void exec_body(void *arg)
+{
+	(void)arg;
+	if (dune_init(1) || dune_enter())
+		_exit(99);
+	char *const argv[] = {"/bin/echo", "exec", "from", "the", "guest", NULL};
+	execv("/bin/echo", argv);
+	_exit(98);
+}
+
+TEST(execve_replaces_the_image)
+{
+	struct th_child res;
+	th_run(exec_body, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("exec from the guest\n", res.out);
+	th_child_free(&res);
+	/* and fork + exec + wait from the guest */
+	enter();
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", "exit 7", (char *)NULL);
+		_exit(98);
+	}
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(7, WEXITSTATUS(status));
+}
+
+static volatile int alarms, chlds;
+static void on_alarm(int s)
+{
+	(void)s;
+	alarms++;
+}
+static void on_chld(int s)
+{
+	(void)s;
+	chlds++;
+}
+
+TEST(signals_handlers_run)
+{
+	enter();
+	signal(SIGALRM, on_alarm);
+	signal(SIGCHLD, on_chld);
+	struct itimerval it = {{0, 0}, {0, 50000}};
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	for (int i = 0; i < 100 && !alarms; i++)
+		pause();
+	EXPECT_EQ(1, alarms);
+	/* a blocked signal waits, and arrives when unblocked */
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGALRM);
+	ASSERT_EQ(0, sigprocmask(SIG_BLOCK, &set, &old));
+	raise(SIGALRM);
+	EXPECT_EQ(1, alarms);
+	ASSERT_EQ(0, sigprocmask(SIG_SETMASK, &old, NULL));
+	EXPECT_EQ(2, alarms);
+	/* SIGCHLD arrives */
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	for (int i = 0; i < 200 && !chlds; i++)
+		usleep(10000);
+	EXPECT_EQ(1, chlds);
+	waitpid(pid, NULL, 0);
+	/* spinning guest code is interrupted by a signal too */
+	alarms = 0;
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	volatile unsigned long spin = 0;
+	while (!alarms && spin < 4000000000UL)
+		spin++;
+	EXPECT_EQ(1, alarms);
+}
+
+TEST_SIGNAL(sigint_default_kills, SIGINT)
+{
+	enter();
+	kill(getpid(), SIGINT);
+	for (;;)
+		pause();
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+TEST(clock_gettime_matches_host)
+{
+	struct timespec before, vdso, sys, mono_vdso, mono_sys;
+	clock_gettime(CLOCK_REALTIME, &before);
+	enter();
+	struct dune_stats st0, st1;
+	dune_get_stats(&st0);
+	ASSERT_EQ(0, clock_gettime(CLOCK_REALTIME, &vdso));
+	ASSERT_EQ(0, clock_gettime(CLOCK_MONOTONIC, &mono_vdso));
+	dune_get_stats(&st1);
+	ASSERT_EQ(0, syscall(SYS_clock_gettime, CLOCK_REALTIME, &sys));
+	ASSERT_EQ(0, syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &mono_sys));
+	TH_LOG("vDSO calls made %llu system calls; realtime guest-host %lld ns, "
+	       "monotonic %lld ns",
+	       (unsigned long long)(st1.syscalls - st0.syscalls),
+	       (long long)(ts_ns(&sys) - ts_ns(&vdso)),
+	       (long long)(ts_ns(&mono_sys) - ts_ns(&mono_vdso)));
+	EXPECT_GE(ts_ns(&vdso), ts_ns(&before));
+	EXPECT_LE(ts_ns(&vdso), ts_ns(&sys));
+	EXPECT_LT(ts_ns(&sys) - ts_ns(&vdso), 50 * 1000000LL);
+	EXPECT_LE(ts_ns(&mono_vdso), ts_ns(&mono_sys));
+	EXPECT_LT(ts_ns(&mono_sys) - ts_ns(&mono_vdso), 50 * 1000000LL);
+}
+
+TEST(mmap_1gib_after_entering)
+{
+	enter();
+	size_t len = 1UL << 30;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	for (size_t off = 0; off < len; off += 4096)
+		m[off] = (char)(off >> 12);
+	size_t bad = 0;
+	for (size_t off = 0; off < len; off += 4096)
+		bad += m[off] != (char)(off >> 12);
+	EXPECT_EQ((size_t)0, bad);
+	EXPECT_EQ(0, munmap(m, len));
+}
+
+static const char *preload_path(void)
+{
+	const char *p = getenv("DUNE_TEST_PRELOAD");
+	return p ? p : "build/libdune-preload.so";
+}
+
+TEST(preload_hello_world)
+{
+	const char *hello = getenv("DUNE_TEST_HELLO");
+	char env[512];
+	snprintf(env, sizeof(env), "LD_PRELOAD=%s", preload_path());
+	const char *const envs[] = {env, "DUNE_PRELOAD_STRICT=1",
+				    "DUNE_PRELOAD_VERBOSE=1", NULL};
+	const char *const argv[] = {hello ? hello : "build/libdune/hello", "5",
+				    NULL};
+	struct th_child res;
+	th_exec(argv, envs, NULL, 60, &res);
+	ASSERT_EXITED(5, res);
+	EXPECT_STREQ("hello, world (2 args, x)\n", res.out);
+	EXPECT_CONTAINS("libdune-preload: ran in the guest (ring 0)", res.err);
+	th_child_free(&res);
+}
+
+TEST(preload_python3)
+{
+	char env[512];
+	snprintf(env, sizeof(env), "LD_PRELOAD=%s", preload_path());
+	const char *const envs[] = {env, "DUNE_PRELOAD_STRICT=1",
+				    "DUNE_PRELOAD_VERBOSE=1", NULL};
+	const char *const argv[] = {
+		"python3", "-c",
+		"import os, hashlib; print(sum(range(1000)), "
+		"hashlib.sha256(b'x').hexdigest()[:8], os.getpid() > 0)",
+		NULL};
+	struct th_child res;
+	if (access("/usr/bin/python3", X_OK))
+		SKIP(return, "no python3 on this machine");
+	th_exec(argv, envs, NULL, 120, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("499500 2d711642 True\n", res.out);
+	EXPECT_CONTAINS("libdune-preload: ran in the guest (ring 0)", res.err);
+	th_child_free(&res);
+}
+
+TEST_HARNESS_MAIN
