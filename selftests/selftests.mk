@@ -71,8 +71,9 @@ $(ST_OUT)/st-scenario-plain: $(ST_DIR)/scenario.c \
 	$(CC) $(ST_CFLAGS) -o $@ $< -ldl
 
 # test applications: ordinary programs, nothing of Dangless in them
+# (-rdynamic only so that reports can name their functions)
 $(addprefix $(ST_APPS)/,$(ST_C_APPS)): $(ST_APPS)/%: selftests/testapps/%.c \
 		| $(ST_APPS)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $<
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -rdynamic -o $@ $<
 $(ST_APPS)/cpp-ofstream: selftests/testapps/cpp-ofstream.cpp | $(ST_APPS)
 	$(CXX) $(ST_CXXFLAGS) -o $@ $<

@@ -243,6 +243,46 @@ TEST(threads_never_share_an_alias_page)
 	EXPECT_EQ((size_t)0, st_count_duplicates(st_pages, ST_THREADS * ST_PER_THREAD));
 }
 
+/* Threads come and go; what they allocated outlives them. */
+static void *st_short_lived(void *arg)
+{
+	uintptr_t id = (uintptr_t)arg;
+	char **objs = malloc(100 * sizeof(char *));
+	for (int i = 0; i < 100; i++) {
+		objs[i] = malloc(16 + (size_t)i * 50);
+		memset(objs[i], (int)(id & 0x7f), 16 + (size_t)i * 50);
+		if (i % 3 == 0) {
+			free(objs[i]);
+			objs[i] = NULL;
+		}
+	}
+	return objs;
+}
+
+TEST(objects_outlive_their_threads)
+{
+	for (uintptr_t round = 0; round < 20; round++) {
+		pthread_t t[10];
+		for (uintptr_t i = 0; i < 10; i++)
+			ASSERT_EQ(0, pthread_create(&t[i], NULL, st_short_lived,
+						    (void *)(round * 10 + i)));
+		for (uintptr_t i = 0; i < 10; i++) {
+			char **objs = NULL;
+			ASSERT_EQ(0, pthread_join(t[i], (void **)&objs));
+			ASSERT_NOT_NULL(objs);
+			char want = (char)((round * 10 + i) & 0x7f);
+			for (int k = 0; k < 100; k++) {
+				if (!objs[k])
+					continue;
+				ASSERT_EQ(want, objs[k][0]);
+				ASSERT_EQ(want, objs[k][15 + k * 50]);
+				free(objs[k]);
+			}
+			free(objs);
+		}
+	}
+}
+
 /* ---- fork ---- */
 
 static void st_fork_private(void *arg)

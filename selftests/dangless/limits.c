@@ -107,7 +107,8 @@ static void st_maps_run(const char *opts, long limit, const char *size,
 		st_restore_mmc(&l);
 		ASSERT_EQ(l.saved, st_get_mmc());
 	}
-	if (!WIFEXITED(res->status) || WEXITSTATUS(res->status)) {
+	if (res->timed_out ||
+	    (WIFEXITED(res->status) && WEXITSTATUS(res->status))) {
 		TH_LOG("st-scenario maps %s %s (%s, %s), stdout:", size, count,
 		       opts, st_preload ? "preloaded" : "linked");
 		th_print_quoted(res->out);

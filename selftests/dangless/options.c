@@ -241,4 +241,20 @@ BOTH(several_options_at_once)
 	th_child_free(&res);
 }
 
+BOTH(dedicate_vmem_before_first_malloc)
+{
+	struct th_child res;
+	st_scenario("", "dedicate", NULL, &res);
+	EXPECT_CONTAINS("bad range -22\n", res.out); /* -EINVAL */
+	EXPECT_CONTAINS("unaligned -22\n", res.out);
+	ASSERT_CONTAINS("dedicate 0\n", res.out);
+	EXPECT_CONTAINS("inside 1001 of 1001\n", res.out);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	EXPECT_LE((uintptr_t)0x500000000000UL, target);
+	EXPECT_GT((uintptr_t)0x500000000000UL + (1UL << 30), target);
+	ASSERT_UAF_REPORT(res, "READ", target, 0, 64);
+	th_child_free(&res);
+}
+
 TEST_HARNESS_MAIN

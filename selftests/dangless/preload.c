@@ -163,4 +163,30 @@ TEST(dangless_run_exit_status_passes_through)
 	th_child_free(&res);
 }
 
+TEST(dangless_run_o_option)
+{
+	/* dangless run -o name=value is DANGLESS_OPTIONS by another name */
+	const char *const argv[] = {st_dangless_bin(), "run", "-o", "stacks=1",
+				    "-o", "stats=1", "--",
+				    st_selftest_prog("st-scenario-plain"),
+				    "uaf-read", NULL};
+	struct th_child res;
+	th_exec(argv, NULL, NULL, 60, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
+	EXPECT_CONTAINS("dangless: allocated at:", res.err);
+	EXPECT_CONTAINS("dangless: freed at:", res.err);
+	th_child_free(&res);
+}
+
+TEST(dangless_version)
+{
+	const char *const argv[] = {st_dangless_bin(), "--version", NULL};
+	struct th_child res;
+	th_exec(argv, NULL, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS(DANGLESS_VERSION, res.out);
+	th_child_free(&res);
+}
+
 TEST_HARNESS_MAIN

@@ -19,6 +19,18 @@ static const char *st_real_file(const char *name)
 	return st_join(buf[next++ % 4], sizeof(buf[0]), dir, name);
 }
 
+/*
+ * Programs run from here need a PATH (gcc finds as and ld through it).  If
+ * this process has lost its environment - a start-up bug that the options
+ * suite tests for on its own - give them a plain one rather than failing
+ * every test here too.
+ */
+__attribute__((constructor)) static void st_ensure_path(void)
+{
+	if (!getenv("PATH"))
+		setenv("PATH", "/usr/local/bin:/usr/bin:/bin", 1);
+}
+
 /* The first of the candidates that is an executable file. */
 static const char *st_find_prog(const char *const cands[])
 {
@@ -29,8 +41,6 @@ static const char *st_find_prog(const char *const cands[])
 			continue;
 		}
 		const char *path = getenv("PATH");
-		if (!path)
-			path = "/usr/local/bin:/usr/bin:/bin";
 		char buf[1024];
 		while (path && *path) {
 			const char *end = strchrnul(path, ':');

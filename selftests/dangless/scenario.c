@@ -20,6 +20,8 @@
  *                              until MAX are made; prints how far it got
  *   st-scenario stats          prints the counters, one "name value" a line
  *   st-scenario env NAME       prints NAME=<its value in the environment>
+ *   st-scenario dedicate       dangless_dedicate_vmem(1 GiB at 0x500000000000)
+ *                              before the first malloc, then allocates
  */
 #include <dangless/dangless.h>
 
@@ -254,6 +256,46 @@ static int print_stats(void)
 	return 0;
 }
 
+#pragma weak dangless_dedicate_vmem
+
+/* Gives Dangless 1 GiB at a fixed address, then allocates from it. */
+static int dedicate(void)
+{
+	int (*ded)(void *, void *) = dangless_dedicate_vmem;
+	if (!ded)
+		ded = (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
+						     "dangless_dedicate_vmem");
+	if (!ded)
+		return fail("no dangless_dedicate_vmem");
+	char *start = (char *)0x500000000000UL, *end = start + (1UL << 30);
+	/* nothing allocated yet, not even stdout's buffer */
+	int bad = ded(end, start), unaligned = ded(start + 100, end);
+	int rc = ded(start, end);
+	printf("bad range %d\n", bad);
+	printf("unaligned %d\n", unaligned);
+	printf("dedicate %d\n", rc);
+	int inside = 0;
+	for (int i = 0; i < 1000; i++) {
+		char *p = malloc(1 + (size_t)i * 37);
+		p[0] = 1;
+		inside += p >= start && p < end;
+		if (i % 3)
+			free(p);
+	}
+	char *big = malloc(8 << 20);
+	big[(8 << 20) - 1] = 1;
+	inside += big >= start && big < end;
+	free(big);
+	printf("inside %d of 1001\n", inside);
+	char *q = malloc(64);
+	printf("target=%p\n", (void *)q);
+	fflush(stdout);
+	free(q);
+	(void)*(volatile char *)launder(q);
+	printf("survived\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *what = argc > 1 ? argv[1] : "";
@@ -279,6 +321,8 @@ int main(int argc, char **argv)
 		return maps((size_t)atol(argv[2]), atol(argv[3]));
 	if (!strcmp(what, "stats"))
 		return print_stats();
+	if (!strcmp(what, "dedicate"))
+		return dedicate();
 	if (!strcmp(what, "env") && argc > 2) {
 		const char *v = getenv(argv[2]);
 		printf("%s=%s\n", argv[2], v ? v : "(unset)");
@@ -286,6 +330,6 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "usage: st-scenario basic|active|uaf-read|uaf-write|"
 			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
-			"stats|env NAME\n");
+			"stats|env NAME|dedicate\n");
 	return 2;
 }

@@ -441,6 +441,51 @@ TEST(wild_segv_is_not_reported_as_uaf)
 	th_child_free(&res);
 }
 
+/*
+ * A program with a SIGSEGV handler of its own (a JIT, a GC, a sandbox)
+ * still gets its own faults; Dangless only takes those in revoked aliases.
+ */
+#include <setjmp.h>
+static sigjmp_buf st_jmp;
+
+static void st_own_handler(int sig, siginfo_t *info, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	printf("own handler: fault at %p\n", info->si_addr);
+	siglongjmp(st_jmp, 1);
+}
+
+static void st_own_handler_body(void *arg)
+{
+	(void)arg;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = st_own_handler;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigaction(SIGSEGV, &sa, NULL);
+	for (volatile int i = 0; i < 3; i++)
+		if (!sigsetjmp(st_jmp, 1))
+			(void)st_read((void *)(uintptr_t)(16 + i));
+	/* and allocation goes on as before */
+	char *p = malloc(100);
+	memset(p, 1, 100);
+	free(p);
+	printf("back in the program\n");
+}
+
+TEST(program_sigsegv_handler_still_works)
+{
+	struct th_child res;
+	th_run(st_own_handler_body, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_EQ(3, st_count(res.out, "own handler: fault at "));
+	EXPECT_CONTAINS("own handler: fault at 0x10\n", res.out);
+	EXPECT_CONTAINS("back in the program\n", res.out);
+	EXPECT_FALSE(strstr(res.err, "use-after-free") != NULL);
+	th_child_free(&res);
+}
+
 /* ---- wrong frees ---- */
 
 static void st_double_free(void *arg)
@@ -579,6 +624,48 @@ TEST(neighbours_survive_a_free)
 		for (int j = 0; j < 24; j++)
 			ASSERT_EQ((char)i, p[i][j]);
 		free(p[i]);
+	}
+}
+
+/* The same for multi-page sizes that are not a whole number of pages. */
+static void st_neighbours_body(void *arg)
+{
+	size_t size = *(size_t *)arg;
+	enum { N = 64 };
+	char *p[N];
+	for (int i = 0; i < N; i++) {
+		p[i] = malloc(size);
+		memset(p[i], i, size);
+	}
+	for (int i = 0; i < N; i += 2)
+		free(p[i]);
+	for (int i = 1; i < N; i += 2) {
+		printf("checking %p\n", (void *)p[i]);
+		fflush(stdout);
+		for (size_t j = 0; j < size; j += 512)
+			if (p[i][j] != (char)i)
+				printf("object %d changed at %zu\n", i, j);
+		if (p[i][size - 1] != (char)i)
+			printf("object %d changed at its end\n", i);
+		free(p[i]);
+	}
+	printf("all checked\n");
+}
+
+TEST(multi_page_neighbours_survive_a_free)
+{
+	static size_t sizes[] = {5000, 8193, 16385, 20000, 24577, 32767};
+	for (int i = 0; i < 6; i++) {
+		struct th_child res;
+		th_run(st_neighbours_body, &sizes[i], 60, &res);
+		if (!strstr(res.out, "all checked\n")) {
+			TH_LOG("64 objects of %zu bytes, every other one freed; "
+			       "the live ones:", sizes[i]);
+			th_print_quoted(res.out);
+		}
+		ASSERT_EXITED(0, res);
+		EXPECT_FALSE(strstr(res.out, "changed") != NULL);
+		th_child_free(&res);
 	}
 }
 
