@@ -272,6 +272,101 @@ TEST(realloc_zero_size)
 	free(q);
 }
 
+TEST(realloc_chain_keeps_contents)
+{
+	/* up through every size class into large objects, then back down */
+	unsigned char *p = NULL;
+	size_t size = 0;
+	uint32_t x = 12345;
+	for (int step = 0; step < 400; step++) {
+		size_t next;
+		if (step < 200)
+			next = size + 1 + size / 20 + (x % 97);
+		else
+			next = size - size / 25 - 1;
+		x = x * 1103515245 + 12345;
+		unsigned char *q = realloc(p, next);
+		ASSERT_NOT_NULL(q);
+		size_t keep = size < next ? size : next;
+		for (size_t i = 0; i < keep; i++)
+			if (q[i] != (unsigned char)(i * 7 + (i >> 8)))
+				ASSERT_EQ((unsigned char)(i * 7 + (i >> 8)),
+					  q[i]);
+		for (size_t i = keep; i < next; i++)
+			q[i] = (unsigned char)(i * 7 + (i >> 8));
+		p = q;
+		size = next;
+	}
+	free(p);
+}
+
+TEST(many_live_small_objects)
+{
+	/* 200k live objects must not run into any limit */
+	enum { N = 200000 };
+	uint64_t **v = mmap(NULL, N * sizeof(*v), PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)v);
+	for (uint64_t i = 0; i < N; i++) {
+		v[i] = malloc(16);
+		ASSERT_NOT_NULL(v[i]);
+		*v[i] = i;
+	}
+	struct dangless_stats s = st_stats();
+	TH_LOG("%llu live objects in %llu alias mappings",
+	       (unsigned long long)s.live_objects,
+	       (unsigned long long)s.alias_mappings_live);
+	EXPECT_LE((uint64_t)N, s.live_objects);
+	for (uint64_t i = 0; i < N; i++) {
+		ASSERT_EQ(i, *v[i]);
+		free(v[i]);
+	}
+	munmap(v, N * sizeof(*v));
+}
+
+TEST(calloc_large_is_zero)
+{
+	size_t size = 512UL << 20;
+	unsigned char *p = calloc(1, size);
+	ASSERT_NOT_NULL(p);
+	for (size_t i = 0; i < size; i += 1 << 20)
+		ASSERT_EQ(0, p[i]);
+	ASSERT_EQ(0, p[size - 1]);
+	free(p);
+	int *z = calloc(0, 4);
+	ASSERT_NOT_NULL(z);
+	free(z);
+	void *a = NULL;
+	ASSERT_EQ(0, posix_memalign(&a, 64, 0));
+	ASSERT_NOT_NULL(a);
+	free(a);
+}
+
+TEST(glibc_allocates_through_dangless)
+{
+	/* getline, open_memstream: glibc's own mallocs and reallocs */
+	char *buf = NULL;
+	size_t bufsize = 0;
+	FILE *ms = open_memstream(&buf, &bufsize);
+	ASSERT_NOT_NULL(ms);
+	for (int i = 0; i < 5000; i++)
+		fprintf(ms, "line %d\n", i);
+	fclose(ms);
+	ASSERT_TRUE(st_is_dangless(buf));
+	FILE *in = fmemopen(buf, bufsize, "r");
+	ASSERT_NOT_NULL(in);
+	char *line = NULL;
+	size_t cap = 0;
+	int n = 0;
+	while (getline(&line, &cap, in) > 0)
+		n++;
+	fclose(in);
+	EXPECT_EQ(5000, n);
+	ASSERT_TRUE(st_is_dangless(line));
+	free(line);
+	free(buf);
+}
+
 TEST(reallocarray_works)
 {
 	int *v = reallocarray(NULL, 10, sizeof(int));

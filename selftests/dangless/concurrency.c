@@ -480,4 +480,69 @@ TEST(fork_while_threads_allocate)
 	th_child_free(&res);
 }
 
+/* exit() while other threads are busy allocating: no hang, status kept. */
+static void st_exit_body(void *arg)
+{
+	(void)arg;
+	static atomic_bool stop;
+	pthread_t a[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&a[i], NULL, st_allocator, &stop);
+	usleep(50000);
+	printf("exiting\n");
+	fflush(stdout);
+	exit(3);
+}
+
+TEST(exit_while_threads_allocate)
+{
+	for (int round = 0; round < 5; round++) {
+		struct th_child res;
+		th_run(st_exit_body, NULL, 20, &res);
+		ASSERT_EXITED(3, res);
+		ASSERT_STREQ("exiting\n", res.out);
+		th_child_free(&res);
+	}
+}
+
+/* posix_spawn, system and popen from a Dangless process. */
+#include <spawn.h>
+extern char **environ;
+
+static void st_spawn_body(void *arg)
+{
+	(void)arg;
+	pid_t pid;
+	char *const argv[] = {(char *)"/bin/sh", (char *)"-c",
+			      (char *)"echo spawned", NULL};
+	char *const envp[] = {(char *)"PATH=/usr/bin:/bin", NULL};
+	if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, envp) == 0) {
+		int status;
+		waitpid(pid, &status, 0);
+		printf("spawn status %d\n", status);
+	}
+	fflush(stdout);
+	printf("system %d\n", system("echo from system"));
+	fflush(stdout);
+	FILE *f = popen("echo from popen", "r");
+	char line[64] = "";
+	if (f && fgets(line, sizeof(line), f))
+		printf("popen read: %s", line);
+	if (f)
+		printf("pclose %d\n", pclose(f));
+}
+
+TEST(spawn_system_popen)
+{
+	struct th_child res;
+	th_run(st_spawn_body, NULL, 30, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("spawned\nspawn status 0\n", res.out);
+	EXPECT_CONTAINS("from system\nsystem 0\n", res.out);
+	EXPECT_CONTAINS("popen read: from popen\npclose 0\n", res.out);
+	if (th_failed_expectations)
+		th_print_quoted(res.out);
+	th_child_free(&res);
+}
+
 TEST_HARNESS_MAIN

@@ -129,6 +129,27 @@ extern "C" int st_cxx_aligned_new(void)
 	return 0;
 }
 
+extern "C" int st_cxx_bad_alloc(void)
+{
+	volatile size_t huge = SIZE_MAX / 2;
+	try {
+		char *p = new char[huge];
+		p[0] = 1;
+		return 1; /* should have thrown */
+	} catch (const std::bad_alloc &) {
+	}
+	char *q = new (std::nothrow) char[huge];
+	if (q)
+		return 2;
+	try {
+		void *v = ::operator new(huge, std::align_val_t{4096});
+		(void)v;
+		return 3;
+	} catch (const std::bad_alloc &) {
+	}
+	return 0;
+}
+
 extern "C" int st_cxx_library(void)
 {
 	std::vector<std::string> v;

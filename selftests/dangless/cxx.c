@@ -24,6 +24,13 @@ TEST(aligned_new_8B_to_2MiB)
 	ASSERT_EQ(0, st_cxx_aligned_new());
 }
 
+int st_cxx_bad_alloc(void);
+
+TEST(huge_new_throws_bad_alloc)
+{
+	ASSERT_EQ(0, st_cxx_bad_alloc());
+}
+
 TEST(standard_library_containers)
 {
 	ASSERT_EQ(0, st_cxx_library());

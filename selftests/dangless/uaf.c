@@ -116,6 +116,56 @@ static void st_busy_then_dangle(void *arg)
 	st_dangle(p, 3, false);
 }
 
+static void st_aligned_dangle(void *arg)
+{
+	size_t align = *(size_t *)arg;
+	char *p = aligned_alloc(align, 100 + align - 100 % align);
+	memset(p, 1, 100);
+	printf("target=%p\n", (void *)(p + 99));
+	free(p);
+	st_dangle(p, 99, true);
+}
+
+TEST(uaf_aligned_allocation)
+{
+	size_t aligns[] = {64, 4096, 1 << 16, 2 << 20};
+	for (int i = 0; i < 4; i++) {
+		struct th_child res;
+		th_run(st_aligned_dangle, &aligns[i], 60, &res);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_KILLED_BY(SIGSEGV, res);
+		struct st_uaf_report r;
+		ASSERT_TRUE(st_parse_uaf(res.err, &r));
+		EXPECT_STREQ("WRITE", r.kind);
+		EXPECT_EQ(target, r.addr);
+		EXPECT_EQ((size_t)99, r.off);
+		EXPECT_EQ(100 + aligns[i] - 100 % aligns[i], r.size);
+		th_child_free(&res);
+	}
+}
+
+static void st_realloc_zero_dangle(void *arg)
+{
+	(void)arg;
+	char *p = malloc(80);
+	memset(p, 1, 80);
+	printf("target=%p\n", (void *)(p + 40));
+	char *q = realloc(p, 0); /* frees p (and may return a new pointer) */
+	printf("q=%p\n", (void *)q);
+	st_dangle(p, 40, false);
+}
+
+TEST(uaf_after_realloc_to_zero)
+{
+	struct th_child res;
+	th_run(st_realloc_zero_dangle, NULL, 60, &res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 40, 80);
+	th_child_free(&res);
+}
+
 TEST(uaf_stays_caught_after_many_allocations)
 {
 	struct th_child res;
@@ -526,9 +576,12 @@ static void st_invalid_free(void *arg)
 		p = stack_buf;
 	} else if (variant == 1) {
 		p = static_buf + 16;
-	} else {
+	} else if (variant == 2) {
 		p = mmap(NULL, ST_PAGE, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	} else {
+		/* the canonical address of a live object is not its pointer */
+		p = dangless_get_canonical(malloc(100));
 	}
 	printf("target=%p\n", p);
 	free(st_launder(p));
@@ -537,9 +590,12 @@ static void st_invalid_free(void *arg)
 
 TEST(invalid_free_aborts)
 {
-	for (int variant = 0; variant < 3; variant++) {
+	for (int variant = 0; variant < 4; variant++) {
 		struct th_child res;
 		th_run(st_invalid_free, &variant, 60, &res);
+		if (!WIFSIGNALED(res.status))
+			TH_LOG("variant %d (stack, static, mmap, canonical)",
+			       variant);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
