@@ -360,11 +360,9 @@ static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 	int r = vcpu_sregs(v, fs_base);
 	if (r)
 		return r;
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e[8];
-	} m;
-	memset(&m, 0, sizeof(m));
+	uint64_t mbuf[(sizeof(struct kvm_msrs) + 8 * sizeof(struct kvm_msr_entry)) / 8];
+	struct kvm_msrs *m = (struct kvm_msrs *)mbuf;
+	memset(mbuf, 0, sizeof(mbuf));
 	uint32_t idx[] = {MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK,
 			  MSR_KERNEL_GS_BASE};
 	uint64_t val[] = {(uint64_t)GDT_KCODE << 32 | (uint64_t)GDT_KCODE << 48,
@@ -373,8 +371,8 @@ static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 			  0};
 	int n = 5;
 	for (int i = 0; i < n; i++) {
-		m.e[i].index = idx[i];
-		m.e[i].data = val[i];
+		m->entries[i].index = idx[i];
+		m->entries[i].data = val[i];
 	}
 	/* The TSC must agree with the host's so the vDSO's clock_gettime is
 	 * right in the guest: offset 0 where KVM allows setting it. */
@@ -387,12 +385,12 @@ static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 			dune_vm.have_tsc_ctrl = 0;
 	}
 	if (!dune_vm.have_tsc_ctrl) {
-		m.e[n].index = MSR_IA32_TSC;
-		m.e[n].data = __builtin_ia32_rdtsc();
+		m->entries[n].index = MSR_IA32_TSC;
+		m->entries[n].data = __builtin_ia32_rdtsc();
 		n++;
 	}
-	m.h.nmsrs = n;
-	if (ioctl(v->fd, KVM_SET_MSRS, &m) != n)
+	m->nmsrs = n;
+	if (ioctl(v->fd, KVM_SET_MSRS, m) != n)
 		return -EINVAL;
 	struct kvm_xcrs x;
 	memset(&x, 0, sizeof(x));

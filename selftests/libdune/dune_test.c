@@ -11,6 +11,9 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sched.h>
 
 static void enter(void)
 {
@@ -91,7 +94,10 @@ TEST(enter_ring0_keeps_registers_stack_tls)
 	sigemptyset(&mask_after);
 	sigprocmask(SIG_BLOCK, NULL, &mask_after);
 	EXPECT_EQ(1, sigismember(&mask_after, SIGUSR2));
-	EXPECT_EQ(0, memcmp(&mask_before, &mask_after, sizeof(mask_after)));
+	uint64_t mb, ma;
+	memcpy(&mb, &mask_before, 8);
+	memcpy(&ma, &mask_after, 8);
+	EXPECT_EQ(mb, ma);
 	/* a second dune_enter() in the guest is a no-op */
 	EXPECT_EQ(0, dune_enter());
 }
@@ -570,6 +576,167 @@ TEST(preload_python3)
 	ASSERT_EXITED(0, res);
 	EXPECT_STREQ("499500 2d711642 True\n", res.out);
 	EXPECT_CONTAINS("libdune-preload: ran in the guest (ring 0)", res.err);
+	th_child_free(&res);
+}
+
+TEST(system_and_posix_spawn)
+{
+	enter();
+	/* glibc's system() and posix_spawn use clone(CLONE_VM | CLONE_VFORK) */
+	int st = system("exit 3");
+	ASSERT_TRUE(WIFEXITED(st));
+	EXPECT_EQ(3, WEXITSTATUS(st));
+	FILE *p = popen("echo spawned", "r");
+	ASSERT_NOT_NULL(p);
+	char line[64] = "";
+	EXPECT_TRUE(fgets(line, sizeof(line), p) != NULL);
+	EXPECT_STREQ("spawned\n", line);
+	EXPECT_EQ(0, pclose(p));
+}
+
+TEST(arch_prctl_set_fs)
+{
+	enter();
+	static uint64_t block[64];
+	uint64_t old = 0, seen = 0, now = 0;
+	long r;
+	block[0] = (uint64_t)block;
+	block[1] = 0xf5f5;
+	__asm__ volatile("syscall" : "=a"(r) : "a"(SYS_arch_prctl), "D"(0x1003), "S"(&old) : "rcx", "r11", "memory");
+	ASSERT_EQ(0, r);
+	__asm__ volatile("syscall" : "=a"(r) : "a"(SYS_arch_prctl), "D"(0x1002), "S"(block) : "rcx", "r11", "memory");
+	__asm__ volatile("mov %%fs:8, %0" : "=r"(seen));
+	__asm__ volatile("syscall" : "=a"(r) : "a"(SYS_arch_prctl), "D"(0x1003), "S"(&now) : "rcx", "r11", "memory");
+	__asm__ volatile("syscall" : "=a"(r) : "a"(SYS_arch_prctl), "D"(0x1002), "S"(old) : "rcx", "r11", "memory");
+	ASSERT_EQ(0, r);
+	EXPECT_EQ(0xf5f5ULL, seen);
+	EXPECT_EQ((uint64_t)block, now);
+	EXPECT_EQ(0x5151, tls_marker);
+}
+
+static volatile uintptr_t altstack_seen;
+static void on_usr1(int s)
+{
+	int local;
+	(void)s;
+	altstack_seen = (uintptr_t)&local;
+}
+
+TEST(sigaltstack_is_used)
+{
+	enter();
+	static char alt[64 * 1024];
+	stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt), .ss_flags = 0};
+	ASSERT_EQ(0, sigaltstack(&ss, NULL));
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = SA_ONSTACK;
+	ASSERT_EQ(0, sigaction(SIGUSR1, &sa, NULL));
+	raise(SIGUSR1);
+	EXPECT_GE(altstack_seen, (uintptr_t)alt);
+	EXPECT_LT(altstack_seen, (uintptr_t)alt + sizeof(alt));
+}
+
+TEST(brk_and_mremap_memory_is_reachable)
+{
+	enter();
+	char *b = sbrk(0);
+	ASSERT_NE((void *)-1, sbrk(64 << 20));
+	for (size_t i = 0; i < (64 << 20); i += 4096)
+		b[i] = 1;
+	EXPECT_EQ(1, b[(64 << 20) - 4096]);
+	char *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	m[0] = 42;
+	/* grow it far away: a fresh part of the address space */
+	void *hint = (void *)0x3f0000000000ULL;
+	char *n = mremap(m, 1 << 20, 256 << 20, MREMAP_MAYMOVE | MREMAP_FIXED, hint);
+	ASSERT_EQ(hint, (void *)n);
+	EXPECT_EQ(42, n[0]);
+	n[(256 << 20) - 1] = 7;
+	EXPECT_EQ(7, n[(256 << 20) - 1]);
+}
+
+TEST(lazy_mapping_without_map_full)
+{
+	ASSERT_EQ(0, dune_init(0));
+	ASSERT_EQ(0, dune_enter());
+	/* everything not mapped at entry arrives on first touch */
+	printf("# lazily mapped printf\n");
+	fflush(stdout);
+	char *m = mmap((void *)0x2e0000000000ULL, 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	m[1] = 3;
+	EXPECT_EQ(3, m[1]);
+}
+
+static void fake_software_body(void *arg)
+{
+	(void)arg;
+	setenv("DUNE_PROBE_LIMIT_MS", "0.000001", 1);
+	int r = dune_init(1);
+	printf("%d\n", r);
+}
+
+TEST(init_refuses_a_slow_kvm)
+{
+	struct th_child res;
+	th_run(fake_software_body, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("-19\n", res.out);
+	EXPECT_CONTAINS("software backend", res.err);
+	th_child_free(&res);
+}
+
+static void no_kvm_body(void *arg)
+{
+	(void)arg;
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+	    mount("tmpfs", "/dev", "tmpfs", 0, NULL)) {
+		printf("setup failed: %s\n", strerror(errno));
+		return;
+	}
+	printf("%d\n", dune_init(1));
+}
+
+TEST(init_without_dev_kvm)
+{
+	struct th_child res;
+	if (geteuid() != 0)
+		SKIP(return, "needs root for a mount namespace");
+	th_run(no_kvm_body, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("-2\n", res.out);
+	EXPECT_CONTAINS("no /dev/kvm", res.err);
+	th_child_free(&res);
+}
+
+static void no_perm_body(void *arg)
+{
+	(void)arg;
+	if (setgid(65534) || setuid(65534)) {
+		printf("setuid failed\n");
+		return;
+	}
+	printf("%d\n", dune_init(1));
+}
+
+TEST(init_without_permission)
+{
+	struct th_child res;
+	struct stat st;
+	if (geteuid() != 0)
+		SKIP(return, "needs root to drop to nobody");
+	ASSERT_EQ(0, stat("/dev/kvm", &st));
+	if (st.st_mode & 0006)
+		SKIP(return, "/dev/kvm is world-accessible here");
+	th_run(no_perm_body, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("-13\n", res.out);
+	EXPECT_CONTAINS("no permission", res.err);
 	th_child_free(&res);
 }
 
