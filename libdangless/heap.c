@@ -421,17 +421,6 @@ void _dl_quarantine_flush(void)
 		dl_slots_return(q[i].seg, q[i].chunk, 1u << q[i].col);
 }
 
-static void dl_format_alloc(struct dl_buf *b, const char *what, void *p,
-			    const char *detail)
-{
-	_dl_buf_str(b, "dangless: ");
-	_dl_buf_str(b, what);
-	_dl_buf_str(b, " of ");
-	_dl_buf_hex(b, (uintptr_t)p);
-	_dl_buf_str(b, ": ");
-	_dl_buf_str(b, detail);
-}
-
 static void dl_format_size(struct dl_buf *b, size_t size, const char *tail)
 {
 	_dl_buf_str(b, "a ");
@@ -449,26 +438,30 @@ static __attribute__((noreturn)) void
 dl_bad_pointer(const char *op, void *p, uintptr_t start, size_t size,
 	       bool freed, uint32_t alloc_stack, uint32_t free_stack)
 {
-	char msg[512], what[64];
-	struct dl_buf b = {msg, 0, sizeof(msg)}, w = {what, 0, sizeof(what)};
+	char msg[512];
+	struct dl_buf b = {msg, 0, sizeof(msg)};
 	bool is_free = strcmp(op, "free") == 0;
+	_dl_buf_str(&b, "dangless: ");
 	if (freed) {
-		_dl_buf_str(&w, is_free ? "double free" : op);
+		/* "double free of P" / "realloc of freed pointer P" */
+		_dl_buf_str(&b, is_free ? "double free of " : op);
 		if (!is_free)
-			_dl_buf_str(&w, " of freed pointer");
-		dl_format_alloc(&b, what, p, "");
+			_dl_buf_str(&b, " of freed pointer ");
+		_dl_buf_hex(&b, (uintptr_t)p);
+		_dl_buf_str(&b, ": ");
 		dl_format_size(&b, size, " that was already freed");
 	} else {
-		_dl_buf_str(&w, "invalid ");
-		_dl_buf_str(&w, op);
+		_dl_buf_str(&b, "invalid ");
+		_dl_buf_str(&b, op);
+		_dl_buf_str(&b, " of ");
+		_dl_buf_hex(&b, (uintptr_t)p);
+		_dl_buf_str(&b, ": ");
 		if (start && (uintptr_t)p != start) {
-			dl_format_alloc(&b, what, p, "");
 			_dl_buf_dec(&b, (uintptr_t)p - start);
 			_dl_buf_str(&b, " bytes into ");
 			dl_format_size(&b, size, " (not its start)");
 		} else {
-			dl_format_alloc(&b, what, p,
-					"not a pointer Dangless returned");
+			_dl_buf_str(&b, "not a pointer Dangless returned");
 		}
 	}
 	_dl_report_abort(msg, alloc_stack, free_stack);
@@ -476,14 +469,15 @@ dl_bad_pointer(const char *op, void *p, uintptr_t start, size_t size,
 
 void _dl_bad_dead_pointer(const char *op, void *p)
 {
-	char msg[256], what[64];
-	struct dl_buf b = {msg, 0, sizeof(msg)}, w = {what, 0, sizeof(what)};
+	char msg[256];
+	struct dl_buf b = {msg, 0, sizeof(msg)};
 	bool is_free = strcmp(op, "free") == 0;
-	_dl_buf_str(&w, is_free ? "double free" : op);
+	_dl_buf_str(&b, "dangless: ");
+	_dl_buf_str(&b, is_free ? "double free of " : op);
 	if (!is_free)
-		_dl_buf_str(&w, " of freed pointer");
-	dl_format_alloc(&b, what, p,
-			"memory Dangless freed long ago (details no longer "
+		_dl_buf_str(&b, " of freed pointer ");
+	_dl_buf_hex(&b, (uintptr_t)p);
+	_dl_buf_str(&b, ": memory Dangless freed long ago (details no longer "
 			"kept)");
 	_dl_report_abort(msg, 0, 0);
 }
@@ -529,7 +523,7 @@ void _dl_small_free(struct dl_segment *seg, void *p)
 		ch->stacks->freed[col] = _dl_stack_capture();
 	const struct dl_class *c = &_dl_classes[seg->cls];
 	size_t col_len = (size_t)c->col_pages * DL_PAGE;
-	uintptr_t page = DL_ALIGN_DOWN((uintptr_t)p, col_len);
+	uintptr_t page = (uintptr_t)p - (uintptr_t)ch->row * c->size;
 	DL_STAT_ADD(frees, 1);
 	DL_STAT_SUB(live_objects, 1);
 	DL_STAT_SUB(live_bytes, ch->req[col]);
@@ -559,7 +553,16 @@ size_t _dl_small_usable(struct dl_segment *seg, void *p, const char *op,
 	struct dl_chunk *ch = dl_small_lookup(seg, p, op, &col);
 	if (req)
 		*req = ch->req[col];
-	return _dl_classes[seg->cls].size;
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	if (c->col_pages == 1)
+		return c->size;
+	/* A shrinking realloc revoked the pages past the end (see
+	 * _dl_small_resize): only the pages up to it are usable. */
+	size_t mapped = DL_ALIGN_UP((uintptr_t)p + (ch->req[col] ? ch->req[col]
+								 : 1),
+				    DL_PAGE) -
+			(uintptr_t)p;
+	return mapped < c->size ? mapped : c->size;
 }
 
 void *_dl_small_canonical(struct dl_segment *seg, void *p)
@@ -572,7 +575,8 @@ void *_dl_small_canonical(struct dl_segment *seg, void *p)
 		return NULL;
 	const struct dl_class *c = &_dl_classes[seg->cls];
 	uintptr_t col_len = (uintptr_t)c->col_pages * DL_PAGE;
-	uintptr_t chunk_alias = DL_ALIGN_DOWN(start, col_len) - col * col_len;
+	uintptr_t chunk_alias = start - (uintptr_t)ch->row * c->size -
+				col * col_len;
 	return (void *)(run->canon + ((uintptr_t)p - chunk_alias));
 }
 

@@ -68,6 +68,8 @@ static int dl_start(void)
 	_dl_options_parse(getenv("DANGLESS_OPTIONS"));
 	if (_dl_opt.verbosity)
 		_dl_options_print();
+	if (_dl_opt.fallback)
+		_dl_fallback_resolve();
 	_dl_be = dl_pick_backend();
 	_dl_heap_init();
 	int err = _dl_segmap_init();
@@ -85,7 +87,8 @@ static int dl_start(void)
 		_dl_fallback_used = true;
 		return err;
 	}
-	/* backtrace() loads its unwinder on first use: do it now, not in a
+	/* backtrace() loads its unwinder on first use: do it while our own
+	 * re-entrant allocations still go to the early arena, and not in a
 	 * signal handler. */
 	void *warm[2];
 	backtrace(warm, 2);
@@ -140,20 +143,12 @@ DL_EXPORT int dangless_dedicate_vmem(void *start, void *end)
 				      (size_t)((char *)end - (char *)start));
 }
 
-#ifdef DL_STATIC
-/* Static link: start before any constructor of the program's. */
-static void dl_preinit(int argc, char **argv, char **envp)
-{
-	(void)argc;
-	(void)argv;
-	(void)envp;
-	_dl_ensure_init();
-}
-__attribute__((section(".preinit_array"), used)) static void (
-	*dl_preinit_entry)(int, char **, char **) = dl_preinit;
-#else
+/*
+ * After libc is initialised (a .preinit_array entry would run before it and
+ * see no environment); a program's constructor that allocates earlier
+ * starts Dangless itself through malloc.
+ */
 __attribute__((constructor(101))) static void dl_constructor(void)
 {
 	_dl_ensure_init();
 }
-#endif

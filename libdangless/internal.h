@@ -289,6 +289,8 @@ int _dl_ensure_init(void);
 
 /* ---- malloc.c ---- */
 extern bool _dl_fallback_used;
+/* Finds the allocator to fall back to; start-up only (dlsym allocates). */
+void _dl_fallback_resolve(void);
 
 /* ---- pool.c: fixed-size blocks for metadata ---- */
 struct dl_pool {

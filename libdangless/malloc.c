@@ -7,6 +7,7 @@
  * from a static early arena: unprotected, never reused, and accepted by
  * free() and realloc() later.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 
@@ -14,12 +15,39 @@
 
 #define DL_EXPORT __attribute__((visibility("default")))
 
-/* glibc's own allocator, for fallback=1 once aliases run out.  Weak, so a
- * static link does not pull glibc's malloc in beside ours. */
-extern void *__libc_malloc(size_t) __attribute__((weak));
-extern void *__libc_memalign(size_t, size_t) __attribute__((weak));
-extern void *__libc_realloc(void *, size_t) __attribute__((weak));
-extern void __libc_free(void *) __attribute__((weak));
+/*
+ * The next allocator in line (glibc's), for fallback=1 once aliases run out.
+ * Looked up at start-up, where dlsym's own allocations are served from the
+ * early arena; a fully static program has none, and its fallback fails with
+ * ENOMEM.
+ */
+static struct {
+	void *(*malloc)(size_t);
+	void *(*memalign)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void (*free)(void *);
+} dl_next;
+
+void _dl_fallback_resolve(void)
+{
+	dl_next.malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
+	dl_next.memalign =
+		(void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
+	dl_next.realloc =
+		(void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+	dl_next.free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
+	if (!dl_next.malloc || !dl_next.memalign || !dl_next.realloc ||
+	    !dl_next.free) {
+		dl_next.malloc = NULL;
+		_dl_warn("fallback=1: no allocator after Dangless to fall back "
+			 "to (a fully static program?); allocations will fail "
+			 "with ENOMEM once aliases run out");
+		return;
+	}
+	/* Its heap must exist before the mapping limit is reached: growing
+	 * it later takes no new mapping, creating it would. */
+	dl_next.free(dl_next.malloc(1));
+}
 
 /* ---- the early arena ---- */
 #define DL_EARLY_SIZE ((size_t)1 << 20)
@@ -65,10 +93,9 @@ static size_t dl_early_size(const void *p)
 
 static void *dl_fallback_alloc(size_t size, size_t align)
 {
-	if (__libc_memalign && align > DL_MIN_ALIGN)
-		return __libc_memalign(align, size);
-	if (__libc_malloc && align <= DL_MIN_ALIGN)
-		return __libc_malloc(size);
+	if (dl_next.malloc)
+		return align > DL_MIN_ALIGN ? dl_next.memalign(align, size)
+					    : dl_next.malloc(size);
 	errno = ENOMEM;
 	return NULL;
 }
@@ -83,8 +110,10 @@ static void *dl_alloc(size_t size, size_t align)
 		if (r)
 			return dl_fallback_alloc(size, align);
 	}
-	if (unlikely(_dl_fallback_used))
+	if (unlikely(_dl_fallback_used)) {
+		DL_STAT_ADD(fallback_allocs, 1);
 		return dl_fallback_alloc(size, align);
+	}
 	unsigned cls = _dl_size_class(size, align);
 	void *p = cls != (unsigned)-1 ? _dl_small_alloc(cls, size)
 				      : _dl_large_alloc(size, align);
@@ -143,8 +172,8 @@ DL_EXPORT void dangless_free(void *p)
 	}
 	if (dl_is_early(p))
 		return; /* the early arena is never reused */
-	if (_dl_fallback_used && __libc_free) {
-		__libc_free(p);
+	if (_dl_fallback_used && dl_next.malloc) {
+		dl_next.free(p);
 		return;
 	}
 	_dl_bad_unknown_pointer("free", p);
@@ -183,8 +212,8 @@ DL_EXPORT void *dangless_realloc(void *p, size_t size)
 		if (in_place)
 			return p;
 	} else if (!dl_is_early(p)) {
-		if (_dl_fallback_used && __libc_realloc)
-			return __libc_realloc(p, size);
+		if (_dl_fallback_used && dl_next.malloc)
+			return dl_next.realloc(p, size);
 		_dl_bad_unknown_pointer("realloc", p);
 	}
 	/* A move: copy, then free, which revokes every old page. */

@@ -180,8 +180,15 @@ static uint32_t dl_hash_frames(void *const *frames, int n)
 /* Returns 0 when nothing could be kept. */
 uint32_t _dl_stack_capture(void)
 {
+	/* backtrace() may allocate (its unwinder's first use): no recursion */
+	static __thread bool capturing
+		__attribute__((tls_model("initial-exec")));
+	if (capturing)
+		return 0;
+	capturing = true;
 	void *frames[DL_MAX_FRAMES + 2];
 	int n = backtrace(frames, DL_MAX_FRAMES + 2) - 2; /* not us */
+	capturing = false;
 	if (n <= 0)
 		return 0;
 	if (!dl_depot) {

@@ -52,7 +52,13 @@ static struct {
 	dl_lock_t alias_lock;
 	uintptr_t block_next, block_end;
 	int fork_pipe[2];
+	long map_limit;           /* vm.max_map_count when last read */
+	long map_baseline;        /* mappings that were not ours at start */
+	bool map_refused;         /* alias_map said no to keep headroom */
 } host = {.fd = -1, .fork_pipe = {-1, -1}};
+
+static long host_read_long(const char *path);
+static long host_count_mappings(void);
 
 static struct dl_pool host_extent_pool = {
 	.block = sizeof(struct host_extent), .name = "host extents"};
@@ -95,6 +101,8 @@ static int host_init(void)
 	int err = host_probe_guard();
 	if (err)
 		return err;
+	host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
+	host.map_baseline = host_count_mappings();
 	/* Offset 0 was touched by the probe's mapping only; skip it anyway. */
 	host.canon_bump = DL_PAGE;
 	if (!host.guard && _dl_opt.verbosity)
@@ -129,7 +137,7 @@ static uintptr_t host_take_extent(size_t len)
 		}
 		return off;
 	}
-	if (host.canon_bump + len > HOST_CANON_SIZE)
+	if (len > HOST_CANON_SIZE - host.canon_bump)
 		return UINTPTR_MAX;
 	uintptr_t off = host.canon_bump;
 	host.canon_bump += len;
@@ -253,9 +261,34 @@ static int host_reprotect(void *alias, size_t len)
 	return r == MAP_FAILED ? -errno : 0;
 }
 
+/*
+ * Leave the program room under vm.max_map_count (thread stacks, dlopen,
+ * its own mmaps, glibc's heap for fallback=1): aliases may use the limit
+ * less a headroom of 1/16 of it, at least 1024.
+ */
+static bool host_within_map_budget(void)
+{
+	long live = (long)atomic_load_explicit(&_dl_stats.alias_mappings_live,
+					       memory_order_relaxed);
+	long headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16 : 1024;
+	if (host.map_limit <= 0 ||
+	    live + host.map_baseline + headroom < host.map_limit)
+		return true;
+	/* The limit may have been raised since we read it. */
+	host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
+	headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16 : 1024;
+	if (host.map_limit <= 0 ||
+	    live + host.map_baseline + headroom < host.map_limit)
+		return true;
+	host.map_refused = true;
+	return false;
+}
+
 static int host_alias_map(void *alias, void *canon, size_t len,
 			  bool populate)
 {
+	if (!host.guard ? false : !host_within_map_budget())
+		return -ENOMEM;
 	off_t off = (off_t)((char *)canon - host.canon);
 	void *r = mmap(alias, len, PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0),
@@ -440,13 +473,15 @@ static bool host_explain_enomem(char *buf, size_t len)
 {
 	long limit = host_read_long("/proc/sys/vm/max_map_count");
 	long now = host_count_mappings();
-	if (limit <= 0 || now < 0 || now + 16 < limit)
+	if (limit <= 0 || now < 0 || (!host.map_refused && now + 16 < limit))
 		return false;
 	struct dl_buf b = {buf, 0, len};
 	_dl_buf_str(&b, "the process has ");
 	_dl_buf_dec(&b, (uint64_t)now);
 	_dl_buf_str(&b, " memory mappings and vm.max_map_count is ");
 	_dl_buf_dec(&b, (uint64_t)limit);
+	if (host.map_refused)
+		_dl_buf_str(&b, " (Dangless keeps 1/16 of it for the program)");
 	_dl_buf_str(&b, ". Raise the limit (as root): sysctl -w "
 			"vm.max_map_count=");
 	_dl_buf_dec(&b, (uint64_t)(limit < 1000000 ? 4000000 : limit * 4));
