@@ -26,7 +26,7 @@ ST_CXXFLAGS := -std=gnu++17 -fsized-deallocation $(OPT) -g $(WARN) -D_GNU_SOURCE
 ST_LINK     := -Wl,--whole-archive $(DANGLESS_A) -Wl,--no-whole-archive \
 	       -lpthread -ldl
 ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
-	       include/dangless/dangless.h
+	       include/dangless/dangless.h selftests/selftests.mk
 
 # Suites, in the order `make test` runs them.
 ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps real
@@ -56,24 +56,24 @@ $(filter-out $(ST_OUT)/cxx,$(ST_SUITES)): $(ST_OUT)/%: $(ST_DIR)/%.c \
 $(ST_OUT)/cxx.o: $(ST_DIR)/cxx.c $(ST_HDRS) | $(ST_OUT)
 	$(CC) $(ST_CFLAGS) -c -o $@ $<
 $(ST_OUT)/cxx-objects.o: $(ST_DIR)/cxx-objects.cpp \
-		include/dangless/dangless.h | $(ST_OUT)
+		include/dangless/dangless.h selftests/selftests.mk | $(ST_OUT)
 	$(CXX) $(ST_CXXFLAGS) -c -o $@ $<
 $(ST_OUT)/cxx: $(ST_OUT)/cxx.o $(ST_OUT)/cxx-objects.o $(DANGLESS_A)
 	$(CXX) -pthread -o $@ $(ST_OUT)/cxx.o $(ST_OUT)/cxx-objects.o \
 		$(ST_LINK)
 
 # the scenario program, with Dangless linked in and without
-$(ST_OUT)/st-scenario: $(ST_DIR)/scenario.c include/dangless/dangless.h \
-		$(DANGLESS_A) | $(ST_OUT)
+$(ST_OUT)/st-scenario: $(ST_DIR)/scenario.c $(ST_HDRS) $(DANGLESS_A) \
+		| $(ST_OUT)
 	$(CC) $(ST_CFLAGS) -o $@ $< $(ST_LINK)
-$(ST_OUT)/st-scenario-plain: $(ST_DIR)/scenario.c \
-		include/dangless/dangless.h | $(ST_OUT)
+$(ST_OUT)/st-scenario-plain: $(ST_DIR)/scenario.c $(ST_HDRS) | $(ST_OUT)
 	$(CC) $(ST_CFLAGS) -o $@ $< -ldl
 
 # test applications: ordinary programs, nothing of Dangless in them
 # (-rdynamic only so that reports can name their functions)
 $(addprefix $(ST_APPS)/,$(ST_C_APPS)): $(ST_APPS)/%: selftests/testapps/%.c \
-		| $(ST_APPS)
+		selftests/selftests.mk | $(ST_APPS)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -rdynamic -o $@ $<
-$(ST_APPS)/cpp-ofstream: selftests/testapps/cpp-ofstream.cpp | $(ST_APPS)
+$(ST_APPS)/cpp-ofstream: selftests/testapps/cpp-ofstream.cpp \
+		selftests/selftests.mk | $(ST_APPS)
 	$(CXX) $(ST_CXXFLAGS) -o $@ $<

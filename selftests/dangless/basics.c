@@ -326,7 +326,7 @@ TEST(many_live_small_objects)
 
 TEST(calloc_large_is_zero)
 {
-	size_t size = 512UL << 20;
+	size_t size = 128UL << 20;
 	unsigned char *p = calloc(1, size);
 	ASSERT_NOT_NULL(p);
 	for (size_t i = 0; i < size; i += 1 << 20)
