@@ -49,6 +49,7 @@ struct dl_quarantined {
 	uintptr_t page;           /* first alias page to revoke */
 	uint32_t pages;
 	uint8_t col;
+	bool dying;               /* the flush finishes its chunk */
 	struct dl_segment *seg;
 	struct dl_chunk *chunk;
 };
@@ -222,10 +223,11 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
 
 /*
  * Gives slots of ch back to their run and counts the chunk down; releases
- * the chunk, the run and the segment when that leaves them empty.
+ * the chunk (unless the caller already did), the run and the segment when
+ * that leaves them empty.
  */
 static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
-			    uint32_t cols)
+			    uint32_t cols, bool chunk_released)
 {
 	unsigned cls = seg->cls, n = (unsigned)__builtin_popcount(cols);
 	const struct dl_class *c = &_dl_classes[cls];
@@ -256,7 +258,7 @@ static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	if (release_chunk) {
 		size_t len = (size_t)c->run_pages * DL_PAGE;
 		uintptr_t k = (uintptr_t)(ch - seg->chunks);
-		if (!retire)
+		if (!retire && !chunk_released)
 			_dl_be->alias_release((void *)(seg->base + k * len), len);
 		DL_STAT_SUB(alias_mappings_live, 1);
 	}
@@ -326,7 +328,7 @@ static bool dl_refill(struct dl_thread *t, unsigned cls)
 				    chunk_len, true);
 	DL_STAT_ADD(alias_mappings_live, 1);
 	if (err) {
-		dl_slots_return(seg, ch, carved);
+		dl_slots_return(seg, ch, carved, false);
 		_dl_alias_exhausted(-err, "mapping an alias");
 		return false;
 	}
@@ -395,6 +397,36 @@ static void dl_quarantine_sort(struct dl_quarantined *q, unsigned n)
 	}
 }
 
+static uintptr_t dl_chunk_base(struct dl_segment *seg, struct dl_chunk *ch)
+{
+	size_t len = (size_t)_dl_classes[seg->cls].run_pages * DL_PAGE;
+	return seg->base + (uintptr_t)(ch - seg->chunks) * len;
+}
+
+static void dl_release_range(uintptr_t start, size_t len)
+{
+	int err = _dl_be->alias_release((void *)start, len);
+	if (err)
+		_dl_fatal("could not release the aliases at %p (%s); stopping "
+			  "rather than leave a dangling pointer usable",
+			  (void *)start, strerror(-err));
+	DL_STAT_ADD(revokes, 1);
+	DL_STAT_ADD(revoked_pages, len / DL_PAGE);
+}
+
+/* Revokes every page of the chunk at once, by releasing its range. */
+static void dl_release_chunk(struct dl_segment *seg, struct dl_chunk *ch)
+{
+	dl_release_range(dl_chunk_base(seg, ch),
+			 (size_t)_dl_classes[seg->cls].run_pages * DL_PAGE);
+}
+
+/*
+ * Revokes what the quarantine holds, sorted by address so that neighbours
+ * go in one call.  A chunk whose every remaining slot is in this batch is
+ * released whole instead (one call that also drops its mapping), and runs
+ * of such chunks side by side are released together.
+ */
 void _dl_quarantine_flush(void)
 {
 	struct dl_thread *t = &dl_self;
@@ -403,22 +435,50 @@ void _dl_quarantine_flush(void)
 		return;
 	struct dl_quarantined *q = t->quarantine;
 	dl_quarantine_sort(q, n);
-	/* Revoke in coalesced groups, then give the slots back. */
+	/* Entries of one chunk are neighbours once sorted: mark dying ones. */
 	for (unsigned i = 0; i < n;) {
-		uintptr_t start = q[i].page;
-		uintptr_t end = start + (uintptr_t)q[i].pages * DL_PAGE;
 		unsigned j = i + 1;
-		while (j < n && q[j].page == end) {
-			end += (uintptr_t)q[j].pages * DL_PAGE;
+		while (j < n && q[j].chunk == q[i].chunk)
 			j++;
+		bool dying = atomic_load(&q[i].chunk->pending) == j - i;
+		for (unsigned k = i; k < j; k++)
+			q[k].dying = dying;
+		i = j;
+	}
+	for (unsigned i = 0; i < n;) {
+		uintptr_t start, end;
+		unsigned j = i + 1;
+		if (q[i].dying) {
+			start = dl_chunk_base(q[i].seg, q[i].chunk);
+			end = start + (size_t)_dl_classes[q[i].seg->cls].run_pages *
+					      DL_PAGE;
+			for (; j < n; j++) {
+				if (q[j].chunk == q[j - 1].chunk)
+					continue;
+				if (!q[j].dying ||
+				    dl_chunk_base(q[j].seg, q[j].chunk) != end)
+					break;
+				end += (size_t)_dl_classes[q[j].seg->cls]
+					       .run_pages *
+				       DL_PAGE;
+			}
+			dl_release_range(start, end - start);
+		} else {
+			start = q[i].page;
+			end = start + (uintptr_t)q[i].pages * DL_PAGE;
+			while (j < n && !q[j].dying && q[j].page == end) {
+				end += (uintptr_t)q[j].pages * DL_PAGE;
+				j++;
+			}
+			dl_revoke(start, end - start);
 		}
-		dl_revoke(start, end - start);
 		i = j;
 	}
 	t->quarantined = 0;
 	DL_STAT_SUB(quarantined, n);
 	for (unsigned i = 0; i < n; i++)
-		dl_slots_return(q[i].seg, q[i].chunk, 1u << q[i].col);
+		dl_slots_return(q[i].seg, q[i].chunk, 1u << q[i].col,
+				q[i].dying);
 }
 
 static void dl_format_size(struct dl_buf *b, size_t size, const char *tail)
@@ -535,15 +595,21 @@ void _dl_small_free(struct dl_segment *seg, void *p)
 						     sizeof(*t->quarantine));
 		if (t->quarantine) {
 			t->quarantine[t->quarantined++] = (struct dl_quarantined){
-				page, c->col_pages, (uint8_t)col, seg, ch};
+				page, c->col_pages, (uint8_t)col, false, seg, ch};
 			DL_STAT_ADD(quarantined, 1);
 			if (t->quarantined == _dl_opt.batch)
 				_dl_quarantine_flush();
 			return;
 		}
 	}
+	/* The chunk's last slot: releasing the whole range revokes it too. */
+	if (atomic_load(&ch->pending) == 1) {
+		dl_release_chunk(seg, ch);
+		dl_slots_return(seg, ch, bit, true);
+		return;
+	}
 	dl_revoke(page, col_len);
-	dl_slots_return(seg, ch, bit);
+	dl_slots_return(seg, ch, bit, false);
 }
 
 size_t _dl_small_usable(struct dl_segment *seg, void *p, const char *op,
@@ -853,7 +919,7 @@ void _dl_heap_thread_exit(void)
 	for (unsigned cls = 0; cls < _dl_nclasses; cls++) {
 		struct dl_cached_chunk *cc = &t->cache[cls];
 		if (cc->avail)
-			dl_slots_return(cc->seg, cc->chunk, cc->avail);
+			dl_slots_return(cc->seg, cc->chunk, cc->avail, false);
 		cc->avail = 0;
 	}
 	if (t->quarantine)
