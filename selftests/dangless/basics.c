@@ -614,6 +614,42 @@ TEST(stats_big_object_canonical)
 	EXPECT_LE(b.revoked_pages + (64 << 20) / ST_PAGE, c.revoked_pages);
 }
 
+static void st_print_stats_body(void *arg)
+{
+	(void)arg;
+	free(malloc(10));
+	dangless_print_stats();
+}
+
+TEST(print_stats_names_every_counter)
+{
+	struct th_child res;
+	th_run(st_print_stats_body, NULL, 30, &res);
+	ASSERT_EXITED(0, res);
+#define ST_EXPECT_NAMED(name, what) EXPECT_CONTAINS(#name, res.err);
+	DANGLESS_STAT_FIELDS(ST_EXPECT_NAMED)
+#undef ST_EXPECT_NAMED
+	th_child_free(&res);
+}
+
+static void st_options_help_body(void *arg)
+{
+	(void)arg;
+	dangless_print_options_help(1);
+}
+
+TEST(options_help_lists_every_option)
+{
+	struct th_child res;
+	th_run(st_options_help_body, NULL, 30, &res);
+	ASSERT_EXITED(0, res);
+	static const char *const names[] = {"backend", "fallback", "stacks",
+					    "stats", "verbosity", "revoke"};
+	for (int i = 0; i < 6; i++)
+		EXPECT_CONTAINS(names[i], res.out);
+	th_child_free(&res);
+}
+
 static void *st_thread_alloc(void *arg)
 {
 	(void)arg;

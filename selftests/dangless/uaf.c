@@ -13,6 +13,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 struct st_uaf {
@@ -450,6 +451,54 @@ TEST(uaf_in_another_thread)
 	for (int variant = 0; variant < 2; variant++) {
 		struct th_child res;
 		th_run(st_thread_dangle, &variant, 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
+		th_child_free(&res);
+	}
+}
+
+/*
+ * Strict revocation is immediate for every thread: a thread that has been
+ * reading the object all along (its TLB warm) faults on its first read
+ * after free() has returned in another thread.
+ */
+static char *volatile st_hot;
+static atomic_int st_phase;
+
+static void *st_hot_reader(void *arg)
+{
+	(void)arg;
+	unsigned sum = 0;
+	while (atomic_load(&st_phase) == 0)
+		sum += st_read(st_hot + 8);
+	/* free() has returned: this read must fault */
+	sum += st_read(st_hot + 8);
+	printf("survived %u\n", sum);
+	return NULL;
+}
+
+static void st_hot_body(void *arg)
+{
+	(void)arg;
+	st_hot = malloc(64);
+	memset(st_hot, 1, 64);
+	printf("target=%p\n", (void *)(st_hot + 8));
+	fflush(stdout);
+	pthread_t t;
+	pthread_create(&t, NULL, st_hot_reader, NULL);
+	usleep(20000);
+	free(st_hot);
+	atomic_store(&st_phase, 1);
+	pthread_join(t, NULL);
+}
+
+TEST(uaf_seen_at_once_by_a_thread_reading_all_along)
+{
+	for (int round = 0; round < 10; round++) {
+		struct th_child res;
+		th_run(st_hot_body, NULL, 30, &res);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
