@@ -7,6 +7,7 @@ LIBDIR ?= $(PREFIX)/lib
 INCDIR ?= $(PREFIX)/include
 BINDIR ?= $(PREFIX)/bin
 
+, := ,
 define DANGLESS_PC
 prefix=$(PREFIX)
 libdir=$(LIBDIR)
@@ -20,7 +21,6 @@ Libs: $(3)
 endef
 export DANGLESS_PC_SHARED := $(call DANGLESS_PC,,,-L$${libdir} -Wl$(,)-rpath$(,)$${libdir} -ldangless)
 export DANGLESS_PC_STATIC := $(call DANGLESS_PC,-static, (static),-Wl$(,)--whole-archive $${libdir}/libdangless.a -Wl$(,)--no-whole-archive -pthread -ldl)
-, := ,
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/dangless $(DESTDIR)$(BINDIR)
