@@ -348,6 +348,81 @@ TEST(fork_child_writes_stay_private)
 	th_child_free(&res);
 }
 
+/*
+ * After fork both processes allocate and write at the same time; neither
+ * may see the other's bytes, in new objects or in ones from before the fork.
+ */
+enum { ST_FORK_OBJS = 600 };
+
+static size_t st_fork_size(int i)
+{
+	return 1 + (size_t)(i * 2654435761u) % (i % 10 == 0 ? 100000 : 3000);
+}
+
+static int st_fill_and_check(char **objs, char **old, char mark, int rfd,
+			     int wfd)
+{
+	for (int i = 0; i < ST_FORK_OBJS; i++) {
+		objs[i] = malloc(st_fork_size(i));
+		memset(objs[i], mark, st_fork_size(i));
+		memset(old[i], mark, st_fork_size(i));
+	}
+	/* both sides have written everything: now look */
+	char c = 0;
+	if (write(wfd, "x", 1) != 1 || read(rfd, &c, 1) != 1)
+		return -1;
+	int bad = 0;
+	for (int i = 0; i < ST_FORK_OBJS; i++) {
+		size_t n = st_fork_size(i);
+		for (size_t j = 0; j < n; j += 97)
+			bad += objs[i][j] != mark || old[i][j] != mark;
+		bad += objs[i][n - 1] != mark || old[i][n - 1] != mark;
+		free(objs[i]);
+	}
+	return bad;
+}
+
+static void st_fork_concurrent(void *arg)
+{
+	(void)arg;
+	static char *old[ST_FORK_OBJS], *mine[ST_FORK_OBJS];
+	for (int i = 0; i < ST_FORK_OBJS; i++) {
+		old[i] = malloc(st_fork_size(i));
+		memset(old[i], 'o', st_fork_size(i));
+	}
+	for (int i = 0; i < ST_FORK_OBJS; i += 3) { /* holes to be reused */
+		free(old[i]);
+		old[i] = malloc(st_fork_size(i));
+	}
+	int to_child[2], to_parent[2];
+	if (pipe(to_child) || pipe(to_parent))
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		int bad = st_fill_and_check(mine, old, 'c', to_child[0],
+					    to_parent[1]);
+		printf("child bad %d\n", bad);
+		fflush(stdout);
+		_exit(0);
+	}
+	int bad = st_fill_and_check(mine, old, 'p', to_parent[0], to_child[1]);
+	int status;
+	waitpid(pid, &status, 0);
+	printf("parent bad %d\n", bad);
+}
+
+TEST(fork_both_sides_allocate_at_once)
+{
+	struct th_child res;
+	th_run(st_fork_concurrent, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("child bad 0\n", res.out);
+	EXPECT_CONTAINS("parent bad 0\n", res.out);
+	if (th_failed_expectations)
+		th_print_quoted(res.out);
+	th_child_free(&res);
+}
+
 static void st_fork_both_catch(void *arg)
 {
 	(void)arg;

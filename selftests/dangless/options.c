@@ -95,6 +95,52 @@ BOTH(stacks_1_shows_alloc_and_free_stacks)
 	const char *nl = strchr(alloc, '\n');
 	ASSERT_NOT_NULL(nl);
 	EXPECT_FALSE(strncmp(nl + 1, "dangless: freed at:", 19) == 0);
+	/* and the first frames differ: malloc and free are different calls */
+	const char *nl2 = strchr(freed, '\n');
+	ASSERT_NOT_NULL(nl2);
+	size_t l1 = strcspn(nl + 1, "\n"), l2 = strcspn(nl2 + 1, "\n");
+	EXPECT_FALSE(l1 == l2 && strncmp(nl + 1, nl2 + 1, l1) == 0);
+	th_child_free(&res);
+}
+
+/*
+ * The function that the first frame under the line starting with title
+ * names, by addr2line on its "(FILE+0xOFFSET)"; "" when there is none.
+ */
+static const char *st_first_frame_fn(const char *err, const char *title)
+{
+	static char fn[256];
+	fn[0] = 0;
+	const char *at = strstr(err, title);
+	if (!at || !(at = strchr(at, '\n')))
+		return fn;
+	const char *open = strchr(at + 1, '('), *end = strchr(at + 1, '\n');
+	if (!open || (end && open > end))
+		return fn;
+	char file[512], off[32];
+	if (sscanf(open + 1, "%511[^+]+%31[0-9a-fx])", file, off) != 2)
+		return fn;
+	const char *const argv[] = {"addr2line", "-f", "-e", file, off, NULL};
+	struct th_child res;
+	th_exec(argv, NULL, NULL, 30, &res);
+	snprintf(fn, sizeof(fn), "%.*s", (int)strcspn(res.out, "\n"), res.out);
+	th_child_free(&res);
+	return fn;
+}
+
+BOTH(stacks_1_frames_point_at_the_program)
+{
+	/* the first frame of each stack is the program's own code (uaf() in
+	 * scenario.c), not Dangless's or the signal handler's */
+	struct th_child res;
+	st_scenario("stacks=1", "uaf-read", NULL, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	EXPECT_STREQ("uaf", st_first_frame_fn(res.err, "dangless: at:"));
+	EXPECT_STREQ("uaf",
+		     st_first_frame_fn(res.err, "dangless: allocated at:"));
+	EXPECT_STREQ("uaf", st_first_frame_fn(res.err, "dangless: freed at:"));
+	if (th_failed_expectations)
+		th_print_quoted(res.err);
 	th_child_free(&res);
 }
 
@@ -218,6 +264,21 @@ BOTH(revoke_batch_catches_after_the_batch)
 		ASSERT_UAF_REPORT(res, "READ", target, 1, 64);
 		th_child_free(&res);
 	}
+}
+
+BOTH(revoke_batch_across_fork)
+{
+	struct th_child res;
+	st_scenario("revoke=batch:32", "fork-batch", "32", &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	char want[32];
+	snprintf(want, sizeof(want), "child signal %d\n", SIGSEGV);
+	EXPECT_CONTAINS(want, res.out);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 2, 64);
+	EXPECT_EQ(2, st_count(res.err, "dangless: use-after-free READ"));
+	th_child_free(&res);
 }
 
 BOTH(revoke_batch_quarantine_counts)

@@ -14,6 +14,7 @@
  *   st-scenario uaf-write      dangling write
  *   st-scenario double-free    frees one pointer twice
  *   st-scenario batch N        frees, then 2N+1 more frees, then reads
+ *   st-scenario fork-batch N   batch N across fork: both sides must catch
  *   st-scenario churn N        N malloc/free pairs, prints a checksum
  *   st-scenario exec NAME      runs a little, then execs itself as NAME
  *   st-scenario maps SIZE MAX  live SIZE-byte objects, every other freed,
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #pragma weak dangless_get_canonical
@@ -160,6 +162,35 @@ static int batch(long n)
 		free(malloc(64));
 	(void)*(volatile char *)launder(p + 1);
 	printf("survived\n");
+	return 0;
+}
+
+/* batch mode across fork: what was queued before the fork is revoked on
+ * both sides once each side's batch is flushed */
+static int fork_batch(long n)
+{
+	char *p = malloc(64);
+	memset(p, 1, 64);
+	free(p); /* queued, not yet revoked */
+	printf("target=%p\n", (void *)(p + 2));
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		for (long i = 0; i < 2 * n + 1; i++)
+			free(malloc(64));
+		(void)*(volatile char *)launder(p + 2);
+		printf("child survived\n");
+		fflush(stdout);
+		_exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	printf("child signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	fflush(stdout);
+	for (long i = 0; i < 2 * n + 1; i++)
+		free(malloc(64));
+	(void)*(volatile char *)launder(p + 2);
+	printf("parent survived\n");
 	return 0;
 }
 
@@ -313,6 +344,8 @@ int main(int argc, char **argv)
 		return double_free();
 	if (!strcmp(what, "batch") && argc > 2)
 		return batch(atol(argv[2]));
+	if (!strcmp(what, "fork-batch") && argc > 2)
+		return fork_batch(atol(argv[2]));
 	if (!strcmp(what, "churn") && argc > 2)
 		return churn(atol(argv[2]));
 	if (!strcmp(what, "exec") && argc > 2)
@@ -330,6 +363,6 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "usage: st-scenario basic|active|uaf-read|uaf-write|"
 			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
-			"stats|env NAME|dedicate\n");
+			"stats|env NAME|dedicate|fork-batch N\n");
 	return 2;
 }
