@@ -507,6 +507,69 @@ TEST(uaf_seen_at_once_by_a_thread_reading_all_along)
 	}
 }
 
+/* A dangling read in a thread with the smallest stack allowed. */
+static void *st_small_stack_reader(void *p)
+{
+	(void)st_read(p);
+	printf("survived\n");
+	return NULL;
+}
+
+static void st_small_stack_body(void *arg)
+{
+	(void)arg;
+	char *p = malloc(48);
+	memset(p, 1, 48);
+	printf("target=%p\n", (void *)(p + 4));
+	fflush(stdout);
+	free(p);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 16384);
+	pthread_t t;
+	if (pthread_create(&t, &attr, st_small_stack_reader, p + 4) == 0)
+		pthread_join(t, NULL);
+	else
+		printf("no thread\n");
+}
+
+TEST(uaf_in_a_thread_with_a_small_stack)
+{
+	struct th_child res;
+	th_run(st_small_stack_body, NULL, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 4, 48);
+	th_child_free(&res);
+}
+
+/* Running off the end of the stack is a plain crash, not a report. */
+static int st_recurse(volatile char *prev, long depth)
+{
+	volatile char buf[1024];
+	buf[0] = prev ? prev[0] + 1 : 0;
+	if (depth == 0) /* never: the stack ends long before */
+		return buf[0];
+	return st_recurse(buf, depth - 1) + buf[1];
+}
+
+static void st_overflow_body(void *arg)
+{
+	(void)arg;
+	free(malloc(10));
+	printf("%d\n", st_recurse(NULL, (long)st_launder_size(1L << 40)));
+}
+
+TEST(stack_overflow_is_not_reported_as_uaf)
+{
+	struct th_child res;
+	th_run(st_overflow_body, NULL, 60, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	EXPECT_FALSE(strstr(res.err, "use-after-free") != NULL);
+	th_child_free(&res);
+}
+
 /* The report comes with a stack (at least one frame line after it). */
 TEST(uaf_report_has_stack_lines)
 {
