@@ -2,9 +2,10 @@
 /*
  * DANGLESS_OPTIONS, each option in a fresh process, both with libdangless.a
  * linked in (st-scenario, tests *_static) and preloaded into an ordinary
- * program (st-scenario-plain, tests *_preload): stacks=1 adds where the object was allocated and freed,
- * stats=1 prints the counters at exit, revoke=batch:N still catches the
- * dangling access once the batch is flushed, and the rest are accepted.
+ * program (st-scenario-plain, tests *_preload): stacks=1 adds where the
+ * object was allocated and freed, stats=1 prints the counters at exit,
+ * revoke=batch:N still catches the dangling access once the batch is
+ * flushed, and the rest are accepted.
  */
 #include "st-common.h"
 

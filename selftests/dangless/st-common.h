@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Helpers shared by the Dangless suites (the .c files in selftests/dangless): where the
- * built artefacts are, hiding pointers from the compiler, and reading the
- * first line of a Dangless report back into numbers so that a test compares
- * addresses, offsets and sizes rather than the exact spelling of a hex number.
+ * Helpers shared by the Dangless suites (the .c files in this directory):
+ * where the built artefacts are, hiding pointers from the compiler, and
+ * reading the first line of a Dangless report back into numbers, so that a
+ * test compares addresses, offsets and sizes rather than the exact spelling
+ * of a hex number.
  *
  * Paths come from -D at build time (selftests.mk) and can be overridden by the
  * environment variable of the same name.
@@ -50,7 +51,7 @@ static inline const char *st_path(const char *env_name, const char *built_in)
 #define st_testapps_dir() st_path("ST_TESTAPPS_DIR", ST_TESTAPPS_DIR)
 #define st_source_dir() st_path("ST_SOURCE_DIR", ST_SOURCE_DIR)
 
-/* A static buffer holding dir + "/" + name (one per call site is enough). */
+/* buf = dir + "/" + name. */
 static inline const char *st_join(char *buf, size_t n, const char *dir,
 				  const char *name)
 {

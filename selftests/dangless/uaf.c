@@ -235,10 +235,6 @@ TEST(uaf_after_realloc_move)
 	}
 }
 
-struct st_old_page {
-	size_t page; /* which page of the old 4-page object to touch */
-};
-
 static void st_realloc_move_page(void *arg)
 {
 	size_t page = *(size_t *)arg, old_size = 4 * ST_PAGE;
