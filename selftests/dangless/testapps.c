@@ -91,6 +91,32 @@ TEST(cpp_ofstream)
 	st_same_output(args);
 }
 
+TEST(memstress_with_options)
+{
+	/* the same output whatever the options */
+	static const char *const opts[] = {
+		"DANGLESS_OPTIONS=stacks=1",
+		"DANGLESS_OPTIONS=revoke=batch:64",
+		"DANGLESS_OPTIONS=stacks=1:revoke=batch:1000:verbosity=0",
+	};
+	const char *const args[] = {"memstress", "5000", "3000", "3", "2",
+				    NULL};
+	struct th_child g;
+	st_app(false, args, NULL, &g);
+	ASSERT_EXITED(0, g);
+	for (int i = 0; i < 3; i++) {
+		const char *const env[] = {opts[i], NULL};
+		struct th_child d;
+		st_app(true, args, env, &d);
+		if (!WIFEXITED(d.status))
+			TH_LOG("with %s", opts[i]);
+		ASSERT_EXITED(0, d);
+		ASSERT_STREQ(g.out, d.out);
+		th_child_free(&d);
+	}
+	th_child_free(&g);
+}
+
 /* ---- the demo ---- */
 
 TEST(messaging_leaks_pin_under_glibc)
