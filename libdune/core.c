@@ -26,6 +26,7 @@
 #include <poll.h>
 #include <unistd.h>
 #include <cpuid.h>
+#include <pthread.h>
 
 struct dune_vm dune_vm;
 volatile int dune_chunk_lock;
@@ -900,10 +901,22 @@ static int speed_probe(void)
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC))
 		return fail(-errno, "pipe: %s", strerror(errno));
+	/* The probe child's SIGCHLD is ours, not the program's: block it and
+	 * consume it afterwards unless one was already pending. */
+	sigset_t chld, oldmask, pending;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &chld, &oldmask);
+	sigpending(&pending);
+	int chld_was_pending = sigismember(&pending, SIGCHLD);
 	pid_t pid = fork();
-	if (pid < 0)
-		return fail(-errno, "fork: %s", strerror(errno));
+	if (pid < 0) {
+		int e = errno;
+		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+		return fail(-e, "fork: %s", strerror(e));
+	}
 	if (pid == 0) {
+		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 		char res[64] = "setup";
 		close(pfd[0]);
 		signal(SIGALRM, SIG_DFL);
@@ -953,6 +966,11 @@ static int speed_probe(void)
 	kill(pid, SIGKILL);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
+	if (!chld_was_pending) {
+		struct timespec zero = {0, 0};
+		sigtimedwait(&chld, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	double t;
 	if (got > 0 && sscanf(buf, "ok %lf", &t) == 1) {
 		if (t > limit)

@@ -379,6 +379,38 @@ TEST(pthreads_each_on_own_vcpu)
 	EXPECT_GE(st.vcpus, 5ULL);
 }
 
+static void *short_thread(void *arg)
+{
+	return (void *)((uintptr_t)arg * 2 + dune_in_guest());
+}
+
+TEST(thread_churn_200_threads)
+{
+	enter();
+	for (uintptr_t i = 0; i < 200; i++) {
+		pthread_t t;
+		void *ret;
+		ASSERT_EQ(0, pthread_create(&t, NULL, short_thread, (void *)i));
+		ASSERT_EQ(0, pthread_join(t, &ret));
+		ASSERT_EQ(i * 2 + 1, (uintptr_t)ret);
+	}
+}
+
+static volatile int probe_chld;
+static void on_probe_chld(int s)
+{
+	(void)s;
+	probe_chld++;
+}
+
+TEST(init_sends_the_program_no_sigchld)
+{
+	signal(SIGCHLD, on_probe_chld);
+	ASSERT_EQ(0, dune_init(1));
+	usleep(100000);
+	EXPECT_EQ(0, probe_chld);
+}
+
 TEST(fork_child_runs_and_exits_with_status)
 {
 	enter();
