@@ -288,6 +288,8 @@ extern const struct dl_backend *_dl_be;
 int _dl_ensure_init(void);
 
 /* ---- malloc.c ---- */
+/* Where the program called the current malloc-family function from. */
+extern __thread void *_dl_api_caller;
 extern bool _dl_fallback_used;
 /* Finds the allocator to fall back to; start-up only (dlsym allocates). */
 void _dl_fallback_resolve(void);

@@ -16,6 +16,14 @@
 #define DL_EXPORT __attribute__((visibility("default")))
 
 /*
+ * Every entry point notes where the program called it from, so that stacks
+ * start at the program's frame, not in the allocator (whose frames a static
+ * link cannot tell apart from the program's).
+ */
+__thread void *_dl_api_caller __attribute__((tls_model("initial-exec")));
+#define DL_ENTRY() (_dl_api_caller = __builtin_return_address(0))
+
+/*
  * The next allocator in line (glibc's), for fallback=1 once aliases run out.
  * Looked up at start-up, where dlsym's own allocations are served from the
  * early arena; a fully static program has none, and its fallback fails with
@@ -129,11 +137,13 @@ static void *dl_alloc(size_t size, size_t align)
 
 DL_EXPORT void *dangless_malloc(size_t size)
 {
+	DL_ENTRY();
 	return dl_alloc(size, DL_MIN_ALIGN);
 }
 
 DL_EXPORT void *dangless_calloc(size_t nmemb, size_t size)
 {
+	DL_ENTRY();
 	size_t total;
 	if (__builtin_mul_overflow(nmemb, size, &total)) {
 		errno = ENOMEM;
@@ -158,7 +168,7 @@ static struct dl_segment *dl_owner(void *p, const char *op)
 	return (struct dl_segment *)e;
 }
 
-DL_EXPORT void dangless_free(void *p)
+static void dl_free(void *p)
 {
 	if (!p)
 		return;
@@ -194,12 +204,12 @@ static size_t dl_usable(void *p, const char *op, size_t *req,
 	return 0;
 }
 
-DL_EXPORT void *dangless_realloc(void *p, size_t size)
+static void *dl_realloc(void *p, size_t size)
 {
 	if (!p)
-		return dangless_malloc(size);
+		return dl_alloc(size, DL_MIN_ALIGN);
 	if (size == 0) { /* as glibc: frees, returns NULL */
-		dangless_free(p);
+		dl_free(p);
 		return NULL;
 	}
 	struct dl_segment *seg;
@@ -217,22 +227,35 @@ DL_EXPORT void *dangless_realloc(void *p, size_t size)
 		_dl_bad_unknown_pointer("realloc", p);
 	}
 	/* A move: copy, then free, which revokes every old page. */
-	void *q = dangless_malloc(size);
+	void *q = dl_alloc(size, DL_MIN_ALIGN);
 	if (!q)
 		return NULL;
 	memcpy(q, p, old < size ? old : size);
-	dangless_free(p);
+	dl_free(p);
 	return q;
+}
+
+DL_EXPORT void dangless_free(void *p)
+{
+	DL_ENTRY();
+	dl_free(p);
+}
+
+DL_EXPORT void *dangless_realloc(void *p, size_t size)
+{
+	DL_ENTRY();
+	return dl_realloc(p, size);
 }
 
 DL_EXPORT void *dangless_reallocarray(void *p, size_t nmemb, size_t size)
 {
+	DL_ENTRY();
 	size_t total;
 	if (__builtin_mul_overflow(nmemb, size, &total)) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	return dangless_realloc(p, total);
+	return dl_realloc(p, total);
 }
 
 static bool dl_power_of_two(size_t x)
@@ -243,6 +266,7 @@ static bool dl_power_of_two(size_t x)
 DL_EXPORT int dangless_posix_memalign(void **out, size_t alignment,
 				      size_t size)
 {
+	DL_ENTRY();
 	if (!dl_power_of_two(alignment) || alignment % sizeof(void *))
 		return EINVAL;
 	int saved = errno;
@@ -257,6 +281,7 @@ DL_EXPORT int dangless_posix_memalign(void **out, size_t alignment,
 
 DL_EXPORT void *dangless_aligned_alloc(size_t alignment, size_t size)
 {
+	DL_ENTRY();
 	if (!dl_power_of_two(alignment)) {
 		errno = EINVAL;
 		return NULL;
@@ -266,6 +291,7 @@ DL_EXPORT void *dangless_aligned_alloc(size_t alignment, size_t size)
 
 DL_EXPORT void *dangless_memalign(size_t alignment, size_t size)
 {
+	DL_ENTRY();
 	/* As glibc: a non-power-of-two alignment is rounded up. */
 	if (!dl_power_of_two(alignment)) {
 		if (alignment > ((size_t)1 << 62)) {
@@ -282,11 +308,13 @@ DL_EXPORT void *dangless_memalign(size_t alignment, size_t size)
 
 DL_EXPORT void *dangless_valloc(size_t size)
 {
+	DL_ENTRY();
 	return dl_alloc(size, DL_PAGE);
 }
 
 DL_EXPORT void *dangless_pvalloc(size_t size)
 {
+	DL_ENTRY();
 	size_t rounded = DL_ALIGN_UP(size ? size : 1, DL_PAGE);
 	if (rounded < size) {
 		errno = ENOMEM;
@@ -297,6 +325,7 @@ DL_EXPORT void *dangless_pvalloc(size_t size)
 
 DL_EXPORT size_t dangless_malloc_usable_size(void *p)
 {
+	DL_ENTRY();
 	if (!p)
 		return 0;
 	struct dl_segment *seg;

@@ -177,6 +177,18 @@ static uint32_t dl_hash_frames(void *const *frames, int n)
 	return (uint32_t)(h ^ (h >> 32)) | 1;
 }
 
+/*
+ * Frames inside the allocator itself tell the reader nothing: the stack
+ * starts at the program's call into it (_dl_api_caller), when found.
+ */
+static int dl_skip_own_frames(void *const *frames, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (frames[i] == _dl_api_caller)
+			return i;
+	return 0;
+}
+
 /* Returns 0 when nothing could be kept. */
 uint32_t _dl_stack_capture(void)
 {
@@ -186,9 +198,16 @@ uint32_t _dl_stack_capture(void)
 	if (capturing)
 		return 0;
 	capturing = true;
-	void *frames[DL_MAX_FRAMES + 2];
-	int n = backtrace(frames, DL_MAX_FRAMES + 2) - 2; /* not us */
+	void *all[DL_MAX_FRAMES + 8];
+	int n = backtrace(all, DL_MAX_FRAMES + 8);
 	capturing = false;
+	int skip = dl_skip_own_frames(all, n);
+	if (!skip)
+		skip = n > 2 ? 2 : 0; /* at least not this function */
+	void **frames = all + skip;
+	n -= skip;
+	if (n > DL_MAX_FRAMES)
+		n = DL_MAX_FRAMES;
 	if (n <= 0)
 		return 0;
 	if (!dl_depot) {
@@ -200,19 +219,19 @@ uint32_t _dl_stack_capture(void)
 		if (!dl_depot)
 			return 0;
 	}
-	uint32_t h = dl_hash_frames(frames + 2, n);
+	uint32_t h = dl_hash_frames(frames, n);
 	for (uint32_t probe = 0; probe < 64; probe++) {
 		uint32_t i = (h + probe) & (DL_DEPOT_SLOTS - 1);
 		struct dl_stack_entry *e = &dl_depot[i];
 		uint32_t seen = __atomic_load_n(&e->hash, __ATOMIC_ACQUIRE);
 		if (seen == h && e->n == (uint32_t)n &&
-		    !memcmp(e->frames, frames + 2, (size_t)n * sizeof(void *)))
+		    !memcmp(e->frames, frames, (size_t)n * sizeof(void *)))
 			return i + 1;
 		if (seen == 0) {
 			_dl_lock(&dl_depot_lock);
 			if (e->hash == 0) {
 				e->n = (uint32_t)n;
-				memcpy(e->frames, frames + 2,
+				memcpy(e->frames, frames,
 				       (size_t)n * sizeof(void *));
 				__atomic_store_n(&e->hash, h, __ATOMIC_RELEASE);
 				_dl_unlock(&dl_depot_lock);
@@ -254,29 +273,6 @@ void _dl_backtrace_print(void *const *frames, int n)
 	}
 }
 
-/*
- * Frames inside the allocator itself tell the reader nothing.  As a shared
- * library those are the frames in our object; linked statically we share
- * the program's object and keep them (dladdr cannot tell them apart).
- */
-static int dl_skip_own_frames(void *const *frames, int n)
-{
-#ifdef DL_STATIC
-	(void)frames;
-	(void)n;
-	return 0;
-#else
-	Dl_info self, info;
-	if (!dladdr((void *)dl_skip_own_frames, &self))
-		return 0;
-	int i = 0;
-	while (i < n - 1 && dladdr(frames[i], &info) &&
-	       info.dli_fbase == self.dli_fbase)
-		i++;
-	return i;
-#endif
-}
-
 void _dl_stack_print(const char *title, uint32_t id)
 {
 	if (!id || !dl_depot) {
@@ -285,9 +281,8 @@ void _dl_stack_print(const char *title, uint32_t id)
 		return;
 	}
 	struct dl_stack_entry *e = &dl_depot[id - 1];
-	int skip = dl_skip_own_frames(e->frames, (int)e->n);
 	_dl_printf("dangless: %s:", title);
-	_dl_backtrace_print(e->frames + skip, (int)e->n - skip);
+	_dl_backtrace_print(e->frames, (int)e->n);
 }
 
 void _dl_report_hints(void)
