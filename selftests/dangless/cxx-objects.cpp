@@ -133,17 +133,19 @@ extern "C" int st_cxx_bad_alloc(void)
 {
 	volatile size_t huge = SIZE_MAX / 2;
 	try {
-		char *p = new char[huge];
+		/* laundered: new/delete pairs may otherwise be elided */
+		char *p = launder_ptr(new char[huge]);
 		p[0] = 1;
+		delete[] p;
 		return 1; /* should have thrown */
 	} catch (const std::bad_alloc &) {
 	}
-	char *q = new (std::nothrow) char[huge];
+	char *q = launder_ptr(new (std::nothrow) char[huge]);
 	if (q)
 		return 2;
 	try {
-		void *v = ::operator new(huge, std::align_val_t{4096});
-		(void)v;
+		void *v = launder_ptr(::operator new(huge, std::align_val_t{4096}));
+		::operator delete(v, std::align_val_t{4096});
 		return 3;
 	} catch (const std::bad_alloc &) {
 	}
