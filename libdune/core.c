@@ -159,7 +159,9 @@ static int set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va)
 }
 
 /* Registers the chunk of va (va | 1: even if the host has nothing mapped at
- * va yet) and installs its default mapping.  Host side only. */
+ * va yet) and installs its default mapping.  Host side only.  0, or
+ * -EEXIST (without va | 1) if it was registered already, -EFAULT if the host
+ * has nothing at va. */
 int dune_map_chunk(uint64_t va)
 {
 	int force = va & 1;
@@ -174,7 +176,11 @@ int dune_map_chunk(uint64_t va)
 	uint64_t c = va >> DUNE_CHUNK_SHIFT;
 	int r = 0;
 	chunk_lock();
-	if (!dune_chunk_gpa[c]) {
+	if (dune_chunk_gpa[c]) {
+		/* Registered already: its default mapping was installed then,
+		 * and whatever the guest's tables say now is the guest's. */
+		r = force ? 0 : -EEXIST;
+	} else {
 		uint64_t gpa = dune_vm.next_gpa;
 		if (gpa + DUNE_CHUNK_SIZE > (1ULL << dune_vm.phys_bits) ||
 		    dune_vm.next_slot >= dune_vm.max_slots) {
@@ -189,9 +195,9 @@ int dune_map_chunk(uint64_t va)
 		dune_vm.next_gpa += DUNE_CHUNK_SIZE;
 		dune_chunk_gpa[c] = gpa + 1;
 		dune_stat_chunks++;
+		if (pgroot)
+			r = dune_install_chunk_mapping(c, gpa);
 	}
-	if (pgroot)
-		r = dune_install_chunk_mapping(c, dune_chunk_gpa[c] - 1);
 out:
 	chunk_unlock();
 	return r;
@@ -432,7 +438,11 @@ static void host_xsave(struct kvm_xsave *xs)
 {
 	uint8_t buf[8192] __attribute__((aligned(64)));
 	memset(buf, 0, 4096);
-	__asm__ volatile("xsave64 (%0)" : : "r"(buf), "a"(-1), "d"(-1) : "memory");
+	uint64_t mask = dune_vm.xcr0;
+	__asm__ volatile("xsave64 (%0)"
+			 :
+			 : "r"(buf), "a"((uint32_t)mask), "d"((uint32_t)(mask >> 32))
+			 : "memory");
 	memcpy(xs->region, buf, sizeof(xs->region));
 }
 
@@ -838,7 +848,16 @@ static int vm_setup(int map_full)
 	int r = setup_cpuid();
 	if (r)
 		return r;
-	dune_vm.xcr0 = host_xgetbv0();
+	/* XCR0: the host's, limited to what KVM offers this process (no AMX
+	 * without a guest permission) and to state that fits libdune's 8 KiB
+	 * save areas (x87 SSE AVX MPX AVX-512 PKRU). */
+	uint64_t kvm_xcr0 = 0x3;
+	for (uint32_t i = 0; i < dune_vm.cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &dune_vm.cpuid->entries[i];
+		if (e->function == 0xd && e->index == 0)
+			kvm_xcr0 = e->eax | ((uint64_t)e->edx << 32);
+	}
+	dune_vm.xcr0 = host_xgetbv0() & kvm_xcr0 & 0x2ffULL;
 	dune_vm.next_gpa = 4ULL << 30; /* stay clear of the < 4 GiB holes */
 	dune_vm.next_slot = 0;
 

@@ -6,14 +6,24 @@
  */
 #include "internal.h"
 
+/* The components the guest's XCR0 enables all fit the 8 KiB areas
+ * (dune_vm.xcr0 excludes AMX). */
 static inline void xsave_to(void *buf)
 {
-	__asm__ volatile("xsave64 (%0)" : : "r"(buf), "a"(-1), "d"(-1) : "memory");
+	uint64_t m = dune_vm.xcr0;
+	__asm__ volatile("xsave64 (%0)"
+			 :
+			 : "r"(buf), "a"((uint32_t)m), "d"((uint32_t)(m >> 32))
+			 : "memory");
 }
 
 static inline void xrstor_from(void *buf)
 {
-	__asm__ volatile("xrstor64 (%0)" : : "r"(buf), "a"(-1), "d"(-1) : "memory");
+	uint64_t m = dune_vm.xcr0;
+	__asm__ volatile("xrstor64 (%0)"
+			 :
+			 : "r"(buf), "a"((uint32_t)m), "d"((uint32_t)(m >> 32))
+			 : "memory");
 }
 
 static inline uint64_t read_cr2(void)
@@ -72,7 +82,8 @@ void dune_guest_trap(struct dune_tf *tf)
 		if (cr2 < DUNE_VA_LIMIT && !dune_chunk_in_pt(cr2)) {
 			v->arg = cr2 & ~0xfffULL;
 			dune_outb(DUNE_PORT_CHUNK);
-			if (v->ret == 0)
+			/* mapped now (by us, or by another vCPU meanwhile) */
+			if (v->ret == 0 || dune_chunk_in_pt(cr2))
 				return;
 		}
 		if (dune_pgflt_handler && !v->in_trap) {

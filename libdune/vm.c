@@ -198,13 +198,38 @@ int dune_vm_map_pages(ptent_t *root, void *va, size_t len, uint64_t perm)
 
 int dune_vm_unmap(ptent_t *root, void *va, size_t len)
 {
-	uint64_t a = (uint64_t)va;
+	uint64_t a = (uint64_t)va, end = a + len;
 	if ((a | len) & 0xfff)
 		return -EINVAL;
-	for (uint64_t off = 0; off < len; off += DUNE_PGSIZE) {
-		ptent_t *pte;
-		if (walk(root, (void *)(a + off), 0, 1, &pte) == 0)
-			__atomic_store_n(pte, 0, __ATOMIC_RELEASE);
+	if (!root)
+		return -ENOENT;
+	while (a < end) {
+		/* whole aligned 1 GiB / 2 MiB blocks: clear the upper entry
+		 * (nothing to split, no page tables to allocate) */
+		ptent_t *pdpt = next_table(root[L4(a)]);
+		if (!pdpt) {
+			a = (a | ((1ULL << 39) - 1)) + 1;
+			continue;
+		}
+		if (!(a & ((1ULL << 30) - 1)) && a + (1ULL << 30) <= end) {
+			__atomic_store_n(&pdpt[L3(a)], 0, __ATOMIC_RELEASE);
+			a += 1ULL << 30;
+			continue;
+		}
+		ptent_t *pd = descend(&pdpt[L3(a)], 3, 0, 1);
+		if (!pd) {
+			a = (a | ((1ULL << 30) - 1)) + 1;
+			continue;
+		}
+		if (!(a & ((1ULL << 21) - 1)) && a + (1ULL << 21) <= end) {
+			__atomic_store_n(&pd[L2(a)], 0, __ATOMIC_RELEASE);
+			a += 1ULL << 21;
+			continue;
+		}
+		ptent_t *pt = descend(&pd[L2(a)], 2, 0, 1);
+		if (pt)
+			__atomic_store_n(&pt[L1(a)], 0, __ATOMIC_RELEASE);
+		a += DUNE_PGSIZE;
 	}
 	return 0;
 }

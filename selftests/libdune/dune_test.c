@@ -278,6 +278,37 @@ static volatile int *bad_ptr(uintptr_t a)
 	return (volatile int *)v;
 }
 
+static volatile uintptr_t big_fault_addr;
+static void big_pf_handler(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	(void)fec;
+	(void)tf;
+	big_fault_addr = addr;
+	dune_vm_map_pages(pgroot, (void *)(addr & ~4095UL), 4096, PTE_W);
+	dune_flush_tlb_one((void *)addr);
+}
+
+TEST(unmap_whole_gigabyte_stays_unmapped)
+{
+	enter();
+	/* a 1 GiB-aligned gigabyte of the host's memory */
+	char *res = mmap(NULL, 2UL << 30, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ASSERT_NE(MAP_FAILED, res);
+	volatile char *g = (char *)(((uintptr_t)res + (1UL << 30) - 1) & ~((1UL << 30) - 1));
+	g[0] = 1;
+	g[(1UL << 30) - 1] = 2;
+	ASSERT_EQ(0, dune_vm_unmap(pgroot, (char *)g, 1UL << 30));
+	dune_flush_tlb();
+	EXPECT_EQ((uint64_t)-1, dune_va_to_pa((char *)g + 12345));
+	dune_register_pgflt_handler(big_pf_handler);
+	/* the fault reaches our handler: libdune does not map it back */
+	EXPECT_EQ(2, g[(1UL << 30) - 1]);
+	EXPECT_EQ((uintptr_t)g + (1UL << 30) - 1, big_fault_addr);
+	EXPECT_EQ(1, g[0]);
+	EXPECT_EQ((uintptr_t)g, big_fault_addr);
+}
+
 static void fault_body(void *arg)
 {
 	(void)arg;
