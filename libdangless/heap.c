@@ -363,13 +363,19 @@ void *_dl_small_alloc(unsigned cls, size_t req)
 
 /* ---- free ---- */
 
-static void dl_revoke(uintptr_t page, size_t len)
+/*
+ * Makes [start, start+len) fault from now on: revoked (guard markers, the
+ * mapping stays) or, when nothing in it will ever be used again, released
+ * (the mapping and its page tables go too).
+ */
+static void dl_revoke_range(uintptr_t start, size_t len, bool release)
 {
-	int err = _dl_be->alias_revoke((void *)page, len);
+	int err = release ? _dl_be->alias_release((void *)start, len)
+			  : _dl_be->alias_revoke((void *)start, len);
 	if (err)
-		_dl_fatal("could not revoke the alias at %p (%s); stopping "
+		_dl_fatal("could not revoke the aliases at %p (%s); stopping "
 			  "rather than leave a dangling pointer usable",
-			  (void *)page, strerror(-err));
+			  (void *)start, strerror(-err));
 	DL_STAT_ADD(revokes, 1);
 	DL_STAT_ADD(revoked_pages, len / DL_PAGE);
 }
@@ -403,22 +409,11 @@ static uintptr_t dl_chunk_base(struct dl_segment *seg, struct dl_chunk *ch)
 	return seg->base + (uintptr_t)(ch - seg->chunks) * len;
 }
 
-static void dl_release_range(uintptr_t start, size_t len)
-{
-	int err = _dl_be->alias_release((void *)start, len);
-	if (err)
-		_dl_fatal("could not release the aliases at %p (%s); stopping "
-			  "rather than leave a dangling pointer usable",
-			  (void *)start, strerror(-err));
-	DL_STAT_ADD(revokes, 1);
-	DL_STAT_ADD(revoked_pages, len / DL_PAGE);
-}
-
 /* Revokes every page of the chunk at once, by releasing its range. */
 static void dl_release_chunk(struct dl_segment *seg, struct dl_chunk *ch)
 {
-	dl_release_range(dl_chunk_base(seg, ch),
-			 (size_t)_dl_classes[seg->cls].run_pages * DL_PAGE);
+	dl_revoke_range(dl_chunk_base(seg, ch),
+			(size_t)_dl_classes[seg->cls].run_pages * DL_PAGE, true);
 }
 
 /*
@@ -462,7 +457,7 @@ void _dl_quarantine_flush(void)
 					       .run_pages *
 				       DL_PAGE;
 			}
-			dl_release_range(start, end - start);
+			dl_revoke_range(start, end - start, true);
 		} else {
 			start = q[i].page;
 			end = start + (uintptr_t)q[i].pages * DL_PAGE;
@@ -470,7 +465,7 @@ void _dl_quarantine_flush(void)
 				end += (uintptr_t)q[j].pages * DL_PAGE;
 				j++;
 			}
-			dl_revoke(start, end - start);
+			dl_revoke_range(start, end - start, false);
 		}
 		i = j;
 	}
@@ -608,7 +603,7 @@ void _dl_small_free(struct dl_segment *seg, void *p)
 		dl_slots_return(seg, ch, bit, true);
 		return;
 	}
-	dl_revoke(page, col_len);
+	dl_revoke_range(page, col_len, false);
 	dl_slots_return(seg, ch, bit, false);
 }
 
@@ -660,7 +655,7 @@ bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req)
 		uintptr_t end = (uintptr_t)p + c->size;
 		uintptr_t was = DL_ALIGN_UP((uintptr_t)p + ch->req[col], DL_PAGE);
 		if (req < ch->req[col] && keep < end && keep < was)
-			dl_revoke(keep, was - keep);
+			dl_revoke_range(keep, was - keep, false);
 		if (req > ch->req[col] && was < end &&
 		    DL_ALIGN_UP((uintptr_t)p + req, DL_PAGE) > was)
 			return false; /* those pages may be revoked */
