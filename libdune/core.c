@@ -612,7 +612,8 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 		munmap(v->run, v->run_size);
 	close(v->fd);
 	v->run = NULL;
-	v->in_hook = v->in_trap = 0;
+	v->in_hook = v->in_trap = v->in_kernel = v->sig_check = 0;
+	v->sig_pending = 0;
 	dune_vm.next_vcpu_id = 0;
 	int r = vcpu_create(v, vm_fd, v->fs_base);
 	struct kvm_regs regs;
@@ -690,9 +691,11 @@ static int handle_syscall(struct dune_vcpu *v)
 		ret = do_fork(v, tf, SIGCHLD, 0, 0, 0);
 		break;
 	case SYS_rt_sigreturn:
-		dune_write_str("dune: rt_sigreturn from the guest (signal "
-			       "handlers run on the host)\n");
-		die_by_signal(SIGSEGV);
+		dune_sys_rt_sigreturn(v);
+		return 1;
+	case SYS_rt_sigaction:
+		ret = dune_sys_rt_sigaction(a0, (const void *)a1, (void *)a2, a3);
+		break;
 	case SYS_mmap:
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
 		if (!is_err(ret))
@@ -731,16 +734,24 @@ static int handle_syscall(struct dune_vcpu *v)
 static void vcpu_loop(void *arg)
 {
 	struct dune_vcpu *v = arg;
+	dune_signals_set_self(v);
 	for (;;) {
 		long r = dune_sys3(SYS_ioctl, v->fd, KVM_RUN, 0);
+		v->run->immediate_exit = 0;
 		dune_stat_exits++;
-		if (r == -EINTR || r == -EAGAIN)
-			continue; /* a host signal handler ran */
+		if (r == -EINTR || r == -EAGAIN) {
+			/* a signal: to the program's handler in the guest */
+			dune_signals_at_exit(v);
+			continue;
+		}
 		if (r < 0) {
-			if (r == -EFAULT)
+			if (r == -EFAULT) {
+				if (dune_signal_fault(v, NULL, SIGSEGV, 0, 1) == 0)
+					continue;
 				fatal_exit(v, "guest touched memory the host has "
 					      "not mapped or protects",
 					   r);
+			}
 			fatal_exit(v, "KVM_RUN failed", r);
 		}
 		struct kvm_run *run = v->run;
@@ -748,12 +759,20 @@ static void vcpu_loop(void *arg)
 		case KVM_EXIT_IO:
 			switch (run->io.port) {
 			case DUNE_PORT_SYSCALL:
-				handle_syscall(v);
+				if (handle_syscall(v) == 0 && v->sig_pending)
+					v->sig_check = 1; /* deliver on the way out */
 				continue;
 			case DUNE_PORT_CHUNK:
 				v->ret = dune_map_chunk(v->arg);
 				continue;
+			case DUNE_PORT_SIGNAL:
+				dune_signals_at_frame(v);
+				continue;
 			case DUNE_PORT_FATAL:
+				if (dune_signal_fault(v, v->tf,
+						      vector_signal(v->tf->vector),
+						      v->arg, 0) == 0)
+					continue;
 				fatal_trap(v);
 			}
 			fatal_exit(v, "unexpected port I/O", run->io.port);
@@ -1096,6 +1115,7 @@ int dune_enter_c(struct dune_enter_regs *er)
 		vcpu_free(v);
 		return fail(r, "cannot set the vCPU's registers: %s", strerror(-r));
 	}
+	dune_signals_route();
 	dune_run_on_stack((char *)v->host_stack + v->host_stack_size, vcpu_loop, v);
 }
 

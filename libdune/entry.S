@@ -59,6 +59,9 @@
  * guest with an `out`, then return like the kernel would (rcx and r11
  * clobbered with the return address and flags).
  */
+	.globl dune_entry_text_start
+	.hidden dune_entry_text_start
+dune_entry_text_start:
 	.globl dune_syscall_entry
 	.hidden dune_syscall_entry
 	.type dune_syscall_entry, @function
@@ -157,6 +160,20 @@ dune_trap_stubs:
 	.popsection
 .set vec, vec + 1
 .endr
+	.globl dune_entry_text_end
+	.hidden dune_entry_text_end
+dune_entry_text_end:
+
+/* Restorer for libdune's own host signal handler. */
+	.globl dune_host_restorer
+	.hidden dune_host_restorer
+	.type dune_host_restorer, @function
+	.align 16
+dune_host_restorer:
+	movl $15, %eax			/* SYS_rt_sigreturn */
+	syscall
+	ud2
+	.size dune_host_restorer, . - dune_host_restorer
 
 /*
  * int dune_enter(void): saves what the guest must continue with and calls

@@ -33,9 +33,30 @@ static inline uint64_t read_cr2(void)
 	return v;
 }
 
+/* Leaving libdune's guest code for the interrupted context: if the host saw
+ * a signal while we were in here, let it deliver it now, on tf. */
+static inline void kernel_exit(struct dune_vcpu *v, struct dune_tf *tf)
+{
+	if (v->in_kernel == 1 && v->sig_check) {
+		v->sig_check = 0;
+		v->tf = tf;
+		dune_outb(DUNE_PORT_SIGNAL); /* does not come back if delivered */
+	}
+	v->in_kernel--;
+}
+
+static void guest_syscall(struct dune_vcpu *v, struct dune_tf *tf);
+
 void dune_guest_syscall(struct dune_tf *tf)
 {
 	struct dune_vcpu *v = dune_cur_vcpu();
+	v->in_kernel++;
+	guest_syscall(v, tf);
+	kernel_exit(v, tf);
+}
+
+static void guest_syscall(struct dune_vcpu *v, struct dune_tf *tf)
+{
 	dune_syscall_prehook pre = dune_prehook;
 	dune_syscall_posthook post = dune_posthook;
 	int hooks = (pre || post) && !v->in_hook;
@@ -70,9 +91,18 @@ int dune_guest_map_chunk(uint64_t va)
 	return (int)v->ret;
 }
 
+static void guest_trap(struct dune_vcpu *v, struct dune_tf *tf);
+
 void dune_guest_trap(struct dune_tf *tf)
 {
 	struct dune_vcpu *v = dune_cur_vcpu();
+	v->in_kernel++;
+	guest_trap(v, tf);
+	kernel_exit(v, tf);
+}
+
+static void guest_trap(struct dune_vcpu *v, struct dune_tf *tf)
+{
 	uint64_t vec = tf->vector;
 
 	if (vec == 14) {
@@ -105,7 +135,9 @@ void dune_guest_trap(struct dune_tf *tf)
 	} else {
 		v->arg = 0;
 	}
+	/* The host ends the process, or delivers a signal to the program's
+	 * handler for it (and then does not come back here). */
 	v->tf = tf;
 	for (;;)
-		dune_outb(DUNE_PORT_FATAL); /* the host ends the process */
+		dune_outb(DUNE_PORT_FATAL);
 }

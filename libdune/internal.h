@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <linux/kvm.h>
+#include <signal.h>
 
 #define DUNE_HIDDEN __attribute__((visibility("hidden")))
 
@@ -18,6 +19,7 @@
 #define DUNE_PORT_FATAL 0xd1   /* vcpu->tf: an exception nobody handled */
 #define DUNE_PORT_CHUNK 0xd2   /* vcpu->arg: map the 1 GiB chunk of this va */
 #define DUNE_PORT_PROBE 0xd3   /* the init-time speed probe finished */
+#define DUNE_PORT_SIGNAL 0xd4  /* vcpu->tf: deliver pending signals here */
 
 #define DUNE_CHUNK_SHIFT 30
 #define DUNE_CHUNK_SIZE (1ULL << DUNE_CHUNK_SHIFT)
@@ -52,6 +54,9 @@ struct dune_vcpu {
 	int64_t ret;            /* host -> guest: answer */
 	int in_hook;            /* guest: inside a syscall hook */
 	int in_trap;            /* guest: inside a #PF/interrupt handler */
+	int in_kernel;          /* guest: depth of libdune's guest code */
+	volatile int sig_check; /* host -> guest: leave by DUNE_PORT_SIGNAL */
+	uint64_t sig_pending;   /* host: signals for this thread's guest */
 	int fd;
 	int id;
 	struct kvm_run *run;
@@ -62,6 +67,7 @@ struct dune_vcpu {
 	void *ist_mem;
 	uint64_t gdt[GDT_ENTRIES] __attribute__((aligned(16)));
 	struct dune_tss tss __attribute__((aligned(16)));
+	siginfo_t siginfo[65];  /* host: of each pending signal */
 	uint8_t fpu_sys[8192] __attribute__((aligned(64)));  /* hooks */
 	uint8_t fpu_trap[8192] __attribute__((aligned(64))); /* handlers */
 };
@@ -115,6 +121,20 @@ long dune_clone_thread(unsigned long flags, void *host_stack_top, int *ptid,
 __attribute__((noreturn)) void dune_unmap_and_exit(void *addr, size_t len,
 						   int code) DUNE_HIDDEN;
 extern char dune_probe_code[] DUNE_HIDDEN, dune_probe_code_end[] DUNE_HIDDEN;
+
+extern char dune_entry_text_start[] DUNE_HIDDEN, dune_entry_text_end[] DUNE_HIDDEN;
+void dune_host_restorer(void) DUNE_HIDDEN;
+
+/* signal.c (host side) */
+void dune_signals_route(void) DUNE_HIDDEN;
+void dune_signals_set_self(struct dune_vcpu *v) DUNE_HIDDEN;
+long dune_sys_rt_sigaction(long sig, const void *act, void *oact, long size) DUNE_HIDDEN;
+void dune_sys_rt_sigreturn(struct dune_vcpu *v) DUNE_HIDDEN;
+void dune_signals_at_exit(struct dune_vcpu *v) DUNE_HIDDEN; /* EINTR */
+void dune_signals_at_frame(struct dune_vcpu *v) DUNE_HIDDEN; /* PORT_SIGNAL */
+int dune_signal_fault(struct dune_vcpu *v, struct dune_tf *tf, int sig,
+		      uint64_t addr, int from_regs) DUNE_HIDDEN;
+void dune_vcpu_complete_io(struct dune_vcpu *v) DUNE_HIDDEN;
 
 /* core.c */
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;

@@ -10,7 +10,7 @@ LIBDUNE_CFLAGS  := $(BASE_CFLAGS) $(CFLAGS) -fPIC -pthread -I$(LIBDUNE_DIR)
 # Code that runs on the guest's trap and system-call paths must leave the
 # interrupted code's vector registers alone.
 LIBDUNE_GUEST_CFLAGS := -mgeneral-regs-only -fno-stack-protector
-LIBDUNE_OBJS    := $(addprefix $(LIBDUNE_OUT)/,core.o vm.o guest.o entry.o)
+LIBDUNE_OBJS    := $(addprefix $(LIBDUNE_OUT)/,core.o signal.o vm.o guest.o entry.o)
 LIBDUNE_HDRS    := $(LIBDUNE_DIR)/dune.h $(LIBDUNE_DIR)/internal.h
 
 LIBDUNE_TEST_DIR := $(CURDIR)/selftests/libdune
@@ -21,7 +21,7 @@ LIBDUNE_TESTS   := $(LIBDUNE_OUT)/dune_test $(LIBDUNE_OUT)/hello \
 all: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
 libdune: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
 
-$(LIBDUNE_OUT)/core.o: $(LIBDUNE_DIR)/core.c $(LIBDUNE_HDRS)
+$(LIBDUNE_OUT)/core.o $(LIBDUNE_OUT)/signal.o: $(LIBDUNE_OUT)/%.o: $(LIBDUNE_DIR)/%.c $(LIBDUNE_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(LIBDUNE_CFLAGS) -c -o $@ $<
 
