@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sched.h>
+#include <setjmp.h>
 
 static void enter(void)
 {
@@ -801,6 +802,159 @@ TEST(init_without_permission)
 	EXPECT_STREQ("-13\n", res.out);
 	EXPECT_CONTAINS("no permission", res.err);
 	th_child_free(&res);
+}
+
+static volatile int h_in_guest = -1, h_count;
+static void on_usr1_guest(int s)
+{
+	(void)s;
+	uint16_t cs;
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	h_in_guest = (cs & 3) == 0;
+	h_count++;
+}
+
+TEST(signal_handlers_run_in_the_guest)
+{
+	/* one installed before entering, one after */
+	signal(SIGUSR1, on_usr1_guest);
+	enter();
+	raise(SIGUSR1);
+	EXPECT_EQ(1, h_count);
+	EXPECT_EQ(1, h_in_guest);
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1_guest;
+	ASSERT_EQ(0, sigaction(SIGUSR2, &sa, &old));
+	EXPECT_TRUE(old.sa_handler == SIG_DFL);
+	ASSERT_EQ(0, sigaction(SIGUSR2, NULL, &old));
+	EXPECT_TRUE(old.sa_handler == on_usr1_guest);
+	h_in_guest = -1;
+	kill(getpid(), SIGUSR2);
+	EXPECT_EQ(2, h_count);
+	EXPECT_EQ(1, h_in_guest);
+}
+
+static void *late_writer(void *arg)
+{
+	usleep(300000);
+	if (write(*(int *)arg, "z", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void on_alarm_count(int s)
+{
+	(void)s;
+	alarms++;
+}
+
+TEST(sa_restart_restarts_and_eintr_interrupts)
+{
+	enter();
+	int p[2];
+	ASSERT_EQ(0, pipe(p));
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm_count;
+	sa.sa_flags = SA_RESTART;
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	struct itimerval it = {{0, 0}, {0, 50000}};
+	pthread_t t;
+	ASSERT_EQ(0, pthread_create(&t, NULL, late_writer, &p[1]));
+	alarms = 0;
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	char c = 0;
+	EXPECT_EQ(1, read(p[0], &c, 1)); /* restarted after the handler */
+	EXPECT_EQ('z', c);
+	EXPECT_EQ(1, alarms);
+	pthread_join(t, NULL);
+	/* without SA_RESTART the read fails with EINTR */
+	sa.sa_flags = 0;
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	errno = 0;
+	EXPECT_EQ(-1, read(p[0], &c, 1));
+	EXPECT_EQ(EINTR, errno);
+	EXPECT_EQ(2, alarms);
+}
+
+static sigjmp_buf segv_jmp;
+static volatile uintptr_t segv_addr;
+static volatile int segv_code;
+static void on_segv(int s, siginfo_t *si, void *uc)
+{
+	(void)s;
+	(void)uc;
+	segv_addr = (uintptr_t)si->si_addr;
+	segv_code = si->si_code;
+	siglongjmp(segv_jmp, 1);
+}
+
+/* 1 if touching addr ended in the SIGSEGV handler's siglongjmp */
+static __attribute__((noinline)) int touch_and_catch(uintptr_t addr)
+{
+	if (sigsetjmp(segv_jmp, 1) == 0) {
+		*bad_ptr(addr) = 1;
+		return 0;
+	}
+	return 1;
+}
+
+TEST(guest_fault_runs_the_programs_sigsegv_handler)
+{
+	enter();
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_segv;
+	sa.sa_flags = SA_SIGINFO;
+	ASSERT_EQ(0, sigaction(SIGSEGV, &sa, NULL));
+	EXPECT_EQ(1, touch_and_catch(0x40));
+	EXPECT_EQ((uintptr_t)0x40, segv_addr);
+	EXPECT_EQ(SEGV_MAPERR, segv_code);
+	EXPECT_TRUE(dune_in_guest());
+	/* again: siglongjmp restored the mask that blocked SIGSEGV */
+	EXPECT_EQ(1, touch_and_catch(0x80));
+	EXPECT_EQ((uintptr_t)0x80, segv_addr);
+}
+
+static volatile double fp_sink;
+static void on_alarm_fp(int s)
+{
+	(void)s;
+	double x = 1.0;
+	for (int i = 0; i < 100; i++)
+		x = x * 1.0001 + 0.5;
+	fp_sink = x;
+	alarms++;
+}
+
+static double harmonic_rounds(int rounds)
+{
+	volatile double acc = 0;
+	for (int r = 0; r < rounds; r++)
+		for (int i = 1; i <= 20000; i++)
+			acc += 1.0 / i;
+	return acc;
+}
+
+TEST(fpu_state_survives_signal_handlers)
+{
+	enter();
+	double want = harmonic_rounds(300);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm_fp;
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	struct itimerval it = {{0, 1000}, {0, 1000}};
+	alarms = 0;
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	double got = harmonic_rounds(300);
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_REAL, &off, NULL);
+	TH_LOG("%d handlers ran during the loop", alarms);
+	EXPECT_GE(alarms, 1);
+	EXPECT_TRUE(want == got);
 }
 
 TEST_HARNESS_MAIN
