@@ -33,6 +33,8 @@ struct dl_backend {
 	void *(*canon_alloc)(size_t len);
 	/* Gives the pages back; the range may be handed out again later. */
 	void (*canon_free)(void *canon, size_t len);
+	/* Gives the pages back but keeps the range: it reads zero again. */
+	void (*canon_discard)(void *canon, size_t len);
 
 	/*
 	 * Alias address space: a range of `len` bytes aligned to `align` (a
@@ -73,6 +75,12 @@ struct dl_backend {
 	void (*fork_prepare)(void);
 	void (*fork_parent)(void);
 	bool (*fork_child)(void);
+
+	/*
+	 * How many kernel mappings hold aliases now (for stats), or -1 when
+	 * the backend cannot tell.
+	 */
+	long (*count_alias_mappings)(void);
 
 	/*
 	 * Explains an ENOMEM from alias_map (e.g. the host's mapping limit)

@@ -24,6 +24,9 @@ struct dl_class_state {
 	dl_lock_t lock;
 	struct dl_run *partial;   /* runs with free slots */
 	struct dl_segment *seg;   /* where new chunks are carved */
+	struct dl_run *last_run;  /* the run the last chunk mapped */
+	struct dl_run_group *group; /* where new runs are carved */
+	size_t slots, slots_carved; /* in all runs / carved into chunks */
 } __attribute__((aligned(64)));
 static struct dl_class_state dl_cs[DL_NCLASSES_MAX];
 
@@ -34,6 +37,8 @@ static struct {
 
 static struct dl_pool dl_run_pool = {.block = sizeof(struct dl_run),
 				     .name = "runs"};
+static struct dl_pool dl_group_pool = {.block = sizeof(struct dl_run_group),
+				       .name = "run groups"};
 static struct dl_pool dl_stacks_pool = {.block = sizeof(struct dl_slot_stacks),
 					.name = "stacks"};
 
@@ -49,7 +54,6 @@ struct dl_quarantined {
 	uintptr_t page;           /* first alias page to revoke */
 	uint32_t pages;
 	uint8_t col;
-	bool dying;               /* the flush finishes its chunk */
 	struct dl_segment *seg;
 	struct dl_chunk *chunk;
 };
@@ -185,22 +189,76 @@ static void dl_partial_remove(struct dl_class_state *cs, struct dl_run *run)
 	run->in_partial = false;
 }
 
+/* A fresh run, the next one of the class's current group. */
 static struct dl_run *dl_run_new(unsigned cls)
 {
 	const struct dl_class *c = &_dl_classes[cls];
+	struct dl_class_state *cs = &dl_cs[cls];
+	size_t run_len = (size_t)c->run_pages * DL_PAGE;
+	struct dl_run_group *g = cs->group;
+	if (!g || g->used == DL_GROUP_RUNS) {
+		g = _dl_pool_alloc(&dl_group_pool);
+		if (!g)
+			return NULL;
+		/* Only the address range: pages are made as runs are used. */
+		void *canon = _dl_be->canon_alloc(DL_GROUP_RUNS * run_len);
+		if (!canon) {
+			_dl_pool_free(&dl_group_pool, g);
+			return NULL;
+		}
+		g->canon = (uintptr_t)canon;
+		cs->group = g;
+	}
 	struct dl_run *run = _dl_pool_alloc(&dl_run_pool);
 	if (!run)
 		return NULL;
-	void *canon = _dl_be->canon_alloc((size_t)c->run_pages * DL_PAGE);
-	if (!canon) {
-		_dl_pool_free(&dl_run_pool, run);
-		return NULL;
-	}
-	run->canon = (uintptr_t)canon;
+	run->index = (uint16_t)g->used;
+	run->group = g;
+	run->canon = g->canon + run->index * run_len;
 	run->cls = (uint8_t)cls;
 	run->nfree = (uint16_t)(c->rows * c->cols);
+	cs->slots += run->nfree;
 	for (unsigned r = 0; r < c->rows; r++)
 		run->row_free[r] = (uint8_t)c->cols;
+	g->runs[g->used++] = run;
+	return run;
+}
+
+/*
+ * Which run the next chunk maps.  Neighbouring runs of a group are
+ * neighbours in canonical memory, and a class's chunks are neighbours in
+ * alias space, so a chunk of the run right after the last one mapped
+ * continues the last mapping and the kernel merges the two.  So: the next
+ * run of the group with room, round the group; a streak of them costs one
+ * kernel mapping, a wrap starts the next.  Rather than wrap, a class that
+ * is three quarters carved grows by a fresh run at the end of the group
+ * (at most a third more memory than it uses, and its growth costs one
+ * mapping per round of the group rather than one per row).
+ */
+static struct dl_run *dl_pick_run(unsigned cls)
+{
+	struct dl_class_state *cs = &dl_cs[cls];
+	struct dl_run *last = cs->last_run, *run = NULL;
+	struct dl_run_group *g = last ? last->group : NULL;
+	for (unsigned i = 1; g && i <= g->used && !run; i++) {
+		struct dl_run *r = g->runs[(last->index + i) % g->used];
+		if (r->nfree)
+			run = r;
+	}
+	bool wraps = !run || run->index <= last->index;
+	bool growing = 4 * cs->slots_carved >= 3 * cs->slots;
+	if (wraps && (growing || !run) && (!g || g->used < DL_GROUP_RUNS ||
+					    !cs->partial)) {
+		struct dl_run *fresh = dl_run_new(cls);
+		if (fresh) {
+			dl_partial_push(cs, fresh);
+			run = fresh;
+		}
+	}
+	if (!run)
+		run = cs->partial;
+	if (run)
+		cs->last_run = run;
 	return run;
 }
 
@@ -222,51 +280,40 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
 }
 
 /*
- * Gives slots of ch back to their run and counts the chunk down; releases
- * the chunk (unless the caller already did), the run and the segment when
- * that leaves them empty.
+ * Gives slots of ch back to their run and counts the chunk down; retires
+ * the segment when that was the last of it.  An empty run keeps its slot
+ * in the class, but its pages go back to the OS unless it is the run in
+ * use.
  */
 static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
-			    uint32_t cols, bool chunk_released)
+			    uint32_t cols)
 {
 	unsigned cls = seg->cls, n = (unsigned)__builtin_popcount(cols);
 	const struct dl_class *c = &_dl_classes[cls];
 	struct dl_class_state *cs = &dl_cs[cls];
-	struct dl_run *run = ch->run, *drop_run = NULL;
-	bool release_chunk = false, retire = false;
+	struct dl_run *run = ch->run;
+	bool discard = false, retire = false;
 
 	_dl_lock(&cs->lock);
 	run->row_used[ch->row] &= ~cols;
 	run->row_free[ch->row] = (uint8_t)(run->row_free[ch->row] + n);
 	run->nfree = (uint16_t)(run->nfree + n);
+	cs->slots_carved -= n;
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
-	/* An empty run goes back to the OS unless it is the class's last. */
-	if (run->nfree == c->rows * c->cols &&
-	    (cs->partial != run || run->next)) {
-		dl_partial_remove(cs, run);
-		drop_run = run;
-	}
+	discard = run->nfree == c->rows * c->cols && run != cs->last_run;
 	if (atomic_fetch_sub(&ch->pending, n) == n) {
-		release_chunk = true;
 		ch->run = NULL;
 		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
 		retire = seg->closed && dead == seg->used;
 	}
 	_dl_unlock(&cs->lock);
 
-	if (release_chunk) {
-		size_t len = (size_t)c->run_pages * DL_PAGE;
-		uintptr_t k = (uintptr_t)(ch - seg->chunks);
-		if (!retire && !chunk_released)
-			_dl_be->alias_release((void *)(seg->base + k * len), len);
-		DL_STAT_SUB(alias_mappings_live, 1);
-	}
-	if (drop_run) {
-		_dl_be->canon_free((void *)drop_run->canon,
-				   (size_t)c->run_pages * DL_PAGE);
-		_dl_pool_free(&dl_run_pool, drop_run);
-	}
+	/* A racing malloc may carve the run meanwhile: it then gets zero
+	 * pages, which is all a fresh slot promises. */
+	if (discard)
+		_dl_be->canon_discard((void *)run->canon,
+				      (size_t)c->run_pages * DL_PAGE);
 	if (retire)
 		_dl_segment_retire(seg);
 }
@@ -280,14 +327,10 @@ static bool dl_refill(struct dl_thread *t, unsigned cls)
 	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
 
 	_dl_lock(&cs->lock);
-	struct dl_run *run = cs->partial;
+	struct dl_run *run = dl_pick_run(cls);
 	if (!run) {
-		run = dl_run_new(cls);
-		if (!run) {
-			_dl_unlock(&cs->lock);
-			return false;
-		}
-		dl_partial_push(cs, run);
+		_dl_unlock(&cs->lock);
+		return false;
 	}
 	struct dl_segment *seg = cs->seg;
 	if (!seg || seg->used == seg->cap) {
@@ -306,6 +349,7 @@ static bool dl_refill(struct dl_thread *t, unsigned cls)
 	run->row_used[row] |= carved;
 	run->row_free[row] = 0;
 	run->nfree = (uint16_t)(run->nfree - n);
+	cs->slots_carved += n;
 	if (run->nfree == 0)
 		dl_partial_remove(cs, run);
 
@@ -324,11 +368,13 @@ static bool dl_refill(struct dl_thread *t, unsigned cls)
 	if (_dl_opt.stacks && !ch->stacks)
 		ch->stacks = _dl_pool_alloc(&dl_stacks_pool);
 	uintptr_t alias = seg->base + k * chunk_len;
+	/* Making all the run's page-table entries at once costs about a
+	 * quarter of faulting one page in: worth it when the chunk hands
+	 * out at least a quarter of its columns. */
 	int err = _dl_be->alias_map((void *)alias, (void *)run->canon,
-				    chunk_len, true);
-	DL_STAT_ADD(alias_mappings_live, 1);
+				    chunk_len, 4 * n >= c->cols);
 	if (err) {
-		dl_slots_return(seg, ch, carved, false);
+		dl_slots_return(seg, ch, carved);
 		_dl_alias_exhausted(-err, "mapping an alias");
 		return false;
 	}
@@ -403,24 +449,10 @@ static void dl_quarantine_sort(struct dl_quarantined *q, unsigned n)
 	}
 }
 
-static uintptr_t dl_chunk_base(struct dl_segment *seg, struct dl_chunk *ch)
-{
-	size_t len = (size_t)_dl_classes[seg->cls].run_pages * DL_PAGE;
-	return seg->base + (uintptr_t)(ch - seg->chunks) * len;
-}
-
-/* Revokes every page of the chunk at once, by releasing its range. */
-static void dl_release_chunk(struct dl_segment *seg, struct dl_chunk *ch)
-{
-	dl_revoke_range(dl_chunk_base(seg, ch),
-			(size_t)_dl_classes[seg->cls].run_pages * DL_PAGE, true);
-}
-
 /*
  * Revokes what the quarantine holds, sorted by address so that neighbours
- * go in one call.  A chunk whose every remaining slot is in this batch is
- * released whole instead (one call that also drops its mapping), and runs
- * of such chunks side by side are released together.
+ * (the columns of a chunk, chunks side by side) go in one call, then gives
+ * the slots back.
  */
 void _dl_quarantine_flush(void)
 {
@@ -430,50 +462,21 @@ void _dl_quarantine_flush(void)
 		return;
 	struct dl_quarantined *q = t->quarantine;
 	dl_quarantine_sort(q, n);
-	/* Entries of one chunk are neighbours once sorted: mark dying ones. */
 	for (unsigned i = 0; i < n;) {
+		uintptr_t start = q[i].page;
+		uintptr_t end = start + (uintptr_t)q[i].pages * DL_PAGE;
 		unsigned j = i + 1;
-		while (j < n && q[j].chunk == q[i].chunk)
+		while (j < n && q[j].page == end) {
+			end += (uintptr_t)q[j].pages * DL_PAGE;
 			j++;
-		bool dying = atomic_load(&q[i].chunk->pending) == j - i;
-		for (unsigned k = i; k < j; k++)
-			q[k].dying = dying;
-		i = j;
-	}
-	for (unsigned i = 0; i < n;) {
-		uintptr_t start, end;
-		unsigned j = i + 1;
-		if (q[i].dying) {
-			start = dl_chunk_base(q[i].seg, q[i].chunk);
-			end = start + (size_t)_dl_classes[q[i].seg->cls].run_pages *
-					      DL_PAGE;
-			for (; j < n; j++) {
-				if (q[j].chunk == q[j - 1].chunk)
-					continue;
-				if (!q[j].dying ||
-				    dl_chunk_base(q[j].seg, q[j].chunk) != end)
-					break;
-				end += (size_t)_dl_classes[q[j].seg->cls]
-					       .run_pages *
-				       DL_PAGE;
-			}
-			dl_revoke_range(start, end - start, true);
-		} else {
-			start = q[i].page;
-			end = start + (uintptr_t)q[i].pages * DL_PAGE;
-			while (j < n && !q[j].dying && q[j].page == end) {
-				end += (uintptr_t)q[j].pages * DL_PAGE;
-				j++;
-			}
-			dl_revoke_range(start, end - start, false);
 		}
+		dl_revoke_range(start, end - start, false);
 		i = j;
 	}
 	t->quarantined = 0;
 	DL_STAT_SUB(quarantined, n);
 	for (unsigned i = 0; i < n; i++)
-		dl_slots_return(q[i].seg, q[i].chunk, 1u << q[i].col,
-				q[i].dying);
+		dl_slots_return(q[i].seg, q[i].chunk, 1u << q[i].col);
 }
 
 static void dl_format_size(struct dl_buf *b, size_t size, const char *tail)
@@ -590,21 +593,15 @@ void _dl_small_free(struct dl_segment *seg, void *p)
 						     sizeof(*t->quarantine));
 		if (t->quarantine) {
 			t->quarantine[t->quarantined++] = (struct dl_quarantined){
-				page, c->col_pages, (uint8_t)col, false, seg, ch};
+				page, c->col_pages, (uint8_t)col, seg, ch};
 			DL_STAT_ADD(quarantined, 1);
 			if (t->quarantined == _dl_opt.batch)
 				_dl_quarantine_flush();
 			return;
 		}
 	}
-	/* The chunk's last slot: releasing the whole range revokes it too. */
-	if (atomic_load(&ch->pending) == 1) {
-		dl_release_chunk(seg, ch);
-		dl_slots_return(seg, ch, bit, true);
-		return;
-	}
 	dl_revoke_range(page, col_len, false);
-	dl_slots_return(seg, ch, bit, false);
+	dl_slots_return(seg, ch, bit);
 }
 
 size_t _dl_small_usable(struct dl_segment *seg, void *p, const char *op,
@@ -676,7 +673,6 @@ static void dl_large_finish(struct dl_segment *seg, struct dl_large *o)
 	_dl_be->canon_free((void *)o->canon, o->canon_len);
 	DL_STAT_ADD(revokes, 1);
 	DL_STAT_ADD(revoked_pages, o->range_len / DL_PAGE);
-	DL_STAT_SUB(alias_mappings_live, 1);
 	_dl_lock(&dl_large_state.lock);
 	unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
 	bool retire = seg->closed && dead == seg->used;
@@ -742,7 +738,6 @@ void *_dl_large_alloc(size_t req, size_t align)
 		_dl_segment_retire(retire);
 
 	int err = _dl_be->alias_map((void *)alias, canon, len, false);
-	DL_STAT_ADD(alias_mappings_live, 1);
 	if (err) {
 		atomic_store(&o->state, DL_LARGE_FREED);
 		dl_large_finish(seg, o);
@@ -914,7 +909,7 @@ void _dl_heap_thread_exit(void)
 	for (unsigned cls = 0; cls < _dl_nclasses; cls++) {
 		struct dl_cached_chunk *cc = &t->cache[cls];
 		if (cc->avail)
-			dl_slots_return(cc->seg, cc->chunk, cc->avail, false);
+			dl_slots_return(cc->seg, cc->chunk, cc->avail);
 		cc->avail = 0;
 	}
 	if (t->quarantine)
@@ -929,6 +924,7 @@ void _dl_heap_lock_all(void)
 		_dl_lock(&dl_cs[c].lock);
 	_dl_lock(&dl_large_state.lock);
 	_dl_lock(&dl_run_pool.lock);
+	_dl_lock(&dl_group_pool.lock);
 	_dl_lock(&dl_stacks_pool.lock);
 }
 
@@ -936,6 +932,7 @@ void _dl_heap_unlock_all(bool reset)
 {
 	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
 	op(&dl_stacks_pool.lock);
+	op(&dl_group_pool.lock);
 	op(&dl_run_pool.lock);
 	op(&dl_large_state.lock);
 	for (unsigned c = 0; c < _dl_nclasses; c++)

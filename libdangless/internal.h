@@ -25,7 +25,8 @@
  *
  * Alias space is cut into DL_SEG_SIZE segments; _dl_segmap[] maps each
  * segment to its metadata.  A small segment serves one class and is carved
- * into chunks in address order, never twice.  A large segment holds large
+ * into chunks in address order, never twice; a class's segments follow one
+ * another in a stream of its own, so its chunks are neighbours.  A large segment holds large
  * objects (each its own canonical extent and alias range) in address order;
  * an object bigger than DL_LARGE_PACK_MAX gets segments of its own.
  *
@@ -40,7 +41,8 @@
  *    Kept by heap.c (dl_slot_return is the only way back).
  * I3 chunk->pending counts the chunk's slots that are carved but not yet
  *    finished (still cached or live).  When it reaches zero every handed
- *    slot has been revoked and the chunk's alias range is released.
+ *    slot has been revoked and the chunk is dead; its range is released
+ *    with its segment's (releasing it alone would split a merged mapping).
  * I4 Segment and chunk metadata are never unmapped: a fault report may
  *    read them at any time without taking a lock.  Freed metadata goes back
  *    to its pool and a segment's map entry becomes a dead marker first.
@@ -105,8 +107,11 @@ static inline void _dl_lock_reset(dl_lock_t *l)
 }
 
 /* ---- metadata ---- */
+struct dl_run_group;
 struct dl_run {
 	uintptr_t canon;
+	struct dl_run_group *group;
+	uint16_t index;           /* in its group: canon = group + index runs */
 	uint8_t cls;
 	bool in_partial;
 	uint16_t nfree;           /* free slots in the whole run */
@@ -114,6 +119,19 @@ struct dl_run {
 	uint16_t row_cursor;
 	uint8_t row_free[DL_MAX_ROWS]; /* free slots per row (<= 32) */
 	uint32_t row_used[DL_MAX_ROWS]; /* bit c: slot (row, c) carved */
+};
+
+/*
+ * The runs of a class are carved from groups of DL_GROUP_RUNS runs that are
+ * contiguous in canonical memory, so that chunks of neighbouring runs, made
+ * one after the other, are contiguous in both alias and canonical space:
+ * the kernel merges their mappings into one (see heap.c, dl_pick_run).
+ */
+#define DL_GROUP_RUNS 64
+struct dl_run_group {
+	uintptr_t canon;
+	unsigned used;            /* runs carved so far */
+	struct dl_run *runs[DL_GROUP_RUNS];
 };
 
 /* Per-slot stacks, only when the stacks option is on. */
@@ -240,6 +258,7 @@ void _dl_segment_for_each_revoked(void (*fn)(uintptr_t, size_t));
 struct dl_chunk *_dl_chunk_of(struct dl_segment *seg, uintptr_t addr,
 			      unsigned *col, uintptr_t *slot_start);
 struct dl_large *_dl_large_of(struct dl_segment *seg, uintptr_t addr);
+void _dl_segment_streams_reset(void); /* with the heap locked */
 void _dl_segment_lock_all(void);
 void _dl_segment_unlock_all(bool reset);
 

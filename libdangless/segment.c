@@ -83,13 +83,45 @@ static void dl_segmap_set(uintptr_t base, size_t len, uintptr_t value)
 				      memory_order_release);
 }
 
+/*
+ * Each class carves its segments from a stream of its own, so that its
+ * chunks are neighbours in alias space (mappings can merge).  A stream is
+ * only touched under its class's lock.
+ */
+#define DL_STREAM_SIZE ((size_t)16 << 20)
+static struct {
+	uintptr_t next, end;
+} dl_stream[DL_NCLASSES_MAX];
+
+static void *dl_stream_carve(uint8_t cls, size_t len)
+{
+	if (dl_stream[cls].next + len > dl_stream[cls].end ||
+	    !dl_stream[cls].next) {
+		void *block = _dl_be->alias_reserve(DL_STREAM_SIZE, DL_SEG_SIZE);
+		if (!block)
+			return NULL;
+		dl_stream[cls].next = (uintptr_t)block;
+		dl_stream[cls].end = (uintptr_t)block + DL_STREAM_SIZE;
+	}
+	uintptr_t base = dl_stream[cls].next;
+	dl_stream[cls].next += len;
+	return (void *)base;
+}
+
+/* New alias space was dedicated: streams start over from it. */
+void _dl_segment_streams_reset(void)
+{
+	memset(dl_stream, 0, sizeof(dl_stream));
+}
+
 struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 				   size_t align)
 {
 	len = DL_ALIGN_UP(len, DL_SEG_SIZE);
 	if (align < DL_SEG_SIZE)
 		align = DL_SEG_SIZE;
-	void *base = _dl_be->alias_reserve(len, align);
+	void *base = kind == DL_SEG_SMALL ? dl_stream_carve(cls, len)
+					  : _dl_be->alias_reserve(len, align);
 	if (!base) {
 		_dl_alias_exhausted(12, "alias address space");
 		return NULL;
@@ -109,6 +141,7 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 	else
 		seg->cap = DL_LARGE_PER_SEG;
 	dl_segmap_set(seg->base, len, (uintptr_t)seg);
+	DL_STAT_ADD(alias_bytes_used, len);
 	return seg;
 }
 

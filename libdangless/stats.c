@@ -11,6 +11,11 @@ dangless_stats(struct dangless_stats *out)
 	out->name = atomic_load_explicit(&_dl_stats.name, memory_order_relaxed);
 	DANGLESS_STAT_FIELDS(DL_STAT_COPY)
 #undef DL_STAT_COPY
+	/* Mappings merge in the kernel: only the kernel can count them. */
+	long mappings = _dl_be && _dl_be->count_alias_mappings
+				? _dl_be->count_alias_mappings()
+				: -1;
+	out->alias_mappings_live = mappings > 0 ? (uint64_t)mappings : 0;
 	out->mappings_per_1000_live =
 		out->live_objects
 			? out->alias_mappings_live * 1000 / out->live_objects

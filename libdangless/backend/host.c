@@ -53,9 +53,18 @@ static struct {
 	uintptr_t block_next, block_end;
 	int fork_pipe[2];
 	long map_limit;           /* vm.max_map_count when last read */
-	long map_baseline;        /* mappings that were not ours at start */
 	bool map_refused;         /* alias_map said no to keep headroom */
 } host = {.fd = -1, .fork_pipe = {-1, -1}};
+
+/* Mappings at the last count of /proc/self/maps, and maps made since. */
+static struct {
+	dl_lock_t lock;
+	long counted;
+	long since;
+} host_budget;
+
+/* host_for_each_mapping's buffer; held across fork by fork_prepare. */
+static dl_lock_t host_maps_lock;
 
 static long host_read_long(const char *path);
 static long host_count_mappings(void);
@@ -102,7 +111,7 @@ static int host_init(void)
 	if (err)
 		return err;
 	host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
-	host.map_baseline = host_count_mappings();
+	host_budget.counted = host_count_mappings();
 	/* Offset 0 was touched by the probe's mapping only; skip it anyway. */
 	host.canon_bump = DL_PAGE;
 	if (!host.guard && _dl_opt.verbosity)
@@ -189,6 +198,11 @@ static void *host_canon_alloc(size_t len)
 	return host.canon + off;
 }
 
+static void host_canon_discard(void *canon, size_t len)
+{
+	host_punch((uintptr_t)((char *)canon - host.canon), len);
+}
+
 static void host_canon_free(void *canon, size_t len)
 {
 	const size_t run_len = DL_RUN_PAGES * DL_PAGE;
@@ -226,7 +240,6 @@ static void *host_alias_reserve(size_t len, size_t align)
 	}
 	host.block_next = start + len;
 	_dl_unlock(&host.alias_lock);
-	DL_STAT_ADD(alias_bytes_used, len);
 	return (void *)start;
 }
 
@@ -263,24 +276,32 @@ static int host_reprotect(void *alias, size_t len)
 
 /*
  * Leave the program room under vm.max_map_count (thread stacks, dlopen,
- * its own mmaps, glibc's heap for fallback=1): aliases may use the limit
- * less a headroom of 1/16 of it, at least 1024.
+ * its own mmaps, glibc's heap for fallback=1): aliases may take the limit
+ * less a headroom of 1/16 of it, at least 1024.  Mappings are counted from
+ * /proc/self/maps (the kernel merges neighbouring aliases, so our own tally
+ * would be useless), but only when the maps made since the last count
+ * could have reached the line.
  */
 static bool host_within_map_budget(void)
 {
-	long live = (long)atomic_load_explicit(&_dl_stats.alias_mappings_live,
-					       memory_order_relaxed);
-	for (int reread = 0; reread < 2; reread++) {
-		long headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16
-							   : 1024;
-		if (host.map_limit <= 0 ||
-		    live + host.map_baseline + headroom < host.map_limit)
-			return true;
+	bool ok = true;
+	_dl_lock(&host_budget.lock);
+	long headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16 : 1024;
+	if (host.map_limit > 0 &&
+	    host_budget.counted + ++host_budget.since + headroom >=
+		    host.map_limit) {
 		/* The limit may have been raised since we read it. */
 		host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
+		headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16
+						      : 1024;
+		host_budget.counted = host_count_mappings();
+		host_budget.since = 0;
+		ok = host.map_limit <= 0 ||
+		     host_budget.counted + headroom < host.map_limit;
+		host.map_refused |= !ok;
 	}
-	host.map_refused = true;
-	return false;
+	_dl_unlock(&host_budget.lock);
+	return ok;
 }
 
 static int host_alias_map(void *alias, void *canon, size_t len,
@@ -332,6 +353,8 @@ static void host_fork_prepare(void)
 {
 	_dl_lock(&host.canon_lock);
 	_dl_lock(&host.alias_lock);
+	_dl_lock(&host_budget.lock);
+	_dl_lock(&host_maps_lock);
 	if (pipe2(host.fork_pipe, O_CLOEXEC) != 0)
 		host.fork_pipe[0] = host.fork_pipe[1] = -1;
 }
@@ -347,6 +370,8 @@ static void host_fork_parent(void)
 		close(host.fork_pipe[0]);
 	}
 	host.fork_pipe[0] = host.fork_pipe[1] = -1;
+	_dl_unlock(&host_maps_lock);
+	_dl_unlock(&host_budget.lock);
 	_dl_unlock(&host.alias_lock);
 	_dl_unlock(&host.canon_lock);
 }
@@ -376,13 +401,23 @@ static bool host_copy_file(int from, int to, uintptr_t end)
 	return true;
 }
 
-/* Streams /proc/self/maps and remaps every mapping of the old memfd. */
-static bool host_remap_all(dev_t dev, ino_t ino, int newfd)
+/*
+ * Calls fn for every mapping of the file (dev, ino), streaming
+ * /proc/self/maps through a fixed buffer (no allocation: this also runs in
+ * a child right after fork).  False if the file could not be read or fn
+ * said so.
+ */
+static bool host_for_each_mapping(dev_t dev, ino_t ino,
+				  bool (*fn)(unsigned long start,
+					     unsigned long end, int prot,
+					     unsigned long off, void *ctx),
+				  void *ctx)
 {
 	int maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (maps < 0)
 		return false;
 	static char buf[1 << 16];
+	_dl_lock(&host_maps_lock);
 	size_t have = 0;
 	bool ok = true;
 	for (;;) {
@@ -404,23 +439,29 @@ static bool host_remap_all(dev_t dev, ino_t ino, int newfd)
 			    makedev((unsigned)maj, (unsigned)min) == dev) {
 				int prot = (perms[0] == 'r' ? PROT_READ : 0) |
 					   (perms[1] == 'w' ? PROT_WRITE : 0);
-				if (mmap((void *)start, end - start, prot,
-					 MAP_SHARED | MAP_FIXED, newfd,
-					 (off_t)off) == MAP_FAILED)
-					ok = false;
+				ok &= fn(start, end, prot, off, ctx);
 			}
 			line = nl + 1;
 		}
 		have -= (size_t)(line - buf);
 		memmove(buf, line, have);
 	}
+	_dl_unlock(&host_maps_lock);
 	close(maps);
 	return ok;
+}
+
+static bool host_remap_one(unsigned long start, unsigned long end, int prot,
+			   unsigned long off, void *newfd)
+{
+	return mmap((void *)start, end - start, prot, MAP_SHARED | MAP_FIXED,
+		    *(int *)newfd, (off_t)off) != MAP_FAILED;
 }
 
 static bool host_fork_child(void)
 {
 	struct stat old;
+	_dl_lock_reset(&host_maps_lock); /* the iterator below takes it */
 	int newfd = (int)syscall(SYS_memfd_create, "dangless", MFD_CLOEXEC);
 	bool ok = newfd >= 0 && fstat(host.fd, &old) == 0 &&
 		  ftruncate(newfd, (off_t)HOST_CANON_SIZE) == 0 &&
@@ -431,13 +472,15 @@ static bool host_fork_child(void)
 		close(host.fork_pipe[0]);
 	}
 	host.fork_pipe[0] = host.fork_pipe[1] = -1;
-	if (!ok || !host_remap_all(old.st_dev, old.st_ino, newfd))
+	if (!ok || !host_for_each_mapping(old.st_dev, old.st_ino,
+					  host_remap_one, &newfd))
 		_dl_fatal("fork: could not give the child a private copy of "
 			  "the heap (%s); the child would share the parent's "
 			  "memory, so it stops here",
 			  strerror(errno));
 	dup3(newfd, host.fd, O_CLOEXEC);
 	close(newfd);
+	_dl_lock_reset(&host_budget.lock);
 	_dl_lock_reset(&host.alias_lock);
 	_dl_lock_reset(&host.canon_lock);
 	/* Guard markers lived in the old mappings' page tables. */
@@ -470,6 +513,24 @@ static long host_count_mappings(void)
 	return lines;
 }
 
+static bool host_count_one(unsigned long start, unsigned long end, int prot,
+			   unsigned long off, void *count)
+{
+	(void)start, (void)end, (void)prot, (void)off;
+	++*(long *)count;
+	return true;
+}
+
+static long host_count_alias_mappings(void)
+{
+	struct stat st;
+	long n = 0;
+	if (fstat(host.fd, &st) != 0 ||
+	    !host_for_each_mapping(st.st_dev, st.st_ino, host_count_one, &n))
+		return -1;
+	return n - 1; /* not the canonical view */
+}
+
 static bool host_explain_enomem(char *buf, size_t len)
 {
 	long limit = host_read_long("/proc/sys/vm/max_map_count");
@@ -496,6 +557,7 @@ const struct dl_backend _dl_backend_host = {
 	.init = host_init,
 	.canon_alloc = host_canon_alloc,
 	.canon_free = host_canon_free,
+	.canon_discard = host_canon_discard,
 	.alias_reserve = host_alias_reserve,
 	.alias_dedicate = host_alias_dedicate,
 	.alias_map = host_alias_map,
@@ -504,5 +566,6 @@ const struct dl_backend _dl_backend_host = {
 	.fork_prepare = host_fork_prepare,
 	.fork_parent = host_fork_parent,
 	.fork_child = host_fork_child,
+	.count_alias_mappings = host_count_alias_mappings,
 	.explain_enomem = host_explain_enomem,
 };
