@@ -180,17 +180,21 @@ void _dl_segment_for_each_revoked(void (*fn)(uintptr_t, size_t))
 			continue; /* large frees release their range at once */
 		const struct dl_class *c = &_dl_classes[seg->cls];
 		size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
+		size_t col_len = (size_t)c->col_pages * DL_PAGE;
+		/* Dead chunks too: they stay mapped until their segment goes. */
 		for (unsigned k = 0; k < seg->used; k++) {
-			struct dl_chunk *ch = &seg->chunks[k];
-			if (!ch->run)
-				continue;
-			unsigned freed = atomic_load(&ch->freed);
+			unsigned freed = atomic_load(&seg->chunks[k].freed);
 			uintptr_t base = seg->base + k * chunk_len;
-			for (unsigned col = 0; freed; col++, freed >>= 1)
-				if (freed & 1)
-					fn(base + (uintptr_t)col * c->col_pages *
-							  DL_PAGE,
-					   (size_t)c->col_pages * DL_PAGE);
+			for (unsigned col = 0; col < c->cols;) {
+				if (!(freed & (1u << col))) {
+					col++;
+					continue;
+				}
+				unsigned first = col;
+				while (col < c->cols && (freed & (1u << col)))
+					col++;
+				fn(base + first * col_len, (col - first) * col_len);
+			}
 		}
 	}
 }
