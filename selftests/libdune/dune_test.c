@@ -740,7 +740,7 @@ TEST(lazy_mapping_without_map_full)
 static void fake_software_body(void *arg)
 {
 	(void)arg;
-	setenv("DUNE_PROBE_LIMIT_MS", "0.000001", 1);
+	setenv("DUNE_PROBE_MAX_RATIO", "0.0001", 1);
 	int r = dune_init(1);
 	printf("%d\n", r);
 }
