@@ -120,6 +120,8 @@ static void dl_fault(int sig, siginfo_t *info, void *ucv)
 	errno = saved;
 }
 
+static __thread void *dl_altstack __attribute__((tls_model("initial-exec")));
+
 void _dl_fault_thread_init(void)
 {
 	stack_t cur;
@@ -129,7 +131,24 @@ void _dl_fault_thread_init(void)
 	if (!mem)
 		return;
 	stack_t st = {.ss_sp = mem, .ss_size = DL_ALTSTACK_SIZE};
-	sigaltstack(&st, NULL);
+	if (sigaltstack(&st, NULL) == 0)
+		dl_altstack = mem;
+	else
+		_dl_os_unpages(mem, DL_ALTSTACK_SIZE);
+}
+
+/* A thread's alternate stack goes with it (threads may come and go by the
+ * million; each stack is a mapping). */
+void _dl_fault_thread_exit(void)
+{
+	stack_t cur, off = {.ss_flags = SS_DISABLE};
+	if (!dl_altstack || sigaltstack(NULL, &cur) != 0 ||
+	    cur.ss_sp != dl_altstack || (cur.ss_flags & SS_ONSTACK))
+		return;
+	if (sigaltstack(&off, NULL) == 0) {
+		_dl_os_unpages(dl_altstack, DL_ALTSTACK_SIZE);
+		dl_altstack = NULL;
+	}
 }
 
 void _dl_fault_init(void)

@@ -916,6 +916,7 @@ void _dl_heap_thread_exit(void)
 		_dl_os_unpages(t->quarantine,
 			       _dl_opt.batch * sizeof(*t->quarantine));
 	t->quarantine = NULL;
+	_dl_fault_thread_exit();
 }
 
 void _dl_heap_lock_all(void)

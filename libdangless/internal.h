@@ -299,6 +299,7 @@ void _dl_alias_exhausted(int err, const char *what);
 /* ---- fault.c ---- */
 void _dl_fault_init(void);
 void _dl_fault_thread_init(void);
+void _dl_fault_thread_exit(void);
 
 /* ---- init.c ---- */
 enum { DL_UNINIT, DL_INITIALISING, DL_READY, DL_FAILED };
