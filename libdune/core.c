@@ -538,10 +538,13 @@ static void thread_start(void *arg)
 	vcpu_loop(arg);
 }
 
-static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf)
+#define DUNE_REGS_SET (-EINTR - 10001) /* the vCPU's registers are set */
+
+/* clone with CLONE_VM: a thread, or a vfork-style child sharing the mm. */
+static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
+			unsigned long flags, unsigned long newsp, int *ptid,
+			int *ctid, unsigned long tls)
 {
-	unsigned long flags = tf->rdi, newsp = tf->rsi, tls = tf->r8;
-	int *ptid = (int *)tf->rdx, *ctid = (int *)tf->r10;
 	struct dune_vcpu *nv = vcpu_alloc();
 	struct kvm_xsave xs;
 	struct kvm_regs r;
@@ -562,8 +565,26 @@ static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf)
 		ret = -errno;
 		goto fail;
 	}
+	nv->vfork_child = (flags & CLONE_VFORK) && !(flags & CLONE_THREAD);
+	/* A vfork child runs on our stack, over the system-call frame the
+	 * stub left below our red zone: keep our context here instead. */
+	struct dune_tf saved = *tf;
 	ret = dune_clone_thread(flags, (char *)nv->host_stack + nv->host_stack_size,
 				ptid, ctid, tls, thread_start, nv);
+	/* Without CLONE_SETTLS the child's host side ran on our TLS. */
+	if (!(flags & CLONE_SETTLS))
+		dune_signals_set_self(v);
+	if (ret >= 0 && nv->vfork_child) {
+		/* it has exec'd or exited: its vCPU's resources are ours, and we
+		 * return to the program straight from the saved context */
+		vcpu_free(nv);
+		dune_vcpu_complete_io(v);
+		regs_from_tf(&r, &saved);
+		r.rax = ret;
+		ioctl(v->fd, KVM_SET_REGS, &r);
+		v->in_kernel = v->in_hook = v->in_trap = 0;
+		return DUNE_REGS_SET;
+	}
 	if (ret >= 0)
 		return ret;
 fail:
@@ -659,6 +680,8 @@ static int handle_syscall(struct dune_vcpu *v)
 	__atomic_fetch_add(&dune_stat_syscalls, 1, __ATOMIC_RELAXED);
 	switch (nr) {
 	case SYS_exit:
+		if (v->vfork_child) /* the parent frees its resources */
+			dune_sys1(SYS_exit, a0);
 		/* this thread only: drop its vCPU's mapping and host stack */
 		if (v->run)
 			dune_sys2(SYS_munmap, v->run, v->run_size);
@@ -679,7 +702,7 @@ static int handle_syscall(struct dune_vcpu *v)
 		break;
 	case SYS_clone:
 		if (a0 & CLONE_VM)
-			ret = do_clone_vm(v, tf);
+			ret = do_clone_vm(v, tf, a0, a1, (int *)a2, (int *)a3, a4);
 		else
 			ret = do_fork(v, tf, a0, a2, a3, a4);
 		break;
@@ -687,8 +710,12 @@ static int handle_syscall(struct dune_vcpu *v)
 		ret = -ENOSYS; /* glibc falls back to clone */
 		break;
 	case SYS_fork:
-	case SYS_vfork:
 		ret = do_fork(v, tf, SIGCHLD, 0, 0, 0);
+		break;
+	case SYS_vfork:
+		/* the child borrows our stack and VM until it execs or exits */
+		ret = do_clone_vm(v, tf, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, NULL,
+				  NULL, 0);
 		break;
 	case SYS_rt_sigreturn:
 		dune_sys_rt_sigreturn(v);
@@ -725,7 +752,7 @@ static int handle_syscall(struct dune_vcpu *v)
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
 		break;
 	}
-	if (ret == DUNE_FORK_CHILD)
+	if (ret == DUNE_FORK_CHILD || ret == DUNE_REGS_SET)
 		return 1;
 	tf->rax = ret;
 	return 0;

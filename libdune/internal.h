@@ -55,6 +55,7 @@ struct dune_vcpu {
 	int in_hook;            /* guest: inside a syscall hook */
 	int in_trap;            /* guest: inside a #PF/interrupt handler */
 	int in_kernel;          /* guest: depth of libdune's guest code */
+	int vfork_child;        /* host: a CLONE_VFORK child's vCPU */
 	volatile int sig_check; /* host -> guest: leave by DUNE_PORT_SIGNAL */
 	uint64_t sig_pending;   /* host: signals for this thread's guest */
 	int fd;

@@ -30,6 +30,8 @@ static void enter(void)
 }
 
 static __thread int tls_marker = 0x5151;
+static volatile int h_in_guest = -1, h_count;
+static void on_usr1_guest(int s);
 
 /*
  * int enter_with_regs(uint64_t out[6]): loads known values into the
@@ -658,6 +660,39 @@ TEST(system_and_posix_spawn)
 	EXPECT_EQ(0, pclose(p));
 }
 
+static volatile int vfork_seen;
+
+TEST(vfork_child_borrows_the_parent)
+{
+	enter();
+	int marker = 1;
+	pid_t pid = vfork();
+	if (pid == 0) {
+		/* shares our memory until it exits */
+		vfork_seen = dune_in_guest() ? 2 : 3;
+		_exit(21);
+	}
+	ASSERT_GT(pid, 0);
+	EXPECT_EQ(2, vfork_seen); /* the parent waited and sees the write */
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 21);
+	pid = vfork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", "exit 9", (char *)NULL);
+		_exit(98);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 9);
+	EXPECT_EQ(1, marker);
+	/* signals still reach this thread's handler in the guest */
+	signal(SIGUSR1, on_usr1_guest);
+	h_count = 0;
+	raise(SIGUSR1);
+	EXPECT_EQ(1, h_count);
+	EXPECT_EQ(1, h_in_guest);
+}
+
 TEST(arch_prctl_set_fs)
 {
 	enter();
@@ -804,7 +839,6 @@ TEST(init_without_permission)
 	th_child_free(&res);
 }
 
-static volatile int h_in_guest = -1, h_count;
 static void on_usr1_guest(int s)
 {
 	(void)s;
