@@ -174,12 +174,15 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self.pte = None   # None: the process ended before the first sample
         self.maps = None
+        self.shm = None
+        self.foot = None
         self.hwm = 0
         self.samples = 0
 
     def sample(self):
-        pte = maps = hwm = 0
+        pte = maps = hwm = shm = foot = 0
         seen = False
+        memfds = {}
         for p in tree_pids(self.pid)[1 if self.skip_root else 0:]:
             try:
                 with open(f"/proc/{p}/status") as f:
@@ -191,6 +194,23 @@ class Sampler(threading.Thread):
                 pte += int(m.group(1))
                 m = re.search(r"VmHWM:\s+(\d+)", st)
                 hwm = max(hwm, int(m.group(1)) if m else 0)
+                m = re.search(r"RssShmem:\s+(\d+)", st)
+                shm += int(m.group(1)) if m else 0
+                # footprint: private and file pages, plus memfd pages once
+                # (RSS counts a memfd page once per mapping of it)
+                for k in ("RssAnon", "RssFile"):
+                    m = re.search(k + r":\s+(\d+)", st)
+                    foot += int(m.group(1)) if m else 0
+                try:
+                    for fd in os.listdir(f"/proc/{p}/fd"):
+                        try:
+                            if os.readlink(f"/proc/{p}/fd/{fd}").startswith("/memfd:"):
+                                st_ = os.stat(f"/proc/{p}/fd/{fd}")
+                                memfds[(st_.st_dev, st_.st_ino)] = st_.st_blocks // 2
+                        except OSError:
+                            pass
+                except OSError:
+                    pass
                 with open(f"/proc/{p}/maps", "rb") as f:
                     n = 0
                     while True:
@@ -206,6 +226,8 @@ class Sampler(threading.Thread):
         self.pte = max(self.pte or 0, pte)
         self.maps = max(self.maps or 0, maps)
         self.hwm = max(self.hwm, hwm)
+        self.shm = max(self.shm or 0, shm)
+        self.foot = max(self.foot or 0, foot + sum(memfds.values()))
         self.samples += 1
 
     def run(self):
@@ -308,8 +330,40 @@ def run_process(argv, env, timeout, stdin=None):
     else:
         rss = s.hwm
         st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
-    return dict(status=st, wall=wall, rss_kb=rss, pte_kb=s.pte, maps=s.maps,
+    return dict(status=st, wall=wall, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
                 samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
+
+
+DANGLESS_INFO = ""
+
+
+def snapshot_dangless(build, allocs):
+    """Copy build/libdangless.so once: the library may be rebuilt while the
+    benchmarks run, and every Dangless run must use the same one."""
+    so = os.path.join(build, "libdangless.so")
+    if not os.path.exists(so):
+        return ""
+    import hashlib
+    import shutil
+    snap = os.path.join(build, "bench", "libdangless-snapshot.so")
+    os.makedirs(os.path.dirname(snap), exist_ok=True)
+    shutil.copy2(so, snap)
+    with open(snap, "rb") as f:
+        h = hashlib.sha256(f.read()).hexdigest()[:12]
+    for a in allocs:
+        if a.get("dangless"):
+            a["preload"] = snap
+    mt = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(so)))
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %s", "--", "libdangless"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "libdangless"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+    except OSError:
+        rev, dirty = "?", ""
+    return ("build/libdangless.so built %s UTC, sha256 %s, copied to build/bench/libdangless-snapshot.so "
+            "for the whole run; libdangless/ at commit %s%s"
+            % (mt, h, rev[:80], " (plus uncommitted changes)" if dirty else ""))
 
 
 def read_max_map_count():
@@ -416,7 +470,7 @@ def run_redis(spec, env, timeout, workdir):
         res["status"] = "server did not start" if rc is None or rc == 0 else "server exit %d" % rc
     if res["status"] != "ok":
         res["note"] = stderr_note(log)
-    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, samples=s.samples, stderr=log)
+    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, samples=s.samples, stderr=log)
     return res
 
 
@@ -444,7 +498,7 @@ def fmt_abs(metric, v):
         return "-"
     if metric == "wall":
         return "%.3f s" % v if v < 10 else "%.1f s" % v
-    if metric in ("rss_kb", "pte_kb"):
+    if metric in ("rss_kb", "pte_kb", "shm_kb", "foot_kb"):
         return "%.1f MiB" % (v / 1024) if v >= 1024 else "%d KiB" % v
     if metric == "rss_pte_kb":
         return "%.1f MiB" % (v / 1024)
@@ -515,6 +569,10 @@ def main():
             say("install-deps failed (exit %d): running with what is installed" % r.returncode)
 
     allocs = allocators(build)
+    global DANGLESS_INFO
+    DANGLESS_INFO = snapshot_dangless(build, allocs)
+    if DANGLESS_INFO:
+        say("dangless: %s" % DANGLESS_INFO)
     if args.alloc:
         keep = args.alloc.split(",")
         allocs = [a for a in allocs if a["name"] in keep or a["name"] == "glibc"]
@@ -625,7 +683,7 @@ def save_raw(path, quick, runs, scale, timeout, res, floors, stats, elapsed):
         return y
     with open(path, "w") as f:
         json.dump(dict(quick=quick, runs=runs, scale=scale, timeout=timeout, elapsed=elapsed,
-                       floors=floors, modes=DANGLESS_MODES,
+                       floors=floors, modes=DANGLESS_MODES, dangless=DANGLESS_INFO,
                        res=[[w, a, [trim(x) for x in v]] for (w, a), v in res.items()],
                        stats=[[w, a, v] for (w, a), v in stats.items()]), f)
 
@@ -640,6 +698,8 @@ def report_from_raw(args):
     inputs = make_inputs(build, raw["scale"])
     wls = workloads(build, inputs, raw["scale"])
     res = {(w, a): v for w, a, v in raw["res"]}
+    global DANGLESS_INFO
+    DANGLESS_INFO = raw.get("dangless", "")
     stats = {(w, a): v for w, a, v in raw["stats"]}
     names = {a for _, a in res}
     allocs = [a for a in allocs if a["name"] in names]
@@ -686,9 +746,10 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             return dict(fail=fails[0], fails=len(fails), n=len(runs_),
                         maps=max(x["maps"] or 0 for x in runs_), note=runs_[0].get("note", ""))
         c = dict(n=len(runs_), fails=len(fails), failwhat=fails[0] if fails else None)
-        for m in ("wall", "rss_kb", "pte_kb", "maps"):
-            c[m] = med([x[m] for x in ok])
+        for m in ("wall", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb"):
+            c[m] = med([x.get(m) for x in ok])
         c["rss_pte_kb"] = med([x["rss_kb"] + (x["pte_kb"] or 0) for x in ok])
+        c["foot_pte_kb"] = med([x["foot_kb"] + (x["pte_kb"] or 0) for x in ok if x.get("foot_kb") is not None])
         return c
 
     cells = {(w["name"], n): cell(w["name"], n) for w in wls for n in names}
@@ -713,6 +774,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
              "cells show `ratio (median)`.\n")
 
     L.append("## Allocators\n")
+    if DANGLESS_INFO:
+        L.append("Dangless: %s.\n" % DANGLESS_INFO)
     L.append("| name | library | environment | state |")
     L.append("|---|---|---|---|")
     ver = {"jemalloc": pkg_version("libjemalloc2"), "mimalloc": pkg_version("libmimalloc2.0"),
@@ -786,7 +849,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
     # Metric tables
     metrics = [("wall", "Wall time"), ("rss_kb", "Peak RSS (VmHWM / ru_maxrss)"),
                ("pte_kb", "Page-table memory at peak (VmPTE, sampled)"),
-               ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)")]
+               ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)"),
+               ("foot_kb", "Memory footprint at peak (RssAnon + RssFile + memfd pages counted once, sampled)"),
+               ("shm_kb", "Shared-memory part of RSS at peak (RssShmem, sampled): memfd pages, counted once per mapping")]
     geo = {}
     for m, title in metrics:
         L.append("## %s\n" % title)
@@ -807,6 +872,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                     row.append(f)
                     continue
                 r = ratio(w["name"], n, m)
+                if m == "shm_kb":
+                    row.append(fmt_abs(m, c[m]) if c[m] is not None else "n/s")
+                    continue
                 if c[m] is None:
                     row.append("n/s")
                     continue
@@ -815,6 +883,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                     s += " [%s %d/%d]" % (c["failwhat"], c["fails"], c["n"])
                 row.append(s)
             L.append("| %s | %s |" % (w["name"], " | ".join(row)))
+        if m == "shm_kb":
+            L.append("")
+            continue
         row = []
         for n in names:
             rs = [ratio(w["name"], n, m) for w in table_wls]
@@ -870,6 +941,14 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                                                                       fmt_ratio(geomean([r for r, _ in okr])))
                     if worst else "-", verdict(worst[0] if worst else None, 1.25)))
     for n in dl:
+        rs = [(ratio(w["name"], n, "foot_pte_kb"), w["name"]) for w in table_wls]
+        okr = [x for x in rs if x[0] is not None]
+        worst = max(okr) if okr else None
+        L.append("| same, with the footprint (memfd pages once) in place of RSS | %s | %s | 1.25x | %s |"
+                 % (byname[n]["mode"], "worst %s %s, geomean %s" % (worst[1], fmt_ratio(worst[0]),
+                                                                      fmt_ratio(geomean([r for r, _ in okr])))
+                    if worst else "-", verdict(worst[0] if worst else None, 1.25)))
+    for n in dl:
         rr = res.get(("longlived", n), [])
         vals = [maps_per_live(x.get("stdout", "")) for x in rr]
         vals = [v for v in vals if v is not None]
@@ -908,8 +987,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
     for (wname, n), rr in sorted(res.items()):
         for i, x in enumerate(rr):
             if x["status"] != "ok":
-                notes.append("- %s / %s run %d: **%s** after %.2f s, maps at peak %s (vm.max_map_count %s)%s"
-                             % (wname, n, i + 1, x["status"], x["wall"] if x["wall"] == x["wall"] else -1,
+                notes.append("- %s / %s run %d: **%s** %s, maps at peak %s (vm.max_map_count %s)%s"
+                             % (wname, n, i + 1, x["status"],
+                                "after %.2f s" % x["wall"] if x["wall"] == x["wall"] else "at start",
                                 x["maps"], x.get("max_map_count"), (": `%s`" % x["note"].replace("`", "'")) if x.get("note") else ""))
     if notes:
         L.append("## Crashes, timeouts and failures\n")
@@ -958,14 +1038,19 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                                       for x in v] for k, v in res.items()})
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(raw, f, indent=1, default=str)
-    svg_plot(os.path.join(args.out, "wall-ratio.svg"), table_wls, names, cells, ratio, quick)
+    svg_plot(os.path.join(args.out, "wall-ratio.svg"), table_wls, names, cells, ratio, quick, geo)
     print("bench: wrote %s/results.md, results.json, wall-ratio.svg" % os.path.relpath(args.out), file=sys.stderr)
 
 
-def svg_plot(path, wls, names, cells, ratio, quick):
+def svg_plot(path, wls, names, cells, ratio, quick, geo):
     """Grouped bars, log scale: wall-time ratio to glibc per workload per
     allocator.  Crashes and timeouts are marked with an X."""
     others = [n for n in names if n != "glibc"]
+    wls = list(wls) + [dict(name="geomean")]
+    real_ratio = ratio
+
+    def ratio(w, n, m):
+        return geo.get((m, n)) if w == "geomean" else real_ratio(w, n, m)
     colors = ["#4e79a7", "#59a14f", "#e15759", "#f28e2b", "#b07aa1", "#9c755f", "#76b7b2", "#edc948"]
     W, left, top, bottom = 1100, 60, 50, 110
     H = 460
@@ -1001,7 +1086,7 @@ def svg_plot(path, wls, names, cells, ratio, quick):
                 o.append('<text x="%.1f" y="%.1f" fill="%s" font-size="10" text-anchor="middle">X</text>' % (x + bw / 2, y(1) - 3, col))
         o.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (left + i * gw + gw / 2, H - bottom + 16, w["name"]))
     for j, n in enumerate(others):
-        lx = left + (j % 4) * 250
+        lx = left + (j % 4) * 200
         ly = H - bottom + 45 + (j // 4) * 18
         o.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>'
                  % (lx, ly - 10, colors[j % len(colors)], lx + 16, ly, n))
