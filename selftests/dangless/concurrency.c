@@ -59,21 +59,52 @@ static struct st_obj *st_obj_new(uint64_t *rng)
 	return o;
 }
 
-static bool st_obj_ok(const struct st_obj *o)
+/* What the first corrupted object looked like, for the log. */
+static char st_first_bad[256];
+static atomic_flag st_first_bad_taken = ATOMIC_FLAG_INIT;
+
+static void st_note_bad(const struct st_obj *o, const char *where, long at,
+			unsigned got, unsigned want)
 {
-	if (o->magic != ST_MAGIC || o->fill != (unsigned char)(o->seed * 7 + 1))
+	if (atomic_flag_test_and_set(&st_first_bad_taken))
+		return;
+	snprintf(st_first_bad, sizeof(st_first_bad),
+		 "object %p (%u bytes, canonical %p), checked at %s: byte %ld "
+		 "is 0x%02x, not 0x%02x",
+		 (const void *)o, o->size,
+		 dangless_get_canonical((void *)o), where, at, got, want);
+}
+
+static bool st_obj_check(const struct st_obj *o, const char *where)
+{
+	if (o->magic != ST_MAGIC) {
+		st_note_bad(o, where, 0, o->magic & 0xff, ST_MAGIC & 0xff);
 		return false;
+	}
+	unsigned char fill = (unsigned char)(o->seed * 7 + 1);
+	if (o->fill != fill) {
+		st_note_bad(o, where, 12, o->fill, fill);
+		return false;
+	}
 	size_t n = o->size - sizeof(*o);
 	/* ends and a stride: enough to see an overlap, cheap enough */
 	for (size_t i = 0; i < n; i += 61)
-		if (o->data[i] != o->fill)
+		if (o->data[i] != fill) {
+			st_note_bad(o, where, (long)(sizeof(*o) + i),
+				    o->data[i], fill);
 			return false;
-	return o->data[n - 1] == o->fill;
+		}
+	if (o->data[n - 1] != fill) {
+		st_note_bad(o, where, (long)(sizeof(*o) + n - 1),
+			    o->data[n - 1], fill);
+		return false;
+	}
+	return true;
 }
 
-static void st_obj_free(struct st_obj *o)
+static void st_obj_free(struct st_obj *o, const char *where)
 {
-	if (!st_obj_ok(o))
+	if (!st_obj_check(o, where))
 		atomic_fetch_add(&st_bad, 1);
 	o->magic = 0;
 	free(o);
@@ -84,6 +115,7 @@ static void *st_worker(void *arg)
 {
 	uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
 	struct st_obj *live[ST_LIVE] = {0};
+	char origin[ST_LIVE] = {0}; /* 1: last made by realloc */
 	for (long op = 0; op < ST_OPS; op++) {
 		uint64_t r = st_rand(&rng);
 		size_t i = (r >> 8) % ST_LIVE;
@@ -95,14 +127,14 @@ static void *st_worker(void *arg)
 				atomic_exchange(&st_slots[s], live[i]);
 			live[i] = NULL;
 			if (got) {
-				st_obj_free(got);
+				st_obj_free(got, "free of one from a slot");
 				atomic_fetch_add(&st_cross_frees, 1);
 			}
 			break;
 		}
 		case 2: /* realloc, contents kept */
 			if (live[i]) {
-				if (!st_obj_ok(live[i]))
+				if (!st_obj_check(live[i], "realloc"))
 					atomic_fetch_add(&st_bad, 1);
 				size_t ns = sizeof(struct st_obj) + 1 +
 					    (r >> 20) % 6000;
@@ -117,26 +149,32 @@ static void *st_worker(void *arg)
 					memset((char *)n + keep, n->fill,
 					       ns - keep);
 				live[i] = n;
+				origin[i] = 1;
 			}
 			break;
 		case 3:
 		case 4:
 			if (live[i]) {
-				st_obj_free(live[i]);
+				st_obj_free(live[i], origin[i]
+							     ? "free of a realloc'd one"
+							     : "free of a new one");
 				live[i] = NULL;
 			}
 			break;
 		default:
 			if (live[i])
-				st_obj_free(live[i]);
+				st_obj_free(live[i], origin[i]
+							     ? "free of a realloc'd one"
+							     : "free of a new one");
 			live[i] = st_obj_new(&rng);
+			origin[i] = 0;
 			if (!live[i])
 				atomic_fetch_add(&st_bad, 1);
 		}
 	}
 	for (size_t i = 0; i < ST_LIVE; i++)
 		if (live[i])
-			st_obj_free(live[i]);
+			st_obj_free(live[i], "free at the end");
 	return NULL;
 }
 
@@ -151,13 +189,15 @@ TEST(threads_8x100k_cross_thread_frees)
 	for (int s = 0; s < ST_SLOTS; s++) {
 		struct st_obj *o = atomic_exchange(&st_slots[s], NULL);
 		if (o)
-			st_obj_free(o);
+			st_obj_free(o, "free of a slot's at the end");
 	}
 	struct dangless_stats after = st_stats();
 	long made = atomic_load(&st_made), freed = atomic_load(&st_freed),
 	     cross = atomic_load(&st_cross_frees), bad = atomic_load(&st_bad);
 	TH_LOG("made %ld, freed %ld, %ld of them by another thread", made,
 	       freed, cross);
+	if (bad)
+		TH_LOG("first corrupted: %s", st_first_bad);
 	EXPECT_EQ(0L, bad);
 	EXPECT_EQ(made, freed);
 	EXPECT_LT(1000L, cross);
@@ -165,6 +205,74 @@ TEST(threads_8x100k_cross_thread_frees)
 	/* nothing of the workers' is left live (pthread keeps a few) */
 	EXPECT_LE(after.live_objects, before.live_objects + 4 * ST_THREADS);
 	EXPECT_EQ(after.allocs - after.frees, after.live_objects);
+}
+
+/*
+ * Narrowed down: 8 threads, small objects only, a third of the operations
+ * a realloc to 16..6000 bytes; every object is checked before each use.
+ */
+static atomic_long st_realloc_bad;
+
+static void *st_realloc_worker(void *arg)
+{
+	uint64_t r = 88172645463325252ull * ((uintptr_t)arg + 1);
+	unsigned char *p[64] = {0}, f[64] = {0};
+	size_t n[64] = {0};
+	for (int i = 0; i < 40000; i++) {
+		size_t k = (st_rand(&r) >> 8) % 64;
+		if (p[k] && (p[k][0] != f[k] || p[k][n[k] - 1] != f[k])) {
+			if (atomic_fetch_add(&st_realloc_bad, 1) == 0)
+				printf("first bad: %p, %zu bytes: 0x%02x..0x%02x,"
+				       " not 0x%02x\n",
+				       (void *)p[k], n[k], p[k][0],
+				       p[k][n[k] - 1], f[k]);
+		}
+		if (p[k] && r % 3 == 0) {
+			size_t m = 16 + (r >> 20) % 6000;
+			unsigned char *q = realloc(p[k], m);
+			if (!q)
+				abort();
+			if (m > n[k])
+				memset(q + n[k], f[k], m - n[k]);
+			p[k] = q;
+			n[k] = m;
+		} else {
+			free(p[k]);
+			n[k] = 1 + (r >> 16) % 2000;
+			f[k] = (unsigned char)(r >> 40) | 1;
+			p[k] = malloc(n[k]);
+			if (!p[k])
+				abort();
+			memset(p[k], f[k], n[k]);
+		}
+	}
+	for (int k = 0; k < 64; k++)
+		free(p[k]);
+	return NULL;
+}
+
+static void st_realloc_body(void *arg)
+{
+	(void)arg;
+	pthread_t t[8];
+	for (uintptr_t i = 0; i < 8; i++)
+		pthread_create(&t[i], NULL, st_realloc_worker, (void *)i);
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	printf("bad %ld\n", atomic_load(&st_realloc_bad));
+}
+
+TEST(threads_realloc_keeps_contents)
+{
+	for (int round = 0; round < 3; round++) {
+		struct th_child res;
+		th_run(st_realloc_body, NULL, 60, &res);
+		ASSERT_EXITED(0, res);
+		if (!strstr(res.out, "bad 0\n"))
+			th_print_quoted(res.out);
+		ASSERT_CONTAINS("bad 0\n", res.out);
+		th_child_free(&res);
+	}
 }
 
 /*
