@@ -632,15 +632,18 @@ TEST(preload_python3)
 				    "DUNE_PRELOAD_VERBOSE=1", NULL};
 	const char *const argv[] = {
 		"python3", "-c",
-		"import os, hashlib; print(sum(range(1000)), "
-		"hashlib.sha256(b'x').hexdigest()[:8], os.getpid() > 0)",
+		"import hashlib, subprocess, threading; r = []; "
+		"t = threading.Thread(target=lambda: r.append(1)); t.start(); t.join(); "
+		"s = subprocess.run(['echo', 'sub'], capture_output=True); "
+		"print(sum(range(1000)), hashlib.sha256(b'x').hexdigest()[:8], "
+		"s.stdout.decode().strip(), len(r))",
 		NULL};
 	struct th_child res;
 	if (access("/usr/bin/python3", X_OK))
 		SKIP(return, "no python3 on this machine");
 	th_exec(argv, envs, NULL, 120, &res);
 	ASSERT_EXITED(0, res);
-	EXPECT_STREQ("499500 2d711642 True\n", res.out);
+	EXPECT_STREQ("499500 2d711642 sub 1\n", res.out);
 	EXPECT_CONTAINS("libdune-preload: ran in the guest (ring 0)", res.err);
 	th_child_free(&res);
 }
@@ -691,6 +694,31 @@ TEST(vfork_child_borrows_the_parent)
 	raise(SIGUSR1);
 	EXPECT_EQ(1, h_count);
 	EXPECT_EQ(1, h_in_guest);
+}
+
+TEST(closing_every_descriptor_keeps_the_vm)
+{
+	enter();
+	int devnull = open("/dev/null", O_RDONLY);
+	ASSERT_GE(devnull, 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* what subprocess-style code does before exec */
+		syscall(SYS_close_range, 3U, ~0U, 0);
+		for (int fd = 3; fd < 8192; fd++)
+			close(fd);
+		if (fcntl(devnull, F_GETFD) != -1)
+			_exit(2);
+		execl("/bin/sh", "sh", "-c", "exit 4", (char *)NULL);
+		_exit(3);
+	}
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4);
+	/* and in this process too */
+	syscall(SYS_close_range, 3U, ~0U, 0);
+	EXPECT_EQ(-1, fcntl(devnull, F_GETFD));
+	EXPECT_EQ(getpid(), syscall(SYS_getpid));
 }
 
 TEST(arch_prctl_set_fs)
