@@ -9,14 +9,14 @@
 #define BATCH 256
 #define QCAP 64
 
-struct batch { char *obj[BATCH]; };
+struct batch { char *obj[BATCH]; unsigned short len[BATCH]; };
 
 static struct batch *queue[QCAP];
 static int qhead, qlen, producers_left = PRODUCERS;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t not_full = PTHREAD_COND_INITIALIZER, not_empty = PTHREAD_COND_INITIALIZER;
 static long batches_each;
-static uint64_t consumed[CONSUMERS];
+static uint64_t consumed[CONSUMERS], corrupt[CONSUMERS];
 
 static void *producer(void *arg)
 {
@@ -26,6 +26,7 @@ static void *producer(void *arg)
 		for (int i = 0; i < BATCH; i++) {
 			size_t n = 16 + rng_below(&r, 497);
 			bt->obj[i] = xmalloc(n);
+			bt->len[i] = (unsigned short)n;
 			bt->obj[i][0] = 1;
 			bt->obj[i][n - 1] = 2;
 		}
@@ -47,7 +48,7 @@ static void *producer(void *arg)
 static void *consumer(void *arg)
 {
 	int id = (int)(intptr_t)arg;
-	uint64_t n = 0;
+	uint64_t n = 0, bad = 0;
 	for (;;) {
 		pthread_mutex_lock(&mu);
 		while (qlen == 0 && producers_left > 0)
@@ -62,12 +63,20 @@ static void *consumer(void *arg)
 		pthread_cond_signal(&not_full);
 		pthread_mutex_unlock(&mu);
 		for (int i = 0; i < BATCH; i++) {
-			n += (unsigned char)bt->obj[i][0];
+			/* what the producer wrote must still be there */
+			if (bt->obj[i][0] != 1 || bt->obj[i][bt->len[i] - 1] != 2) {
+				if (bad++ < 4)
+					fprintf(stderr, "xmalloc: object %p (%u bytes) changed: first %d last %d\n",
+						(void *)bt->obj[i], bt->len[i], bt->obj[i][0],
+						bt->obj[i][bt->len[i] - 1]);
+			}
+			n++;
 			free(bt->obj[i]);
 		}
 		free(bt);
 	}
 	consumed[id] = n;
+	corrupt[id] = bad;
 	return NULL;
 }
 
@@ -84,11 +93,15 @@ int main(int argc, char **argv)
 			abort();
 	for (int i = 0; i < PRODUCERS; i++)
 		pthread_join(p[i], NULL);
-	uint64_t total = 0;
+	uint64_t total = 0, bad = 0;
 	for (int i = 0; i < CONSUMERS; i++) {
 		pthread_join(c[i], NULL);
 		total += consumed[i];
+		bad += corrupt[i];
 	}
-	printf("xmalloc objects=%llu\n", (unsigned long long)total);
-	return total == (uint64_t)batches_each * BATCH * PRODUCERS ? 0 : 1;
+	printf("xmalloc objects=%llu corrupt=%llu\n", (unsigned long long)total, (unsigned long long)bad);
+	if (bad)
+		fprintf(stderr, "xmalloc: %llu objects changed between malloc and free\n",
+			(unsigned long long)bad);
+	return total == (uint64_t)batches_each * BATCH * PRODUCERS && !bad ? 0 : 1;
 }
