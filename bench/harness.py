@@ -704,6 +704,10 @@ def report_from_raw(args):
     stats = {(w, a): v for w, a, v in raw["stats"]}
     names = {a for _, a in res}
     allocs = [a for a in allocs if a["name"] in names]
+    for a in allocs:
+        if a.get("dangless") and DANGLESS_INFO:
+            a["preload"] = os.path.join(build, "bench", "libdangless-snapshot.so")
+            a.pop("missing", None)
     wnames = {w for w, _ in res}
     wls = [w for w in wls if w["name"] in wnames]
     os.makedirs(args.out, exist_ok=True)
@@ -776,6 +780,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
     L.append("- Ratios are to glibc on the same workload in the same run (lower is better); "
              "cells show `ratio (median)`.\n")
 
+    L.append("@@SUMMARY@@")
     L.append("## Allocators\n")
     if DANGLESS_INFO:
         L.append("Dangless: %s.\n" % DANGLESS_INFO)
@@ -900,6 +905,21 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         L.append("")
     L.append("`n/s`: not sampled (the run ended before the first /proc sample). "
              "VmPTE and maps are sampled every 1-10 ms and summed over the process tree.\n")
+    S = ["## Summary\n",
+         "Geomeans of the ratios to glibc over the workloads each allocator completed (details below).\n",
+         "| allocator | completed | wall time | peak RSS | footprint | page tables | mappings | ns per malloc+free (64 B) |",
+         "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        if byname[n].get("missing"):
+            S.append("| %s | %s | | | | | | |" % (n, byname[n]["missing"]))
+            continue
+        okn = sum(1 for w in table_wls if not cells[(w["name"], n)].get("fail"))
+        v = pair.get(n, {}).get(64)
+        S.append("| %s | %d/%d | %s |" % (n, okn, len(table_wls), " | ".join(
+            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "rss_kb", "foot_kb", "pte_kb", "maps")]
+            + ["%.1f" % v if v is not None else "-"])))
+    S.append("")
+    L[L.index("@@SUMMARY@@")] = "\n".join(S)
     L.append("Geomeans are over the workloads that completed under both glibc and that allocator; "
              "an allocator that crashed on the heavy workloads looks better than it is.\n")
 
@@ -1036,6 +1056,18 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
 
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(L))
+    # the headline on the terminal: cost per object, geomeans, targets
+    show = False
+    for line in L:
+        if line.startswith("## Summary"):
+            continue
+        if line.startswith("## "):
+            show = line.startswith(("## Cost per object", "## Targets"))
+        elif line.startswith("### "):
+            show = False
+        if show:
+            print(line, file=sys.stderr)
+    print("\n".join(S), file=sys.stderr)
     svg_plot(os.path.join(args.out, "wall-ratio.svg"), table_wls, names, cells, ratio, quick, geo)
     print("bench: wrote %s/results.md, raw.json, wall-ratio.svg" % os.path.relpath(args.out), file=sys.stderr)
 
