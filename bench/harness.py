@@ -330,7 +330,8 @@ def run_process(argv, env, timeout, stdin=None):
     else:
         rss = s.hwm
         st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
-    return dict(status=st, wall=wall, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
+    m = re.search(r"^work_ns (\d+)", so, re.M)
+    return dict(status=st, wall=wall, work=int(m.group(1)) / 1e9 if m else None, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
                 samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
 
 
@@ -496,8 +497,8 @@ def fmt_ratio(r):
 def fmt_abs(metric, v):
     if v is None:
         return "-"
-    if metric == "wall":
-        return "%.3f s" % v if v < 10 else "%.1f s" % v
+    if metric in ("wall", "work"):
+        return "%.1f ms" % (v * 1000) if v < 1 else "%.2f s" % v if v < 10 else "%.1f s" % v
     if metric in ("rss_kb", "pte_kb", "shm_kb", "foot_kb"):
         return "%.1f MiB" % (v / 1024) if v >= 1024 else "%d KiB" % v
     if metric == "rss_pte_kb":
@@ -753,7 +754,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             return dict(fail=fails[0], fails=len(fails), n=len(runs_),
                         maps=max(x["maps"] or 0 for x in runs_), note=runs_[0].get("note", ""))
         c = dict(n=len(runs_), fails=len(fails), failwhat=fails[0] if fails else None)
-        for m in ("wall", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb"):
+        for m in ("wall", "work", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb"):
             c[m] = med([x.get(m) for x in ok])
         c["rss_pte_kb"] = med([x["rss_kb"] + (x["pte_kb"] or 0) for x in ok])
         c["foot_pte_kb"] = med([x["foot_kb"] + (x["pte_kb"] or 0) for x in ok if x.get("foot_kb") is not None])
@@ -855,7 +856,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         L.append("")
 
     # Metric tables
-    metrics = [("wall", "Wall time"), ("rss_kb", "Peak RSS (VmHWM / ru_maxrss)"),
+    metrics = [("wall", "Wall time"),
+               ("work", "Work time (timed inside our C workloads: process start and exit left out)"), ("rss_kb", "Peak RSS (VmHWM / ru_maxrss)"),
                ("pte_kb", "Page-table memory at peak (VmPTE, sampled)"),
                ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)"),
                ("foot_kb", "Memory footprint at peak (RssAnon + RssFile + memfd pages counted once, sampled)"),
@@ -865,7 +867,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         L.append("## %s\n" % title)
         L.append("| workload | " + " | ".join(names) + " |")
         L.append("|---|" + "---|" * len(names))
-        for w in table_wls:
+        rows_wls = [w for w in table_wls if w["kind"] == "synth"] if m == "work" else table_wls
+        for w in rows_wls:
             row = []
             for n in names:
                 c = cells[(w["name"], n)]
@@ -896,27 +899,27 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             continue
         row = []
         for n in names:
-            rs = [ratio(w["name"], n, m) for w in table_wls]
+            rs = [ratio(w["name"], n, m) for w in rows_wls]
             ok = [x for x in rs if x]
             gm = geomean(ok)
             geo[(m, n)] = gm
-            row.append("1" if n == "glibc" else "%s (%d/%d ok)" % (fmt_ratio(gm), len(ok), len(table_wls)) if gm else "-")
+            row.append("1" if n == "glibc" else "%s (%d/%d ok)" % (fmt_ratio(gm), len(ok), len(rows_wls)) if gm else "-")
         L.append("| **geomean** | %s |" % " | ".join("**%s**" % x for x in row))
         L.append("")
     L.append("`n/s`: not sampled (the run ended before the first /proc sample). "
              "VmPTE and maps are sampled every 1-10 ms and summed over the process tree.\n")
     S = ["## Summary\n",
          "Geomeans of the ratios to glibc over the workloads each allocator completed (details below).\n",
-         "| allocator | completed | wall time | peak RSS | footprint | page tables | mappings | ns per malloc+free (64 B) |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| allocator | completed | wall time | work time (ours) | peak RSS | footprint | page tables | mappings | ns per malloc+free (64 B) |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         if byname[n].get("missing"):
-            S.append("| %s | %s | | | | | | |" % (n, byname[n]["missing"]))
+            S.append("| %s | %s | | | | | | | |" % (n, byname[n]["missing"]))
             continue
         okn = sum(1 for w in table_wls if not cells[(w["name"], n)].get("fail"))
         v = pair.get(n, {}).get(64)
         S.append("| %s | %d/%d | %s |" % (n, okn, len(table_wls), " | ".join(
-            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "rss_kb", "foot_kb", "pte_kb", "maps")]
+            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "work", "rss_kb", "foot_kb", "pte_kb", "maps")]
             + ["%.1f" % v if v is not None else "-"])))
     S.append("")
     L[L.index("@@SUMMARY@@")] = "\n".join(S)
@@ -976,11 +979,14 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         vals = [maps_per_live(x.get("stdout", "")) for x in rr]
         vals = [v for v in vals if v is not None]
         crashed = any(x["status"] != "ok" for x in rr)
+        st = stats.get(("longlived", n), {}).get("stderr", "")
+        m = re.search(r"mappings_per_live_object = ([\d.]+)", st)
+        own = "; Dangless's own count at the peak (alias mappings live / live objects): %s" % m.group(1) if m else ""
         if vals:
             v = med(vals)
-            L.append("| at most one mapping per 16 live objects (longlived: maps above the start / live objects, worst point%s) | %s | %.4f per object (1 per %.1f) | 0.0625 | %s |"
+            L.append("| at most one mapping per 16 live objects (longlived: maps above the start / live objects, worst point%s) | %s | %.4f per object (1 per %.1f)%s | 0.0625 | %s |"
                      % ("; runs that died count up to their death" if crashed else "", byname[n]["mode"], v,
-                        1 / v if v > 0 else float("inf"), verdict(v, 1 / 16)))
+                        1 / v if v > 0 else float("inf"), own, verdict(v, 1 / 16)))
         else:
             L.append("| at most one mapping per 16 live objects (longlived) | %s | %s | 0.0625 | n/a |"
                      % (byname[n]["mode"], byname[n].get("missing") or "no data"))

@@ -33,6 +33,7 @@ static void drop(struct node *n)
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	double s = argc > 1 ? atof(argv[1]) : 1.0;
 	if (s <= 0)
 		s = 1.0;
@@ -55,5 +56,6 @@ int main(int argc, char **argv)
 	}
 	printf("long lived depth %d check %ld\n", maxd, check(longlived));
 	drop(longlived);
+	work_end();
 	return 0;
 }

@@ -7,6 +7,7 @@
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	long ops = scaled(argc, argv, 400000, 2000);
 	rng_t r = rng_seed(1);
 	char *slot[SLOTS] = { 0 };
@@ -40,5 +41,6 @@ int main(int argc, char **argv)
 	for (int i = 0; i < SLOTS; i++)
 		free(slot[i]);
 	printf("churn ops=%ld sum=%llu\n", done, (unsigned long long)sum);
+	work_end();
 	return 0;
 }

@@ -65,6 +65,17 @@ static inline void *xrealloc(void *q, size_t n)
 	return p;
 }
 
+/* The work itself, timed inside the program (process start and exit left
+ * out): work_begin() first thing in main, work_end() before returning;
+ * prints "work_ns <ns>" for the harness. */
+static double work_t0;
+static inline void work_begin(void) { work_t0 = now_ns(); }
+static inline void work_end(void)
+{
+	printf("work_ns %.0f\n", now_ns() - work_t0);
+	fflush(stdout);
+}
+
 /* mostly small sizes, a few larger ones, as in cfrac/espresso traces */
 static inline size_t small_size(rng_t *r)
 {

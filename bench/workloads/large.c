@@ -7,6 +7,7 @@
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	long ops = scaled(argc, argv, 400, 20);
 	rng_t r = rng_seed(4);
 	char *live[WINDOW] = { 0 };
@@ -32,5 +33,6 @@ int main(int argc, char **argv)
 		free(live[w]);
 	printf("large ops=%ld MiB=%llu sum=%llu\n", ops, (unsigned long long)(bytes >> 20),
 	       (unsigned long long)sum);
+	work_end();
 	return 0;
 }

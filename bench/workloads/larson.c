@@ -37,6 +37,7 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	long ops = scaled(argc, argv, 400000, 4000);
 	rounds = 20;
 	per_round = ops / (NTHREADS * rounds);
@@ -62,5 +63,6 @@ int main(int argc, char **argv)
 	}
 	printf("larson threads=%d ops=%ld sum=%llu\n", NTHREADS,
 	       per_round * NTHREADS * rounds, (unsigned long long)sum);
+	work_end();
 	return 0;
 }

@@ -21,6 +21,7 @@ static long count_maps(void)
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	long live = scaled(argc, argv, 1000000, 10000) / 10 * 10;
 	long turnover = live / 2;
 	rng_t r = rng_seed(5);
@@ -67,5 +68,6 @@ int main(int argc, char **argv)
 	free(obj);
 	printf("longlived live=%ld turnover=%ld sum=%llu\n", live, turnover,
 	       (unsigned long long)sum);
+	work_end();
 	return 0;
 }

@@ -10,6 +10,7 @@ struct buf { char *p; size_t len, cap, limit; int exact; };
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	long appends = scaled(argc, argv, 300000, 2000);
 	rng_t r = rng_seed(3);
 	static struct buf b[NBUF];
@@ -41,5 +42,6 @@ int main(int argc, char **argv)
 		free(b[i].p);
 	printf("realloc appends=%ld reallocs=%llu sum=%llu\n", appends,
 	       (unsigned long long)reallocs, (unsigned long long)sum);
+	work_end();
 	return 0;
 }

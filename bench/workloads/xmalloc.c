@@ -82,6 +82,7 @@ static void *consumer(void *arg)
 
 int main(int argc, char **argv)
 {
+	work_begin();
 	long objs = scaled(argc, argv, 400000, 4 * BATCH * PRODUCERS);
 	batches_each = objs / (BATCH * PRODUCERS);
 	pthread_t p[PRODUCERS], c[CONSUMERS];
@@ -103,5 +104,6 @@ int main(int argc, char **argv)
 	if (bad)
 		fprintf(stderr, "xmalloc: %llu objects changed between malloc and free\n",
 			(unsigned long long)bad);
+	work_end();
 	return total == (uint64_t)batches_each * BATCH * PRODUCERS && !bad ? 0 : 1;
 }
