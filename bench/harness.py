@@ -308,7 +308,12 @@ def run_process(argv, env, timeout, stdin=None):
                 pass
         timer = threading.Timer(timeout, kill)
         timer.start()
-        p.wait()
+        try:
+            p.wait()
+        except BaseException:  # ^C: take the workload down with us
+            kill()
+            timer.cancel()
+            raise
         wall = time.monotonic() - t0
         timer.cancel()
         s.stop.set()
@@ -404,6 +409,17 @@ def run_redis(spec, env, timeout, workdir):
                               "--dir", workdir, "--protected-mode", "yes"],
                              env=spawn_env(env), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                              start_new_session=True)
+    try:
+        return _run_redis(p, port, rep, srv_out, spec, timeout)
+    except BaseException:  # ^C: never leave a redis-server behind
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        raise
+
+
+def _run_redis(p, port, rep, srv_out, spec, timeout):
     s = Sampler(p.pid, skip_root=True)
     s.start()
     deadline = time.monotonic() + 15
@@ -554,6 +570,10 @@ def main():
     if args.from_raw:
         return report_from_raw(args)
 
+    # ^C or a SIGTERM (e.g. from a timeout around make) unwinds through the
+    # runners, which then kill what they started
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     quick = args.quick or os.environ.get("BENCH_QUICK") in ("1", "yes")
     runs = args.runs or (2 if quick else 3)
     scale = args.scale or (0.2 if quick else 1.0)
