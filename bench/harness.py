@@ -1078,7 +1078,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
     L.append("Harness: `/usr/bin/python3 bench/harness.py --build build%s` (via `make bench%s`).  "
              "Allocator environments are in the Allocators table above.\n"
              % (" --quick" if quick else "", " QUICK=1" if quick else ""))
-    L.append("Plot: [wall-time ratio to glibc](wall-ratio.svg).\n")
+    L.append("Plots: [wall-time ratio to glibc](wall-ratio.svg), "
+             "[ns per malloc+free by size, with the floor](pair.svg).\n")
 
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(L))
@@ -1095,7 +1096,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             print(line, file=sys.stderr)
     print("\n".join(S), file=sys.stderr)
     svg_plot(os.path.join(args.out, "wall-ratio.svg"), table_wls, names, cells, ratio, quick, geo)
-    print("bench: wrote %s/results.md, raw.json, wall-ratio.svg" % os.path.relpath(args.out), file=sys.stderr)
+    svg_pair(os.path.join(args.out, "pair.svg"), names, pair, fl, quick)
+    print("bench: wrote %s/results.md, raw.json, wall-ratio.svg, pair.svg" % os.path.relpath(args.out), file=sys.stderr)
 
 
 def svg_plot(path, wls, names, cells, ratio, quick, geo):
@@ -1146,6 +1148,76 @@ def svg_plot(path, wls, names, cells, ratio, quick, geo):
         ly = H - bottom + 45 + (j // 4) * 18
         o.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>'
                  % (lx, ly - 10, colors[j % len(colors)], lx + 16, ly, n))
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def svg_pair(path, names, pair, fl, quick):
+    """ns per malloc+free pair against size, log-log, one line per
+    allocator, with the floor's per-page costs as horizontal lines."""
+    colors = {"glibc": "#333333", "jemalloc": "#4e79a7", "mimalloc": "#59a14f", "efence": "#e15759"}
+    dcols = ["#f28e2b", "#b07aa1", "#9c755f", "#76b7b2", "#edc948"]
+    W, H, left, right, top, bottom = 900, 480, 70, 230, 40, 50
+    sizes = sorted(set().union(*[set(p) for p in pair.values()])) if pair else []
+    if not sizes:
+        return
+    vals = [v for p in pair.values() for v in p.values() if v]
+    ylo = math.floor(math.log10(max(1, min(vals))))
+    yhi = math.ceil(math.log10(max(vals)))
+    xlo, xhi = math.log2(sizes[0]), math.log2(sizes[-1])
+    pw, ph = W - left - right, H - top - bottom
+
+    def X(sz):
+        return left + pw * (math.log2(sz) - xlo) / max(1, xhi - xlo)
+
+    def Y(v):
+        return top + ph * (yhi - math.log10(v)) / max(1, yhi - ylo)
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<text x="%d" y="20" font-size="14">ns per malloc+free (first and last byte written), by size; %s mode</text>'
+         % (left, "quick" if quick else "full")]
+    for e in range(ylo, yhi + 1):
+        o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, W - right, Y(10 ** e), Y(10 ** e)))
+        o.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 4, Y(10 ** e) + 4,
+                                                                       "%d ns" % 10 ** e if e < 3 else "%d us" % 10 ** (e - 3) if e < 6 else "%d ms" % 10 ** (e - 6)))
+    for sz in sizes:
+        lab = "%d" % sz if sz < 1024 else "%dK" % (sz // 1024) if sz < 1 << 20 else "%dM" % (sz >> 20)
+        o.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (X(sz), H - bottom + 16, lab))
+    o.append('<text x="%d" y="%d" text-anchor="middle">bytes</text>' % (left + pw // 2, H - 10))
+    bm = fl.get("bulk_map_populate_ns_per_page") or 0
+    br = fl.get("bulk_revoke_mprotect_ns_per_page") or 0
+    sr = fl.get("single_revoke_mprotect_ns") or 0
+    # the floor per object grows with the pages it spans (first and last
+    # byte written: every page of it is mapped)
+    floors = [("strict floor: pages x bulk map + one single-page revoke", lambda pg: pg * bm + sr),
+              ("batch floor: pages x (bulk map + bulk revoke)", lambda pg: pg * (bm + br))]
+    for lab, f in floors:
+        if bm <= 0:
+            break
+        pts = []
+        for sz in sizes:
+            v = f(max(1, -(-sz // 4096)))
+            if v > 0:
+                pts.append((X(sz), Y(min(max(v, 10 ** ylo), 10 ** yhi))))
+        o.append('<polyline fill="none" stroke="#999" stroke-dasharray="6,4" points="%s"/>'
+                 % " ".join("%.1f,%.1f" % p for p in pts))
+        o.append('<text x="%d" y="%.1f" fill="#666">%s (%.0f ns at 1 page)</text>' % (left + 6, pts[0][1] - 4, lab, f(1)))
+    k = 0
+    ly = top + 10
+    for n in names:
+        p = pair.get(n, {})
+        if not p:
+            continue
+        col = colors.get(n)
+        if not col:
+            col = dcols[k % len(dcols)]
+            k += 1
+        pts = " ".join("%.1f,%.1f" % (X(sz), Y(p[sz])) for sz in sizes if p.get(sz))
+        o.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (col, pts))
+        o.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d">%s</text>'
+                 % (W - right + 6, W - right + 26, ly, ly, col, W - right + 30, ly + 4, n))
+        ly += 16
     o.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(o) + "\n")
