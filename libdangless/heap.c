@@ -292,7 +292,7 @@ static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	const struct dl_class *c = &_dl_classes[cls];
 	struct dl_class_state *cs = &dl_cs[cls];
 	struct dl_run *run = ch->run;
-	bool discard = false, retire = false;
+	bool retire = false;
 
 	_dl_lock(&cs->lock);
 	run->row_used[ch->row] &= ~cols;
@@ -301,7 +301,11 @@ static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	cs->slots_carved -= n;
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
-	discard = run->nfree == c->rows * c->cols && run != cs->last_run;
+	/* Under the lock: once it is dropped the run may be carved again and
+	 * written, and a late discard would zero the new objects. */
+	if (run->nfree == c->rows * c->cols && run != cs->last_run)
+		_dl_be->canon_discard((void *)run->canon,
+				      (size_t)c->run_pages * DL_PAGE);
 	if (atomic_fetch_sub(&ch->pending, n) == n) {
 		ch->run = NULL;
 		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
@@ -309,11 +313,6 @@ static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	}
 	_dl_unlock(&cs->lock);
 
-	/* A racing malloc may carve the run meanwhile: it then gets zero
-	 * pages, which is all a fresh slot promises. */
-	if (discard)
-		_dl_be->canon_discard((void *)run->canon,
-				      (size_t)c->run_pages * DL_PAGE);
 	if (retire)
 		_dl_segment_retire(seg);
 }
