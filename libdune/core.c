@@ -758,7 +758,13 @@ static int handle_syscall(struct dune_vcpu *v)
 	case SYS_exit:
 		if (v->vfork_child) /* the parent frees its resources */
 			dune_sys1(SYS_exit, a0);
-		/* this thread only: drop its vCPU's mapping and host stack */
+		/* this thread only: drop its vCPU's mapping and host stack,
+		 * with signals blocked as glibc does on the way out */
+		{
+			uint64_t all = ~0ULL;
+			dune_sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, 0, 8, 0, 0);
+		}
+		dune_signals_set_self(NULL);
 		if (v->run)
 			dune_sys2(SYS_munmap, v->run, v->run_size);
 		close_dune_fd(v->fd);
@@ -968,15 +974,9 @@ static int vm_setup(int map_full)
 	dune_vm.run_size = ioctl(dune_vm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	int slots = ioctl(dune_vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
 	dune_vm.max_slots = slots > 0 ? slots : 32;
-	dune_vm.have_tsc_ctrl = 0;
-	{
-		struct kvm_device_attr a = {.group = KVM_VCPU_TSC_CTRL,
-					    .attr = KVM_VCPU_TSC_OFFSET};
-		(void)a;
-		dune_vm.have_tsc_ctrl =
-			ioctl(dune_vm.vm_fd, KVM_CHECK_EXTENSION,
-			      KVM_CAP_VCPU_ATTRIBUTES) > 0;
-	}
+	/* KVM_VCPU_TSC_OFFSET (vCPU attribute, Linux 5.16+) */
+	dune_vm.have_tsc_ctrl = ioctl(dune_vm.vm_fd, KVM_CHECK_EXTENSION,
+				      KVM_CAP_VCPU_ATTRIBUTES) > 0;
 	int r = setup_cpuid();
 	if (r)
 		return r;

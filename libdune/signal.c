@@ -57,6 +57,21 @@ void dune_signals_set_self(struct dune_vcpu *v)
 static void host_handler(int sig, siginfo_t *info, void *uc)
 {
 	struct dune_vcpu *v = dune_host_self;
+	if (v && info->si_code > 0 &&
+	    (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE)) {
+		/* A fault of libdune's host side on this thread (the guest's
+		 * own faults never arrive as host signals), e.g. a system call
+		 * frame or signal frame at a bad address.  Returning would
+		 * fault again forever: end the process as the kernel would. */
+		static const char m[] = "dune: fault in libdune's host side "
+					"(bad frame or stack in the guest?)\n";
+		struct ksigaction dfl = {0, 0, 0, 0};
+		uint64_t bit = sigbit(sig);
+		dune_sys3(SYS_write, 2, m, sizeof(m) - 1);
+		dune_sys6(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0, 0);
+		dune_sys6(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&bit, 0, 8, 0, 0);
+		return; /* the fault repeats with the default action */
+	}
 	if (!v) {
 		/* a thread still on the host: the program's handler, now */
 		struct ksigaction *a = &prog_act[sig];
