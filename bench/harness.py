@@ -585,9 +585,12 @@ def main():
 
     if not args.no_install:
         say("tools/install-deps --bench")
-        r = subprocess.run([os.path.join(ROOT, "tools/install-deps"), "--bench"])
-        if r.returncode != 0:
-            say("install-deps failed (exit %d): running with what is installed" % r.returncode)
+        try:
+            rc = subprocess.run([os.path.join(ROOT, "tools/install-deps"), "--bench"]).returncode
+        except OSError as e:
+            rc = str(e)
+        if rc != 0:
+            say("install-deps failed (%s): running with what is installed" % rc)
 
     allocs = allocators(build)
     global DANGLESS_INFO
