@@ -729,7 +729,9 @@ void *_dl_large_alloc(size_t req, size_t align)
 	o->free_stack = 0;
 	atomic_store(&o->state, DL_LARGE_LIVE);
 	seg->bump = alias + len;
-	seg->used++; /* publishes o to lookups: fields are set */
+	/* publishes o to lock-free lookups: its fields first */
+	atomic_thread_fence(memory_order_release);
+	seg->used++;
 	if (seg->used == seg->cap)
 		seg->closed = true;
 	_dl_unlock(&dl_large_state.lock);
