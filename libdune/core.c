@@ -423,23 +423,80 @@ static int vcpu_sregs(struct dune_vcpu *v, uint64_t fs_base)
 	return 0;
 }
 
+/* vCPUs of exited threads, for reuse: KVM frees a vCPU only with its VM,
+ * and a VM has at most KVM_MAX_VCPUS of them. */
+#define DUNE_SPARE_MAX 4096
+static struct {
+	int fd, id;
+	struct kvm_run *run;
+} dune_spare[DUNE_SPARE_MAX];
+static int dune_nspare;
+static volatile int dune_spare_lock;
+
+static void spare_lock(void)
+{
+	while (__atomic_exchange_n(&dune_spare_lock, 1, __ATOMIC_ACQUIRE))
+		__builtin_ia32_pause();
+}
+
+static void spare_unlock(void)
+{
+	__atomic_store_n(&dune_spare_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* Keeps an exiting thread's vCPU; 0, or -1 if there is no room. */
+static int spare_put(struct dune_vcpu *v)
+{
+	int ok = -1;
+	spare_lock();
+	if (dune_nspare < DUNE_SPARE_MAX) {
+		dune_spare[dune_nspare].fd = v->fd;
+		dune_spare[dune_nspare].id = v->id;
+		dune_spare[dune_nspare].run = v->run;
+		dune_nspare++;
+		ok = 0;
+	}
+	spare_unlock();
+	return ok;
+}
+
+static int spare_get(struct dune_vcpu *v)
+{
+	int ok = -1;
+	spare_lock();
+	if (dune_nspare > 0) {
+		dune_nspare--;
+		v->fd = dune_spare[dune_nspare].fd;
+		v->id = dune_spare[dune_nspare].id;
+		v->run = dune_spare[dune_nspare].run;
+		v->run_size = dune_vm.run_size;
+		ok = 0;
+	}
+	spare_unlock();
+	return ok;
+}
+
 static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 {
-	int id = __atomic_fetch_add(&dune_vm.next_vcpu_id, 1, __ATOMIC_RELAXED);
-	v->id = id;
-	v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, id);
-	if (v->fd < 0)
-		return -errno;
-	v->fd = hide_fd(v->fd);
-	v->run_size = dune_vm.run_size;
-	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      v->fd, 0);
-	if (v->run == MAP_FAILED) {
-		v->run = NULL;
-		return -errno;
+	if (vm_fd != dune_vm.vm_fd || spare_get(v) != 0) {
+		int id = __atomic_fetch_add(&dune_vm.next_vcpu_id, 1,
+					    __ATOMIC_RELAXED);
+		v->id = id;
+		v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, id);
+		if (v->fd < 0)
+			return -errno;
+		v->fd = hide_fd(v->fd);
+		v->run_size = dune_vm.run_size;
+		v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE,
+			      MAP_SHARED, v->fd, 0);
+		if (v->run == MAP_FAILED) {
+			v->run = NULL;
+			return -errno;
+		}
+		if (ioctl(v->fd, KVM_SET_CPUID2, dune_vm.cpuid) < 0)
+			return -errno;
+		dune_stat_vcpus++;
 	}
-	if (ioctl(v->fd, KVM_SET_CPUID2, dune_vm.cpuid) < 0)
-		return -errno;
 	int r = vcpu_sregs(v, fs_base);
 	if (r)
 		return r;
@@ -482,7 +539,6 @@ static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 	x.xcrs[0].value = dune_vm.xcr0;
 	if (ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
 		return -errno;
-	dune_stat_vcpus++;
 	return 0;
 }
 
@@ -705,6 +761,8 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 		}
 	}
 	dune_vm.next_slot = slot;
+	dune_nspare = 0; /* the parent's */
+	dune_spare_lock = 0;
 	if (v->run)
 		munmap(v->run, v->run_size);
 	close_dune_fd(v->fd);
@@ -765,11 +823,20 @@ static int handle_syscall(struct dune_vcpu *v)
 			dune_sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, 0, 8, 0, 0);
 		}
 		dune_signals_set_self(NULL);
-		if (v->run)
+		/* finish the `out` of this call, then keep the vCPU for the next
+		 * thread */
+		dune_vcpu_complete_io(v);
+		if (spare_put(v) != 0) {
 			dune_sys2(SYS_munmap, v->run, v->run_size);
-		close_dune_fd(v->fd);
+			close_dune_fd(v->fd);
+		}
 		dune_sys2(SYS_munmap, v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
-		dune_unmap_and_exit(v->host_stack, v->host_stack_size, (int)a0);
+		{
+			void *stack = v->host_stack;
+			size_t size = v->host_stack_size;
+			dune_sys2(SYS_munmap, v, sizeof(*v));
+			dune_unmap_and_exit(stack, size, (int)a0);
+		}
 	case SYS_exit_group:
 		dune_sys1(SYS_exit_group, a0);
 		__builtin_unreachable();
