@@ -707,8 +707,14 @@ static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
 	if (!(flags & CLONE_SETTLS))
 		dune_signals_set_self(v);
 	if (ret >= 0 && nv->vfork_child) {
-		/* it has exec'd or exited: its vCPU's resources are ours, and we
-		 * return to the program straight from the saved context */
+		/* it has exec'd or exited: its vCPU's resources are ours (the
+		 * vCPU itself goes to the spares), and we return to the program
+		 * straight from the saved context */
+		dune_vcpu_complete_io(nv);
+		if (spare_put(nv) == 0) {
+			nv->run = NULL;
+			nv->fd = -1;
+		}
 		vcpu_free(nv);
 		dune_vcpu_complete_io(v);
 		regs_from_tf(&r, &saved);

@@ -371,9 +371,13 @@ struct thr {
 	pid_t tid;
 };
 
+static pthread_barrier_t thr_barrier;
+
 static void *thread_fn(void *arg)
 {
 	struct thr *t = arg;
+	/* all four alive at once, so none can inherit another's vCPU */
+	pthread_barrier_wait(&thr_barrier);
 	t->in_guest = dune_in_guest();
 	__asm__ volatile("mov %%gs:0, %0" : "=r"(t->vcpu));
 	for (int i = 0; i < 100000; i++)
@@ -391,6 +395,7 @@ TEST(pthreads_each_on_own_vcpu)
 	pthread_t th[4];
 	struct thr t[4];
 	memset(t, 0, sizeof(t));
+	ASSERT_EQ(0, pthread_barrier_init(&thr_barrier, NULL, 4));
 	for (int i = 0; i < 4; i++)
 		ASSERT_EQ(0, pthread_create(&th[i], NULL, thread_fn, &t[i]));
 	for (int i = 0; i < 4; i++) {
