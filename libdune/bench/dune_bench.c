@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
 
 static double now(void)
 {
@@ -26,6 +27,30 @@ static double null_syscall(long n)
 	double t = now();
 	for (long i = 0; i < n; i++)
 		syscall(SYS_getppid);
+	return (now() - t) / n;
+}
+
+static double clock_loop(long n)
+{
+	struct timespec ts;
+	double t = now();
+	for (long i = 0; i < n; i++)
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (now() - t) / n;
+}
+
+static volatile long usr1;
+static void on_usr1(int s)
+{
+	(void)s;
+	usr1++;
+}
+
+static double signal_loop(long n)
+{
+	double t = now();
+	for (long i = 0; i < n; i++)
+		raise(SIGUSR1);
 	return (now() - t) / n;
 }
 
@@ -45,6 +70,9 @@ int main(int argc, char **argv)
 	long n = argc > 1 ? atol(argv[1]) : 20000;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	double host = null_syscall(n * 5);
+	double host_clock = clock_loop(n * 5);
+	signal(SIGUSR1, on_usr1);
+	double host_sig = signal_loop(n);
 	char *m = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	memset(m, 'A', 4096);
@@ -56,6 +84,14 @@ int main(int argc, char **argv)
 	double guest = null_syscall(n);
 	printf("null syscall (getppid): host %.0f ns, guest %.0f ns (x%.1f)\n",
 	       host, guest, guest / host);
+
+	double guest_clock = clock_loop(n * 5);
+	printf("clock_gettime (vDSO): host %.0f ns, guest %.0f ns\n", host_clock,
+	       guest_clock);
+	double guest_sig = signal_loop(n / 4);
+	printf("raise(SIGUSR1) to a handler and back: host %.0f ns, guest %.0f ns "
+	       "(%ld handled)\n",
+	       host_sig, guest_sig, usr1);
 
 	ptent_t *pte;
 	char *va = m + 2 * 4096;
