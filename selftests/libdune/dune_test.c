@@ -1037,4 +1037,52 @@ TEST(fpu_state_survives_signal_handlers)
 	EXPECT_TRUE(want == got);
 }
 
+static volatile int defer_alarms_inside = -1;
+static ptent_t *defer_pte;
+static void on_alarm_defer(int s)
+{
+	(void)s;
+	alarms++;
+}
+
+static void slow_pf_handler(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	(void)addr;
+	(void)fec;
+	(void)tf;
+	/* spin until a timer signal must have come (~200 ms) */
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) <
+	       200000000L);
+	defer_alarms_inside = alarms;
+	*defer_pte |= PTE_P;
+	dune_flush_tlb_one((void *)addr);
+}
+
+TEST(signal_during_fault_handler_waits_for_it)
+{
+	enter();
+	char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	ASSERT_EQ(0, dune_vm_lookup(pgroot, m, 1, &defer_pte));
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm_defer;
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	dune_register_pgflt_handler(slow_pf_handler);
+	*defer_pte &= ~PTE_P;
+	dune_flush_tlb_one(m);
+	alarms = 0;
+	struct itimerval it = {{0, 0}, {0, 20000}};
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	*(volatile char *)m = 1; /* the handler spins through the alarm */
+	int after = alarms;
+	EXPECT_EQ(0, defer_alarms_inside); /* not inside libdune's code */
+	EXPECT_EQ(1, after);               /* but right after it */
+}
+
 TEST_HARNESS_MAIN
