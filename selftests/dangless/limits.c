@@ -12,6 +12,7 @@
  */
 #include "st-common.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #define ST_MMC "/proc/sys/vm/max_map_count"
@@ -44,11 +45,22 @@ struct st_lowered {
 	long saved;
 	int pipe_w;
 	pid_t guardian;
+	int lock_fd;
 };
 
-/* Lowers vm.max_map_count to v, with a guardian to put it back. */
+/*
+ * Lowers vm.max_map_count to v (0: leaves it), with a guardian to put it
+ * back.  Two runs
+ * at once would each save the other's lowered value: a lock on a file in
+ * /tmp (held by the test and by its guardian) makes them take turns.
+ */
 static bool st_lower_mmc(struct st_lowered *l, long v)
 {
+	l->lock_fd = open("/tmp/dangless-selftests-max_map_count.lock",
+			  O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (l->lock_fd >= 0)
+		while (flock(l->lock_fd, LOCK_EX) < 0 && errno == EINTR)
+			;
 	l->saved = st_get_mmc();
 	if (l->saved <= 0)
 		return false;
@@ -69,14 +81,21 @@ static bool st_lower_mmc(struct st_lowered *l, long v)
 	}
 	close(p[0]);
 	l->pipe_w = p[1];
-	return st_set_mmc(v);
+	return v > 0 ? st_set_mmc(v) : true; /* 0: just hold the lock */
 }
 
-static void st_restore_mmc(struct st_lowered *l)
+/* Puts the saved value back; returns what the setting reads afterwards. */
+static long st_restore_mmc(struct st_lowered *l)
 {
 	st_set_mmc(l->saved);
-	close(l->pipe_w);
-	waitpid(l->guardian, NULL, 0);
+	long now = st_get_mmc();
+	if (l->pipe_w >= 0)
+		close(l->pipe_w);
+	if (l->guardian > 0)
+		waitpid(l->guardian, NULL, 0);
+	if (l->lock_fd >= 0)
+		close(l->lock_fd); /* the guardian has gone: the lock is free */
+	return now;
 }
 
 /* false: st-scenario (libdangless.a); true: st-scenario-plain preloaded */
@@ -92,21 +111,19 @@ static void st_maps_run(const char *opts, long limit, const char *size,
 	const char *const argv[] = {
 		st_selftest_prog(st_preload ? "st-scenario-plain" : "st-scenario"),
 		"maps", size, count, NULL};
-	struct st_lowered l = {0, -1, -1};
-	if (limit > 0) {
-		if (getuid() != 0 || access(ST_MMC, W_OK) != 0)
-			SKIP(return, "needs root to change " ST_MMC);
-		if (!st_lower_mmc(&l, limit)) {
-			st_restore_mmc(&l);
-			TH_LOG("cannot lower " ST_MMC);
-			th_fail(true);
-		}
+	struct st_lowered l = {0, -1, -1, -1};
+	bool can = getuid() == 0 && access(ST_MMC, W_OK) == 0;
+	if (limit > 0 && !can)
+		SKIP(return, "needs root to change " ST_MMC);
+	/* even unlowered, take the lock: no other run lowers it meanwhile */
+	if (can && !st_lower_mmc(&l, limit)) {
+		st_restore_mmc(&l);
+		TH_LOG("cannot lower " ST_MMC);
+		th_fail(true);
 	}
 	th_exec(argv, envv, NULL, 60, res);
-	if (limit > 0) {
-		st_restore_mmc(&l);
-		ASSERT_EQ(l.saved, st_get_mmc());
-	}
+	if (can)
+		ASSERT_EQ(l.saved, st_restore_mmc(&l));
 	if (res->timed_out ||
 	    (WIFEXITED(res->status) && WEXITSTATUS(res->status))) {
 		TH_LOG("st-scenario maps %s %s (%s, %s), stdout:", size, count,
