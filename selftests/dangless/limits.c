@@ -50,9 +50,9 @@ struct st_lowered {
 
 /*
  * Lowers vm.max_map_count to v (0: leaves it), with a guardian to put it
- * back.  Two runs
- * at once would each save the other's lowered value: a lock on a file in
- * /tmp (held by the test and by its guardian) makes them take turns.
+ * back.  Two runs at once would each save the other's lowered value: a lock
+ * on a file in /tmp (held by the test and by its guardian) makes them take
+ * turns.
  */
 static bool st_lower_mmc(struct st_lowered *l, long v)
 {
