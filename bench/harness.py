@@ -177,6 +177,7 @@ class Sampler(threading.Thread):
         self.shm = None
         self.foot = None
         self.hwm = 0
+        self.mmc_min = None  # lowest vm.max_map_count seen while it ran
         self.samples = 0
 
     def sample(self):
@@ -221,6 +222,9 @@ class Sampler(threading.Thread):
                 maps += n
             except OSError:
                 pass
+        mmc = read_max_map_count()
+        if mmc:
+            self.mmc_min = min(self.mmc_min or mmc, mmc)
         if not seen:
             return
         self.pte = max(self.pte or 0, pte)
@@ -336,11 +340,12 @@ def run_process(argv, env, timeout, stdin=None):
         rss = s.hwm
         st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
     m = re.search(r"^work_ns (\d+)", so, re.M)
-    return dict(status=st, wall=wall, work=int(m.group(1)) / 1e9 if m else None, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
+    return dict(status=st, wall=wall, work=int(m.group(1)) / 1e9 if m else None, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min,
                 samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
 
 
 DANGLESS_INFO = ""
+MMC0 = None
 
 
 def snapshot_dangless(build, allocs):
@@ -378,6 +383,16 @@ def read_max_map_count():
             return int(f.read())
     except (OSError, ValueError):
         return None
+
+
+def disturbed(x, mmc0):
+    """why a run does not count, if vm.max_map_count was not mmc0 while it ran"""
+    m = re.search(r"vm\.max_map_count is (\d+)", x.get("stderr", ""))
+    if m and int(m.group(1)) != mmc0:
+        return "vm.max_map_count was %s, not %s" % (m.group(1), mmc0)
+    if x.get("mmc_min") and x["mmc_min"] != mmc0:
+        return "vm.max_map_count was %s, not %s" % (x["mmc_min"], mmc0)
+    return None
 
 
 def maps_per_live(stdout):
@@ -487,7 +502,7 @@ def _run_redis(p, port, rep, srv_out, spec, timeout):
         res["status"] = "server did not start" if rc is None or rc == 0 else "server exit %d" % rc
     if res["status"] != "ok":
         res["note"] = stderr_note(log)
-    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, samples=s.samples, stderr=log)
+    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min, samples=s.samples, stderr=log)
     return res
 
 
@@ -533,6 +548,8 @@ def machine_info():
         mem = int(f.readline().split()[1]) // 1024
     with open("/proc/sys/vm/max_map_count") as f:
         mmc = f.read().strip()
+    if MMC0:  # the value at the start of the run, not whatever it is now
+        mmc = str(MMC0)
     osr = "?"
     try:
         with open("/etc/os-release") as f:
@@ -622,6 +639,8 @@ def main():
         % ("quick" if quick else "full", scale, runs, len(todo), len(active), total, timeout))
 
     workdir = tempfile.mkdtemp(prefix="dangless-bench-")
+    global MMC0
+    mmc0 = MMC0 = read_max_map_count()
     base_env = {k: v for k, v in os.environ.items()
                 if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS", "EF_PROTECT_FREE", "PYTHONMALLOC")}
     res = {}   # (workload, alloc) -> list of run dicts
@@ -657,10 +676,22 @@ def main():
                     # a timeout is not retried: it would only burn the timeout again
                     x = dict(prev[0], note="not rerun after a timeout", stdout="", stderr="")
                     x["status"] = "timeout"
-                elif "redis" in w:
-                    x = run_redis(w["redis"], env, timeout, workdir)
                 else:
-                    x = run_process(w["argv"], env, timeout, w.get("stdin"))
+                    for attempt in range(3):
+                        if "redis" in w:
+                            x = run_redis(w["redis"], env, timeout, workdir)
+                        else:
+                            x = run_process(w["argv"], env, timeout, w.get("stdin"))
+                        d = disturbed(x, mmc0)
+                        if not d:
+                            break
+                        # someone else on the machine lowered the global limit
+                        # while this ran (a map-limit test): not our result
+                        say("run %s/%s disturbed (%s), again" % (w["name"], a["name"], d))
+                        time.sleep(2)
+                    if d:
+                        x["status"] = "disturbed"
+                        x["note"] = d
                 x["max_map_count"] = read_max_map_count()
                 res.setdefault((w["name"], a["name"]), []).append(x)
                 done += 1
@@ -771,6 +802,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             return dict(fail=byname[aname]["missing"])
         if not runs_:
             return dict(fail="not run")
+        if all(x["status"] == "disturbed" for x in runs_):
+            return dict(fail="disturbed", n=len(runs_), fails=len(runs_), maps=0)
+        runs_ = [x for x in runs_ if x["status"] != "disturbed"]
         ok = [x for x in runs_ if x["status"] == "ok"]
         fails = [x["status"] for x in runs_ if x["status"] != "ok"]
         if not ok:
@@ -783,6 +817,17 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         c["foot_pte_kb"] = med([x["foot_kb"] + (x["pte_kb"] or 0) for x in ok if x.get("foot_kb") is not None])
         return c
 
+    # runs that met a limit lowered by someone else do not count (also for
+    # raw files written before the harness retried them)
+    try:
+        mmc0 = int(mi["max_map_count"])
+    except (KeyError, ValueError, TypeError):
+        mmc0 = None
+    for rr in res.values():
+        for x in rr:
+            if mmc0 and x["status"] not in ("ok", "disturbed") and disturbed(x, mmc0):
+                x["note"] = disturbed(x, mmc0)
+                x["status"] = "disturbed"
     cells = {(w["name"], n): cell(w["name"], n) for w in wls for n in names}
     fl = {k: med([f.get(k) for f in floors]) for k in set().union(*floors)} if floors else {}
 
@@ -935,6 +980,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             row.append("1" if n == "glibc" else "%s (%d/%d ok)" % (fmt_ratio(gm), len(ok), len(rows_wls)) if gm else "-")
         L.append("| **geomean** | %s |" % " | ".join("**%s**" % x for x in row))
         L.append("")
+    L.append("`disturbed`: vm.max_map_count was lowered by someone else on the machine while it ran "
+             "(tried 3 times); such runs are left out of the medians and the targets.\n")
     L.append("`n/s`: not sampled (the run ended before the first /proc sample). "
              "VmPTE and maps are sampled every 1-10 ms and summed over the process tree.\n")
     S = ["## Summary\n",
@@ -1026,7 +1073,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         dead = []
         for w in wls:
             rr = res.get((w["name"], n), [])
-            f = [x for x in rr if x["status"] != "ok"]
+            f = [x for x in rr if x["status"] not in ("ok", "disturbed")]
             if f:
                 dead.append("%s: %s %d/%d%s" % (w["name"], f[0]["status"], len(f), len(rr),
                                                 " (maps %d)" % max(x["maps"] or 0 for x in f) if max(x["maps"] or 0 for x in f) > 30000 else ""))
