@@ -83,7 +83,13 @@ dune_syscall_entry:
 	cld
 	movq %rbx, %rdi
 	call dune_guest_syscall
+	/* The host may stop us anywhere below with a signal to deliver: the
+	 * labels tell it where the frame is (signal.c, tail_frame()). */
+	.globl dune_sc_ret, dune_sc_tail, dune_sc_popf, dune_sc_tail2, dune_sc_jmp
+	.hidden dune_sc_ret, dune_sc_tail, dune_sc_popf, dune_sc_tail2, dune_sc_jmp
+dune_sc_ret:				/* frame = rbx */
 	movq %rbx, %rsp
+dune_sc_tail:				/* frame = rsp */
 	movq TF_RAX(%rsp), %rax
 	movq TF_RDX(%rsp), %rdx
 	movq TF_RSI(%rsp), %rsi
@@ -98,10 +104,13 @@ dune_syscall_entry:
 	movq TF_R15(%rsp), %r15
 	movq TF_RBX(%rsp), %rbx
 	pushq TF_RFLAGS(%rsp)
+dune_sc_popf:				/* frame = rsp + 8 */
 	popfq
+dune_sc_tail2:				/* frame = rsp */
 	movq TF_RIP(%rsp), %rcx
 	movq TF_RFLAGS(%rsp), %r11
 	movq TF_RSP(%rsp), %rsp
+dune_sc_jmp:				/* back in the program's context */
 	jmp *%rcx
 	.size dune_syscall_entry, . - dune_syscall_entry
 
@@ -117,6 +126,9 @@ dune_trap_common:
 	cld
 	movq %rsp, %rdi
 	call dune_guest_trap
+	.globl dune_trap_ret, dune_trap_iret
+	.hidden dune_trap_ret, dune_trap_iret
+dune_trap_ret:				/* frame = rsp */
 	movq TF_RAX(%rsp), %rax
 	movq TF_RBX(%rsp), %rbx
 	movq TF_RCX(%rsp), %rcx
@@ -133,6 +145,7 @@ dune_trap_common:
 	movq TF_R14(%rsp), %r14
 	movq TF_R15(%rsp), %r15
 	addq $136, %rsp
+dune_trap_iret:				/* the CPU's frame at rsp */
 	iretq
 
 	.section .data.rel.ro, "aw"

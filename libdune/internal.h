@@ -124,6 +124,10 @@ __attribute__((noreturn)) void dune_unmap_and_exit(void *addr, size_t len,
 extern char dune_probe_code[] DUNE_HIDDEN, dune_probe_code_end[] DUNE_HIDDEN;
 
 extern char dune_entry_text_start[] DUNE_HIDDEN, dune_entry_text_end[] DUNE_HIDDEN;
+extern char dune_sc_ret[] DUNE_HIDDEN, dune_sc_tail[] DUNE_HIDDEN,
+	dune_sc_popf[] DUNE_HIDDEN, dune_sc_tail2[] DUNE_HIDDEN,
+	dune_sc_jmp[] DUNE_HIDDEN, dune_trap_ret[] DUNE_HIDDEN,
+	dune_trap_iret[] DUNE_HIDDEN;
 void dune_host_restorer(void) DUNE_HIDDEN;
 
 /* signal.c (host side) */

@@ -287,14 +287,65 @@ static void after_inject(struct dune_vcpu *v)
 		v->run->immediate_exit = 1;
 }
 
+/*
+ * Stopped on the way back from libdune's guest code to the program (after
+ * the C part returned, so its own check is past): the frame that holds the
+ * program's context, or NULL.  At the very last instruction of each path
+ * the context is in the registers already: *ctx is filled and 1 returned.
+ */
+static struct dune_tf *tail_frame(const struct kvm_regs *r, struct kvm_regs *ctx,
+				  int *in_regs)
+{
+	uint64_t rip = r->rip;
+	*in_regs = 0;
+	if (rip == (uint64_t)dune_sc_ret)
+		return (struct dune_tf *)r->rbx;
+	if ((rip >= (uint64_t)dune_sc_tail && rip < (uint64_t)dune_sc_popf) ||
+	    (rip >= (uint64_t)dune_sc_tail2 && rip < (uint64_t)dune_sc_jmp) ||
+	    (rip >= (uint64_t)dune_trap_ret && rip < (uint64_t)dune_trap_iret))
+		return (struct dune_tf *)r->rsp;
+	if (rip == (uint64_t)dune_sc_popf)
+		return (struct dune_tf *)(r->rsp + 8);
+	if (rip == (uint64_t)dune_sc_jmp) {
+		*ctx = *r;
+		ctx->rip = r->rcx;
+		*in_regs = 1;
+	} else if (rip == (uint64_t)dune_trap_iret) {
+		const uint64_t *hw = (const uint64_t *)r->rsp;
+		*ctx = *r;
+		ctx->rip = hw[0];
+		ctx->rflags = hw[2] | 2;
+		ctx->rsp = hw[3];
+		*in_regs = 1;
+	}
+	return NULL;
+}
+
 /* KVM_RUN returned EINTR: the guest is stopped between two instructions. */
 void dune_signals_at_exit(struct dune_vcpu *v)
 {
-	struct kvm_regs r;
+	struct kvm_regs r, ctx;
 	if (!v->sig_pending)
 		return;
 	if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_REGS, &r))
 		return;
+	if (v->in_kernel == 0) {
+		int in_regs;
+		struct dune_tf *tf = tail_frame(&r, &ctx, &in_regs);
+		if (tf) {
+			v->tf = tf;
+			dune_signals_at_frame(v);
+			return;
+		}
+		if (in_regs) {
+			siginfo_t info;
+			int sig = next_signal(v, &info);
+			if (sig)
+				inject(v, &ctx, sig, &info, 0, 0, 0);
+			after_inject(v);
+			return;
+		}
+	}
 	if (v->in_kernel || (r.rip >= (uint64_t)dune_entry_text_start &&
 			     r.rip < (uint64_t)dune_entry_text_end)) {
 		/* inside libdune's guest code: it leaves by DUNE_PORT_SIGNAL */

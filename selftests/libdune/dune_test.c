@@ -1085,4 +1085,55 @@ TEST(signal_during_fault_handler_waits_for_it)
 	EXPECT_EQ(1, after);               /* but right after it */
 }
 
+static volatile long storm_hits;
+static void on_storm(int s)
+{
+	(void)s;
+	volatile double x = 3;
+	for (int i = 0; i < 10; i++)
+		x = x * 1.5 - 1;
+	storm_hits++;
+}
+
+TEST(signal_storm_during_syscalls_keeps_registers)
+{
+	enter();
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_storm;
+	sa.sa_flags = SA_RESTART;
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	struct itimerval it = {{0, 500}, {0, 500}};
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	long ppid = getppid(), bad = 0, calls = 0;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		for (long i = 0; i < 50; i++, calls++) {
+			register long r12 __asm__("r12") = 0x1200 + i;
+			register long r13 __asm__("r13") = 0x1300 + i;
+			register long r14 __asm__("r14") = 0x1400 + i;
+			register long r15 __asm__("r15") = 0x1500 + i;
+			long rbx = 0xbb00 + i, rdi = 0xd100 + i, rsi = 0x5100 + i;
+			long rdx = 0xdd00 + i, rax = SYS_getppid;
+			__asm__ volatile("syscall"
+					 : "+a"(rax), "+b"(rbx), "+D"(rdi), "+S"(rsi),
+					   "+d"(rdx), "+r"(r12), "+r"(r13), "+r"(r14),
+					   "+r"(r15)
+					 :
+					 : "rcx", "r11", "memory");
+			bad += rax != ppid || rbx != 0xbb00 + i || rdi != 0xd100 + i ||
+			       rsi != 0x5100 + i || rdx != 0xdd00 + i ||
+			       r12 != 0x1200 + i || r13 != 0x1300 + i ||
+			       r14 != 0x1400 + i || r15 != 0x1500 + i;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (t.tv_sec - t0.tv_sec < 2);
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_REAL, &off, NULL);
+	TH_LOG("%ld system calls, %ld signals handled", calls, storm_hits);
+	EXPECT_EQ(0, bad);
+	EXPECT_GT(storm_hits, 10);
+}
+
 TEST_HARNESS_MAIN
