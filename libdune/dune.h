@@ -40,7 +40,9 @@ int dune_init(int map_full);
 /*
  * Moves the calling thread into guest ring 0: it continues after the call
  * with the same callee-saved registers, stack, FS base (TLS), signal mask and
- * floating-point control state, and dune_enter() returns 0 there.  On
+ * floating-point control state, and dune_enter() returns 0 there.  Its
+ * system calls are forwarded to the host, threads it creates get their own
+ * vCPUs, and the program's signal handlers run in the guest too.  On
  * failure it returns a negative errno, still on the host.  Calling it again
  * in the guest returns 0.
  */
