@@ -474,8 +474,15 @@ void _dl_quarantine_flush(void)
 	}
 	t->quarantined = 0;
 	DL_STAT_SUB(quarantined, n);
-	for (unsigned i = 0; i < n; i++)
-		dl_slots_return(q[i].seg, q[i].chunk, 1u << q[i].col);
+	/* One return (one lock round) per chunk: its entries are neighbours. */
+	for (unsigned i = 0; i < n;) {
+		uint32_t cols = 0;
+		unsigned j = i;
+		for (; j < n && q[j].chunk == q[i].chunk; j++)
+			cols |= 1u << q[j].col;
+		dl_slots_return(q[i].seg, q[i].chunk, cols);
+		i = j;
+	}
 }
 
 static void dl_format_size(struct dl_buf *b, size_t size, const char *tail)
