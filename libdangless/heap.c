@@ -221,6 +221,7 @@ static struct dl_run *dl_run_new(unsigned cls)
 	for (unsigned r = 0; r < c->rows; r++)
 		run->row_free[r] = (uint8_t)c->cols;
 	g->runs[g->used++] = run;
+	DL_STAT_ADD(canonical_bytes, run_len);
 	return run;
 }
 
@@ -677,6 +678,7 @@ static void dl_large_finish(struct dl_segment *seg, struct dl_large *o)
 	/* Releasing revokes: the range faults from here on. */
 	_dl_be->alias_release((void *)o->range, o->range_len);
 	_dl_be->canon_free((void *)o->canon, o->canon_len);
+	DL_STAT_SUB(canonical_bytes, o->canon_len);
 	DL_STAT_ADD(revokes, 1);
 	DL_STAT_ADD(revoked_pages, o->range_len / DL_PAGE);
 	_dl_lock(&dl_large_state.lock);
@@ -697,6 +699,7 @@ void *_dl_large_alloc(size_t req, size_t align)
 	void *canon = _dl_be->canon_alloc(len);
 	if (!canon)
 		return NULL;
+	DL_STAT_ADD(canonical_bytes, len);
 	struct dl_segment *seg, *retire = NULL;
 	uintptr_t alias;
 	_dl_lock(&dl_large_state.lock);
@@ -722,6 +725,7 @@ void *_dl_large_alloc(size_t req, size_t align)
 	if (!seg) {
 		_dl_unlock(&dl_large_state.lock);
 		_dl_be->canon_free(canon, len);
+		DL_STAT_SUB(canonical_bytes, len);
 		return NULL;
 	}
 	alias = DL_ALIGN_UP(seg->bump, align);
@@ -819,6 +823,7 @@ bool _dl_large_resize(struct dl_segment *seg, void *p, size_t req)
 		size_t cut = o->canon_len - len;
 		_dl_be->alias_release((void *)(o->alias + len), cut);
 		_dl_be->canon_free((void *)(o->canon + len), cut);
+		DL_STAT_SUB(canonical_bytes, cut);
 		DL_STAT_ADD(revokes, 1);
 		DL_STAT_ADD(revoked_pages, cut / DL_PAGE);
 		o->canon_len = len;

@@ -64,7 +64,7 @@ void *dangless_get_canonical(void *p);
 	X(quarantined, "freed allocations awaiting revocation")                \
 	X(alias_bytes_reserved, "alias address space reserved")                \
 	X(alias_bytes_used, "alias address space handed out (never reused)")   \
-	X(canonical_bytes, "canonical memory in use")                          \
+	X(canonical_bytes, "canonical memory in runs and large objects")       \
 	X(canonical_bytes_released, "canonical memory given back to the OS")   \
 	X(fallback_allocs, "allocations served unprotected (fallback)")        \
 	X(early_allocs, "allocations served before initialisation")

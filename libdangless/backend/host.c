@@ -194,7 +194,6 @@ static void *host_canon_alloc(size_t len)
 	_dl_unlock(&host.canon_lock);
 	if (off == UINTPTR_MAX)
 		return NULL;
-	DL_STAT_ADD(canonical_bytes, len);
 	return host.canon + off;
 }
 
@@ -208,7 +207,6 @@ static void host_canon_free(void *canon, size_t len)
 	const size_t run_len = DL_RUN_PAGES * DL_PAGE;
 	uintptr_t off = (uintptr_t)((char *)canon - host.canon);
 	host_punch(off, len);
-	DL_STAT_SUB(canonical_bytes, len);
 	_dl_lock(&host.canon_lock);
 	if (len == run_len && host.run_stack_n < 256)
 		host.run_stack[host.run_stack_n++] = off;
