@@ -702,20 +702,21 @@ def main():
                        x["rss_kb"] / 1024, x["pte_kb"], x["maps"], eta,
                        ("  " + x["note"]) if x["status"] != "ok" and x.get("note") else ""))
 
-    # Dangless counters: one extra, untimed run of longlived (and churn) per mode
+    # Dangless counters: one extra, untimed run of each workload per mode
     stats = {}
     for a in active:
         if not a.get("dangless"):
             continue
-        for wname in ("longlived", "churn"):
-            w = next((w for w in todo if w["name"] == wname), None)
-            if not w:
+        for w in todo:
+            wname = w["name"]
+            if wname in ("pair", "redis"):
                 continue
             env = dict(base_env)
             env["LD_PRELOAD"] = a["preload"]
             env["DANGLESS_OPTIONS"] = a["env"]["DANGLESS_OPTIONS"] + ":" + DANGLESS_STATS_OPT
             env["BENCH_STATS_AT_PEAK"] = "1"  # longlived prints the counters at its peak too
-            x = run_process(w["argv"], env, timeout)
+            env.update(w.get("env", {}))
+            x = run_process(w["argv"], env, timeout, w.get("stdin"))
             stats[(wname, a["name"])] = dict(status=x["status"], env=env["DANGLESS_OPTIONS"],
                                              stderr=x["stderr"][-4000:])
             say("stats %s %s: %s" % (wname, a["name"], x["status"]))
@@ -1114,8 +1115,39 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             L.append("- %s (%s): `%s`" % (n, ", ".join(sorted(ws)), line.replace("`", "'")))
         L.append("")
     if stats:
+        L.append("## Dangless's cost per allocation in the workloads\n")
+        L.append("Allocations counted by Dangless (`allocs` at exit, from the untimed counter runs); "
+                 "cost per allocation = (Dangless's median time - glibc's) / allocations, with the work "
+                 "time where the workload reports one, else the wall time.  Compare with the floor per "
+                 "object (strict %.0f ns, batch %.0f ns for one page).\n" % (fs, fb))
+        L.append("| workload | allocations | " + " | ".join("%s ns/alloc" % n for n in dl) + " |")
+        L.append("|---|---|" + "---|" * len(dl))
+        for w in table_wls:
+            allocs_n = None
+            row = []
+            for n in dl:
+                st = stats.get((w["name"], n))
+                a_ = [int(v) for v in re.findall(r"^dangless:\s+allocs = (\d+)", st["stderr"], re.M)] if st else []
+                # one block per process (gcc runs three); longlived also prints one at its peak
+                a_ = [a_[-1]] if a_ and w["name"] == "longlived" else a_
+                if a_:
+                    a_ = [sum(a_)]
+                    allocs_n = allocs_n or a_[0]
+                c, g = cells[(w["name"], n)], cells[(w["name"], "glibc")]
+                m = "work" if c.get("work") is not None and g.get("work") is not None else "wall"
+                if a_ and not c.get("fail") and not g.get("fail") and c.get(m) is not None and g.get(m) is not None:
+                    row.append("%.0f" % ((c[m] - g[m]) * 1e9 / int(a_[-1])))
+                else:
+                    row.append(c.get("fail") or "-")
+            if allocs_n:
+                L.append("| %s | %d | %s |" % (w["name"], allocs_n, " | ".join(row)))
+        L.append("")
+    if stats:
         L.append("## Dangless counters at exit (untimed extra runs with `%s`)\n" % DANGLESS_STATS_OPT)
+        L.append("(longlived and churn shown; the other counter runs only feed the table above.)\n")
         for (wname, n), st in sorted(stats.items()):
+            if wname not in ("longlived", "churn"):
+                continue
             L.append("### %s, %s (`DANGLESS_OPTIONS=%s`): %s\n" % (wname, n, st["env"], st["status"]))
             txt = "\n".join(l for l in st["stderr"].splitlines() if l.strip())[-3000:]
             L.append("```\n%s\n```\n" % (txt or "(nothing on stderr)"))
