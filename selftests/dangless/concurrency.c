@@ -325,6 +325,39 @@ TEST(threads_multi_page_small_objects)
 	}
 }
 
+/*
+ * The thread tests again in a fresh copy of this suite with other options:
+ * batch revocation (quarantine and flushes under contention) and stacks=1
+ * (a stack captured on every malloc and free).
+ */
+TEST(threads_with_batch_revocation_and_stacks)
+{
+	static const char *const opts[] = {
+		"DANGLESS_OPTIONS=revoke=batch:64",
+		"DANGLESS_OPTIONS=revoke=batch:1000",
+		"DANGLESS_OPTIONS=stacks=1",
+	};
+	static const char *const tests[] = {
+		"threads_8x100k_cross_thread_frees",
+		"threads_realloc_keeps_contents",
+	};
+	for (int o = 0; o < 3; o++) {
+		for (int t = 0; t < 2; t++) {
+			const char *const envv[] = {opts[o], NULL};
+			const char *const argv[] = {"/proc/self/exe", "-t",
+						    tests[t], NULL};
+			struct th_child res;
+			th_exec(argv, envv, NULL, 110, &res);
+			if (!strstr(res.out, "\n1 passed, 0 failed\n")) {
+				TH_LOG("%s with %s:", tests[t], opts[o]);
+				th_print_quoted(res.out);
+			}
+			EXPECT_CONTAINS("\n1 passed, 0 failed\n", res.out);
+			th_child_free(&res);
+		}
+	}
+}
+
 /* All threads allocate at once: every object gets its own alias pages. */
 #define ST_PER_THREAD 5000
 static uintptr_t st_pages[ST_THREADS * ST_PER_THREAD];
