@@ -812,6 +812,11 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             return dict(fail=fails[0], fails=len(fails), n=len(runs_),
                         maps=max(x["maps"] or 0 for x in runs_), note=runs_[0].get("note", ""))
         c = dict(n=len(runs_), fails=len(fails), failwhat=fails[0] if fails else None)
+        for x in ok:
+            # without shared memory the footprint is the RSS, and the kernel's
+            # high-water mark beats a sample that may miss the peak of a short run
+            if not x.get("shm_kb"):
+                x["foot_kb"] = max(x.get("foot_kb") or 0, x["rss_kb"])
         for m in ("wall", "work", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb"):
             c[m] = med([x.get(m) for x in ok])
         c["rss_pte_kb"] = med([x["rss_kb"] + (x["pte_kb"] or 0) for x in ok])
@@ -935,7 +940,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                ("work", "Work time (timed inside our C workloads: process start and exit left out)"), ("rss_kb", "Peak RSS (VmHWM / ru_maxrss)"),
                ("pte_kb", "Page-table memory at peak (VmPTE, sampled)"),
                ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)"),
-               ("foot_kb", "Memory footprint at peak (RssAnon + RssFile + memfd pages counted once, sampled)"),
+               ("foot_kb", "Memory footprint at peak (RssAnon + RssFile + memfd pages counted once, sampled; the peak RSS where there is no shared memory)"),
                ("shm_kb", "Shared-memory part of RSS at peak (RssShmem, sampled): memfd pages, counted once per mapping")]
     geo = {}
     for m, title in metrics:
