@@ -213,8 +213,9 @@ static void *dl_realloc(void *p, size_t size)
 		return NULL;
 	}
 	struct dl_segment *seg;
-	size_t old = 0;
-	dl_usable(p, "realloc", &old, &seg);
+	size_t requested;
+	/* All of it moves: malloc_usable_size told the program it may use it. */
+	size_t old = dl_usable(p, "realloc", &requested, &seg);
 	if (seg) {
 		bool in_place = seg->kind == DL_SEG_SMALL
 					? _dl_small_resize(seg, p, size)
