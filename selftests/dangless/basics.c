@@ -263,6 +263,29 @@ TEST(realloc_grow_moves_and_keeps_contents)
 	free(blocker);
 }
 
+TEST(realloc_move_keeps_every_usable_byte)
+{
+	/* bytes written up to malloc_usable_size are the program's too */
+	static const size_t sizes[] = {1, 20, 100, 3000, 5000, 40000};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		unsigned char *p = malloc(sizes[i]);
+		ASSERT_NOT_NULL(p);
+		size_t usable = malloc_usable_size(p);
+		for (size_t j = 0; j < usable; j++)
+			p[j] = (unsigned char)(j * 13 + 1);
+		unsigned char *q = realloc(p, 8 << 20);
+		ASSERT_NOT_NULL(q);
+		for (size_t j = 0; j < usable; j++)
+			if (q[j] != (unsigned char)(j * 13 + 1)) {
+				TH_LOG("%zu-byte object (usable %zu): byte %zu "
+				       "lost in the move",
+				       sizes[i], usable, j);
+				ASSERT_EQ((unsigned char)(j * 13 + 1), q[j]);
+			}
+		free(q);
+	}
+}
+
 TEST(realloc_zero_size)
 {
 	/* glibc frees and returns NULL; either NULL or a freeable pointer. */
