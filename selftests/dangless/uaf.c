@@ -407,6 +407,38 @@ TEST(uaf_through_strlen)
 	th_child_free(&res);
 }
 
+/*
+ * The kernel cannot use a revoked alias either: a freed buffer handed to a
+ * system call gets EFAULT, and nothing of it reaches the other end.
+ */
+TEST(syscalls_on_freed_memory_get_efault)
+{
+	int pfd[2];
+	ASSERT_EQ(0, pipe2(pfd, O_NONBLOCK));
+	fcntl(pfd[1], F_SETPIPE_SZ, 1 << 20);
+	static const size_t sizes[] = {100, 3 * ST_PAGE, 100000};
+	for (int i = 0; i < 3; i++) {
+		char *p = malloc(sizes[i]);
+		ASSERT_NOT_NULL(p);
+		memset(p, 's', sizes[i]);
+		free(p);
+		char *dangling = st_launder(p);
+		errno = 0;
+		EXPECT_EQ((ssize_t)-1, write(pfd[1], dangling, sizes[i]));
+		EXPECT_EQ(EFAULT, errno);
+		ASSERT_EQ((ssize_t)1, write(pfd[1], "!", 1));
+		errno = 0;
+		EXPECT_EQ((ssize_t)-1, read(pfd[0], dangling, sizes[i]));
+		EXPECT_EQ(EFAULT, errno);
+		char c = 0;
+		/* only the marker went through, and it is still there */
+		ASSERT_EQ((ssize_t)1, read(pfd[0], &c, 1));
+		EXPECT_EQ('!', c);
+	}
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
 /* ---- threads ---- */
 
 static void *st_thread_reader(void *p)
