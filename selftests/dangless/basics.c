@@ -347,6 +347,47 @@ TEST(many_live_small_objects)
 	munmap(v, N * sizeof(*v));
 }
 
+static long st_rss_kb(void)
+{
+	long pages = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return resident * (long)(ST_PAGE / 1024);
+}
+
+TEST(churn_keeps_memory_and_mappings_bounded)
+{
+	/* 200k allocations, never more than 128 live: what is kept must not
+	 * grow with the number of allocations made (alias space aside) */
+	void *live[128] = {0};
+	uint32_t x = 1;
+	for (int i = 0; i < 200000; i++) {
+		x = x * 1103515245 + 12345;
+		size_t k = (x >> 8) % 128;
+		free(live[k]);
+		size_t n = 1 + (x >> 12) % ((x & 1) ? 200 : 20000);
+		live[k] = malloc(n);
+		ASSERT_NOT_NULL(live[k]);
+		memset(live[k], 1, n);
+	}
+	struct dangless_stats s = st_stats();
+	long rss = st_rss_kb();
+	TH_LOG("canonical %llu KiB, rss %ld KiB, %llu live mappings, "
+	       "%llu MiB of alias space used",
+	       (unsigned long long)s.canonical_bytes >> 10, rss,
+	       (unsigned long long)s.alias_mappings_live,
+	       (unsigned long long)s.alias_bytes_used >> 20);
+	EXPECT_GT(32ULL << 20, (unsigned long long)s.canonical_bytes);
+	EXPECT_GT(4096ULL, (unsigned long long)s.alias_mappings_live);
+	EXPECT_GT(256L << 10, rss);
+	for (int k = 0; k < 128; k++)
+		free(live[k]);
+}
+
 TEST(calloc_large_is_zero)
 {
 	size_t size = 128UL << 20;
