@@ -319,4 +319,20 @@ BOTH(dedicate_vmem_before_first_malloc)
 	th_child_free(&res);
 }
 
+BOTH(dedicate_vmem_is_all_the_alias_space)
+{
+	/* "instead of reserving its own" (dangless.h): once the dedicated
+	 * range is used up, what follows is the fallback, not a new range */
+	struct th_child res;
+	st_scenario("fallback=1", "dedicate-small", "32", &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("dedicate 0\n", res.out);
+	EXPECT_FALSE(strstr(res.out, "inside 0 ") != NULL);
+	EXPECT_CONTAINS("nulls 0\n", res.out);
+	EXPECT_CONTAINS("reserved beyond the dedicated range: 0 bytes\n",
+			res.out);
+	EXPECT_FALSE(strstr(res.out, "fallback_allocs 0\n") != NULL);
+	th_child_free(&res);
+}
+
 TEST_HARNESS_MAIN

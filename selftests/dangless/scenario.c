@@ -23,6 +23,8 @@
  *   st-scenario env NAME       prints NAME=<its value in the environment>
  *   st-scenario dedicate       dangless_dedicate_vmem(1 GiB at 0x500000000000)
  *                              before the first malloc, then allocates
+ *   st-scenario dedicate-small MIB  only MIB MiB, then 20000 allocations:
+ *                              where did they go
  */
 #include <dangless/dangless.h>
 
@@ -327,6 +329,47 @@ static int dedicate(void)
 	return 0;
 }
 
+/*
+ * Dedicates only mib MiB, then makes 20000 allocations (every alias page is
+ * new, so they need far more than that) and says where they went.
+ */
+static int dedicate_small(long mib)
+{
+	int (*ded)(void *, void *) = dangless_dedicate_vmem;
+	int (*stats)(struct dangless_stats *) = get_stats();
+	if (!ded)
+		ded = (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
+						     "dangless_dedicate_vmem");
+	if (!ded || !stats)
+		return fail("no dangless_dedicate_vmem or dangless_stats");
+	char *start = (char *)0x510000000000UL, *end = start + (mib << 20);
+	struct dangless_stats before = {.version = DANGLESS_STATS_VERSION};
+	stats(&before);
+	int rc = ded(start, end);
+	long inside = 0, nulls = 0;
+	for (long i = 0; i < 20000; i++) {
+		char *p = malloc(100);
+		if (!p) {
+			nulls++;
+			continue;
+		}
+		p[0] = 1;
+		inside += p >= start && p < end;
+		free(p);
+	}
+	struct dangless_stats after = {.version = DANGLESS_STATS_VERSION};
+	stats(&after);
+	printf("dedicate %d\n", rc);
+	printf("inside %ld nulls %ld\n", inside, nulls);
+	printf("reserved beyond the dedicated range: %lld bytes\n",
+	       (long long)(after.alias_bytes_reserved -
+			   before.alias_bytes_reserved) -
+		       (long long)(mib << 20));
+	printf("fallback_allocs %llu\n",
+	       (unsigned long long)after.fallback_allocs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *what = argc > 1 ? argv[1] : "";
@@ -356,6 +399,8 @@ int main(int argc, char **argv)
 		return print_stats();
 	if (!strcmp(what, "dedicate"))
 		return dedicate();
+	if (!strcmp(what, "dedicate-small") && argc > 2)
+		return dedicate_small(atol(argv[2]));
 	if (!strcmp(what, "env") && argc > 2) {
 		const char *v = getenv(argv[2]);
 		printf("%s=%s\n", argv[2], v ? v : "(unset)");
@@ -363,6 +408,7 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "usage: st-scenario basic|active|uaf-read|uaf-write|"
 			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
-			"stats|env NAME|dedicate|fork-batch N\n");
+			"stats|env NAME|dedicate|dedicate-small MIB|"
+			"fork-batch N\n");
 	return 2;
 }
