@@ -44,9 +44,10 @@ struct dl_backend {
 	 */
 	void *(*alias_reserve)(size_t len, size_t align);
 	/*
-	 * From now on, alias_reserve carves [start, start+len) first; the
-	 * range must not be in use.  0, -EEXIST if something is mapped there,
-	 * -EINVAL if it is not page-aligned or not user space.
+	 * From now on alias_reserve carves only dedicated ranges, in the order
+	 * given, and fails once they are used up.  The range must not be in
+	 * use.  0, -EEXIST if something is mapped there, -EINVAL if it is not
+	 * page-aligned or not user space, -ENOSPC after 16 ranges.
 	 */
 	int (*alias_dedicate)(void *start, size_t len);
 	/*

@@ -40,8 +40,11 @@ int dangless_init(void);
 
 /*
  * Gives Dangless the address range [start, end) for its aliases, instead of
- * reserving its own.  Must be page-aligned and not otherwise in use; call it
- * before the first allocation.  Returns 0 or a negative errno.
+ * reserving its own: from the first call on, aliases come only from ranges
+ * given this way (up to 16, used in order), and when they are used up the
+ * allocator is out of alias space (a report, or fallback=1).  Must be
+ * page-aligned and not otherwise in use; best called before the first
+ * allocation.  Returns 0 or a negative errno.
  */
 int dangless_dedicate_vmem(void *start, void *end);
 

@@ -51,6 +51,11 @@ static struct {
 	unsigned run_stack_n;
 	dl_lock_t alias_lock;
 	uintptr_t block_next, block_end;
+	/* dangless_dedicate_vmem ranges not yet started; once any was given,
+	 * no other alias space is reserved */
+	uintptr_t dedicated[16][2];
+	unsigned ndedicated;
+	bool dedicated_only;
 	int fork_pipe[2];
 	long map_limit;           /* vm.max_map_count when last read */
 	bool map_refused;         /* alias_map said no to keep headroom */
@@ -221,19 +226,30 @@ static void *host_alias_reserve(size_t len, size_t align)
 {
 	_dl_lock(&host.alias_lock);
 	uintptr_t start = DL_ALIGN_UP(host.block_next, align);
-	if (!host.block_next || start + len > host.block_end ||
-	    start + len < start) {
-		size_t block = len + align > HOST_BLOCK_SIZE ? len + align
-							      : HOST_BLOCK_SIZE;
-		char *b = _dl_os_reserve(block);
-		if (!b) {
+	/* The tail of a block too short for this request is never used. */
+	while (!host.block_next || start + len > host.block_end ||
+	       start + len < start) {
+		if (host.ndedicated) {
+			host.block_next = host.dedicated[0][0];
+			host.block_end = host.dedicated[0][1];
+			memmove(host.dedicated[0], host.dedicated[1],
+				--host.ndedicated * sizeof(host.dedicated[0]));
+		} else if (host.dedicated_only) {
 			_dl_unlock(&host.alias_lock);
-			return NULL;
+			return NULL; /* all that was dedicated is used */
+		} else {
+			size_t block = len + align > HOST_BLOCK_SIZE
+					       ? len + align
+					       : HOST_BLOCK_SIZE;
+			char *b = _dl_os_reserve(block);
+			if (!b) {
+				_dl_unlock(&host.alias_lock);
+				return NULL;
+			}
+			host.block_next = (uintptr_t)b;
+			host.block_end = (uintptr_t)b + block;
+			DL_STAT_ADD(alias_bytes_reserved, block);
 		}
-		/* The tail of the old block is simply never used. */
-		host.block_next = (uintptr_t)b;
-		host.block_end = (uintptr_t)b + block;
-		DL_STAT_ADD(alias_bytes_reserved, block);
 		start = DL_ALIGN_UP(host.block_next, align);
 	}
 	host.block_next = start + len;
@@ -257,8 +273,19 @@ static int host_alias_dedicate(void *start, size_t len)
 		return -EEXIST;
 	}
 	_dl_lock(&host.alias_lock);
-	host.block_next = (uintptr_t)start;
-	host.block_end = (uintptr_t)start + len;
+	if (host.ndedicated == sizeof(host.dedicated) / sizeof(host.dedicated[0])) {
+		_dl_unlock(&host.alias_lock);
+		munmap(start, len);
+		return -ENOSPC;
+	}
+	if (!host.dedicated_only) {
+		/* From the first dedicated range on, nothing else. */
+		host.dedicated_only = true;
+		host.block_next = host.block_end = 0;
+	}
+	host.dedicated[host.ndedicated][0] = (uintptr_t)start;
+	host.dedicated[host.ndedicated][1] = (uintptr_t)start + len;
+	host.ndedicated++;
 	_dl_unlock(&host.alias_lock);
 	DL_STAT_ADD(alias_bytes_reserved, len);
 	return 0;
