@@ -335,4 +335,16 @@ BOTH(dedicate_vmem_is_all_the_alias_space)
 	th_child_free(&res);
 }
 
+BOTH(dedicate_vmem_used_up_fallback_0_aborts)
+{
+	struct th_child res;
+	st_scenario("", "dedicate-small", "32", &res);
+	ASSERT_KILLED_BY(SIGABRT, res);
+	/* a clear message: Dangless, out of alias space, what to do */
+	ASSERT_CONTAINS("dangless: ", res.err);
+	EXPECT_CONTAINS("alias", res.err);
+	EXPECT_CONTAINS("fallback=1", res.err);
+	th_child_free(&res);
+}
+
 TEST_HARNESS_MAIN
