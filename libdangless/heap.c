@@ -27,6 +27,7 @@ struct dl_class_state {
 	struct dl_run *last_run;  /* the run the last chunk mapped */
 	struct dl_run_group *group; /* where new runs are carved */
 	size_t slots, slots_carved; /* in all runs / carved into chunks */
+	unsigned warm_runs;       /* empty runs whose pages are kept */
 } __attribute__((aligned(64)));
 static struct dl_class_state dl_cs[DL_NCLASSES_MAX];
 
@@ -281,6 +282,36 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
 }
 
 /*
+ * An empty run keeps its pages while the class's empty runs hold less than
+ * a quarter of its runs, or 1 MiB, or what one batch quarantine holds,
+ * whichever is most: a program that frees
+ * and allocates in waves (or the batch quarantine) then reuses warm pages
+ * instead of punching and faulting them in again.  Beyond that the pages
+ * go back to the OS.  Called under the class lock: once it is dropped the
+ * run may be carved again and written, and a late discard would zero the
+ * new objects.
+ */
+static void dl_run_emptied(struct dl_class_state *cs, const struct dl_class *c,
+			   struct dl_run *run)
+{
+	size_t run_len = (size_t)c->run_pages * DL_PAGE;
+	size_t runs = cs->slots / ((size_t)c->rows * c->cols);
+	/* The batch quarantine empties about batch objects' worth at once. */
+	size_t floor = (size_t)_dl_opt.batch * c->size;
+	if (floor < ((size_t)1 << 20))
+		floor = (size_t)1 << 20;
+	size_t keep = runs / 4 * run_len > floor ? runs / 4 * run_len : floor;
+	if (run->warm)
+		return;
+	if ((cs->warm_runs + 1) * run_len <= keep) {
+		run->warm = true;
+		cs->warm_runs++;
+		return;
+	}
+	_dl_be->canon_discard((void *)run->canon, run_len);
+}
+
+/*
  * Gives slots of ch back to their run and counts the chunk down; retires
  * the segment when that was the last of it.  An empty run keeps its slot
  * in the class, but its pages go back to the OS unless it is the run in
@@ -302,11 +333,8 @@ static void dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	cs->slots_carved -= n;
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
-	/* Under the lock: once it is dropped the run may be carved again and
-	 * written, and a late discard would zero the new objects. */
 	if (run->nfree == c->rows * c->cols && run != cs->last_run)
-		_dl_be->canon_discard((void *)run->canon,
-				      (size_t)c->run_pages * DL_PAGE);
+		dl_run_emptied(cs, c, run);
 	if (atomic_fetch_sub(&ch->pending, n) == n) {
 		ch->run = NULL;
 		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
@@ -343,6 +371,10 @@ static bool dl_refill(struct dl_thread *t, unsigned cls)
 		cs->seg = seg;
 	}
 	unsigned row = dl_pick_row(c, run);
+	if (run->warm) {
+		run->warm = false;
+		cs->warm_runs--;
+	}
 	uint32_t all = c->cols == 32 ? ~0u : (1u << c->cols) - 1;
 	uint32_t carved = all & ~run->row_used[row];
 	unsigned n = (unsigned)__builtin_popcount(carved);

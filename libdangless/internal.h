@@ -114,6 +114,7 @@ struct dl_run {
 	uint16_t index;           /* in its group: canon = group + index runs */
 	uint8_t cls;
 	bool in_partial;
+	bool warm;                /* empty, and its pages kept */
 	uint16_t nfree;           /* free slots in the whole run */
 	struct dl_run *next, *prev; /* class's list of runs with free slots */
 	uint16_t row_cursor;
