@@ -140,6 +140,29 @@ TEST(calloc_zeroed)
 	free(v);
 }
 
+TEST(calloc_zeroed_after_dirty_frees)
+{
+	/* canonical memory given back and handed out again is zero again */
+	static const size_t sizes[] = {16, 64, 200, 1024, 5000, 40000};
+	enum { N = 2000 };
+	static unsigned char *p[N];
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		for (int round = 0; round < 3; round++) {
+			for (int i = 0; i < N; i++) {
+				p[i] = calloc(1, sizes[s]);
+				ASSERT_NOT_NULL(p[i]);
+				for (size_t j = 0; j < sizes[s]; j += 8)
+					if (p[i][j])
+						ASSERT_EQ(0, p[i][j]);
+				ASSERT_EQ(0, p[i][sizes[s] - 1]);
+				memset(p[i], 0xff, sizes[s]);
+			}
+			for (int i = 0; i < N; i++)
+				free(p[i]);
+		}
+	}
+}
+
 TEST(page_sized)
 {
 	char *p[64];
