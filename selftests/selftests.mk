@@ -29,7 +29,7 @@ ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
 	       include/dangless/dangless.h selftests/selftests.mk
 
 # Suites, in the order `make test` runs them.
-ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps real
+ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps real layout
 ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
 ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
 
