@@ -28,7 +28,7 @@ TEST_DEPS     :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all test demo bench install clean
+.PHONY: all deps test demo bench install clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 include libdangless/libdangless.mk
@@ -37,7 +37,13 @@ include tools/tools.mk
 -include libdune/libdune.mk
 -include bench/bench.mk
 
-test: all $(TEST_DEPS)
+# The suites need packages a fresh machine lacks (sqlite3, qemu, ...):
+# tools/install-deps installs them as root, or says what to run.
+deps:
+	@tools/install-deps
+
+test: deps
+	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@selftests/run-suites $(TEST_SUITES)
 
 bench: all $(BENCH_TARGETS)
