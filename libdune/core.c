@@ -542,12 +542,13 @@ static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 	return 0;
 }
 
-static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
+/* KVM's registers from a trap frame, every register as it is in the frame. */
+void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf)
 {
 	memset(r, 0, sizeof(*r));
 	r->rax = tf->rax;
 	r->rbx = tf->rbx;
-	r->rcx = tf->rip; /* as after a system call */
+	r->rcx = tf->rcx;
 	r->rdx = tf->rdx;
 	r->rsi = tf->rsi;
 	r->rdi = tf->rdi;
@@ -555,7 +556,7 @@ static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
 	r->r8 = tf->r8;
 	r->r9 = tf->r9;
 	r->r10 = tf->r10;
-	r->r11 = tf->rflags;
+	r->r11 = tf->r11;
 	r->r12 = tf->r12;
 	r->r13 = tf->r13;
 	r->r14 = tf->r14;
@@ -563,6 +564,14 @@ static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
 	r->rip = tf->rip;
 	r->rsp = tf->rsp;
 	r->rflags = tf->rflags | 2;
+}
+
+/* The same, as a system call leaves them: rcx = rip, r11 = rflags. */
+static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
+{
+	dune_regs_of_tf(r, tf);
+	r->rcx = tf->rip;
+	r->r11 = tf->rflags;
 }
 
 /* The host's own FPU/SSE/AVX state, in KVM's (standard xsave) layout. */

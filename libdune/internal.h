@@ -143,6 +143,7 @@ void dune_vcpu_complete_io(struct dune_vcpu *v) DUNE_HIDDEN;
 
 /* core.c */
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
+void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
 int dune_map_chunk(uint64_t va) DUNE_HIDDEN; /* host side */
 
 /* vm.c */

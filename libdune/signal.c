@@ -372,29 +372,6 @@ static int no_restart(uint64_t nr)
 	return 0;
 }
 
-static void regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf)
-{
-	memset(r, 0, sizeof(*r));
-	r->rax = tf->rax;
-	r->rbx = tf->rbx;
-	r->rcx = tf->rcx;
-	r->rdx = tf->rdx;
-	r->rsi = tf->rsi;
-	r->rdi = tf->rdi;
-	r->rbp = tf->rbp;
-	r->r8 = tf->r8;
-	r->r9 = tf->r9;
-	r->r10 = tf->r10;
-	r->r11 = tf->r11;
-	r->r12 = tf->r12;
-	r->r13 = tf->r13;
-	r->r14 = tf->r14;
-	r->r15 = tf->r15;
-	r->rip = tf->rip;
-	r->rsp = tf->rsp;
-	r->rflags = tf->rflags | 2;
-}
-
 /* The guest left by DUNE_PORT_SIGNAL with v->tf: the context to interrupt. */
 void dune_signals_at_frame(struct dune_vcpu *v)
 {
@@ -405,7 +382,7 @@ void dune_signals_at_frame(struct dune_vcpu *v)
 		return; /* nothing left: the guest goes on */
 	dune_vcpu_complete_io(v);
 	struct kvm_regs r;
-	regs_of_tf(&r, tf);
+	dune_regs_of_tf(&r, tf);
 	if (tf->vector == DUNE_SYSCALL_VECTOR) {
 		/* as the kernel leaves a system call: rcx = rip, r11 = flags */
 		r.rcx = tf->rip;
@@ -441,7 +418,7 @@ int dune_signal_fault(struct dune_vcpu *v, struct dune_tf *tf, int sig,
 		vec = 14;
 	} else {
 		dune_vcpu_complete_io(v);
-		regs_of_tf(&r, tf);
+		dune_regs_of_tf(&r, tf);
 		vec = tf->vector;
 		err = tf->err;
 		switch (vec) {
