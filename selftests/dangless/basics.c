@@ -26,6 +26,23 @@ TEST(free_null)
 	dangless_free(NULL);
 }
 
+TEST(free_keeps_errno)
+{
+	/* glibc's free leaves errno alone (POSIX.1-2024 requires it): code
+	 * that frees before reporting an error relies on that */
+	static const size_t sizes[] = {0, 16, 5000, 1 << 20};
+	for (size_t i = 0; i < 4; i++) {
+		void *p = malloc(sizes[i]);
+		ASSERT_NOT_NULL(p);
+		errno = EILSEQ;
+		free(p);
+		EXPECT_EQ(EILSEQ, errno);
+	}
+	errno = EILSEQ;
+	free(NULL);
+	EXPECT_EQ(EILSEQ, errno);
+}
+
 TEST(simple_malloc_free)
 {
 	char *p = malloc(100);
