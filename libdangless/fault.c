@@ -18,7 +18,6 @@
 
 #include "internal.h"
 
-#define DL_EXPORT __attribute__((visibility("default")))
 #define DL_ALTSTACK_SIZE (64 << 10)
 
 /* glibc's own sigaction, under its public internal name. */

@@ -441,15 +441,10 @@ void *_dl_small_alloc(unsigned cls, size_t req)
 
 /* ---- free ---- */
 
-/*
- * Makes [start, start+len) fault from now on: revoked (guard markers, the
- * mapping stays) or, when nothing in it will ever be used again, released
- * (the mapping and its page tables go too).
- */
-static void dl_revoke_range(uintptr_t start, size_t len, bool release)
+/* Makes [start, start+len) fault from now on (the mapping stays). */
+static void dl_revoke(uintptr_t start, size_t len)
 {
-	int err = release ? _dl_be->alias_release((void *)start, len)
-			  : _dl_be->alias_revoke((void *)start, len);
+	int err = _dl_be->alias_revoke((void *)start, len);
 	if (err)
 		_dl_fatal("could not revoke the aliases at %p (%s); stopping "
 			  "rather than leave a dangling pointer usable",
@@ -502,7 +497,7 @@ void _dl_quarantine_flush(void)
 			end += (uintptr_t)q[j].pages * DL_PAGE;
 			j++;
 		}
-		dl_revoke_range(start, end - start, false);
+		dl_revoke(start, end - start);
 		i = j;
 	}
 	t->quarantined = 0;
@@ -639,7 +634,7 @@ void _dl_small_free(struct dl_segment *seg, void *p)
 			return;
 		}
 	}
-	dl_revoke_range(page, col_len, false);
+	dl_revoke(page, col_len);
 	dl_slots_return(seg, ch, bit);
 }
 
@@ -691,7 +686,7 @@ bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req)
 		uintptr_t end = (uintptr_t)p + c->size;
 		uintptr_t was = DL_ALIGN_UP((uintptr_t)p + ch->req[col], DL_PAGE);
 		if (req < ch->req[col] && keep < end && keep < was)
-			dl_revoke_range(keep, was - keep, false);
+			dl_revoke(keep, was - keep);
 		if (req > ch->req[col] && was < end &&
 		    DL_ALIGN_UP((uintptr_t)p + req, DL_PAGE) > was)
 			return false; /* those pages may be revoked */

@@ -13,8 +13,6 @@
 
 #include "internal.h"
 
-#define DL_EXPORT __attribute__((visibility("default")))
-
 atomic_int _dl_state;
 const struct dl_backend *_dl_be;
 static __thread bool dl_starting_here __attribute__((tls_model("initial-exec")));

@@ -76,6 +76,8 @@
 
 #define DL_ALIGN_UP(x, a) (((x) + (a)-1) & ~((uintptr_t)(a)-1))
 #define DL_ALIGN_DOWN(x, a) ((x) & ~((uintptr_t)(a)-1))
+/* The public names; everything else stays inside the library. */
+#define DL_EXPORT __attribute__((visibility("default")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 

@@ -13,8 +13,6 @@
 
 #include "internal.h"
 
-#define DL_EXPORT __attribute__((visibility("default")))
-
 /*
  * Every entry point notes where the program called it from, so that stacks
  * start at the program's frame, not in the allocator (whose frames a static

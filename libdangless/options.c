@@ -192,7 +192,7 @@ void _dl_options_print(void)
 		 _dl_opt.stats, _dl_opt.verbosity);
 }
 
-__attribute__((visibility("default"))) void dangless_print_options_help(int fd)
+DL_EXPORT void dangless_print_options_help(int fd)
 {
 	for (unsigned i = 0; i < DL_NOPTIONS; i++) {
 		const struct dl_option_row *r = &dl_option_table[i];

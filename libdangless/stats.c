@@ -3,7 +3,7 @@
 
 struct dl_stats_atomic _dl_stats;
 
-__attribute__((visibility("default"))) int
+DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
 {
 	out->version = DANGLESS_STATS_VERSION;
@@ -23,7 +23,7 @@ dangless_stats(struct dangless_stats *out)
 	return 0;
 }
 
-__attribute__((visibility("default"))) void dangless_print_stats(void)
+DL_EXPORT void dangless_print_stats(void)
 {
 	struct dangless_stats s;
 	dangless_stats(&s);
