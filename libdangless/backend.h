@@ -2,16 +2,28 @@
 /*
  * The backend seam: everything the allocator core needs from whatever makes
  * its aliases (the host kernel through memfd + mmap, or guest page tables
- * under libdune).  The core includes no OS header beyond libc's; it sees
- * addresses and page counts only.
+ * under libdune), and the registry of backends.  The core sees addresses
+ * and lengths only; a backend sees no allocator layout (services.h is all
+ * it may use of the core).
  *
- * Contract, for every call below:
+ * Contract, for every hook:
  *  - addresses and lengths are page-aligned, lengths non-zero;
  *  - an int result is 0 or a negative errno, and a failing call leaves the
- *    range as it was;
- *  - alias ranges are only ever given to alias_map once (the core never
- *    reuses alias address space), and canonical ranges passed to alias_map
- *    lie inside memory that canon_alloc returned and that is not yet freed.
+ *    range as it was (alias_map: the range faults, as before the call);
+ *  - hooks may be called from any thread at once; the backend locks what
+ *    it shares.  None is called from a signal handler.
+ *
+ * What the core guarantees in return:
+ *  - C1 an alias range is given to alias_map at most once in the life of
+ *    the process (the core never reuses alias space; I1 in internal.h);
+ *  - C2 the canonical range given to alias_map lies inside one extent that
+ *    canon_alloc returned and that is not freed while the alias is live;
+ *  - C3 alias ranges passed to alias_revoke and alias_release lie inside
+ *    ranges that alias_reserve or alias_dedicate handed out.
+ *
+ * Required hooks: init, canon_alloc, canon_free, canon_discard,
+ * alias_reserve, alias_map, alias_revoke, alias_release.  The others may be
+ * NULL, and the core checks before each call.
  */
 #ifndef DANGLESS_BACKEND_H
 #define DANGLESS_BACKEND_H
@@ -21,8 +33,6 @@
 #include <stdint.h>
 
 struct dl_backend {
-	const char *name;
-
 	/* Starts the backend.  0, or -errno with a message already printed. */
 	int (*init)(void);
 
@@ -31,7 +41,12 @@ struct dl_backend {
 	 * and writable at the returned address.  NULL when exhausted.
 	 */
 	void *(*canon_alloc)(size_t len);
-	/* Gives the pages back; the range may be handed out again later. */
+	/*
+	 * Gives [canon, canon+len) back; it may be handed out again later.
+	 * The range may be any page-aligned part of an extent canon_alloc
+	 * returned (a shrinking realloc frees the tail of one), and the rest
+	 * of that extent stays in use.
+	 */
 	void (*canon_free)(void *canon, size_t len);
 	/* Gives the pages back but keeps the range: it reads zero again. */
 	void (*canon_discard)(void *canon, size_t len);
@@ -40,36 +55,44 @@ struct dl_backend {
 	 * Alias address space: a range of `len` bytes aligned to `align` (a
 	 * power of two, at least a page) that nothing else in the process
 	 * will ever be given.  Accesses fault until alias_map.  NULL when the
-	 * address space is exhausted.
+	 * address space is exhausted, or when dedicated ranges were given
+	 * and are used up.
 	 */
 	void *(*alias_reserve)(size_t len, size_t align);
 	/*
-	 * From now on alias_reserve carves only dedicated ranges, in the order
-	 * given, and fails once they are used up.  The range must not be in
-	 * use.  0, -EEXIST if something is mapped there, -EINVAL if it is not
-	 * page-aligned or not user space, -ENOSPC after 16 ranges.
+	 * Optional.  From now on alias_reserve carves only dedicated ranges,
+	 * in the order given, and fails once they are used up.  The range
+	 * must not be in use.  0; -EEXIST if something is mapped there;
+	 * -EINVAL if it is not page-aligned or not user space; -ENOSPC if the
+	 * backend keeps no more ranges.
 	 */
 	int (*alias_dedicate)(void *start, size_t len);
 	/*
-	 * Makes [alias, alias+len) a second view of [canon, canon+len); with
-	 * populate, the page-table entries are made now rather than on first
-	 * touch.
+	 * Makes [alias, alias+len) a second, readable and writable view of
+	 * [canon, canon+len) (C1, C2).  With populate, the translations are
+	 * made now rather than on first touch.  -ENOMEM when a limit of the
+	 * host is reached (explain_enomem says which).
 	 */
 	int (*alias_map)(void *alias, void *canon, size_t len, bool populate);
 	/*
-	 * Revokes the alias: from return on, any access faults.  The range
-	 * stays reserved.  Cheap, and does not raise the mapping count.
+	 * Revokes the alias: from return on, any access through it faults,
+	 * in every thread.  The range stays reserved and is never mapped
+	 * again.  Must not raise the backend's use of a limited resource
+	 * (mapping count): it runs on every free().
 	 */
 	int (*alias_revoke)(void *alias, size_t len);
 	/*
-	 * The whole range is dead for good: drop whatever the mapping costs
-	 * (mapping entries, page tables).  Accesses keep faulting.
+	 * The whole range is dead for good: drop whatever it costs (mapping
+	 * entries, page tables).  It may still be live (a freed large object,
+	 * a shrinking realloc's tail): releasing also revokes, so accesses
+	 * fault from return on, and keep faulting.
 	 */
 	int (*alias_release)(void *alias, size_t len);
 
 	/*
-	 * fork(): prepare runs in the parent before, parent after, child in
-	 * the child.  When child returns true the core must call
+	 * Optional, all three or none.  fork(): prepare runs in the parent
+	 * before, parent after, child in the child (the core holds its own
+	 * locks around them).  When child returns true the core calls
 	 * alias_revoke again on every revoked alias that it has not yet
 	 * released (the child's view of memory was rebuilt).
 	 */
@@ -78,24 +101,42 @@ struct dl_backend {
 	bool (*fork_child)(void);
 
 	/*
-	 * How many kernel mappings hold aliases now (for stats), or -1 when
-	 * the backend cannot tell.
+	 * Optional.  How many mappings of the host hold aliases now (for
+	 * stats), or -1 when the backend cannot tell.
 	 */
 	long (*count_alias_mappings)(void);
 
 	/*
-	 * Explains an ENOMEM from alias_map (e.g. the host's mapping limit)
-	 * into buf; returns false when there is nothing more to say.
+	 * Optional.  Explains an ENOMEM from alias_map (e.g. the host's
+	 * mapping limit) into buf; false when there is nothing more to say.
 	 */
 	bool (*explain_enomem)(char *buf, size_t len);
+
+	/*
+	 * Optional.  For `dangless check`: whether this host can run the
+	 * backend, and if not why and what to do, one line per fact, each
+	 * written to fd.  True when it can run.
+	 */
+	bool (*check)(int fd);
 };
 
-extern const struct dl_backend _dl_backend_host;
+/*
+ * The registry (backend/registry.c): one row per backend name.  A name
+ * whose backend is not built has ops == NULL and says why in `missing`.
+ */
+struct dl_backend_entry {
+	const char *name;
+	const struct dl_backend *ops;
+	const char *what;         /* one line for --help and README */
+	const char *missing;      /* why ops is NULL */
+};
+extern const struct dl_backend_entry _dl_backends[];
+extern const unsigned _dl_nbackends;
+const struct dl_backend_entry *_dl_backend_find(const char *name, size_t len);
+/* The backend in use and its name, set once at start-up. */
+extern const struct dl_backend *_dl_be;
+extern const char *_dl_be_name;
 
-/* Anonymous memory for the allocator's own metadata (never the program's). */
-void *_dl_os_pages(size_t len);
-void _dl_os_unpages(void *p, size_t len);
-/* Reserves a range that faults on access and costs no memory. */
-void *_dl_os_reserve(size_t len);
+extern const struct dl_backend _dl_backend_host;
 
 #endif

@@ -108,11 +108,7 @@ static void dl_fault(int sig, siginfo_t *info, void *ucv)
 	}
 	_dl_printf("dangless: at:");
 	_dl_backtrace_print(frames + first, n - first);
-	if (alloc_stack || _dl_opt.stacks)
-		_dl_stack_print("allocated at", alloc_stack);
-	if (free_stack || _dl_opt.stacks)
-		_dl_stack_print("freed at", free_stack);
-	_dl_report_hints();
+	_dl_report_stacks(alloc_stack, free_stack);
 	/* Die of the signal itself: returning re-runs the access. */
 	dl_reset_default(SIGSEGV);
 	dl_reset_default(SIGBUS);
@@ -126,14 +122,14 @@ void _dl_fault_thread_init(void)
 	stack_t cur;
 	if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
 		return; /* the program has its own */
-	void *mem = _dl_os_pages(DL_ALTSTACK_SIZE);
+	void *mem = _dl_meta_pages(DL_ALTSTACK_SIZE);
 	if (!mem)
 		return;
 	stack_t st = {.ss_sp = mem, .ss_size = DL_ALTSTACK_SIZE};
 	if (sigaltstack(&st, NULL) == 0)
 		dl_altstack = mem;
 	else
-		_dl_os_unpages(mem, DL_ALTSTACK_SIZE);
+		_dl_meta_unpages(mem, DL_ALTSTACK_SIZE);
 }
 
 /* A thread's alternate stack goes with it (threads may come and go by the
@@ -145,7 +141,7 @@ void _dl_fault_thread_exit(void)
 	    cur.ss_sp != dl_altstack || (cur.ss_flags & SS_ONSTACK))
 		return;
 	if (sigaltstack(&off, NULL) == 0) {
-		_dl_os_unpages(dl_altstack, DL_ALTSTACK_SIZE);
+		_dl_meta_unpages(dl_altstack, DL_ALTSTACK_SIZE);
 		dl_altstack = NULL;
 	}
 }

@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Start-up and fork.  Dangless starts on the first allocation, from the
- * shared library's constructor, or (static link) from .preinit_array,
- * whichever comes first; a call that arrives while it is starting is served
- * from the early arena (malloc.c).
+ * Start-up, thread life and fork.  Dangless starts on the first allocation,
+ * from the shared library's constructor, or (static link) from
+ * .preinit_array, whichever comes first; a call that arrives while it is
+ * starting is served from the early arena (malloc.c).
  */
 #include <errno.h>
-#include <execinfo.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,21 +13,49 @@
 #include "internal.h"
 
 atomic_int _dl_state;
-const struct dl_backend *_dl_be;
 static __thread bool dl_starting_here __attribute__((tls_model("initial-exec")));
+
+/* ---- threads ---- */
+
+__thread bool _dl_thread_ready __attribute__((tls_model("initial-exec")));
+static pthread_key_t dl_thread_key;
+
+static void dl_thread_exit(void *unused)
+{
+	(void)unused;
+	_dl_quarantine_thread_exit();
+	_dl_small_thread_exit();
+	_dl_fault_thread_exit();
+}
+
+void _dl_thread_start(void)
+{
+	_dl_thread_ready = true;
+	/* Any non-NULL value: the destructor runs only for those. */
+	pthread_setspecific(dl_thread_key, &_dl_thread_ready);
+	_dl_fault_thread_init();
+}
+
+/* ---- fork: every lock, in the order of internal.h ---- */
 
 static void dl_fork_prepare(void)
 {
-	_dl_heap_lock_all();
+	_dl_runs_lock_all();
+	_dl_large_lock_all();
 	_dl_segment_lock_all();
-	_dl_be->fork_prepare();
+	if (_dl_be->fork_prepare)
+		_dl_be->fork_prepare();
+	_dl_pools_lock_all();
 }
 
 static void dl_fork_parent(void)
 {
-	_dl_be->fork_parent();
+	_dl_pools_unlock_all(false);
+	if (_dl_be->fork_parent)
+		_dl_be->fork_parent();
 	_dl_segment_unlock_all(false);
-	_dl_heap_unlock_all(false);
+	_dl_large_unlock_all(false);
+	_dl_runs_unlock_all(false);
 }
 
 static void dl_rerevoke(uintptr_t alias, size_t len)
@@ -38,13 +65,24 @@ static void dl_rerevoke(uintptr_t alias, size_t len)
 			  (void *)alias);
 }
 
+static void dl_rerevoke_segment(struct dl_segment *seg)
+{
+	/* Large frees release their range at once: nothing to do again. */
+	if (seg->kind == DL_SEG_SMALL)
+		_dl_small_for_each_revoked(seg, dl_rerevoke);
+}
+
 static void dl_fork_child(void)
 {
-	if (_dl_be->fork_child())
-		_dl_segment_for_each_revoked(dl_rerevoke);
+	_dl_pools_unlock_all(true);
+	if (_dl_be->fork_child && _dl_be->fork_child())
+		_dl_segment_for_each_live(dl_rerevoke_segment);
 	_dl_segment_unlock_all(true);
-	_dl_heap_unlock_all(true);
+	_dl_large_unlock_all(true);
+	_dl_runs_unlock_all(true);
 }
+
+/* ---- start-up ---- */
 
 static void dl_at_exit(void)
 {
@@ -52,24 +90,31 @@ static void dl_at_exit(void)
 		dangless_print_stats();
 }
 
-static const struct dl_backend *dl_pick_backend(void)
+/* The backend asked for, else the registry's first (the default). */
+static void dl_pick_backend(void)
 {
-	if (strcmp(_dl_opt.backend, "host") != 0)
-		_dl_warn("backend=%s is not available in this build yet "
-			 "(see README, 'Backends'); using the host backend",
-			 _dl_opt.backend);
-	return &_dl_backend_host;
+	const struct dl_backend_entry *want =
+		_dl_opt.backend ? _dl_opt.backend : &_dl_backends[0];
+	if (!want->ops) {
+		_dl_warn("backend=%s is not available in this build (%s); "
+			 "using the %s backend",
+			 want->name, want->missing, _dl_backends[0].name);
+		want = &_dl_backends[0];
+	}
+	_dl_be = want->ops;
+	_dl_be_name = want->name;
 }
 
 static int dl_start(void)
 {
 	_dl_options_parse(getenv("DANGLESS_OPTIONS"));
-	if (_dl_opt.verbosity)
-		_dl_options_print();
 	if (_dl_opt.fallback)
 		_dl_fallback_resolve();
-	_dl_be = dl_pick_backend();
-	_dl_heap_init();
+	dl_pick_backend();
+	if (_dl_opt.verbosity)
+		_dl_options_print();
+	_dl_classes_init();
+	pthread_key_create(&dl_thread_key, dl_thread_exit);
 	int err = _dl_segmap_init();
 	if (!err)
 		err = _dl_be->init();
@@ -78,18 +123,17 @@ static int dl_start(void)
 			_dl_fatal("the %s backend could not start (%s). With "
 				  "DANGLESS_OPTIONS=fallback=1 the program runs "
 				  "on glibc's malloc, unprotected.",
-				  _dl_be->name, strerror(-err));
+				  _dl_be_name, strerror(-err));
 		_dl_warn("the %s backend could not start (%s); running on "
 			 "glibc's malloc, unprotected (fallback=1)",
-			 _dl_be->name, strerror(-err));
-		_dl_fallback_used = true;
+			 _dl_be_name, strerror(-err));
+		atomic_store(&_dl_fallback_used, true);
 		return err;
 	}
 	/* backtrace() loads its unwinder on first use: do it while our own
 	 * re-entrant allocations still go to the early arena, and not in a
 	 * signal handler. */
-	void *warm[2];
-	backtrace(warm, 2);
+	_dl_stack_warm();
 	_dl_fault_init();
 	pthread_atfork(dl_fork_prepare, dl_fork_parent, dl_fork_child);
 	atexit(dl_at_exit);
@@ -137,11 +181,11 @@ DL_EXPORT int dangless_dedicate_vmem(void *start, void *end)
 		return r;
 	if (!_dl_be || !_dl_be->alias_dedicate)
 		return -ENOSYS;
-	_dl_heap_lock_all(); /* the class streams are carved under these */
+	_dl_runs_lock_all(); /* the class streams are carved under these */
 	r = _dl_be->alias_dedicate(start, (size_t)((char *)end - (char *)start));
 	if (r == 0)
 		_dl_segment_streams_reset();
-	_dl_heap_unlock_all(false);
+	_dl_runs_unlock_all(false);
 	return r;
 }
 

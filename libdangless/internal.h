@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Dangless internals shared between the core's files.
- *
- * Names: public dangless_*; cross-file _dl_<module>_* (grouped below by the
- * file that defines them); file-local static dl_*.
+ * Dangless internals shared between the core's files (backends never see
+ * this header: they have services.h and backend.h).
  *
  * ---- Layout -------------------------------------------------------------
  *
@@ -26,19 +24,20 @@
  * Alias space is cut into DL_SEG_SIZE segments; _dl_segmap[] maps each
  * segment to its metadata.  A small segment serves one class and is carved
  * into chunks in address order, never twice; a class's segments follow one
- * another in a stream of its own, so its chunks are neighbours.  A large segment holds large
- * objects (each its own canonical extent and alias range) in address order;
- * an object bigger than DL_LARGE_PACK_MAX gets segments of its own.
+ * another in a stream of its own, so its chunks are neighbours.  A large
+ * segment holds large objects (each its own canonical extent and alias
+ * range) in address order; an object bigger than DL_LARGE_PACK_MAX gets
+ * segments of its own.
  *
- * ---- Invariants (who keeps them) ---------------------------------------
+ * ---- Invariants (who keeps them; `make DEBUG=1` asserts them) -----------
  *
  * I1 An alias page is handed to alias_map at most once in the life of the
  *    process (segments are bump-carved; released ranges stay reserved).
- *    Kept by segment.c.
+ *    Kept by segment.c (carving), small.c and large.c (mapping).
  * I2 A canonical slot is in at most one state: free in its run, or carved
  *    into exactly one chunk that has not yet finished with it.  A slot goes
  *    back to its run only after its alias in that chunk is revoked.
- *    Kept by heap.c (dl_slot_return is the only way back).
+ *    Kept by run.c (_dl_slots_return is the only way back).
  * I3 chunk->pending counts the chunk's slots that are carved but not yet
  *    finished (still cached or live).  When it reaches zero every handed
  *    slot has been revoked and the chunk is dead; its range is released
@@ -46,42 +45,62 @@
  * I4 Segment and chunk metadata are never unmapped: a fault report may
  *    read them at any time without taking a lock.  Freed metadata goes back
  *    to its pool and a segment's map entry becomes a dead marker first.
+ *
+ * ---- Lock order (fork holds them all, in this order) --------------------
+ *
+ * class locks (run.c) -> large lock (large.c) -> segment locks (segment.c)
+ * -> the backend's (fork_prepare) -> pools (meta.c).
+ *
+ * ---- Who calls whom ------------------------------------------------------
+ *
+ * malloc.c (the API) and init.c (start-up, threads, fork) sit on top and
+ * call down; report.c and fault.c describe what the layers below know;
+ * small.c, quarantine.c and large.c use run.c, segment.c and classes.c;
+ * everything uses services.h.  No file calls one above it: a failure
+ * travels up as a return value.
  */
 #ifndef DANGLESS_INTERNAL_H
 #define DANGLESS_INTERNAL_H
 
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
 #include "backend.h"
-#include "dangless/dangless.h"
+#include "services.h"
 
-#define DL_PAGE_SHIFT 12
-#define DL_PAGE ((size_t)1 << DL_PAGE_SHIFT)
 #define DL_SEG_SHIFT 21
 #define DL_SEG_SIZE ((size_t)1 << DL_SEG_SHIFT)
 #define DL_SEG_PAGES (DL_SEG_SIZE / DL_PAGE)
 #define DL_RUN_PAGES 32
 #define DL_MAX_COLS 32
 #define DL_MAX_ROWS 256 /* DL_PAGE / smallest class */
+#define DL_MIN_ALIGN 16
 #define DL_SMALL_MAX ((size_t)32 << 10)
 #define DL_LARGE_PACK_MAX ((size_t)1 << 20)
 #define DL_LARGE_PER_SEG 64
-#define DL_CHUNKS_PER_SEG (DL_SEG_PAGES / DL_RUN_PAGES) /* at most */
-#define DL_ADDR_BITS 47
-#define DL_MIN_ALIGN 16
+/* At most: a class of p-page columns has runs of p * (32 / p) >= 33 - p
+ * pages, and p goes up to DL_SMALL_MAX / DL_PAGE. */
+#define DL_CHUNKS_PER_SEG                                                      \
+	(DL_SEG_PAGES / (DL_RUN_PAGES + 1 - DL_SMALL_MAX / DL_PAGE))
 #define DL_MAX_FRAMES 16
+#define DL_NCLASSES_MAX 48
+/* The runs of a class are carved from groups this many runs long. */
+#define DL_GROUP_RUNS 64
 
-#define DL_ALIGN_UP(x, a) (((x) + (a)-1) & ~((uintptr_t)(a)-1))
-#define DL_ALIGN_DOWN(x, a) ((x) & ~((uintptr_t)(a)-1))
-/* The public names; everything else stays inside the library. */
-#define DL_EXPORT __attribute__((visibility("default")))
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
+/* Column sets are 32-bit masks; row counts and per-row counters bytes. */
+_Static_assert(DL_MAX_COLS <= 32, "column masks are uint32_t");
+_Static_assert(DL_RUN_PAGES <= DL_MAX_COLS,
+	       "a one-page class has DL_RUN_PAGES columns");
+_Static_assert(DL_PAGE / DL_MIN_ALIGN <= DL_MAX_ROWS,
+	       "the smallest class fills a page with rows");
+_Static_assert(DL_MAX_COLS <= 255, "row_free counts columns in a byte");
+_Static_assert(DL_SEG_PAGES % DL_RUN_PAGES == 0,
+	       "a segment holds whole chunks");
+_Static_assert(DL_SMALL_MAX <= DL_RUN_PAGES * DL_PAGE,
+	       "the largest small class fits a run");
+_Static_assert(DL_SMALL_MAX < 65536, "requested sizes are uint16_t");
+_Static_assert(DL_NCLASSES_MAX < 255, "classes fit a byte, with a dead mark");
+_Static_assert(DL_LARGE_PACK_MAX <= DL_SEG_SIZE,
+	       "a packed large object fits a segment");
 
-/* ---- size classes (heap.c) ---- */
+/* ---- classes.c: size classes ---- */
 struct dl_class {
 	uint32_t size;      /* slot size, a multiple of 16 */
 	uint16_t col_pages; /* pages per column */
@@ -90,23 +109,11 @@ struct dl_class {
 	uint16_t run_pages; /* cols * col_pages */
 	uint16_t chunks_per_seg;
 };
-#define DL_NCLASSES_MAX 48
 extern struct dl_class _dl_classes[DL_NCLASSES_MAX];
 extern unsigned _dl_nclasses;
-
-/* ---- a tiny spinning lock; held only around metadata updates ---- */
-typedef struct {
-	atomic_int v;
-} dl_lock_t;
-void _dl_lock(dl_lock_t *l);
-static inline void _dl_unlock(dl_lock_t *l)
-{
-	atomic_store_explicit(&l->v, 0, memory_order_release);
-}
-static inline void _dl_lock_reset(dl_lock_t *l)
-{
-	atomic_store_explicit(&l->v, 0, memory_order_relaxed);
-}
+void _dl_classes_init(void);
+/* The smallest class that holds size bytes at the alignment, or -1. */
+unsigned _dl_size_class(size_t size, size_t align);
 
 /* ---- metadata ---- */
 struct dl_run_group;
@@ -125,12 +132,10 @@ struct dl_run {
 };
 
 /*
- * The runs of a class are carved from groups of DL_GROUP_RUNS runs that are
- * contiguous in canonical memory, so that chunks of neighbouring runs, made
- * one after the other, are contiguous in both alias and canonical space:
- * the kernel merges their mappings into one (see heap.c, dl_pick_run).
+ * Runs of a group are contiguous in canonical memory, so that chunks of
+ * neighbouring runs, made one after the other, are contiguous in both alias
+ * and canonical space: the kernel merges their mappings (run.c).
  */
-#define DL_GROUP_RUNS 64
 struct dl_run_group {
 	uintptr_t canon;
 	unsigned used;            /* runs carved so far */
@@ -144,7 +149,7 @@ struct dl_slot_stacks {
 };
 
 struct dl_chunk {
-	struct dl_run *run;       /* NULL once released (I3) */
+	struct dl_run *run;       /* NULL once dead (I3) */
 	uint16_t row;
 	atomic_uint pending;      /* I3 */
 	atomic_uint carved;       /* bit c: slot c carved into this chunk */
@@ -175,7 +180,7 @@ struct dl_segment {
 	uint16_t used;            /* chunks (small) / objects (large) carved */
 	uint16_t cap;             /* the most it can take */
 	uintptr_t bump;           /* large: next free alias byte */
-	atomic_uint dead;         /* chunks released / objects freed */
+	atomic_uint dead;         /* chunks dead / objects freed */
 	bool closed;              /* no more carving */
 	struct dl_segment *next_dead; /* ring of recently dead segments */
 	union {
@@ -184,6 +189,40 @@ struct dl_segment {
 	};
 };
 
+/* ---- what the layers below tell the ones above ---- */
+
+/*
+ * Why an allocation failed.  With `what`, aliases ran out (a report, then
+ * a stop or the fallback); without, memory itself did: plain ENOMEM.
+ */
+struct dl_failure {
+	int err;                  /* errno */
+	const char *what;         /* what ran out */
+};
+
+/* An allocation as the metadata knows it, for reports. */
+struct dl_obj {
+	uintptr_t start;          /* first byte handed out */
+	size_t size;              /* requested size */
+	uint32_t alloc_stack, free_stack;
+};
+
+/* What free/realloc/malloc_usable_size were given. */
+enum dl_verdict {
+	DL_PTR_LIVE,              /* the start of a live allocation */
+	DL_PTR_FREED,             /* the start of a freed one */
+	DL_PTR_INTERIOR,          /* inside an allocation, not its start */
+	DL_PTR_UNKNOWN,           /* in our space, but no allocation's */
+};
+
+/* What a faulting address was. */
+enum dl_fault_kind {
+	DL_FAULT_NOT_OURS,
+	DL_FAULT_FREED,           /* in a freed allocation */
+	DL_FAULT_SHRUNK,          /* past the end left by a shrinking realloc */
+};
+
+/* ---- segment.c: alias space and its map ---- */
 /*
  * _dl_segmap[addr >> DL_SEG_SHIFT]: 0 = not alias space we ever used;
  * a struct dl_segment pointer; or a dead marker (low bit set) that keeps
@@ -199,11 +238,89 @@ static inline uintptr_t _dl_segmap_get(uintptr_t addr)
 	return atomic_load_explicit(&_dl_segmap[addr >> DL_SEG_SHIFT],
 				    memory_order_acquire);
 }
+int _dl_segmap_init(void);
+/* A new segment, or NULL with *fail saying what ran out. */
+struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
+				   size_t align, struct dl_failure *fail);
+/* The segment has nothing live and will carve no more: release it. */
+void _dl_segment_retire(struct dl_segment *seg);
+void _dl_segment_for_each_live(void (*fn)(struct dl_segment *));
+/* Makes [start, start+len) fault from now on; stops the process if the
+ * backend cannot (a dangling pointer must never stay usable). */
+void _dl_alias_revoke(uintptr_t start, size_t len);
+void _dl_segment_streams_reset(void); /* with the class locks held */
+void _dl_segment_lock_all(void);
+void _dl_segment_unlock_all(bool reset);
 
-/* ---- options (options.c) ---- */
+/* ---- run.c: runs, and chunks carved from them under the class lock ---- */
+struct dl_carve {
+	struct dl_segment *seg;
+	struct dl_chunk *chunk;
+	uintptr_t alias;          /* the chunk's alias range */
+	uint32_t carved;          /* columns carved into it */
+	bool populate;            /* worth making its translations now */
+};
+/* Carves a chunk of class cls; false with *fail saying what ran out. */
+bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
+		     struct dl_failure *fail);
+/* Gives the columns `cols` of ch back to their run (I2) once revoked, and
+ * counts the chunk down (I3). */
+void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
+		      uint32_t cols);
+void _dl_runs_lock_all(void);
+void _dl_runs_unlock_all(bool reset);
+
+/* ---- small.c: small objects through the thread's chunks ---- */
+void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail);
+/* A freed slot: its alias pages and where it goes back. */
+struct dl_freed_slot {
+	uintptr_t page;           /* first alias page to revoke */
+	uint32_t pages;
+	uint8_t col;
+	struct dl_segment *seg;
+	struct dl_chunk *chunk;
+};
+/* Marks p freed (DL_PTR_LIVE) and says what to revoke, or says why not. */
+enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
+			       struct dl_freed_slot *slot, struct dl_obj *o);
+void _dl_small_retire(const struct dl_freed_slot *slot);
+enum dl_verdict _dl_small_lookup(struct dl_segment *seg, void *p,
+				 struct dl_obj *o);
+/* Usable size of the live allocation p. */
+size_t _dl_small_usable(struct dl_segment *seg, void *p);
+/* realloc in place of live p; false when the object must move */
+bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req);
+void *_dl_small_canonical(struct dl_segment *seg, void *p);
+enum dl_fault_kind _dl_small_describe(struct dl_segment *seg, uintptr_t addr,
+				      struct dl_obj *o);
+/* Calls fn for every revoked alias of seg not yet released. */
+void _dl_small_for_each_revoked(struct dl_segment *seg,
+				void (*fn)(uintptr_t, size_t));
+void _dl_small_thread_exit(void);
+
+/* ---- quarantine.c: revoke=batch:N ---- */
+void _dl_quarantine_add(const struct dl_freed_slot *slot);
+void _dl_quarantine_flush(void);
+void _dl_quarantine_thread_exit(void);
+
+/* ---- large.c ---- */
+void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail);
+enum dl_verdict _dl_large_free(struct dl_segment *seg, void *p,
+			       struct dl_obj *o);
+enum dl_verdict _dl_large_lookup(struct dl_segment *seg, void *p,
+				 struct dl_obj *o);
+size_t _dl_large_usable(struct dl_segment *seg, void *p);
+bool _dl_large_resize(struct dl_segment *seg, void *p, size_t req);
+void *_dl_large_canonical(struct dl_segment *seg, void *p);
+enum dl_fault_kind _dl_large_describe(struct dl_segment *seg, uintptr_t addr,
+				      struct dl_obj *o);
+void _dl_large_lock_all(void);
+void _dl_large_unlock_all(bool reset);
+
+/* ---- options.c ---- */
 enum dl_revoke_mode { DL_REVOKE_STRICT, DL_REVOKE_BATCH };
 struct dl_options {
-	const char *backend;
+	const struct dl_backend_entry *backend; /* NULL: the registry's first */
 	bool fallback;
 	bool stacks;
 	bool stats;
@@ -215,117 +332,52 @@ extern struct dl_options _dl_opt;
 void _dl_options_parse(const char *env);
 void _dl_options_print(void);
 
-/* ---- stats (stats.c) ---- */
-struct dl_stats_atomic {
-#define DL_STAT_ATOMIC(name, what) _Atomic uint64_t name;
-	DANGLESS_STAT_FIELDS(DL_STAT_ATOMIC)
-#undef DL_STAT_ATOMIC
-};
-extern struct dl_stats_atomic _dl_stats;
-#define DL_STAT_ADD(field, n)                                                  \
-	atomic_fetch_add_explicit(&_dl_stats.field, (n), memory_order_relaxed)
-#define DL_STAT_SUB(field, n)                                                  \
-	atomic_fetch_sub_explicit(&_dl_stats.field, (n), memory_order_relaxed)
-
-/* ---- report.c: async-signal-safe output, fatal errors ---- */
-struct dl_buf {
-	char *p;
-	size_t len, cap;
-};
-void _dl_buf_str(struct dl_buf *b, const char *s);
-void _dl_buf_hex(struct dl_buf *b, uintptr_t v);
-void _dl_buf_dec(struct dl_buf *b, uint64_t v);
-void _dl_write_all(int fd, const char *s, size_t n);
-void _dl_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void _dl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-__attribute__((noreturn)) void _dl_fatal(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
-/* A bad free/realloc: the report, where, the allocation's stacks, abort(). */
-__attribute__((noreturn)) void _dl_report_abort(const char *msg,
-						uint32_t alloc_stack,
-						uint32_t free_stack);
-/* The closing lines of every report: how to learn more. */
-void _dl_report_hints(void);
+/* ---- stack.c: stacks, captured into a depot and printed ---- */
+/* Where the program called the current malloc-family function from. */
+extern __thread void *_dl_api_caller;
+/* Loads backtrace()'s unwinder now (it allocates on first use). */
+void _dl_stack_warm(void);
 uint32_t _dl_stack_capture(void);
 void _dl_stack_print(const char *title, uint32_t id);
 void _dl_backtrace_print(void *const *frames, int n);
+/* The stack of the current call, from the program's frame on. */
+void _dl_backtrace_here(void);
 
-/* ---- segment.c: alias space and its map ---- */
-int _dl_segmap_init(void);
-struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
-				   size_t align);
-/* The segment has nothing live and will carve no more: release it. */
-void _dl_segment_retire(struct dl_segment *seg);
-/* Calls fn for every revoked alias range not yet released (after fork). */
-void _dl_segment_for_each_revoked(void (*fn)(uintptr_t, size_t));
-struct dl_chunk *_dl_chunk_of(struct dl_segment *seg, uintptr_t addr,
-			      unsigned *col, uintptr_t *slot_start);
-struct dl_large *_dl_large_of(struct dl_segment *seg, uintptr_t addr);
-void _dl_segment_streams_reset(void); /* with the heap locked */
-void _dl_segment_lock_all(void);
-void _dl_segment_unlock_all(bool reset);
-
-/* ---- heap.c: classes, runs, chunks, thread caches ---- */
-void _dl_heap_init(void);
-unsigned _dl_size_class(size_t size, size_t align);
-void *_dl_small_alloc(unsigned cls, size_t req);
-void _dl_small_free(struct dl_segment *seg, void *p);
-void *_dl_large_alloc(size_t req, size_t align);
-void _dl_large_free(struct dl_segment *seg, void *p);
-/*
- * Usable size of the live allocation p (and its requested size in *req);
- * aborts with a report naming op when p is not one.
- */
-size_t _dl_small_usable(struct dl_segment *seg, void *p, const char *op,
-			size_t *req);
-size_t _dl_large_usable(struct dl_segment *seg, void *p, const char *op,
-			size_t *req);
-/* realloc in place; false when the object must move */
-bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req);
-bool _dl_large_resize(struct dl_segment *seg, void *p, size_t req);
-void *_dl_small_canonical(struct dl_segment *seg, void *p);
-void *_dl_large_canonical(struct dl_segment *seg, void *p);
-/* Fills b with what addr was; 1 when it is a dangling access of ours. */
-int _dl_describe_fault(uintptr_t addr, struct dl_buf *b,
-		       uint32_t *alloc_stack, uint32_t *free_stack);
-__attribute__((noreturn)) void _dl_bad_dead_pointer(const char *op, void *p);
-__attribute__((noreturn)) void _dl_bad_unknown_pointer(const char *op,
+/* ---- report.c: what went wrong, in words ---- */
+__attribute__((noreturn)) void _dl_report_bad_pointer(const char *op, void *p,
+						      enum dl_verdict v,
+						      const struct dl_obj *o);
+/* p lies in alias space whose metadata is gone. */
+__attribute__((noreturn)) void _dl_report_dead_pointer(const char *op,
 						       void *p);
-void _dl_heap_lock_all(void);
-void _dl_heap_unlock_all(bool reset);
-void _dl_heap_thread_exit(void);
-/* Revokes what the batch quarantine holds. */
-void _dl_quarantine_flush(void);
-/* Reports an alias_map failure; returns only when falling back. */
-void _dl_alias_exhausted(int err, const char *what);
+/* Fills b with what addr was; true when it is a dangling access of ours. */
+bool _dl_describe_fault(uintptr_t addr, struct dl_buf *b,
+			uint32_t *alloc_stack, uint32_t *free_stack);
+/* The closing lines of every report: the stacks, how to learn more. */
+void _dl_report_stacks(uint32_t alloc_stack, uint32_t free_stack);
+/* Aliases ran out: stops, or (going_on) warns once. */
+void _dl_report_exhausted(const struct dl_failure *fail, bool going_on);
 
-/* ---- fault.c ---- */
+/* ---- fault.c: the SIGSEGV handler ---- */
 void _dl_fault_init(void);
 void _dl_fault_thread_init(void);
 void _dl_fault_thread_exit(void);
 
-/* ---- init.c ---- */
+/* ---- fallback.c: the allocator after us, for fallback=1 ---- */
+extern atomic_bool _dl_fallback_used;
+/* Finds it; start-up only (dlsym allocates). */
+void _dl_fallback_resolve(void);
+bool _dl_fallback_available(void);
+void *_dl_fallback_alloc(size_t size, size_t align);
+void *_dl_fallback_realloc(void *p, size_t size);
+void _dl_fallback_free(void *p);
+
+/* ---- init.c: start-up, threads, fork ---- */
 enum { DL_UNINIT, DL_INITIALISING, DL_READY, DL_FAILED };
 extern atomic_int _dl_state;
-extern const struct dl_backend *_dl_be;
 int _dl_ensure_init(void);
-
-/* ---- malloc.c ---- */
-/* Where the program called the current malloc-family function from. */
-extern __thread void *_dl_api_caller;
-extern bool _dl_fallback_used;
-/* Finds the allocator to fall back to; start-up only (dlsym allocates). */
-void _dl_fallback_resolve(void);
-
-/* ---- pool.c: fixed-size blocks for metadata ---- */
-struct dl_pool {
-	dl_lock_t lock;
-	size_t block;
-	void *free_list;
-	char *cur, *end;
-	const char *name;
-};
-void *_dl_pool_alloc(struct dl_pool *pool);
-void _dl_pool_free(struct dl_pool *pool, void *p);
+extern __thread bool _dl_thread_ready;
+/* The calling thread's first allocation: its exit hook and signal stack. */
+void _dl_thread_start(void);
 
 #endif

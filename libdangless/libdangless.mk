@@ -1,5 +1,6 @@
 # libdangless: the allocator core and its backends.
-DL_SRCS := $(wildcard libdangless/*.c) $(wildcard libdangless/backend/*.c)
+DL_SRCS := $(wildcard libdangless/*.c) $(wildcard libdangless/backend/*.c) \
+	$(wildcard libdangless/backend/*/*.c)
 DL_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fno-plt \
 	-ftls-model=initial-exec -pthread $(CFLAGS)
 DL_SO_OBJS := $(patsubst %.c,$(BUILD)/obj/so/%.o,$(DL_SRCS))

@@ -1,59 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The malloc family, under the standard names and as dangless_*.
+ * The malloc family, under the standard names and as dangless_*: checks
+ * what the program passed, sends it to small.c, large.c or the fallback,
+ * and turns a failure from below into its report.
  *
  * Calls that arrive before Dangless is ready (from the dynamic loader, from
  * dlsym's first calloc, or from inside our own initialisation) are served
  * from a static early arena: unprotected, never reused, and accepted by
  * free() and realloc() later.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 
 #include "internal.h"
 
-/*
- * Every entry point notes where the program called it from, so that stacks
- * start at the program's frame, not in the allocator (whose frames a static
- * link cannot tell apart from the program's).
- */
-__thread void *_dl_api_caller __attribute__((tls_model("initial-exec")));
 #define DL_ENTRY() (_dl_api_caller = __builtin_return_address(0))
-
-/*
- * The next allocator in line (glibc's), for fallback=1 once aliases run out.
- * Looked up at start-up, where dlsym's own allocations are served from the
- * early arena; a fully static program has none, and its fallback fails with
- * ENOMEM.
- */
-static struct {
-	void *(*malloc)(size_t);
-	void *(*memalign)(size_t, size_t);
-	void *(*realloc)(void *, size_t);
-	void (*free)(void *);
-} dl_next;
-
-void _dl_fallback_resolve(void)
-{
-	dl_next.malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
-	dl_next.memalign =
-		(void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
-	dl_next.realloc =
-		(void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
-	dl_next.free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
-	if (!dl_next.malloc || !dl_next.memalign || !dl_next.realloc ||
-	    !dl_next.free) {
-		dl_next.malloc = NULL;
-		_dl_warn("fallback=1: no allocator after Dangless to fall back "
-			 "to (a fully static program?); allocations will fail "
-			 "with ENOMEM once aliases run out");
-		return;
-	}
-	/* Its heap must exist before the mapping limit is reached: growing
-	 * it later takes no new mapping, creating it would. */
-	dl_next.free(dl_next.malloc(1));
-}
 
 /* ---- the early arena ---- */
 #define DL_EARLY_SIZE ((size_t)1 << 20)
@@ -97,13 +58,19 @@ static size_t dl_early_size(const void *p)
 
 /* ---- allocation ---- */
 
-static void *dl_fallback_alloc(size_t size, size_t align)
+static void *dl_alloc_failed(const struct dl_failure *fail, size_t size,
+			     size_t align)
 {
-	if (dl_next.malloc)
-		return align > DL_MIN_ALIGN ? dl_next.memalign(align, size)
-					    : dl_next.malloc(size);
-	errno = ENOMEM;
-	return NULL;
+	if (!fail->what) {
+		errno = fail->err;
+		return NULL;
+	}
+	if (!_dl_opt.fallback)
+		_dl_report_exhausted(fail, false);
+	if (!atomic_exchange(&_dl_fallback_used, true))
+		_dl_report_exhausted(fail, true);
+	DL_STAT_ADD(fallback_allocs, 1);
+	return _dl_fallback_alloc(size, align);
 }
 
 static void *dl_alloc(size_t size, size_t align)
@@ -114,22 +81,21 @@ static void *dl_alloc(size_t size, size_t align)
 		if (r == -EAGAIN)
 			return dl_early_alloc(size, align);
 		if (r)
-			return dl_fallback_alloc(size, align);
+			return _dl_fallback_alloc(size, align);
 	}
-	if (unlikely(_dl_fallback_used)) {
+	if (unlikely(!_dl_thread_ready))
+		_dl_thread_start();
+	if (unlikely(atomic_load_explicit(&_dl_fallback_used,
+					  memory_order_relaxed))) {
 		DL_STAT_ADD(fallback_allocs, 1);
-		return dl_fallback_alloc(size, align);
+		return _dl_fallback_alloc(size, align);
 	}
+	struct dl_failure fail = {0, NULL};
 	unsigned cls = _dl_size_class(size, align);
-	void *p = cls != (unsigned)-1 ? _dl_small_alloc(cls, size)
-				      : _dl_large_alloc(size, align);
-	if (unlikely(!p)) {
-		if (_dl_fallback_used) {
-			DL_STAT_ADD(fallback_allocs, 1);
-			return dl_fallback_alloc(size, align);
-		}
-		errno = ENOMEM;
-	}
+	void *p = cls != (unsigned)-1 ? _dl_small_alloc(cls, size, &fail)
+				      : _dl_large_alloc(size, align, &fail);
+	if (unlikely(!p))
+		return dl_alloc_failed(&fail, size, align);
 	return p;
 }
 
@@ -155,6 +121,8 @@ DL_EXPORT void *dangless_calloc(size_t nmemb, size_t size)
 	return p;
 }
 
+/* ---- what the program passed ---- */
+
 /* The segment p belongs to, or NULL; aborts if p is in freed alias space. */
 static struct dl_segment *dl_owner(void *p, const char *op)
 {
@@ -162,8 +130,20 @@ static struct dl_segment *dl_owner(void *p, const char *op)
 	if (!e)
 		return NULL;
 	if (e & 1)
-		_dl_bad_dead_pointer(op, p);
+		_dl_report_dead_pointer(op, p);
 	return (struct dl_segment *)e;
+}
+
+/* A pointer neither in our space nor the early arena: glibc's, or bad. */
+static bool dl_foreign_ok(void *p, const char *op)
+{
+	if (dl_is_early(p))
+		return true;
+	if (atomic_load_explicit(&_dl_fallback_used, memory_order_relaxed) &&
+	    _dl_fallback_available())
+		return true;
+	struct dl_obj none = {0};
+	_dl_report_bad_pointer(op, p, DL_PTR_UNKNOWN, &none);
 }
 
 static void dl_free(void *p)
@@ -172,34 +152,54 @@ static void dl_free(void *p)
 		return;
 	struct dl_segment *seg = dl_owner(p, "free");
 	if (seg) {
-		if (seg->kind == DL_SEG_SMALL)
-			_dl_small_free(seg, p);
-		else
-			_dl_large_free(seg, p);
-		return;
+		struct dl_obj o;
+		enum dl_verdict v;
+		if (seg->kind == DL_SEG_SMALL) {
+			struct dl_freed_slot slot;
+			v = _dl_small_free(seg, p, &slot, &o);
+			if (v == DL_PTR_LIVE) {
+				if (_dl_opt.revoke != DL_REVOKE_BATCH) {
+					_dl_small_retire(&slot);
+					return;
+				}
+				if (unlikely(!_dl_thread_ready))
+					_dl_thread_start();
+				_dl_quarantine_add(&slot);
+				return;
+			}
+		} else {
+			v = _dl_large_free(seg, p, &o);
+			if (v == DL_PTR_LIVE)
+				return;
+		}
+		_dl_report_bad_pointer("free", p, v, &o);
 	}
-	if (dl_is_early(p))
-		return; /* the early arena is never reused */
-	if (_dl_fallback_used && dl_next.malloc) {
-		dl_next.free(p);
-		return;
-	}
-	_dl_bad_unknown_pointer("free", p);
+	if (dl_foreign_ok(p, "free") && !dl_is_early(p))
+		_dl_fallback_free(p); /* the early arena is never reused */
 }
 
-/* The live allocation's usable size, and its requested size in *req. */
+/*
+ * The usable size of live allocation p in our space (NULL *seg_out when
+ * it is not ours); reports and stops if p is no live allocation.
+ */
 static size_t dl_usable(void *p, const char *op, size_t *req,
 			struct dl_segment **seg_out)
 {
 	struct dl_segment *seg = dl_owner(p, op);
 	*seg_out = seg;
-	if (seg)
-		return seg->kind == DL_SEG_SMALL
-			       ? _dl_small_usable(seg, p, op, req)
-			       : _dl_large_usable(seg, p, op, req);
-	if (dl_is_early(p))
-		return *req = dl_early_size(p);
-	return 0;
+	if (!seg) {
+		if (dl_is_early(p))
+			return *req = dl_early_size(p);
+		return 0;
+	}
+	struct dl_obj o;
+	bool small = seg->kind == DL_SEG_SMALL;
+	enum dl_verdict v = small ? _dl_small_lookup(seg, p, &o)
+				  : _dl_large_lookup(seg, p, &o);
+	if (v != DL_PTR_LIVE)
+		_dl_report_bad_pointer(op, p, v, &o);
+	*req = o.size;
+	return small ? _dl_small_usable(seg, p) : _dl_large_usable(seg, p);
 }
 
 static void *dl_realloc(void *p, size_t size)
@@ -220,10 +220,8 @@ static void *dl_realloc(void *p, size_t size)
 					: _dl_large_resize(seg, p, size);
 		if (in_place)
 			return p;
-	} else if (!dl_is_early(p)) {
-		if (_dl_fallback_used && dl_next.malloc)
-			return dl_next.realloc(p, size);
-		_dl_bad_unknown_pointer("realloc", p);
+	} else if (dl_foreign_ok(p, "realloc") && !dl_is_early(p)) {
+		return _dl_fallback_realloc(p, size);
 	}
 	/* A move: copy, then free, which revokes every old page. */
 	void *q = dl_alloc(size, DL_MIN_ALIGN);
@@ -330,11 +328,8 @@ DL_EXPORT size_t dangless_malloc_usable_size(void *p)
 	struct dl_segment *seg;
 	size_t req;
 	size_t usable = dl_usable(p, "malloc_usable_size", &req, &seg);
-	if (!seg && !dl_is_early(p)) {
-		if (_dl_fallback_used)
-			return 0; /* glibc's; it knows, we do not */
-		_dl_bad_unknown_pointer("malloc_usable_size", p);
-	}
+	if (!seg && dl_foreign_ok(p, "malloc_usable_size") && !dl_is_early(p))
+		return 0; /* glibc's; it knows, we do not */
 	return usable;
 }
 

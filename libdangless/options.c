@@ -10,7 +10,7 @@
 #include "internal.h"
 
 struct dl_options _dl_opt = {
-	.backend = "host",
+	.backend = NULL,
 	.fallback = false,
 	.stacks = false,
 	.stats = false,
@@ -20,8 +20,6 @@ struct dl_options _dl_opt = {
 };
 
 #define DL_MAX_BATCH 65536
-
-static char dl_backend_name[16] = "host";
 
 static bool dl_parse_uint(const char *v, size_t n, unsigned *out)
 {
@@ -52,16 +50,11 @@ static bool dl_parse_bool(const char *v, size_t n, bool *out)
 
 static bool dl_set_backend(const char *v, size_t n)
 {
-	static const char *const known[] = {"host", "kvm", "dune"};
-	for (unsigned i = 0; i < 3; i++) {
-		if (strlen(known[i]) == n && !strncmp(v, known[i], n)) {
-			memcpy(dl_backend_name, v, n);
-			dl_backend_name[n] = 0;
-			_dl_opt.backend = dl_backend_name;
-			return true;
-		}
-	}
-	return false;
+	const struct dl_backend_entry *e = _dl_backend_find(v, n);
+	if (!e)
+		return false;
+	_dl_opt.backend = e;
+	return true;
 }
 
 static bool dl_set_revoke(const char *v, size_t n)
@@ -92,6 +85,7 @@ static bool dl_set_verbosity(const char *v, size_t n)
 	if (!dl_parse_uint(v, n, &x) || x > 2)
 		return false;
 	_dl_opt.verbosity = (int)x;
+	_dl_msg_verbosity = (int)x;
 	return true;
 }
 
@@ -114,8 +108,8 @@ static const struct dl_option_row {
 	const char *fallback_value;
 	const char *what;
 } dl_option_table[] = {
-	{"backend", dl_set_backend, "host",
-	 "host|kvm|dune: what makes the aliases (only host is built so far)"},
+	{"backend", dl_set_backend, NULL /* the registry's first */,
+	 NULL /* from the registry */},
 	{"revoke", dl_set_revoke, "strict",
 	 "strict: free() revokes before it returns, so the first access "
 	 "after free faults; batch:N: freed memory is never reused while "
@@ -172,7 +166,9 @@ void _dl_options_parse(const char *env)
 		} else if (!eq || !row->set(eq + 1, (size_t)(end - eq - 1))) {
 			_dl_warn("bad value in DANGLESS_OPTIONS item '%s' "
 				 "(keeping %s=%s)",
-				 env, row->name, row->fallback_value);
+				 env, row->name,
+				 row->fallback_value ? row->fallback_value
+						     : _dl_backends[0].name);
 		}
 		env = *end ? end + 1 : end;
 	}
@@ -186,10 +182,30 @@ void _dl_options_print(void)
 		_dl_buf_str(&b, "batch:");
 		_dl_buf_dec(&b, _dl_opt.batch);
 	}
-	_dl_warn("options: backend=%s revoke=%s fallback=%d stacks=%d "
-		 "stats=%d verbosity=%d",
-		 _dl_opt.backend, revoke, _dl_opt.fallback, _dl_opt.stacks,
-		 _dl_opt.stats, _dl_opt.verbosity);
+	_dl_warn("options: backend=%s (running: %s) revoke=%s fallback=%d "
+		 "stacks=%d stats=%d verbosity=%d",
+		 _dl_opt.backend ? _dl_opt.backend->name : _dl_backends[0].name,
+		 _dl_be ? _dl_be_name : "none", revoke,
+		 _dl_opt.fallback, _dl_opt.stacks, _dl_opt.stats,
+		 _dl_opt.verbosity);
+}
+
+/* backend's help line: every row of the registry, built or not. */
+static void dl_print_backends_help(int fd)
+{
+	_dl_write_all(fd, "what makes the aliases:", 23);
+	for (unsigned i = 0; i < _dl_nbackends; i++) {
+		const struct dl_backend_entry *e = &_dl_backends[i];
+		_dl_write_all(fd, i ? "; " : " ", i ? 2 : 1);
+		_dl_write_all(fd, e->name, strlen(e->name));
+		_dl_write_all(fd, ": ", 2);
+		_dl_write_all(fd, e->what, strlen(e->what));
+		if (!e->ops) {
+			_dl_write_all(fd, " (not available: ", 17);
+			_dl_write_all(fd, e->missing, strlen(e->missing));
+			_dl_write_all(fd, ")", 1);
+		}
+	}
 }
 
 DL_EXPORT void dangless_print_options_help(int fd)
@@ -199,9 +215,15 @@ DL_EXPORT void dangless_print_options_help(int fd)
 		_dl_write_all(fd, "  ", 2);
 		_dl_write_all(fd, r->name, strlen(r->name));
 		_dl_write_all(fd, " (default ", 10);
-		_dl_write_all(fd, r->fallback_value, strlen(r->fallback_value));
+		const char *dflt = r->fallback_value ? r->fallback_value
+						     : _dl_backends[0].name;
+		_dl_write_all(fd, dflt, strlen(dflt));
 		_dl_write_all(fd, "): ", 3);
-		_dl_write_all(fd, r->what, strlen(r->what));
+		if (r->what) {
+			_dl_write_all(fd, r->what, strlen(r->what));
+		} else {
+			dl_print_backends_help(fd);
+		}
 		_dl_write_all(fd, "\n", 1);
 	}
 }

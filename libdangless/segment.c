@@ -13,8 +13,8 @@
 
 _Atomic uintptr_t *_dl_segmap;
 
-static struct dl_pool dl_segment_pool = {.block = sizeof(struct dl_segment),
-					 .name = "segments"};
+static struct dl_pool dl_segment_pool =
+	DL_POOL(struct dl_segment, "segments");
 
 /*
  * Retired segments keep their metadata for a while so that a late
@@ -38,7 +38,7 @@ static struct {
 int _dl_segmap_init(void)
 {
 	size_t entries = (size_t)1 << (DL_ADDR_BITS - DL_SEG_SHIFT);
-	_dl_segmap = _dl_os_pages(entries * sizeof(uintptr_t));
+	_dl_segmap = _dl_meta_pages(entries * sizeof(uintptr_t));
 	return _dl_segmap ? 0 : -12;
 }
 
@@ -47,14 +47,14 @@ static bool dl_live_add(struct dl_segment *seg)
 	_dl_lock(&dl_live.lock);
 	if (dl_live.n == dl_live.cap) {
 		size_t cap = dl_live.cap ? dl_live.cap * 2 : 4096;
-		struct dl_segment **v = _dl_os_pages(cap * sizeof(*v));
+		struct dl_segment **v = _dl_meta_pages(cap * sizeof(*v));
 		if (!v) {
 			_dl_unlock(&dl_live.lock);
 			return false;
 		}
 		if (dl_live.v) {
 			memcpy(v, dl_live.v, dl_live.n * sizeof(*v));
-			_dl_os_unpages(dl_live.v, dl_live.cap * sizeof(*v));
+			_dl_meta_unpages(dl_live.v, dl_live.cap * sizeof(*v));
 		}
 		dl_live.v = v;
 		dl_live.cap = cap;
@@ -105,6 +105,7 @@ static void *dl_stream_carve(uint8_t cls, size_t len)
 	}
 	uintptr_t base = dl_stream[cls].next;
 	dl_stream[cls].next += len;
+	dl_assert(dl_stream[cls].next <= dl_stream[cls].end); /* I1 */
 	return (void *)base;
 }
 
@@ -115,7 +116,7 @@ void _dl_segment_streams_reset(void)
 }
 
 struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
-				   size_t align)
+				   size_t align, struct dl_failure *fail)
 {
 	len = DL_ALIGN_UP(len, DL_SEG_SIZE);
 	if (align < DL_SEG_SIZE)
@@ -123,14 +124,15 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 	void *base = kind == DL_SEG_SMALL ? dl_stream_carve(cls, len)
 					  : _dl_be->alias_reserve(len, align);
 	if (!base) {
-		_dl_alias_exhausted(12, "alias address space");
+		*fail = (struct dl_failure){12, "alias address space"};
 		return NULL;
 	}
 	struct dl_segment *seg = _dl_pool_alloc(&dl_segment_pool);
 	if (!seg || !dl_live_add(seg)) {
-		_dl_alias_exhausted(12, "metadata memory");
+		*fail = (struct dl_failure){12, "metadata memory"};
 		return NULL;
 	}
+	dl_assert(!_dl_segmap[(uintptr_t)base >> DL_SEG_SHIFT]); /* I1 */
 	seg->base = (uintptr_t)base;
 	seg->len = len;
 	seg->kind = kind;
@@ -147,6 +149,8 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 
 void _dl_segment_retire(struct dl_segment *seg)
 {
+	/* I3: nothing in it is live or cached any more. */
+	dl_assert(seg->closed && atomic_load(&seg->dead) == seg->used);
 	dl_live_remove(seg);
 	/* Whatever is still mapped goes; dead ranges keep faulting. */
 	_dl_be->alias_release((void *)seg->base, seg->len);
@@ -172,84 +176,32 @@ void _dl_segment_retire(struct dl_segment *seg)
 	}
 }
 
-void _dl_segment_for_each_revoked(void (*fn)(uintptr_t, size_t))
+void _dl_segment_for_each_live(void (*fn)(struct dl_segment *))
 {
-	for (size_t i = 0; i < dl_live.n; i++) {
-		struct dl_segment *seg = dl_live.v[i];
-		if (seg->kind != DL_SEG_SMALL)
-			continue; /* large frees release their range at once */
-		const struct dl_class *c = &_dl_classes[seg->cls];
-		size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
-		size_t col_len = (size_t)c->col_pages * DL_PAGE;
-		/* Dead chunks too: they stay mapped until their segment goes. */
-		for (unsigned k = 0; k < seg->used; k++) {
-			unsigned freed = atomic_load(&seg->chunks[k].freed);
-			uintptr_t base = seg->base + k * chunk_len;
-			for (unsigned col = 0; col < c->cols;) {
-				if (!(freed & (1u << col))) {
-					col++;
-					continue;
-				}
-				unsigned first = col;
-				while (col < c->cols && (freed & (1u << col)))
-					col++;
-				fn(base + first * col_len, (col - first) * col_len);
-			}
-		}
-	}
+	for (size_t i = 0; i < dl_live.n; i++)
+		fn(dl_live.v[i]);
 }
 
-struct dl_chunk *_dl_chunk_of(struct dl_segment *seg, uintptr_t addr,
-			      unsigned *col, uintptr_t *slot_start)
+void _dl_alias_revoke(uintptr_t start, size_t len)
 {
-	const struct dl_class *c = &_dl_classes[seg->cls];
-	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
-	size_t col_len = (size_t)c->col_pages * DL_PAGE;
-	uintptr_t off = addr - seg->base;
-	unsigned k = (unsigned)(off / chunk_len);
-	if (k >= seg->used)
-		return NULL;
-	struct dl_chunk *ch = &seg->chunks[k];
-	uintptr_t in_chunk = off % chunk_len;
-	*col = (unsigned)(in_chunk / col_len);
-	*slot_start = seg->base + k * chunk_len + *col * col_len +
-		      (uintptr_t)ch->row * c->size;
-	return ch;
-}
-
-struct dl_large *_dl_large_of(struct dl_segment *seg, uintptr_t addr)
-{
-	/* Objects are carved in address order: binary search. */
-	unsigned lo = 0, hi = seg->used;
-	while (lo < hi) {
-		unsigned mid = (lo + hi) / 2;
-		struct dl_large *o = &seg->objs[mid];
-		if (addr < o->range)
-			hi = mid;
-		else if (addr >= o->range + o->range_len)
-			lo = mid + 1;
-		else
-			return o;
-	}
-	return NULL;
+	int err = _dl_be->alias_revoke((void *)start, len);
+	if (err)
+		_dl_fatal("could not revoke the aliases at %p (%s); stopping "
+			  "rather than leave a dangling pointer usable",
+			  (void *)start, strerror(-err));
+	DL_STAT_ADD(revokes, 1);
+	DL_STAT_ADD(revoked_pages, len / DL_PAGE);
 }
 
 void _dl_segment_lock_all(void)
 {
 	_dl_lock(&dl_live.lock);
 	_dl_lock(&dl_dead.lock);
-	_dl_lock(&dl_segment_pool.lock);
 }
 
 void _dl_segment_unlock_all(bool reset)
 {
-	if (reset) {
-		_dl_lock_reset(&dl_segment_pool.lock);
-		_dl_lock_reset(&dl_dead.lock);
-		_dl_lock_reset(&dl_live.lock);
-		return;
-	}
-	_dl_unlock(&dl_segment_pool.lock);
-	_dl_unlock(&dl_dead.lock);
-	_dl_unlock(&dl_live.lock);
+	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
+	op(&dl_dead.lock);
+	op(&dl_live.lock);
 }

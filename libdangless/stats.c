@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+/* dangless_stats(): the counters, and what only the backend can count. */
 #include "internal.h"
-
-struct dl_stats_atomic _dl_stats;
 
 DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
@@ -27,7 +26,8 @@ DL_EXPORT void dangless_print_stats(void)
 {
 	struct dangless_stats s;
 	dangless_stats(&s);
-	_dl_printf("dangless: stats (backend %s):", _dl_opt.backend);
+	_dl_printf("dangless: stats (backend %s):", _dl_be ? _dl_be_name
+							   : "none running");
 #define DL_STAT_PRINT(name, what)                                              \
 	_dl_printf("dangless:   %s = %lu (%s)", #name, s.name, what);
 	DANGLESS_STAT_FIELDS(DL_STAT_PRINT)

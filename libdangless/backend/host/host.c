@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The host backend: its state, start-up and its row of hooks (host.h).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "host.h"
+
+static int host_probe_guard(void)
+{
+	char *probe = mmap(NULL, DL_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   host.fd, 0);
+	if (probe == MAP_FAILED)
+		return -errno;
+	host.guard = madvise(probe, DL_PAGE, MADV_GUARD_INSTALL) == 0;
+	munmap(probe, DL_PAGE);
+	return 0;
+}
+
+static int host_init(void)
+{
+	/* Not MFD_NOEXEC_SEAL: programs may mprotect heap memory PROT_EXEC. */
+	host.fd = (int)syscall(SYS_memfd_create, "dangless", MFD_CLOEXEC);
+	if (host.fd < 0) {
+		int err = errno;
+		_dl_warn("host backend: memfd_create failed: %s",
+			 strerror(err));
+		return -err;
+	}
+	if (ftruncate(host.fd, (off_t)HOST_CANON_SIZE) != 0) {
+		int err = errno;
+		_dl_warn("host backend: ftruncate of the canonical memfd: %s",
+			 strerror(err));
+		return -err;
+	}
+	host.canon = mmap(NULL, HOST_CANON_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_NORESERVE, host.fd, 0);
+	if (host.canon == MAP_FAILED) {
+		int err = errno;
+		_dl_warn("host backend: cannot map %zu GiB of canonical view: %s",
+			 HOST_CANON_SIZE >> 30, strerror(err));
+		return -err;
+	}
+	int err = host_probe_guard();
+	if (err)
+		return err;
+	host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
+	host_budget.counted = host_count_mappings();
+	/* Offset 0 was touched by the probe's mapping only; skip it anyway. */
+	host.canon_bump = DL_PAGE;
+	if (!host.guard)
+		_dl_info("host backend: no guard regions on this kernel "
+			 "(Linux < 6.15); revoking with mprotect, which uses "
+			 "more kernel mappings");
+	return 0;
+}
+
+const struct dl_backend _dl_backend_host = {
+	.init = host_init,
+	.canon_alloc = host_canon_alloc,
+	.canon_free = host_canon_free,
+	.canon_discard = host_canon_discard,
+	.alias_reserve = host_alias_reserve,
+	.alias_dedicate = host_alias_dedicate,
+	.alias_map = host_alias_map,
+	.alias_revoke = host_alias_revoke,
+	.alias_release = host_alias_release,
+	.fork_prepare = host_fork_prepare,
+	.fork_parent = host_fork_parent,
+	.fork_child = host_fork_child,
+	.count_alias_mappings = host_count_alias_mappings,
+	.explain_enomem = host_explain_enomem,
+	.check = host_check,
+};

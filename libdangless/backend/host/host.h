@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The `host` backend: aliases made by the host kernel, no privileges.
+ *
+ * Canonical memory is one sparse memfd, mapped once (the canonical view);
+ * an alias is a MAP_SHARED|MAP_FIXED mapping of the same file offsets at an
+ * address in our reservation.  Revocation installs guard markers
+ * (MADV_GUARD_INSTALL, Linux 6.15+ for shared file mappings): the page-table
+ * entry becomes a marker that faults, and the kernel mapping is not split,
+ * so revoking costs no entry against vm.max_map_count.  Older kernels get
+ * mprotect(PROT_NONE), which works but splits mappings.
+ *
+ * Invariant H1: every address in a reservation block stays mapped (by an
+ * alias or by PROT_NONE anonymous memory) for the life of the process, so
+ * the kernel never hands it to anyone else.
+ *
+ * Files: host.c (start, the table), canon.c (canonical extents), alias.c
+ * (alias space), limits.c (vm.max_map_count, `dangless check`), fork.c.
+ */
+#ifndef DANGLESS_BACKEND_HOST_H
+#define DANGLESS_BACKEND_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../../backend.h"
+#include "../../services.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define HOST_CANON_SIZE ((size_t)1 << 40)
+#define HOST_BLOCK_SIZE ((size_t)1 << 40)
+
+struct host_extent {
+	uintptr_t off, len;
+	struct host_extent *next;
+};
+
+struct host_state {
+	int fd;
+	char *canon;              /* canonical view of the whole memfd */
+	bool guard;               /* MADV_GUARD_INSTALL works here */
+	dl_lock_t canon_lock;
+	uintptr_t canon_bump;     /* file offsets below are in use or free-listed */
+	struct host_extent *free_extents; /* address-ordered, coalesced */
+	struct host_recent {      /* recently freed extents, reused by size */
+		uintptr_t off, len;
+	} recent[64];
+	unsigned nrecent;
+	dl_lock_t alias_lock;
+	uintptr_t block_next, block_end;
+	/* dangless_dedicate_vmem ranges not yet started; once any was given,
+	 * no other alias space is reserved */
+	uintptr_t dedicated[16][2];
+	unsigned ndedicated;
+	bool dedicated_only;
+	int fork_pipe[2];
+	long map_limit;           /* vm.max_map_count when last read */
+	bool map_refused;         /* alias_map said no to keep headroom */
+};
+extern struct host_state host;
+
+/* Mappings at the last count of /proc/self/maps, and maps made since. */
+struct host_budget {
+	dl_lock_t lock;
+	long counted;
+	long since;
+};
+extern struct host_budget host_budget;
+
+/* host_for_each_mapping's buffer; held across fork by fork_prepare. */
+extern dl_lock_t host_maps_lock;
+
+/* canon.c */
+void *host_canon_alloc(size_t len);
+void host_canon_free(void *canon, size_t len);
+void host_canon_discard(void *canon, size_t len);
+
+/* alias.c */
+void *host_alias_reserve(size_t len, size_t align);
+int host_alias_dedicate(void *start, size_t len);
+int host_alias_map(void *alias, void *canon, size_t len, bool populate);
+int host_alias_revoke(void *alias, size_t len);
+int host_alias_release(void *alias, size_t len);
+
+/* limits.c */
+long host_read_long(const char *path);
+long host_count_mappings(void);
+bool host_within_map_budget(void);
+/*
+ * Calls fn for every mapping of the file (dev, ino), streaming
+ * /proc/self/maps through a fixed buffer (no allocation: this also runs in
+ * a child right after fork).  False if the file could not be read or fn
+ * said so.
+ */
+bool host_for_each_mapping(dev_t dev, ino_t ino,
+			   bool (*fn)(unsigned long start, unsigned long end,
+				      int prot, unsigned long off, void *ctx),
+			   void *ctx);
+long host_count_alias_mappings(void);
+bool host_explain_enomem(char *buf, size_t len);
+bool host_check(int fd);
+
+/* fork.c */
+void host_fork_prepare(void);
+void host_fork_parent(void);
+bool host_fork_child(void);
+
+#endif

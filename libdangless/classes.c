@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Size classes: multiples of 16 up to 256 bytes, then one class per
+ * slots-per-page count (little waste per page), then whole pages up to
+ * DL_SMALL_MAX.  Each class fixes the shape of its runs (internal.h).
+ */
+#include "internal.h"
+
+struct dl_class _dl_classes[DL_NCLASSES_MAX];
+unsigned _dl_nclasses;
+static uint8_t dl_class_of[DL_SMALL_MAX / 16 + 1];
+
+static void dl_add_class(uint32_t size, uint16_t col_pages)
+{
+	dl_assert(_dl_nclasses < DL_NCLASSES_MAX);
+	struct dl_class *c = &_dl_classes[_dl_nclasses++];
+	c->size = size;
+	c->col_pages = col_pages;
+	c->cols = (uint16_t)(DL_RUN_PAGES / col_pages);
+	c->rows = (uint16_t)(col_pages * DL_PAGE / size);
+	c->run_pages = (uint16_t)(c->cols * col_pages);
+	c->chunks_per_seg = (uint16_t)(DL_SEG_PAGES / c->run_pages);
+	dl_assert(c->cols <= DL_MAX_COLS && c->rows <= DL_MAX_ROWS &&
+		  c->rows >= 1 && c->chunks_per_seg <= DL_CHUNKS_PER_SEG);
+}
+
+void _dl_classes_init(void)
+{
+	for (uint32_t s = 16; s <= 256; s += 16)
+		dl_add_class(s, 1);
+	for (uint32_t per_page = 15; per_page >= 1; per_page--) {
+		uint32_t s = (uint32_t)(DL_PAGE / per_page) & ~15u;
+		if (s > _dl_classes[_dl_nclasses - 1].size)
+			dl_add_class(s, 1);
+	}
+	for (uint16_t pages = 2; pages * DL_PAGE <= DL_SMALL_MAX; pages++)
+		dl_add_class((uint32_t)(pages * DL_PAGE), pages);
+	unsigned c = 0;
+	for (size_t i = 0; i <= DL_SMALL_MAX / 16; i++) {
+		while (_dl_classes[c].size < i * 16)
+			c++;
+		dl_class_of[i] = (uint8_t)c;
+	}
+}
+
+unsigned _dl_size_class(size_t size, size_t align)
+{
+	if (size > DL_SMALL_MAX || align > DL_PAGE)
+		return (unsigned)-1;
+	unsigned c = dl_class_of[(size + 15) / 16];
+	if (align <= DL_MIN_ALIGN)
+		return c;
+	/* Every slot offset is a multiple of size; single-row columns start
+	 * on a page. */
+	for (; c < _dl_nclasses; c++)
+		if (_dl_classes[c].size % align == 0 || _dl_classes[c].rows == 1)
+			return c;
+	return (unsigned)-1;
+}

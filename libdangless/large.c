@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Large objects (over DL_SMALL_MAX, or aligned beyond a page): each has a
+ * canonical extent and an alias range of its own, carved in address order
+ * from a shared large segment (up to DL_LARGE_PACK_MAX) or from segments of
+ * its own.  free() releases the range (which revokes it) and the extent.
+ */
+#include "internal.h"
+
+static struct {
+	dl_lock_t lock;
+	struct dl_segment *seg;   /* packed large objects are carved here */
+} dl_large_state;
+
+/* Objects are carved in address order: binary search. */
+static struct dl_large *dl_large_of(struct dl_segment *seg, uintptr_t addr)
+{
+	unsigned lo = 0, hi = seg->used;
+	while (lo < hi) {
+		unsigned mid = (lo + hi) / 2;
+		struct dl_large *o = &seg->objs[mid];
+		if (addr < o->range)
+			hi = mid;
+		else if (addr >= o->range + o->range_len)
+			lo = mid + 1;
+		else
+			return o;
+	}
+	return NULL;
+}
+
+/* o is freed: its range stops working and its memory goes back. */
+static void dl_large_finish(struct dl_segment *seg, struct dl_large *o)
+{
+	/* Releasing revokes: the range faults from here on. */
+	_dl_be->alias_release((void *)o->range, o->range_len);
+	_dl_be->canon_free((void *)o->canon, o->canon_len);
+	DL_STAT_SUB(canonical_bytes, o->canon_len);
+	DL_STAT_ADD(revokes, 1);
+	DL_STAT_ADD(revoked_pages, o->range_len / DL_PAGE);
+	_dl_lock(&dl_large_state.lock);
+	unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
+	dl_assert(dead <= seg->used);
+	bool retire = seg->closed && dead == seg->used;
+	_dl_unlock(&dl_large_state.lock);
+	if (retire)
+		_dl_segment_retire(seg);
+}
+
+void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail)
+{
+	size_t len = DL_ALIGN_UP(req ? req : 1, DL_PAGE);
+	if (len < req) {
+		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
+		return NULL;
+	}
+	if (align < DL_PAGE)
+		align = DL_PAGE;
+	void *canon = _dl_be->canon_alloc(len);
+	if (!canon) {
+		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
+		return NULL;
+	}
+	DL_STAT_ADD(canonical_bytes, len);
+	struct dl_segment *seg, *retire = NULL;
+	uintptr_t alias;
+	_dl_lock(&dl_large_state.lock);
+	if (len > DL_LARGE_PACK_MAX || align > DL_SEG_SIZE) {
+		seg = _dl_segment_new(DL_SEG_LARGE, 0, len, align, fail);
+		if (seg)
+			seg->cap = 1;
+	} else {
+		seg = dl_large_state.seg;
+		alias = seg ? DL_ALIGN_UP(seg->bump, align) : 0;
+		if (!seg || seg->used == seg->cap ||
+		    alias + len > seg->base + seg->len) {
+			if (seg) {
+				seg->closed = true;
+				if (atomic_load(&seg->dead) == seg->used)
+					retire = seg;
+			}
+			seg = _dl_segment_new(DL_SEG_LARGE, 0, DL_SEG_SIZE,
+					      DL_SEG_SIZE, fail);
+			dl_large_state.seg = seg;
+		}
+	}
+	if (!seg) {
+		_dl_unlock(&dl_large_state.lock);
+		_dl_be->canon_free(canon, len);
+		DL_STAT_SUB(canonical_bytes, len);
+		return NULL;
+	}
+	alias = DL_ALIGN_UP(seg->bump, align);
+	dl_assert(alias >= seg->bump && alias + len <= seg->base + seg->len);
+	struct dl_large *o = &seg->objs[seg->used];
+	o->range = alias;
+	o->range_len = len;
+	o->alias = alias;
+	o->canon = (uintptr_t)canon;
+	o->canon_len = len;
+	o->req = req;
+	o->alloc_stack = _dl_opt.stacks ? _dl_stack_capture() : 0;
+	o->free_stack = 0;
+	atomic_store(&o->state, DL_LARGE_LIVE);
+	/* I1: the range is above every one carved before it. */
+	seg->bump = alias + len;
+	/* publishes o to lock-free lookups: its fields first */
+	atomic_thread_fence(memory_order_release);
+	seg->used++;
+	if (seg->used == seg->cap)
+		seg->closed = true;
+	_dl_unlock(&dl_large_state.lock);
+	if (retire)
+		_dl_segment_retire(retire);
+
+	int err = _dl_be->alias_map((void *)alias, canon, len, false);
+	if (err) {
+		atomic_store(&o->state, DL_LARGE_FREED);
+		dl_large_finish(seg, o);
+		*fail = (struct dl_failure){-err, "mapping an alias"};
+		return NULL;
+	}
+	DL_STAT_ADD(alias_maps, 1);
+	DL_STAT_ADD(allocs, 1);
+	DL_STAT_ADD(live_objects, 1);
+	DL_STAT_ADD(live_bytes, req);
+	return (void *)alias;
+}
+
+static enum dl_verdict dl_large_find(struct dl_segment *seg, void *p,
+				     struct dl_obj *o, struct dl_large **out)
+{
+	struct dl_large *l = dl_large_of(seg, (uintptr_t)p);
+	*o = (struct dl_obj){0};
+	*out = l;
+	if (!l)
+		return DL_PTR_UNKNOWN;
+	*o = (struct dl_obj){l->alias, l->req, l->alloc_stack, l->free_stack};
+	if (atomic_load(&l->state) != DL_LARGE_LIVE)
+		return DL_PTR_FREED;
+	return (uintptr_t)p == l->alias ? DL_PTR_LIVE : DL_PTR_INTERIOR;
+}
+
+enum dl_verdict _dl_large_lookup(struct dl_segment *seg, void *p,
+				 struct dl_obj *o)
+{
+	struct dl_large *l;
+	return dl_large_find(seg, p, o, &l);
+}
+
+enum dl_verdict _dl_large_free(struct dl_segment *seg, void *p,
+			       struct dl_obj *o)
+{
+	struct dl_large *l;
+	enum dl_verdict v = dl_large_find(seg, p, o, &l);
+	if (v != DL_PTR_LIVE)
+		return v;
+	int live = DL_LARGE_LIVE;
+	if (!atomic_compare_exchange_strong(&l->state, &live, DL_LARGE_FREED))
+		return DL_PTR_FREED;
+	if (_dl_opt.stacks)
+		l->free_stack = _dl_stack_capture();
+	DL_STAT_ADD(frees, 1);
+	DL_STAT_SUB(live_objects, 1);
+	DL_STAT_SUB(live_bytes, l->req);
+	dl_large_finish(seg, l);
+	return DL_PTR_LIVE;
+}
+
+size_t _dl_large_usable(struct dl_segment *seg, void *p)
+{
+	struct dl_large *l = dl_large_of(seg, (uintptr_t)p);
+	return l ? l->canon_len : 0;
+}
+
+void *_dl_large_canonical(struct dl_segment *seg, void *p)
+{
+	struct dl_large *l = dl_large_of(seg, (uintptr_t)p);
+	if (!l || atomic_load(&l->state) != DL_LARGE_LIVE ||
+	    (uintptr_t)p >= l->alias + l->canon_len)
+		return NULL;
+	return (void *)(l->canon + ((uintptr_t)p - l->alias));
+}
+
+bool _dl_large_resize(struct dl_segment *seg, void *p, size_t req)
+{
+	struct dl_large *l = dl_large_of(seg, (uintptr_t)p);
+	size_t len = DL_ALIGN_UP(req ? req : 1, DL_PAGE);
+	if (!l || len > l->canon_len)
+		return false;
+	if (len < l->canon_len) {
+		/* Thesis semantics: the pages past the new end are revoked
+		 * and their canonical memory goes back. */
+		size_t cut = l->canon_len - len;
+		_dl_be->alias_release((void *)(l->alias + len), cut);
+		_dl_be->canon_free((void *)(l->canon + len), cut);
+		DL_STAT_SUB(canonical_bytes, cut);
+		DL_STAT_ADD(revokes, 1);
+		DL_STAT_ADD(revoked_pages, cut / DL_PAGE);
+		l->canon_len = len;
+	}
+	DL_STAT_ADD(live_bytes, req);
+	DL_STAT_SUB(live_bytes, l->req);
+	l->req = req;
+	return true;
+}
+
+enum dl_fault_kind _dl_large_describe(struct dl_segment *seg, uintptr_t addr,
+				      struct dl_obj *o)
+{
+	struct dl_large *l;
+	dl_large_find(seg, (void *)addr, o, &l);
+	if (!l)
+		return DL_FAULT_NOT_OURS;
+	if (atomic_load(&l->state) == DL_LARGE_FREED)
+		return DL_FAULT_FREED;
+	if (addr >= l->alias + l->canon_len)
+		return DL_FAULT_SHRUNK;
+	return DL_FAULT_NOT_OURS;
+}
+
+void _dl_large_lock_all(void)
+{
+	_dl_lock(&dl_large_state.lock);
+}
+
+void _dl_large_unlock_all(bool reset)
+{
+	(reset ? _dl_lock_reset : _dl_unlock)(&dl_large_state.lock);
+}

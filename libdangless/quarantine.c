@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * revoke=batch:N.  A freed slot waits in its thread's quarantine, still
+ * mapped but never reused (I2: its slot goes back only once revoked),
+ * until N of them are there; then all are revoked at once, sorted by
+ * address so that neighbours (the columns of a chunk, chunks side by side)
+ * go in one call, and the slots go back one chunk at a time.
+ */
+#include "internal.h"
+
+static __thread struct {
+	struct dl_freed_slot *slots; /* _dl_opt.batch of them */
+	unsigned n;
+} dl_quarantine __attribute__((tls_model("initial-exec")));
+
+static size_t dl_quarantine_bytes(void)
+{
+	return _dl_opt.batch * sizeof(struct dl_freed_slot);
+}
+
+static void dl_sort(struct dl_freed_slot *q, unsigned n)
+{
+	/* Insertion sort of nearly sorted runs, Shell-gapped: no allocation. */
+	static const unsigned gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
+	for (unsigned g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+		unsigned gap = gaps[g];
+		for (unsigned i = gap; i < n; i++) {
+			struct dl_freed_slot v = q[i];
+			unsigned j = i;
+			for (; j >= gap && q[j - gap].page > v.page; j -= gap)
+				q[j] = q[j - gap];
+			q[j] = v;
+		}
+	}
+}
+
+void _dl_quarantine_flush(void)
+{
+	unsigned n = dl_quarantine.n;
+	if (!n)
+		return;
+	struct dl_freed_slot *q = dl_quarantine.slots;
+	dl_sort(q, n);
+	for (unsigned i = 0; i < n;) {
+		uintptr_t start = q[i].page;
+		uintptr_t end = start + (uintptr_t)q[i].pages * DL_PAGE;
+		unsigned j = i + 1;
+		while (j < n && q[j].page == end) {
+			end += (uintptr_t)q[j].pages * DL_PAGE;
+			j++;
+		}
+		_dl_alias_revoke(start, end - start);
+		i = j;
+	}
+	dl_quarantine.n = 0;
+	DL_STAT_SUB(quarantined, n);
+	/* One return (one lock round) per chunk: its entries are neighbours. */
+	for (unsigned i = 0; i < n;) {
+		uint32_t cols = 0;
+		unsigned j = i;
+		for (; j < n && q[j].chunk == q[i].chunk; j++)
+			cols |= 1u << q[j].col;
+		_dl_slots_return(q[i].seg, q[i].chunk, cols);
+		i = j;
+	}
+}
+
+void _dl_quarantine_add(const struct dl_freed_slot *slot)
+{
+	if (unlikely(!dl_quarantine.slots)) {
+		dl_quarantine.slots = _dl_meta_pages(dl_quarantine_bytes());
+		if (!dl_quarantine.slots) {
+			/* No room to wait in: strict for this one. */
+			_dl_small_retire(slot);
+			return;
+		}
+	}
+	dl_quarantine.slots[dl_quarantine.n++] = *slot;
+	DL_STAT_ADD(quarantined, 1);
+	if (dl_quarantine.n == _dl_opt.batch)
+		_dl_quarantine_flush();
+}
+
+void _dl_quarantine_thread_exit(void)
+{
+	_dl_quarantine_flush();
+	if (dl_quarantine.slots)
+		_dl_meta_unpages(dl_quarantine.slots, dl_quarantine_bytes());
+	dl_quarantine.slots = NULL;
+}

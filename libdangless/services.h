@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Core services: what every file of libdangless, backends included, may
+ * use.  Locks, metadata memory, async-signal-safe messages, counters and
+ * assertions.  Nothing here knows the allocator's layout; backends include
+ * this header and backend.h, never internal.h.
+ *
+ * Names: public dangless_*; cross-file _dl_<module>_*; file-local dl_*.
+ */
+#ifndef DANGLESS_SERVICES_H
+#define DANGLESS_SERVICES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dangless/dangless.h"
+
+#define DL_PAGE_SHIFT 12
+#define DL_PAGE ((size_t)1 << DL_PAGE_SHIFT)
+/* User space of x86-64 with 4-level paging. */
+#define DL_ADDR_BITS 47
+
+#define DL_ALIGN_UP(x, a) (((x) + (a)-1) & ~((uintptr_t)(a)-1))
+#define DL_ALIGN_DOWN(x, a) ((x) & ~((uintptr_t)(a)-1))
+/* The public names; everything else stays inside the library. */
+#define DL_EXPORT __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- assertions (print.c) ----
+ * `make DEBUG=1` builds with DL_DEBUG: dl_assert checks the layout's
+ * invariants where they are kept and stops with the failed condition.  A
+ * release build compiles them out (the condition is not evaluated).
+ */
+__attribute__((noreturn)) void _dl_assert_fail(const char *cond,
+					       const char *file, int line);
+#ifdef DL_DEBUG
+#define dl_assert(cond)                                                        \
+	(likely(cond) ? (void)0 : _dl_assert_fail(#cond, __FILE__, __LINE__))
+#else
+#define dl_assert(cond) ((void)sizeof(!(cond)))
+#endif
+
+/* ---- a small spinning lock; held only around metadata updates (meta.c) */
+typedef struct {
+	atomic_int v;
+} dl_lock_t;
+void _dl_lock(dl_lock_t *l);
+static inline void _dl_unlock(dl_lock_t *l)
+{
+	atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+/* In a child after fork(): whoever held it is gone. */
+static inline void _dl_lock_reset(dl_lock_t *l)
+{
+	atomic_store_explicit(&l->v, 0, memory_order_relaxed);
+}
+
+/* ---- metadata memory (meta.c) ---- */
+/* Zeroed anonymous pages for the allocator's own use, never the program's. */
+void *_dl_meta_pages(size_t len);
+void _dl_meta_unpages(void *p, size_t len);
+
+/*
+ * Fixed-size blocks carved from metadata pages that are never given back:
+ * fault reports read metadata without locks, so a freed block must stay
+ * readable.  A pool registers itself on first use, so that fork can hold
+ * every pool's lock (_dl_pools_lock_all).
+ */
+struct dl_pool {
+	dl_lock_t lock;
+	size_t block;
+	void *free_list;
+	char *cur, *end;
+	const char *name;
+	struct dl_pool *next_pool;
+	bool listed;
+};
+#define DL_POOL(type, label) {.block = sizeof(type), .name = (label)}
+void *_dl_pool_alloc(struct dl_pool *pool);
+void _dl_pool_free(struct dl_pool *pool, void *p);
+void _dl_pools_lock_all(void);
+void _dl_pools_unlock_all(bool reset);
+
+/* ---- counters (meta.c); the fields are the public stats' ---- */
+struct dl_stats_atomic {
+#define DL_STAT_ATOMIC(name, what) _Atomic uint64_t name;
+	DANGLESS_STAT_FIELDS(DL_STAT_ATOMIC)
+#undef DL_STAT_ATOMIC
+};
+extern struct dl_stats_atomic _dl_stats;
+#define DL_STAT_ADD(field, n)                                                  \
+	atomic_fetch_add_explicit(&_dl_stats.field, (n), memory_order_relaxed)
+#define DL_STAT_SUB(field, n)                                                  \
+	atomic_fetch_sub_explicit(&_dl_stats.field, (n), memory_order_relaxed)
+
+/* ---- messages (print.c): no stdio, no allocation, one write(2) each ---- */
+struct dl_buf {
+	char *p;
+	size_t len, cap;
+};
+void _dl_buf_str(struct dl_buf *b, const char *s);
+void _dl_buf_char(struct dl_buf *b, char c);
+void _dl_buf_hex(struct dl_buf *b, uintptr_t v);
+void _dl_buf_dec(struct dl_buf *b, uint64_t v);
+void _dl_write_all(int fd, const char *s, size_t n);
+/* printf-like: %s %c %d %i %u %x %p %%, with l, ll, z, j. */
+void _dl_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "dangless: " and the message, always. */
+void _dl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, only with verbosity=1 or more. */
+void _dl_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+__attribute__((noreturn)) void _dl_fatal(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+/* Set from the options; read by _dl_info. */
+extern int _dl_msg_verbosity;
+
+#endif

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small objects: each thread hands out the slots of its current chunk of a
+ * class without a lock; when the chunk is used up it carves a new one
+ * (run.c) and maps one alias of the whole run.  free() marks the slot
+ * freed; its alias is then revoked at once (strict) or by the quarantine
+ * (batch), and only then does the slot go back to its run (I2).
+ */
+#include <string.h>
+
+#include "internal.h"
+
+struct dl_cached_chunk {
+	struct dl_segment *seg;
+	struct dl_chunk *chunk;
+	uintptr_t alias;          /* the chunk's alias range */
+	uint32_t avail;           /* carved slots not yet handed out */
+};
+static __thread struct dl_cached_chunk dl_cache[DL_NCLASSES_MAX]
+	__attribute__((tls_model("initial-exec")));
+
+/* ---- chunk address math ---- */
+
+/* The chunk of seg that addr falls in, its column and that slot's start. */
+static struct dl_chunk *dl_chunk_of(struct dl_segment *seg, uintptr_t addr,
+				    unsigned *col, uintptr_t *slot_start)
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
+	size_t col_len = (size_t)c->col_pages * DL_PAGE;
+	uintptr_t off = addr - seg->base;
+	unsigned k = (unsigned)(off / chunk_len);
+	if (k >= seg->used)
+		return NULL;
+	struct dl_chunk *ch = &seg->chunks[k];
+	uintptr_t in_chunk = off % chunk_len;
+	*col = (unsigned)(in_chunk / col_len);
+	*slot_start = seg->base + k * chunk_len + *col * col_len +
+		      (uintptr_t)ch->row * c->size;
+	return ch;
+}
+
+static uintptr_t dl_chunk_alias(struct dl_segment *seg, struct dl_chunk *ch)
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	return seg->base +
+	       (uintptr_t)(ch - seg->chunks) * c->run_pages * DL_PAGE;
+}
+
+/* ---- allocation ---- */
+
+static bool dl_refill(struct dl_cached_chunk *cc, unsigned cls,
+		      struct dl_failure *fail)
+{
+	const struct dl_class *c = &_dl_classes[cls];
+	struct dl_carve carve;
+	if (!_dl_chunk_carve(cls, &carve, fail))
+		return false;
+	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
+	/* I1: a chunk's range is mapped once, right after it is carved. */
+	int err = _dl_be->alias_map((void *)carve.alias,
+				    (void *)carve.chunk->run->canon, chunk_len,
+				    carve.populate);
+	if (err) {
+		/* Never handed out, so nothing to revoke (I2). */
+		_dl_slots_return(carve.seg, carve.chunk, carve.carved);
+		*fail = (struct dl_failure){-err, "mapping an alias"};
+		return false;
+	}
+	DL_STAT_ADD(alias_maps, 1);
+	cc->seg = carve.seg;
+	cc->chunk = carve.chunk;
+	cc->alias = carve.alias;
+	cc->avail = carve.carved;
+	return true;
+}
+
+void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail)
+{
+	struct dl_cached_chunk *cc = &dl_cache[cls];
+	if (unlikely(!cc->avail) && !dl_refill(cc, cls, fail))
+		return NULL;
+	const struct dl_class *c = &_dl_classes[cls];
+	struct dl_chunk *ch = cc->chunk;
+	unsigned col = (unsigned)__builtin_ctz(cc->avail);
+	cc->avail &= cc->avail - 1;
+	ch->req[col] = (uint16_t)req;
+	if (ch->stacks)
+		ch->stacks->alloc[col] = _dl_stack_capture();
+	atomic_fetch_or_explicit(&ch->handed, 1u << col, memory_order_release);
+	DL_STAT_ADD(allocs, 1);
+	DL_STAT_ADD(live_objects, 1);
+	DL_STAT_ADD(live_bytes, req);
+	return (void *)(cc->alias + (uintptr_t)col * c->col_pages * DL_PAGE +
+			(uintptr_t)ch->row * c->size);
+}
+
+/* ---- what a pointer is ---- */
+
+static enum dl_verdict dl_small_find(struct dl_segment *seg, void *p,
+				     struct dl_obj *o, struct dl_chunk **ch_out,
+				     unsigned *col_out)
+{
+	unsigned col;
+	uintptr_t start;
+	*o = (struct dl_obj){0};
+	struct dl_chunk *ch = dl_chunk_of(seg, (uintptr_t)p, &col, &start);
+	if (!ch)
+		return DL_PTR_UNKNOWN;
+	uint32_t bit = 1u << col;
+	if (!(atomic_load_explicit(&ch->handed, memory_order_acquire) & bit))
+		return DL_PTR_UNKNOWN;
+	o->start = start;
+	o->size = ch->req[col];
+	if (ch->stacks) {
+		o->alloc_stack = ch->stacks->alloc[col];
+		o->free_stack = ch->stacks->freed[col];
+	}
+	*ch_out = ch;
+	*col_out = col;
+	if (atomic_load(&ch->freed) & bit)
+		return DL_PTR_FREED;
+	return (uintptr_t)p == start ? DL_PTR_LIVE : DL_PTR_INTERIOR;
+}
+
+enum dl_verdict _dl_small_lookup(struct dl_segment *seg, void *p,
+				 struct dl_obj *o)
+{
+	struct dl_chunk *ch;
+	unsigned col;
+	return dl_small_find(seg, p, o, &ch, &col);
+}
+
+enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
+			       struct dl_freed_slot *slot, struct dl_obj *o)
+{
+	struct dl_chunk *ch;
+	unsigned col;
+	enum dl_verdict v = dl_small_find(seg, p, o, &ch, &col);
+	if (v != DL_PTR_LIVE)
+		return v;
+	uint32_t bit = 1u << col;
+	/* Two threads freeing the same pointer: only one gets here first. */
+	if (atomic_fetch_or(&ch->freed, bit) & bit)
+		return DL_PTR_FREED;
+	if (ch->stacks)
+		ch->stacks->freed[col] = _dl_stack_capture();
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	DL_STAT_ADD(frees, 1);
+	DL_STAT_SUB(live_objects, 1);
+	DL_STAT_SUB(live_bytes, ch->req[col]);
+	*slot = (struct dl_freed_slot){
+		.page = (uintptr_t)p - (uintptr_t)ch->row * c->size,
+		.pages = c->col_pages,
+		.col = (uint8_t)col,
+		.seg = seg,
+		.chunk = ch,
+	};
+	return DL_PTR_LIVE;
+}
+
+void _dl_small_retire(const struct dl_freed_slot *slot)
+{
+	_dl_alias_revoke(slot->page, (size_t)slot->pages * DL_PAGE);
+	_dl_slots_return(slot->seg, slot->chunk, 1u << slot->col);
+}
+
+size_t _dl_small_usable(struct dl_segment *seg, void *p)
+{
+	struct dl_obj o;
+	struct dl_chunk *ch;
+	unsigned col;
+	dl_small_find(seg, p, &o, &ch, &col);
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	if (c->col_pages == 1)
+		return c->size;
+	/* A shrinking realloc revoked the pages past the end (see
+	 * _dl_small_resize): only the pages up to it are usable. */
+	size_t mapped = DL_ALIGN_UP((uintptr_t)p + (o.size ? o.size : 1),
+				    DL_PAGE) -
+			(uintptr_t)p;
+	return mapped < c->size ? mapped : c->size;
+}
+
+void *_dl_small_canonical(struct dl_segment *seg, void *p)
+{
+	unsigned col;
+	uintptr_t start;
+	struct dl_chunk *ch = dl_chunk_of(seg, (uintptr_t)p, &col, &start);
+	struct dl_run *run = ch ? ch->run : NULL;
+	if (!run || (atomic_load(&ch->freed) & (1u << col)))
+		return NULL;
+	return (void *)(run->canon + ((uintptr_t)p - dl_chunk_alias(seg, ch)));
+}
+
+bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req)
+{
+	struct dl_obj o;
+	struct dl_chunk *ch;
+	unsigned col;
+	dl_small_find(seg, p, &o, &ch, &col);
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	if (req > c->size)
+		return false;
+	/* Thesis semantics: pages past the new end stop being reachable. */
+	if (c->col_pages > 1) {
+		uintptr_t keep = DL_ALIGN_UP((uintptr_t)p + (req ? req : 1),
+					     DL_PAGE);
+		uintptr_t end = (uintptr_t)p + c->size;
+		uintptr_t was = DL_ALIGN_UP((uintptr_t)p + o.size, DL_PAGE);
+		if (req < o.size && keep < end && keep < was)
+			_dl_alias_revoke(keep, was - keep);
+		if (req > o.size && was < end &&
+		    DL_ALIGN_UP((uintptr_t)p + req, DL_PAGE) > was)
+			return false; /* those pages may be revoked */
+	}
+	DL_STAT_ADD(live_bytes, req);
+	DL_STAT_SUB(live_bytes, o.size);
+	ch->req[col] = (uint16_t)req;
+	return true;
+}
+
+enum dl_fault_kind _dl_small_describe(struct dl_segment *seg, uintptr_t addr,
+				      struct dl_obj *o)
+{
+	unsigned col;
+	uintptr_t start;
+	struct dl_chunk *ch = dl_chunk_of(seg, addr, &col, &start);
+	*o = (struct dl_obj){0};
+	if (!ch)
+		return DL_FAULT_NOT_OURS;
+	uint32_t bit = 1u << col;
+	o->start = start;
+	o->size = ch->req[col];
+	if (ch->stacks) {
+		o->alloc_stack = ch->stacks->alloc[col];
+		o->free_stack = ch->stacks->freed[col];
+	}
+	if (atomic_load(&ch->freed) & bit)
+		return DL_FAULT_FREED;
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	if ((atomic_load(&ch->handed) & bit) && c->col_pages > 1 &&
+	    addr >= DL_ALIGN_UP(start + o->size, DL_PAGE))
+		return DL_FAULT_SHRUNK;
+	return DL_FAULT_NOT_OURS;
+}
+
+void _dl_small_for_each_revoked(struct dl_segment *seg,
+				void (*fn)(uintptr_t, size_t))
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	size_t col_len = (size_t)c->col_pages * DL_PAGE;
+	/* Dead chunks too: they stay mapped until their segment goes. */
+	for (unsigned k = 0; k < seg->used; k++) {
+		unsigned freed = atomic_load(&seg->chunks[k].freed);
+		uintptr_t base = dl_chunk_alias(seg, &seg->chunks[k]);
+		for (unsigned col = 0; col < c->cols;) {
+			if (!(freed & (1u << col))) {
+				col++;
+				continue;
+			}
+			unsigned first = col;
+			while (col < c->cols && (freed & (1u << col)))
+				col++;
+			fn(base + first * col_len, (col - first) * col_len);
+		}
+	}
+}
+
+/* The thread's cached slots were never handed out: straight back. */
+void _dl_small_thread_exit(void)
+{
+	for (unsigned cls = 0; cls < _dl_nclasses; cls++) {
+		struct dl_cached_chunk *cc = &dl_cache[cls];
+		if (cc->avail)
+			_dl_slots_return(cc->seg, cc->chunk, cc->avail);
+		cc->avail = 0;
+	}
+}
