@@ -6,6 +6,8 @@
 #   make test       the whole suite (what .ci/run calls)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make DEBUG=1 …  the same with the allocator's invariants asserted, built
+#                   in build/debug
 
 VERSION     := 0.1.0
 PREFIX      ?= /usr/local
@@ -17,6 +19,11 @@ OPT         ?= -O2
 WARN        := -Wall -Wextra -Werror
 BASE_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -D_GNU_SOURCE -I$(CURDIR)/include
 CFLAGS      ?=
+DEBUG       ?= 0
+ifeq ($(DEBUG),1)
+override BUILD := $(BUILD)/debug
+BASE_CFLAGS += -DDL_DEBUG
+endif
 export CC CXX
 
 DANGLESS_SO  := $(BUILD)/libdangless.so
@@ -25,6 +32,9 @@ DANGLESS_BIN := $(BUILD)/dangless
 
 TEST_SUITES   :=
 TEST_DEPS     :=
+# suites that make test runs a second time against the DEBUG=1 build
+DEBUG_TEST_SUITES :=
+DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
@@ -44,7 +54,8 @@ deps:
 
 test: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
-	@selftests/run-suites $(TEST_SUITES)
+	@$(MAKE) --no-print-directory DEBUG=1 all $(DEBUG_TEST_DEPS)
+	@selftests/run-suites $(TEST_SUITES) $(DEBUG_TEST_SUITES)
 
 bench: all $(BENCH_TARGETS)
 

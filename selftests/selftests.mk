@@ -36,8 +36,17 @@ ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
 ST_C_APPS   := hello-world memstress writev-syscall messaging
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 
-TEST_SUITES += $(ST_SUITES)
+TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run
 TEST_DEPS   += $(ST_SUITES) $(ST_PROGS) $(ST_APP_BINS)
+# The allocator's own suites once more with its invariants asserted.
+ifneq ($(DEBUG),1)
+ST_DEBUG_SUITES := basics uaf concurrency layout
+DEBUG_TEST_SUITES += $(addprefix $(BUILD)/debug/selftests/,$(ST_DEBUG_SUITES))
+DEBUG_TEST_DEPS   += $(addprefix $(BUILD)/debug/selftests/,$(ST_DEBUG_SUITES)) \
+		     $(BUILD)/debug/selftests/st-scenario \
+		     $(BUILD)/debug/selftests/st-scenario-plain \
+		     $(addprefix $(BUILD)/debug/testapps/,$(ST_C_APPS))
+endif
 DEMO_DEPS   += $(ST_APPS)/messaging
 
 .PHONY: selftests testapps

@@ -224,6 +224,22 @@ BOTH(backend_host)
 	th_child_free(&res);
 }
 
+/* Messages name the backend that runs, not the one asked for. */
+BOTH(unbuilt_backend_says_so_and_reports_the_running_one)
+{
+	struct th_child res;
+	st_scenario("backend=kvm:stats=1:verbosity=1", "uaf-read", NULL, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	EXPECT_CONTAINS("backend=kvm is not available in this build", res.err);
+	EXPECT_CONTAINS("options: backend=kvm (running: host)", res.err);
+	th_child_free(&res);
+	st_scenario("backend=kvm:stats=1", "basic", NULL, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("dangless: stats (backend host):", res.err);
+	EXPECT_TRUE(strstr(res.err, "stats (backend kvm)") == NULL);
+	th_child_free(&res);
+}
+
 BOTH(fallback_1_without_exhaustion_changes_nothing)
 {
 	struct th_child res;
