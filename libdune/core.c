@@ -40,7 +40,6 @@ uint64_t dune_stat_syscalls, dune_stat_exits, dune_stat_chunks, dune_stat_vcpus;
 
 static uint64_t *dune_idt;
 static int dune_inited;
-static char dune_errbuf[256];
 static uint64_t dune_brk_last;
 
 #define MSR_EFER 0xc0000080
@@ -57,52 +56,6 @@ static uint64_t dune_brk_last;
 #define EFER_NXE 0x800
 
 #define HOST_STACK_SIZE (1024 * 1024)
-
-/* ---- messages ---- */
-
-static void dune_write_str(const char *s)
-{
-	dune_sys3(SYS_write, 2, s, strlen(s));
-}
-
-__attribute__((format(printf, 2, 3))) static int fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-	int n = snprintf(dune_errbuf, sizeof(dune_errbuf), "dune: ");
-	va_start(ap, fmt);
-	vsnprintf(dune_errbuf + n, sizeof(dune_errbuf) - n, fmt, ap);
-	va_end(ap);
-	if (!getenv("DUNE_QUIET")) {
-		dune_write_str(dune_errbuf);
-		dune_write_str("\n");
-	}
-	return err;
-}
-
-const char *dune_strerror(void)
-{
-	return dune_errbuf[0] ? dune_errbuf : "dune: no error";
-}
-
-/* Ends the process the way the host kernel would for this signal. */
-__attribute__((noreturn)) static void die_by_signal(int sig)
-{
-	struct {
-		unsigned long handler, flags, restorer, mask;
-	} sa = {0, 0, 0, 0};
-	unsigned long set = 1UL << (sig - 1);
-	dune_sys6(SYS_rt_sigaction, sig, (long)&sa, 0, 8, 0, 0);
-	dune_sys6(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&set, 0, 8, 0, 0);
-	dune_sys3(SYS_tgkill, dune_sys0(SYS_getpid), dune_sys0(SYS_gettid), sig);
-	dune_sys1(SYS_exit_group, 128 + sig);
-	__builtin_unreachable();
-}
-
-void dune_die(void)
-{
-	dune_sys1(SYS_exit_group, 1);
-	__builtin_unreachable();
-}
 
 /* ---- host checks ---- */
 
@@ -652,7 +605,7 @@ __attribute__((noreturn)) static void fatal_trap(struct dune_vcpu *v)
 		 (unsigned long)tf->rip, w, (unsigned long)v->arg,
 		 (unsigned long)tf->err, (unsigned long)tf->rsp);
 	dune_write_str(msg);
-	die_by_signal(vector_signal(tf->vector));
+	dune_die_by_signal(vector_signal(tf->vector));
 }
 
 __attribute__((noreturn)) static void fatal_exit(struct dune_vcpu *v,
@@ -670,7 +623,7 @@ __attribute__((noreturn)) static void fatal_exit(struct dune_vcpu *v,
 		 "cr2 0x%llx\n",
 		 what, v->run ? v->run->exit_reason : 0, err, r.rip, r.rsp, s.cr2);
 	dune_write_str(msg);
-	die_by_signal(SIGSEGV);
+	dune_die_by_signal(SIGSEGV);
 }
 
 /* A new thread's vCPU (clone with CLONE_VM): runs on its host stack. */
@@ -1010,7 +963,7 @@ static int setup_cpuid(void)
 			break;
 		free(c);
 		if (errno != E2BIG)
-			return fail(-ENOTSUP, "KVM_GET_SUPPORTED_CPUID: %s",
+			return dune_fail(-ENOTSUP, "KVM_GET_SUPPORTED_CPUID: %s",
 				    strerror(errno));
 		n *= 2;
 	}
@@ -1050,7 +1003,7 @@ static int vm_setup(int map_full)
 	dune_vm.map_full = map_full;
 	dune_vm.vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
 	if (dune_vm.vm_fd < 0)
-		return fail(-ENODEV, "KVM_CREATE_VM: %s", strerror(errno));
+		return dune_fail(-ENODEV, "KVM_CREATE_VM: %s", strerror(errno));
 	dune_vm.vm_fd = hide_fd(dune_vm.vm_fd);
 	ioctl(dune_vm.vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL); /* Intel needs it */
 	dune_vm.run_size = ioctl(dune_vm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -1080,7 +1033,7 @@ static int vm_setup(int map_full)
 	uint8_t *res = mmap(NULL, 2 * DUNE_CHUNK_SIZE, PROT_NONE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (res == MAP_FAILED)
-		return fail(-ENOMEM, "cannot reserve the page-table pool");
+		return dune_fail(-ENOMEM, "cannot reserve the page-table pool");
 	uint8_t *pool = (uint8_t *)(((uint64_t)res + DUNE_CHUNK_SIZE - 1) &
 				    ~(DUNE_CHUNK_SIZE - 1));
 	if (pool > res)
@@ -1088,11 +1041,11 @@ static int vm_setup(int map_full)
 	munmap(pool + dune_vm.pool_size,
 	       res + 2 * DUNE_CHUNK_SIZE - (pool + dune_vm.pool_size));
 	if (mprotect(pool, dune_vm.pool_size, PROT_READ | PROT_WRITE))
-		return fail(-ENOMEM, "cannot map the page-table pool");
+		return dune_fail(-ENOMEM, "cannot map the page-table pool");
 	dune_vm.pool = pool;
 	dune_vm.pool_used = 0;
 	if ((r = dune_map_chunk((uint64_t)pool | 1)))
-		return fail(r, "cannot register the pool's memslot: %s",
+		return dune_fail(r, "cannot register the pool's memslot: %s",
 			    strerror(-r));
 	pgroot = dune_pool_alloc();
 	dune_install_chunk_mapping((uint64_t)pool >> DUNE_CHUNK_SHIFT,
@@ -1101,7 +1054,7 @@ static int vm_setup(int map_full)
 	dune_idt = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (dune_idt == MAP_FAILED)
-		return fail(-ENOMEM, "cannot allocate the IDT");
+		return dune_fail(-ENOMEM, "cannot allocate the IDT");
 	idt_build();
 	map_range((uint64_t)dune_idt, 4096);
 	map_range((uint64_t)&dune_vm, sizeof(dune_vm));
@@ -1135,7 +1088,7 @@ static void host_probe_loop(void)
  * A software backend (like kvm_pvm, which emulates ring 0 at ~1 us per
  * instruction and hangs on some instructions) takes far longer or never
  * finishes; nothing here can hang: the child is killed after a deadline.
- * Returns 0 (hardware speed), or a fail() code.
+ * Returns 0 (hardware speed), or a dune_fail() code.
  */
 static int speed_probe(void)
 {
@@ -1144,7 +1097,7 @@ static int speed_probe(void)
 					 : 100;
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC))
-		return fail(-errno, "pipe: %s", strerror(errno));
+		return dune_fail(-errno, "pipe: %s", strerror(errno));
 	/* The probe child's SIGCHLD is ours, not the program's: block it and
 	 * consume it afterwards unless one was already pending. */
 	sigset_t chld, oldmask, pending;
@@ -1157,7 +1110,7 @@ static int speed_probe(void)
 	if (pid < 0) {
 		int e = errno;
 		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
-		return fail(-e, "fork: %s", strerror(e));
+		return dune_fail(-e, "fork: %s", strerror(e));
 	}
 	if (pid == 0) {
 		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
@@ -1237,7 +1190,7 @@ static int speed_probe(void)
 		if (th < 1e-6)
 			th = 1e-6;
 		if (tg / th > max_ratio || tg > 2.0)
-			return fail(-ENODEV,
+			return dune_fail(-ENODEV,
 				    "/dev/kvm is a software backend: guest ring-0 "
 				    "code ran %.0fx slower than the same loop on the "
 				    "host (%.2f ms against %.3f ms)",
@@ -1245,9 +1198,9 @@ static int speed_probe(void)
 		return 0;
 	}
 	if (got <= 0)
-		return fail(-ENODEV, "/dev/kvm is not usable: a guest probe did "
+		return dune_fail(-ENODEV, "/dev/kvm is not usable: a guest probe did "
 				     "not finish in time (software KVM backend?)");
-	return fail(-ENODEV, "/dev/kvm is not usable: probe said \"%s\"", buf);
+	return dune_fail(-ENODEV, "/dev/kvm is not usable: probe said \"%s\"", buf);
 }
 
 int dune_init(int map_full)
@@ -1259,22 +1212,22 @@ int dune_init(int map_full)
 	if (fd < 0) {
 		int e = errno;
 		if (e == ENOENT)
-			return fail(-ENOENT, "no /dev/kvm (KVM not available here)");
+			return dune_fail(-ENOENT, "no /dev/kvm (KVM not available here)");
 		if (e == EACCES || e == EPERM)
-			return fail(-EACCES, "no permission to open /dev/kvm "
+			return dune_fail(-EACCES, "no permission to open /dev/kvm "
 					     "(join the kvm group?)");
-		return fail(-e, "cannot open /dev/kvm: %s", strerror(e));
+		return dune_fail(-e, "cannot open /dev/kvm: %s", strerror(e));
 	}
 	int api = ioctl(fd, KVM_GET_API_VERSION, 0);
 	if (api != KVM_API_VERSION) {
 		close(fd);
-		return fail(-ENOTSUP, "KVM API version %d, want %d", api,
+		return dune_fail(-ENOTSUP, "KVM API version %d, want %d", api,
 			    KVM_API_VERSION);
 	}
 	int hv = cpu_has_hw_virt();
 	if (hv == 0 && !getenv("DUNE_ALLOW_NO_HWVIRT")) {
 		close(fd);
-		return fail(-ENODEV, "no hardware virtualisation: /proc/cpuinfo has "
+		return dune_fail(-ENODEV, "no hardware virtualisation: /proc/cpuinfo has "
 				     "no vmx or svm flag, so /dev/kvm is a software "
 				     "backend here (it emulates ring 0 and hangs on "
 				     "vmcall/vmmcall); refusing");
@@ -1284,7 +1237,7 @@ int dune_init(int map_full)
 		__cpuid(1, a, b, c, d);
 		if (!(c & (1u << 26)) || !(c & (1u << 27))) {
 			close(fd);
-			return fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
+			return dune_fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
 		}
 	}
 	dune_vm.kvm_fd = fd = hide_fd(fd);
@@ -1307,16 +1260,16 @@ int dune_enter_c(struct dune_enter_regs *er)
 	if (dune_in_guest())
 		return 0;
 	if (!dune_inited)
-		return fail(-EINVAL, "dune_enter() before dune_init()");
+		return dune_fail(-EINVAL, "dune_enter() before dune_init()");
 	struct dune_vcpu *v = vcpu_alloc();
 	if (!v)
-		return fail(-ENOMEM, "cannot allocate a vCPU");
+		return dune_fail(-ENOMEM, "cannot allocate a vCPU");
 	uint64_t fs = 0;
 	dune_sys2(SYS_arch_prctl, ARCH_GET_FS, &fs);
 	int r = vcpu_create(v, dune_vm.vm_fd, fs);
 	if (r) {
 		vcpu_free(v);
-		return fail(r, "cannot create a vCPU: %s", strerror(-r));
+		return dune_fail(r, "cannot create a vCPU: %s", strerror(-r));
 	}
 	map_range(er->rsp - 4096, 8192);
 	map_range(er->rip, 1);
@@ -1339,7 +1292,7 @@ int dune_enter_c(struct dune_enter_regs *er)
 	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
 		r = -errno;
 		vcpu_free(v);
-		return fail(r, "cannot set the vCPU's registers: %s", strerror(-r));
+		return dune_fail(r, "cannot set the vCPU's registers: %s", strerror(-r));
 	}
 	dune_signals_route();
 	dune_run_on_stack((char *)v->host_stack + v->host_stack_size, vcpu_loop, v);

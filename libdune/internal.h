@@ -141,6 +141,15 @@ int dune_signal_fault(struct dune_vcpu *v, struct dune_tf *tf, int sig,
 		      uint64_t addr, int from_regs) DUNE_HIDDEN;
 void dune_vcpu_complete_io(struct dune_vcpu *v) DUNE_HIDDEN;
 
+/* error.c */
+extern char dune_errbuf[256] DUNE_HIDDEN; /* what dune_strerror() says */
+void dune_write_str(const char *s) DUNE_HIDDEN; /* to stderr */
+/* Records the reason for dune_strerror(), prints it unless DUNE_QUIET, and
+ * returns err. */
+__attribute__((format(printf, 2, 3))) int dune_fail(int err, const char *fmt,
+						     ...) DUNE_HIDDEN;
+__attribute__((noreturn)) void dune_die_by_signal(int sig) DUNE_HIDDEN;
+
 /* core.c */
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
