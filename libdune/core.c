@@ -97,81 +97,6 @@ static void chunk_unlock(void)
 	__atomic_store_n(&dune_chunk_lock, 0, __ATOMIC_RELEASE);
 }
 
-/* ---- libdune's own file descriptors ----
- * Moved high (the program expects low numbers free) and protected from the
- * guest's close/close_range (e.g. a child closing every descriptor before
- * exec would otherwise take its vCPU away). */
-#define DUNE_FD_MAX 8192
-static uint64_t dune_fd_bits[DUNE_FD_MAX / 64];
-
-static int fd_is_dune(long fd)
-{
-	return fd >= 0 && fd < DUNE_FD_MAX &&
-	       (__atomic_load_n(&dune_fd_bits[fd / 64], __ATOMIC_RELAXED) >>
-		(fd % 64)) & 1;
-}
-
-static void fd_mark(int fd, int on)
-{
-	if (fd < 0 || fd >= DUNE_FD_MAX)
-		return;
-	if (on)
-		__atomic_or_fetch(&dune_fd_bits[fd / 64], 1ULL << (fd % 64),
-				  __ATOMIC_RELAXED);
-	else
-		__atomic_and_fetch(&dune_fd_bits[fd / 64], ~(1ULL << (fd % 64)),
-				   __ATOMIC_RELAXED);
-}
-
-static int hide_fd(int fd)
-{
-	if (fd < 0)
-		return fd;
-	struct rlimit rl;
-	long base = 768;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		base = (long)rl.rlim_cur - 256;
-	if (base > 4096)
-		base = 4096;
-	if (base < 3)
-		base = 3;
-	int nfd = (int)dune_sys3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, base);
-	if (nfd >= 0) {
-		dune_sys1(SYS_close, fd);
-		fd = nfd;
-	} else {
-		dune_sys3(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
-	}
-	fd_mark(fd, 1);
-	return fd;
-}
-
-static void close_dune_fd(int fd)
-{
-	fd_mark(fd, 0);
-	dune_sys1(SYS_close, fd);
-}
-
-/* close_range(2) around libdune's descriptors */
-static long close_range_around(unsigned long first, unsigned long last,
-			       unsigned long flags)
-{
-	if (flags & 4 /* CLOSE_RANGE_CLOEXEC: ours are cloexec already */)
-		return dune_sys3(SYS_close_range, first, last, flags);
-	unsigned long lo = first;
-	long r = 0;
-	for (unsigned long fd = first; fd <= last && fd < DUNE_FD_MAX; fd++) {
-		if (!fd_is_dune((long)fd))
-			continue;
-		if (fd > lo && (r = dune_sys3(SYS_close_range, lo, fd - 1, flags)))
-			return r;
-		lo = fd + 1;
-	}
-	if (lo <= last)
-		r = dune_sys3(SYS_close_range, lo, last, flags);
-	return r;
-}
-
 static int set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va)
 {
 	uint64_t size = DUNE_CHUNK_SIZE;
@@ -320,7 +245,7 @@ static void vcpu_free(struct dune_vcpu *v)
 	if (v->run)
 		munmap(v->run, v->run_size);
 	if (v->fd >= 0)
-		close_dune_fd(v->fd);
+		dune_close_fd(v->fd);
 	munmap(v->host_stack, v->host_stack_size);
 	munmap(v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
 	munmap(v, sizeof(*v));
@@ -438,7 +363,7 @@ static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 		v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, id);
 		if (v->fd < 0)
 			return -errno;
-		v->fd = hide_fd(v->fd);
+		v->fd = dune_hide_fd(v->fd);
 		v->run_size = dune_vm.run_size;
 		v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE,
 			      MAP_SHARED, v->fd, 0);
@@ -714,8 +639,8 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 			 strerror(errno));
 		goto die;
 	}
-	vm_fd = hide_fd(vm_fd);
-	close_dune_fd(dune_vm.vm_fd);
+	vm_fd = dune_hide_fd(vm_fd);
+	dune_close_fd(dune_vm.vm_fd);
 	dune_vm.vm_fd = vm_fd;
 	dune_chunk_lock = 0;
 	int slot = 0;
@@ -733,7 +658,7 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 	dune_spare_lock = 0;
 	if (v->run)
 		munmap(v->run, v->run_size);
-	close_dune_fd(v->fd);
+	dune_close_fd(v->fd);
 	v->run = NULL;
 	v->in_hook = v->in_trap = v->in_kernel = v->sig_check = 0;
 	v->sig_pending = 0;
@@ -796,7 +721,7 @@ static int handle_syscall(struct dune_vcpu *v)
 		dune_vcpu_complete_io(v);
 		if (spare_put(v) != 0) {
 			dune_sys2(SYS_munmap, v->run, v->run_size);
-			close_dune_fd(v->fd);
+			dune_close_fd(v->fd);
 		}
 		dune_sys2(SYS_munmap, v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
 		{
@@ -824,14 +749,14 @@ static int handle_syscall(struct dune_vcpu *v)
 			ret = do_fork(v, tf, a0, a2, a3, a4);
 		break;
 	case SYS_close:
-		ret = fd_is_dune(a0) ? 0 : dune_sys1(nr, a0);
+		ret = dune_owns_fd(a0) ? 0 : dune_sys1(nr, a0);
 		break;
 	case SYS_close_range:
-		ret = close_range_around(a0, a1, a2);
+		ret = dune_close_range_around(a0, a1, a2);
 		break;
 	case SYS_dup2:
 	case SYS_dup3:
-		ret = fd_is_dune(a1) ? -EBUSY : dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		ret = dune_owns_fd(a1) ? -EBUSY : dune_sys6(nr, a0, a1, a2, a3, a4, a5);
 		break;
 	case SYS_clone3:
 		ret = -ENOSYS; /* glibc falls back to clone */
@@ -1004,7 +929,7 @@ static int vm_setup(int map_full)
 	dune_vm.vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
 	if (dune_vm.vm_fd < 0)
 		return dune_fail(-ENODEV, "KVM_CREATE_VM: %s", strerror(errno));
-	dune_vm.vm_fd = hide_fd(dune_vm.vm_fd);
+	dune_vm.vm_fd = dune_hide_fd(dune_vm.vm_fd);
 	ioctl(dune_vm.vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL); /* Intel needs it */
 	dune_vm.run_size = ioctl(dune_vm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	int slots = ioctl(dune_vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
@@ -1240,15 +1165,15 @@ int dune_init(int map_full)
 			return dune_fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
 		}
 	}
-	dune_vm.kvm_fd = fd = hide_fd(fd);
+	dune_vm.kvm_fd = fd = dune_hide_fd(fd);
 	int r = speed_probe();
 	if (r) {
-		close_dune_fd(fd);
+		dune_close_fd(fd);
 		return r;
 	}
 	r = vm_setup(map_full);
 	if (r) {
-		close_dune_fd(fd);
+		dune_close_fd(fd);
 		return r;
 	}
 	dune_inited = 1;

@@ -150,6 +150,13 @@ __attribute__((format(printf, 2, 3))) int dune_fail(int err, const char *fmt,
 						     ...) DUNE_HIDDEN;
 __attribute__((noreturn)) void dune_die_by_signal(int sig) DUNE_HIDDEN;
 
+/* fd.c: libdune's own descriptors, out of the program's way */
+int dune_hide_fd(int fd) DUNE_HIDDEN; /* moves fd high, cloexec; the new fd */
+void dune_close_fd(int fd) DUNE_HIDDEN;
+int dune_owns_fd(long fd) DUNE_HIDDEN;
+long dune_close_range_around(unsigned long first, unsigned long last,
+			     unsigned long flags) DUNE_HIDDEN;
+
 /* core.c */
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
