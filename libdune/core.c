@@ -30,8 +30,6 @@
 #include <pthread.h>
 
 struct dune_vm dune_vm;
-volatile int dune_chunk_lock;
-uint64_t dune_chunk_gpa[DUNE_NCHUNKS];
 dune_pgflt_cb dune_pgflt_handler;
 dune_intr_cb dune_intr_handlers[256];
 dune_syscall_prehook dune_prehook;
@@ -84,107 +82,6 @@ static uint64_t host_xgetbv0(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
-/* ---- memory: 1 GiB chunks of the address space as memslots ---- */
-
-static void chunk_lock(void)
-{
-	while (__atomic_exchange_n(&dune_chunk_lock, 1, __ATOMIC_ACQUIRE))
-		__builtin_ia32_pause();
-}
-
-static void chunk_unlock(void)
-{
-	__atomic_store_n(&dune_chunk_lock, 0, __ATOMIC_RELEASE);
-}
-
-static int set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va)
-{
-	uint64_t size = DUNE_CHUNK_SIZE;
-	if (va + size > DUNE_TASK_SIZE)
-		size = DUNE_TASK_SIZE - va;
-	struct kvm_userspace_memory_region reg = {
-		.slot = (uint32_t)slot,
-		.flags = 0,
-		.guest_phys_addr = gpa,
-		.memory_size = size,
-		.userspace_addr = va,
-	};
-	return (int)dune_sys3(SYS_ioctl, vm_fd, KVM_SET_USER_MEMORY_REGION, &reg);
-}
-
-/* Registers the chunk of va (va | 1: even if the host has nothing mapped at
- * va yet) and installs its default mapping.  Host side only.  0, or
- * -EEXIST (without va | 1) if it was registered already, -EFAULT if the host
- * has nothing at va. */
-int dune_map_chunk(uint64_t va)
-{
-	int force = va & 1;
-	va &= ~0xfffULL;
-	if (va >= DUNE_TASK_SIZE)
-		return -EFAULT;
-	if (!force) {
-		unsigned char vec;
-		if (dune_sys3(SYS_mincore, va, 4096, &vec) == -ENOMEM)
-			return -EFAULT;
-	}
-	uint64_t c = va >> DUNE_CHUNK_SHIFT;
-	int r = 0;
-	chunk_lock();
-	if (dune_chunk_gpa[c]) {
-		/* Registered already: its default mapping was installed then,
-		 * and whatever the guest's tables say now is the guest's. */
-		r = force ? 0 : -EEXIST;
-	} else {
-		uint64_t gpa = dune_vm.next_gpa;
-		if (gpa + DUNE_CHUNK_SIZE > (1ULL << dune_vm.phys_bits) ||
-		    dune_vm.next_slot >= dune_vm.max_slots) {
-			r = -ENOSPC;
-			goto out;
-		}
-		r = set_memslot(dune_vm.vm_fd, dune_vm.next_slot, gpa,
-				c << DUNE_CHUNK_SHIFT);
-		if (r)
-			goto out;
-		dune_vm.next_slot++;
-		dune_vm.next_gpa += DUNE_CHUNK_SIZE;
-		dune_chunk_gpa[c] = gpa + 1;
-		dune_stat_chunks++;
-		if (pgroot)
-			r = dune_install_chunk_mapping(c, gpa);
-	}
-out:
-	chunk_unlock();
-	return r;
-}
-
-static void map_range(uint64_t start, uint64_t len)
-{
-	if (!len || start >= DUNE_TASK_SIZE)
-		return;
-	uint64_t end = start + len;
-	if (end > DUNE_TASK_SIZE || end < start)
-		end = DUNE_TASK_SIZE;
-	for (uint64_t c = start >> DUNE_CHUNK_SHIFT;
-	     c <= (end - 1) >> DUNE_CHUNK_SHIFT; c++)
-		if (!dune_chunk_gpa[c])
-			dune_map_chunk((c << DUNE_CHUNK_SHIFT) | 1);
-}
-
-static int map_proc_self_maps(void)
-{
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512];
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
-			map_range(lo, hi - lo);
-	}
-	fclose(f);
-	return 0;
-}
-
 /* ---- vCPUs ---- */
 
 static uint64_t gdt_tss_lo(uint64_t base, uint32_t limit)
@@ -225,8 +122,8 @@ static struct dune_vcpu *vcpu_alloc(void)
 		munmap(v, sizeof(*v));
 		return NULL;
 	}
-	map_range((uint64_t)v, sizeof(*v));
-	map_range((uint64_t)v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
+	dune_map_range((uint64_t)v, sizeof(*v));
+	dune_map_range((uint64_t)v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
 	v->gdt[0] = 0;
 	v->gdt[1] = 0x00af9b000000ffffULL; /* 64-bit code, DPL 0 */
 	v->gdt[2] = 0x00cf93000000ffffULL; /* data, DPL 0 */
@@ -647,7 +544,7 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 	for (uint64_t c = 0; c < DUNE_NCHUNKS; c++) {
 		if (!dune_chunk_gpa[c])
 			continue;
-		if (set_memslot(vm_fd, slot++, dune_chunk_gpa[c] - 1,
+		if (dune_set_memslot(vm_fd, slot++, dune_chunk_gpa[c] - 1,
 				c << DUNE_CHUNK_SHIFT)) {
 			snprintf(msg, sizeof(msg), "dune: fork child: memslot failed\n");
 			goto die;
@@ -778,17 +675,17 @@ static int handle_syscall(struct dune_vcpu *v)
 	case SYS_mmap:
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
 		if (!is_err(ret))
-			map_range(ret, a1);
+			dune_map_range(ret, a1);
 		break;
 	case SYS_mremap:
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
 		if (!is_err(ret))
-			map_range(ret, a2);
+			dune_map_range(ret, a2);
 		break;
 	case SYS_shmat:
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
 		if (!is_err(ret))
-			map_range(ret, 1);
+			dune_map_range(ret, 1);
 		break;
 	case SYS_brk:
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
@@ -796,7 +693,7 @@ static int handle_syscall(struct dune_vcpu *v)
 			uint64_t lo = dune_brk_last && dune_brk_last < (uint64_t)ret
 					      ? dune_brk_last
 					      : (uint64_t)ret - 1;
-			map_range(lo, (uint64_t)ret - lo);
+			dune_map_range(lo, (uint64_t)ret - lo);
 			dune_brk_last = ret;
 		}
 		break;
@@ -981,12 +878,12 @@ static int vm_setup(int map_full)
 	if (dune_idt == MAP_FAILED)
 		return dune_fail(-ENOMEM, "cannot allocate the IDT");
 	idt_build();
-	map_range((uint64_t)dune_idt, 4096);
-	map_range((uint64_t)&dune_vm, sizeof(dune_vm));
-	map_range((uint64_t)dune_syscall_entry, 1);
-	map_range((uint64_t)dune_chunk_gpa, sizeof(dune_chunk_gpa));
+	dune_map_range((uint64_t)dune_idt, 4096);
+	dune_map_range((uint64_t)&dune_vm, sizeof(dune_vm));
+	dune_map_range((uint64_t)dune_syscall_entry, 1);
+	dune_map_range((uint64_t)dune_chunk_gpa, sizeof(dune_chunk_gpa));
 	if (map_full)
-		map_proc_self_maps();
+		dune_map_proc_self_maps();
 	return 0;
 }
 
@@ -1045,7 +942,7 @@ static int speed_probe(void)
 		alarm(5);
 		if (vm_setup(0) == 0) {
 			struct dune_vcpu *v = vcpu_alloc();
-			map_range((uint64_t)dune_probe_code, 1);
+			dune_map_range((uint64_t)dune_probe_code, 1);
 			if (v && vcpu_create(v, dune_vm.vm_fd, 0) == 0) {
 				double guest = 1e9, host = 1e9;
 				int ok = 1;
@@ -1196,9 +1093,9 @@ int dune_enter_c(struct dune_enter_regs *er)
 		vcpu_free(v);
 		return dune_fail(r, "cannot create a vCPU: %s", strerror(-r));
 	}
-	map_range(er->rsp - 4096, 8192);
-	map_range(er->rip, 1);
-	map_range(fs, 1);
+	dune_map_range(er->rsp - 4096, 8192);
+	dune_map_range(er->rip, 1);
+	dune_map_range(fs, 1);
 	struct kvm_regs regs;
 	memset(&regs, 0, sizeof(regs));
 	regs.rbx = er->rbx;

@@ -157,10 +157,16 @@ int dune_owns_fd(long fd) DUNE_HIDDEN;
 long dune_close_range_around(unsigned long first, unsigned long last,
 			     unsigned long flags) DUNE_HIDDEN;
 
+/* memslot.c: guest memory, 1 GiB chunks as memslots (host side) */
+int dune_set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va) DUNE_HIDDEN;
+int dune_map_chunk(uint64_t va) DUNE_HIDDEN;
+/* registers every chunk [start, start + len) touches */
+void dune_map_range(uint64_t start, uint64_t len) DUNE_HIDDEN;
+int dune_map_proc_self_maps(void) DUNE_HIDDEN;
+
 /* core.c */
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
-int dune_map_chunk(uint64_t va) DUNE_HIDDEN; /* host side */
 
 /* vm.c */
 ptent_t *dune_pool_alloc(void) DUNE_HIDDEN;
