@@ -104,7 +104,7 @@ static void idt_build(void)
 	}
 }
 
-static struct dune_vcpu *vcpu_alloc(void)
+struct dune_vcpu *dune_vcpu_alloc(void)
 {
 	struct dune_vcpu *v = mmap(NULL, sizeof(*v), PROT_READ | PROT_WRITE,
 				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -251,7 +251,7 @@ static int spare_get(struct dune_vcpu *v)
 	return ok;
 }
 
-static int vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
+int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base)
 {
 	if (vm_fd != dune_vm.vm_fd || spare_get(v) != 0) {
 		int id = __atomic_fetch_add(&dune_vm.next_vcpu_id, 1,
@@ -461,13 +461,13 @@ static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
 			unsigned long flags, unsigned long newsp, int *ptid,
 			int *ctid, unsigned long tls)
 {
-	struct dune_vcpu *nv = vcpu_alloc();
+	struct dune_vcpu *nv = dune_vcpu_alloc();
 	struct kvm_xsave xs;
 	struct kvm_regs r;
 	long ret;
 	if (!nv)
 		return -ENOMEM;
-	ret = vcpu_create(nv, dune_vm.vm_fd,
+	ret = dune_vcpu_create(nv, dune_vm.vm_fd,
 			  (flags & CLONE_SETTLS) ? tls : v->fs_base);
 	if (ret)
 		goto fail;
@@ -560,7 +560,7 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 	v->in_hook = v->in_trap = v->in_kernel = v->sig_check = 0;
 	v->sig_pending = 0;
 	dune_vm.next_vcpu_id = 0;
-	int r = vcpu_create(v, vm_fd, v->fs_base);
+	int r = dune_vcpu_create(v, vm_fd, v->fs_base);
 	struct kvm_regs regs;
 	regs_from_tf(&regs, tf);
 	regs.rax = 0;
@@ -820,7 +820,7 @@ static int setup_cpuid(void)
 }
 
 /* Creates the VM, the pool and the memslots.  0 or negative errno. */
-static int vm_setup(int map_full)
+int dune_vm_setup(int map_full)
 {
 	dune_vm.map_full = map_full;
 	dune_vm.vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
@@ -887,144 +887,6 @@ static int vm_setup(int map_full)
 	return 0;
 }
 
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-/* The probe's loop, natively: 200000 iterations of dec/jnz. */
-static void host_probe_loop(void)
-{
-	__asm__ volatile("movl $200000, %%ecx\n1:\tdecl %%ecx\n\tjnz 1b"
-			 :
-			 :
-			 : "rcx", "cc");
-}
-
-/*
- * Runs a short loop of guest ring-0 code in a throw-away child and times it
- * against the same loop on the host (best of three each, so a loaded
- * machine slows both alike).
- * A software backend (like kvm_pvm, which emulates ring 0 at ~1 us per
- * instruction and hangs on some instructions) takes far longer or never
- * finishes; nothing here can hang: the child is killed after a deadline.
- * Returns 0 (hardware speed), or a dune_fail() code.
- */
-static int speed_probe(void)
-{
-	const double max_ratio = getenv("DUNE_PROBE_MAX_RATIO")
-					 ? atof(getenv("DUNE_PROBE_MAX_RATIO"))
-					 : 100;
-	int pfd[2];
-	if (pipe2(pfd, O_CLOEXEC))
-		return dune_fail(-errno, "pipe: %s", strerror(errno));
-	/* The probe child's SIGCHLD is ours, not the program's: block it and
-	 * consume it afterwards unless one was already pending. */
-	sigset_t chld, oldmask, pending;
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	pthread_sigmask(SIG_BLOCK, &chld, &oldmask);
-	sigpending(&pending);
-	int chld_was_pending = sigismember(&pending, SIGCHLD);
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
-		return dune_fail(-e, "fork: %s", strerror(e));
-	}
-	if (pid == 0) {
-		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
-		char res[64] = "setup";
-		close(pfd[0]);
-		signal(SIGALRM, SIG_DFL);
-		alarm(5);
-		if (vm_setup(0) == 0) {
-			struct dune_vcpu *v = vcpu_alloc();
-			dune_map_range((uint64_t)dune_probe_code, 1);
-			if (v && vcpu_create(v, dune_vm.vm_fd, 0) == 0) {
-				double guest = 1e9, host = 1e9;
-				int ok = 1;
-				for (int k = 0; k < 3; k++) {
-					double t0 = now_s();
-					host_probe_loop();
-					double t = now_s() - t0;
-					host = t < host ? t : host;
-				}
-				for (int k = 0; k < 3 && ok; k++) {
-					struct kvm_regs r;
-					memset(&r, 0, sizeof(r));
-					r.rip = (uint64_t)dune_probe_code;
-					r.rsp = v->tss.ist[0];
-					r.rflags = 2;
-					ioctl(v->fd, KVM_SET_REGS, &r);
-					double t0 = now_s();
-					int rc = ioctl(v->fd, KVM_RUN, 0);
-					double t = now_s() - t0;
-					guest = t < guest ? t : guest;
-					ok = rc == 0 && v->run->exit_reason == KVM_EXIT_IO &&
-					     v->run->io.port == DUNE_PORT_PROBE;
-					if (!ok)
-						snprintf(res, sizeof(res), "exit %d %d", rc,
-							 v->run->exit_reason);
-					/* finish the out before setting rip again */
-					v->run->immediate_exit = 1;
-					ioctl(v->fd, KVM_RUN, 0);
-					v->run->immediate_exit = 0;
-				}
-				if (ok)
-					snprintf(res, sizeof(res), "ok %.6f %.6f", guest,
-						 host);
-			}
-		}
-		if (write(pfd[1], res, strlen(res) + 1) < 0)
-			_exit(2);
-		_exit(0);
-	}
-	close(pfd[1]);
-	char buf[64] = "";
-	ssize_t got = 0;
-	struct pollfd pf = {pfd[0], POLLIN, 0};
-	double t0 = now_s();
-	for (;;) { /* at most ~4 s in all */
-		int left = (int)((4.0 - (now_s() - t0)) * 1000);
-		if (left <= 0)
-			break;
-		int n = poll(&pf, 1, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n > 0)
-			got = read(pfd[0], buf, sizeof(buf) - 1);
-		break;
-	}
-	close(pfd[0]);
-	kill(pid, SIGKILL);
-	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
-	if (!chld_was_pending) {
-		struct timespec zero = {0, 0};
-		sigtimedwait(&chld, NULL, &zero);
-	}
-	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
-	double tg, th;
-	if (got > 0 && sscanf(buf, "ok %lf %lf", &tg, &th) == 2) {
-		if (th < 1e-6)
-			th = 1e-6;
-		if (tg / th > max_ratio || tg > 2.0)
-			return dune_fail(-ENODEV,
-				    "/dev/kvm is a software backend: guest ring-0 "
-				    "code ran %.0fx slower than the same loop on the "
-				    "host (%.2f ms against %.3f ms)",
-				    tg / th, tg * 1e3, th * 1e3);
-		return 0;
-	}
-	if (got <= 0)
-		return dune_fail(-ENODEV, "/dev/kvm is not usable: a guest probe did "
-				     "not finish in time (software KVM backend?)");
-	return dune_fail(-ENODEV, "/dev/kvm is not usable: probe said \"%s\"", buf);
-}
-
 int dune_init(int map_full)
 {
 	if (dune_inited)
@@ -1063,12 +925,12 @@ int dune_init(int map_full)
 		}
 	}
 	dune_vm.kvm_fd = fd = dune_hide_fd(fd);
-	int r = speed_probe();
+	int r = dune_speed_probe();
 	if (r) {
 		dune_close_fd(fd);
 		return r;
 	}
-	r = vm_setup(map_full);
+	r = dune_vm_setup(map_full);
 	if (r) {
 		dune_close_fd(fd);
 		return r;
@@ -1083,12 +945,12 @@ int dune_enter_c(struct dune_enter_regs *er)
 		return 0;
 	if (!dune_inited)
 		return dune_fail(-EINVAL, "dune_enter() before dune_init()");
-	struct dune_vcpu *v = vcpu_alloc();
+	struct dune_vcpu *v = dune_vcpu_alloc();
 	if (!v)
 		return dune_fail(-ENOMEM, "cannot allocate a vCPU");
 	uint64_t fs = 0;
 	dune_sys2(SYS_arch_prctl, ARCH_GET_FS, &fs);
-	int r = vcpu_create(v, dune_vm.vm_fd, fs);
+	int r = dune_vcpu_create(v, dune_vm.vm_fd, fs);
 	if (r) {
 		vcpu_free(v);
 		return dune_fail(r, "cannot create a vCPU: %s", strerror(-r));

@@ -164,7 +164,14 @@ int dune_map_chunk(uint64_t va) DUNE_HIDDEN;
 void dune_map_range(uint64_t start, uint64_t len) DUNE_HIDDEN;
 int dune_map_proc_self_maps(void) DUNE_HIDDEN;
 
+/* probe.c: 0 if /dev/kvm runs guest code at hardware speed, else a
+ * dune_fail() code */
+int dune_speed_probe(void) DUNE_HIDDEN;
+
 /* core.c */
+int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
+struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
+int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
 
