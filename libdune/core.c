@@ -38,7 +38,6 @@ uint64_t dune_stat_syscalls, dune_stat_exits, dune_stat_chunks, dune_stat_vcpus;
 
 static uint64_t *dune_idt;
 static int dune_inited;
-static uint64_t dune_brk_last;
 
 #define MSR_EFER 0xc0000080
 #define MSR_STAR 0xc0000081
@@ -137,7 +136,7 @@ struct dune_vcpu *dune_vcpu_alloc(void)
 	return v;
 }
 
-static void vcpu_free(struct dune_vcpu *v)
+void dune_vcpu_free(struct dune_vcpu *v)
 {
 	if (v->run)
 		munmap(v->run, v->run_size);
@@ -220,7 +219,7 @@ static void spare_unlock(void)
 }
 
 /* Keeps an exiting thread's vCPU; 0, or -1 if there is no room. */
-static int spare_put(struct dune_vcpu *v)
+int dune_vcpu_spare_put(struct dune_vcpu *v)
 {
 	int ok = -1;
 	spare_lock();
@@ -233,6 +232,13 @@ static int spare_put(struct dune_vcpu *v)
 	}
 	spare_unlock();
 	return ok;
+}
+
+/* Fork child: the spares are the parent's vCPUs, of the parent's VM. */
+void dune_vcpu_forget_spares(void)
+{
+	dune_nspare = 0;
+	dune_spare_lock = 0;
 }
 
 static int spare_get(struct dune_vcpu *v)
@@ -341,14 +347,6 @@ void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf)
 	r->rflags = tf->rflags | 2;
 }
 
-/* The same, as a system call leaves them: rcx = rip, r11 = rflags. */
-static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
-{
-	dune_regs_of_tf(r, tf);
-	r->rcx = tf->rip;
-	r->r11 = tf->rflags;
-}
-
 /* The host's own FPU/SSE/AVX state, in KVM's (standard xsave) layout. */
 static void host_xsave(struct kvm_xsave *xs)
 {
@@ -363,8 +361,6 @@ static void host_xsave(struct kvm_xsave *xs)
 }
 
 /* ---- the vCPU loop ---- */
-
-static void vcpu_loop(void *arg);
 
 static const char *vector_name(uint64_t v)
 {
@@ -448,266 +444,7 @@ __attribute__((noreturn)) static void fatal_exit(struct dune_vcpu *v,
 	dune_die_by_signal(SIGSEGV);
 }
 
-/* A new thread's vCPU (clone with CLONE_VM): runs on its host stack. */
-static void thread_start(void *arg)
-{
-	vcpu_loop(arg);
-}
-
-#define DUNE_REGS_SET (-EINTR - 10001) /* the vCPU's registers are set */
-
-/* clone with CLONE_VM: a thread, or a vfork-style child sharing the mm. */
-static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
-			unsigned long flags, unsigned long newsp, int *ptid,
-			int *ctid, unsigned long tls)
-{
-	struct dune_vcpu *nv = dune_vcpu_alloc();
-	struct kvm_xsave xs;
-	struct kvm_regs r;
-	long ret;
-	if (!nv)
-		return -ENOMEM;
-	ret = dune_vcpu_create(nv, dune_vm.vm_fd,
-			  (flags & CLONE_SETTLS) ? tls : v->fs_base);
-	if (ret)
-		goto fail;
-	regs_from_tf(&r, tf);
-	r.rax = 0;
-	if (newsp)
-		r.rsp = newsp;
-	if (ioctl(nv->fd, KVM_SET_REGS, &r) < 0 ||
-	    ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0 ||
-	    ioctl(nv->fd, KVM_SET_XSAVE, &xs) < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	nv->vfork_child = (flags & CLONE_VFORK) && !(flags & CLONE_THREAD);
-	/* A vfork child runs on our stack, over the system-call frame the
-	 * stub left below our red zone: keep our context here instead. */
-	struct dune_tf saved = *tf;
-	ret = dune_clone_thread(flags, (char *)nv->host_stack + nv->host_stack_size,
-				ptid, ctid, tls, thread_start, nv);
-	/* Without CLONE_SETTLS the child's host side ran on our TLS. */
-	if (!(flags & CLONE_SETTLS))
-		dune_signals_set_self(v);
-	if (ret >= 0 && nv->vfork_child) {
-		/* it has exec'd or exited: its vCPU's resources are ours (the
-		 * vCPU itself goes to the spares), and we return to the program
-		 * straight from the saved context */
-		dune_vcpu_complete_io(nv);
-		if (spare_put(nv) == 0) {
-			nv->run = NULL;
-			nv->fd = -1;
-		}
-		vcpu_free(nv);
-		dune_vcpu_complete_io(v);
-		regs_from_tf(&r, &saved);
-		r.rax = ret;
-		ioctl(v->fd, KVM_SET_REGS, &r);
-		v->in_kernel = v->in_hook = v->in_trap = 0;
-		return DUNE_REGS_SET;
-	}
-	if (ret >= 0)
-		return ret;
-fail:
-	vcpu_free(nv);
-	return ret;
-}
-
-/* fork: KVM will not run a VM from another mm, so the child builds its own
- * VM with the same memslots and (its copy of) the same page tables. */
-static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
-		    unsigned long flags, unsigned long ptid, unsigned long ctid,
-		    unsigned long tls)
-{
-	struct kvm_xsave xs;
-	if (ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0)
-		return -errno;
-	flags &= ~(unsigned long)(CLONE_VM | CLONE_VFORK);
-	long pid = dune_sys6(SYS_clone, flags, 0, ptid, ctid, tls, 0);
-	if (pid != 0)
-		return pid;
-
-	/* child: a fresh VM */
-	char msg[160];
-	int vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
-	if (vm_fd < 0) {
-		snprintf(msg, sizeof(msg), "dune: fork child: KVM_CREATE_VM: %s\n",
-			 strerror(errno));
-		goto die;
-	}
-	vm_fd = dune_hide_fd(vm_fd);
-	dune_close_fd(dune_vm.vm_fd);
-	dune_vm.vm_fd = vm_fd;
-	dune_chunk_lock = 0;
-	int slot = 0;
-	for (uint64_t c = 0; c < DUNE_NCHUNKS; c++) {
-		if (!dune_chunk_gpa[c])
-			continue;
-		if (dune_set_memslot(vm_fd, slot++, dune_chunk_gpa[c] - 1,
-				c << DUNE_CHUNK_SHIFT)) {
-			snprintf(msg, sizeof(msg), "dune: fork child: memslot failed\n");
-			goto die;
-		}
-	}
-	dune_vm.next_slot = slot;
-	dune_nspare = 0; /* the parent's */
-	dune_spare_lock = 0;
-	if (v->run)
-		munmap(v->run, v->run_size);
-	dune_close_fd(v->fd);
-	v->run = NULL;
-	v->in_hook = v->in_trap = v->in_kernel = v->sig_check = 0;
-	v->sig_pending = 0;
-	dune_vm.next_vcpu_id = 0;
-	int r = dune_vcpu_create(v, vm_fd, v->fs_base);
-	struct kvm_regs regs;
-	regs_from_tf(&regs, tf);
-	regs.rax = 0;
-	if (r || ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
-	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
-		snprintf(msg, sizeof(msg), "dune: fork child: vCPU setup failed\n");
-		goto die;
-	}
-	return -EINTR - 10000; /* tells the caller: the child's vCPU is new */
-die:
-	dune_write_str(msg);
-	dune_sys1(SYS_exit_group, 127);
-	__builtin_unreachable();
-}
-#define DUNE_FORK_CHILD (-EINTR - 10000)
-
-static void set_guest_fs(struct dune_vcpu *v, uint64_t base)
-{
-	struct kvm_sregs s;
-	if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_SREGS, &s) == 0) {
-		s.fs.base = base;
-		dune_sys3(SYS_ioctl, v->fd, KVM_SET_SREGS, &s);
-	}
-	v->fs_base = base;
-}
-
-static int is_err(long r)
-{
-	return (unsigned long)r > -4096UL;
-}
-
-/* Performs the guest's system call on the host.  Returns 1 if the vCPU was
- * replaced (fork child) and the frame must not be written. */
-static int handle_syscall(struct dune_vcpu *v)
-{
-	struct dune_tf *tf = v->tf;
-	long nr = (long)tf->rax, ret;
-	long a0 = tf->rdi, a1 = tf->rsi, a2 = tf->rdx, a3 = tf->r10,
-	     a4 = tf->r8, a5 = tf->r9;
-
-	__atomic_fetch_add(&dune_stat_syscalls, 1, __ATOMIC_RELAXED);
-	switch (nr) {
-	case SYS_exit:
-		if (v->vfork_child) /* the parent frees its resources */
-			dune_sys1(SYS_exit, a0);
-		/* this thread only: drop its vCPU's mapping and host stack,
-		 * with signals blocked as glibc does on the way out */
-		{
-			uint64_t all = ~0ULL;
-			dune_sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, 0, 8, 0, 0);
-		}
-		dune_signals_set_self(NULL);
-		/* finish the `out` of this call, then keep the vCPU for the next
-		 * thread */
-		dune_vcpu_complete_io(v);
-		if (spare_put(v) != 0) {
-			dune_sys2(SYS_munmap, v->run, v->run_size);
-			dune_close_fd(v->fd);
-		}
-		dune_sys2(SYS_munmap, v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
-		{
-			void *stack = v->host_stack;
-			size_t size = v->host_stack_size;
-			dune_sys2(SYS_munmap, v, sizeof(*v));
-			dune_unmap_and_exit(stack, size, (int)a0);
-		}
-	case SYS_exit_group:
-		dune_sys1(SYS_exit_group, a0);
-		__builtin_unreachable();
-	case SYS_arch_prctl:
-		if (a0 == ARCH_SET_GS) {
-			ret = -EPERM; /* GS base belongs to libdune in the guest */
-			break;
-		}
-		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		if (ret == 0 && a0 == ARCH_SET_FS)
-			set_guest_fs(v, a1);
-		break;
-	case SYS_clone:
-		if (a0 & CLONE_VM)
-			ret = do_clone_vm(v, tf, a0, a1, (int *)a2, (int *)a3, a4);
-		else
-			ret = do_fork(v, tf, a0, a2, a3, a4);
-		break;
-	case SYS_close:
-		ret = dune_owns_fd(a0) ? 0 : dune_sys1(nr, a0);
-		break;
-	case SYS_close_range:
-		ret = dune_close_range_around(a0, a1, a2);
-		break;
-	case SYS_dup2:
-	case SYS_dup3:
-		ret = dune_owns_fd(a1) ? -EBUSY : dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		break;
-	case SYS_clone3:
-		ret = -ENOSYS; /* glibc falls back to clone */
-		break;
-	case SYS_fork:
-		ret = do_fork(v, tf, SIGCHLD, 0, 0, 0);
-		break;
-	case SYS_vfork:
-		/* the child borrows our stack and VM until it execs or exits */
-		ret = do_clone_vm(v, tf, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, NULL,
-				  NULL, 0);
-		break;
-	case SYS_rt_sigreturn:
-		dune_sys_rt_sigreturn(v);
-		return 1;
-	case SYS_rt_sigaction:
-		ret = dune_sys_rt_sigaction(a0, (const void *)a1, (void *)a2, a3);
-		break;
-	case SYS_mmap:
-		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		if (!is_err(ret))
-			dune_map_range(ret, a1);
-		break;
-	case SYS_mremap:
-		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		if (!is_err(ret))
-			dune_map_range(ret, a2);
-		break;
-	case SYS_shmat:
-		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		if (!is_err(ret))
-			dune_map_range(ret, 1);
-		break;
-	case SYS_brk:
-		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		if (!is_err(ret) && ret) {
-			uint64_t lo = dune_brk_last && dune_brk_last < (uint64_t)ret
-					      ? dune_brk_last
-					      : (uint64_t)ret - 1;
-			dune_map_range(lo, (uint64_t)ret - lo);
-			dune_brk_last = ret;
-		}
-		break;
-	default:
-		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
-		break;
-	}
-	if (ret == DUNE_FORK_CHILD || ret == DUNE_REGS_SET)
-		return 1;
-	tf->rax = ret;
-	return 0;
-}
-
-static void vcpu_loop(void *arg)
+void dune_vcpu_loop(void *arg)
 {
 	struct dune_vcpu *v = arg;
 	dune_signals_set_self(v);
@@ -735,7 +472,7 @@ static void vcpu_loop(void *arg)
 		case KVM_EXIT_IO:
 			switch (run->io.port) {
 			case DUNE_PORT_SYSCALL:
-				if (handle_syscall(v) == 0 && v->sig_pending)
+				if (dune_handle_syscall(v) == 0 && v->sig_pending)
 					v->sig_check = 1; /* deliver on the way out */
 				continue;
 			case DUNE_PORT_CHUNK:
@@ -952,7 +689,7 @@ int dune_enter_c(struct dune_enter_regs *er)
 	dune_sys2(SYS_arch_prctl, ARCH_GET_FS, &fs);
 	int r = dune_vcpu_create(v, dune_vm.vm_fd, fs);
 	if (r) {
-		vcpu_free(v);
+		dune_vcpu_free(v);
 		return dune_fail(r, "cannot create a vCPU: %s", strerror(-r));
 	}
 	dune_map_range(er->rsp - 4096, 8192);
@@ -975,11 +712,12 @@ int dune_enter_c(struct dune_enter_regs *er)
 	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
 	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
 		r = -errno;
-		vcpu_free(v);
+		dune_vcpu_free(v);
 		return dune_fail(r, "cannot set the vCPU's registers: %s", strerror(-r));
 	}
 	dune_signals_route();
-	dune_run_on_stack((char *)v->host_stack + v->host_stack_size, vcpu_loop, v);
+	dune_run_on_stack((char *)v->host_stack + v->host_stack_size,
+			  dune_vcpu_loop, v);
 }
 
 int dune_init_and_enter(int map_full)

@@ -168,7 +168,15 @@ int dune_map_proc_self_maps(void) DUNE_HIDDEN;
  * dune_fail() code */
 int dune_speed_probe(void) DUNE_HIDDEN;
 
+/* syscall.c: performs the guest's system call in v->tf; 1 if the frame
+ * must not be written back (the vCPU's registers were set instead) */
+int dune_handle_syscall(struct dune_vcpu *v) DUNE_HIDDEN;
+
 /* core.c */
+void dune_vcpu_free(struct dune_vcpu *v) DUNE_HIDDEN;
+int dune_vcpu_spare_put(struct dune_vcpu *v) DUNE_HIDDEN;
+void dune_vcpu_forget_spares(void) DUNE_HIDDEN;
+void dune_vcpu_loop(void *v) DUNE_HIDDEN;
 int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
 struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
 int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
