@@ -172,11 +172,13 @@ int dune_speed_probe(void) DUNE_HIDDEN;
  * must not be written back (the vCPU's registers were set instead) */
 int dune_handle_syscall(struct dune_vcpu *v) DUNE_HIDDEN;
 
+/* vcpu_run.c: runs vCPU v until the thread exits; does not return */
+void dune_vcpu_loop(void *v) DUNE_HIDDEN;
+
 /* core.c */
 void dune_vcpu_free(struct dune_vcpu *v) DUNE_HIDDEN;
 int dune_vcpu_spare_put(struct dune_vcpu *v) DUNE_HIDDEN;
 void dune_vcpu_forget_spares(void) DUNE_HIDDEN;
-void dune_vcpu_loop(void *v) DUNE_HIDDEN;
 int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
 struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
 int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
