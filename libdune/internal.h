@@ -175,15 +175,20 @@ int dune_handle_syscall(struct dune_vcpu *v) DUNE_HIDDEN;
 /* vcpu_run.c: runs vCPU v until the thread exits; does not return */
 void dune_vcpu_loop(void *v) DUNE_HIDDEN;
 
-/* core.c */
+/* vcpu.c */
+struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
+/* a KVM vCPU (a spare one if vm_fd is the VM's) for v, in guest ring 0 */
+int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
 void dune_vcpu_free(struct dune_vcpu *v) DUNE_HIDDEN;
 int dune_vcpu_spare_put(struct dune_vcpu *v) DUNE_HIDDEN;
 void dune_vcpu_forget_spares(void) DUNE_HIDDEN;
-int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
-struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
-int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
+
+/* core.c */
+extern uint64_t *dune_idt DUNE_HIDDEN; /* one IDT, shared by every vCPU */
+extern int dune_inited DUNE_HIDDEN;    /* dune_init() succeeded */
+int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
 
 /* vm.c */
 ptent_t *dune_pool_alloc(void) DUNE_HIDDEN;
