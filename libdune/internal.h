@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* libdune internals shared by the host side (core.c, vm.c) and the guest
- * side (guest.c, entry.S). */
+/* libdune internals shared by the host side (kvm.c, memslot.c, vcpu.c,
+ * vcpu_run.c, syscall.c, signal.c, ...) and the guest side with what it
+ * calls (guest.c, vm.c, entry.S). */
 #ifndef LIBDUNE_INTERNAL_H
 #define LIBDUNE_INTERNAL_H
 
@@ -185,7 +186,7 @@ void dune_vcpu_forget_spares(void) DUNE_HIDDEN;
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
 
-/* core.c */
+/* kvm.c: the VM */
 extern uint64_t *dune_idt DUNE_HIDDEN; /* one IDT, shared by every vCPU */
 extern int dune_inited DUNE_HIDDEN;    /* dune_init() succeeded */
 int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */

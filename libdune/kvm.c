@@ -1,41 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libdune host side: the VM, vCPUs, dune_init()/dune_enter() and the loop
- * that runs each vCPU and performs the guest's system calls.
- *
- * The host-side loop of a thread runs on its own stack (the guest keeps the
- * thread's stack) but with the thread's TLS, so it makes raw system calls
- * and never touches errno on the way of a forwarded call.
+ * The VM: dune_init() refuses what is not hardware KVM (no vmx/svm flag, no
+ * XSAVE, then probe.c's timing), creates the VM with the host's CPUID and
+ * XCR0, the page-table pool and its memslot, the IDT every vCPU shares, and
+ * registers the memory libdune needs (or all of /proc/self/maps).
  */
 #include "internal.h"
 
-#include <asm/prctl.h>
+#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/sched.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <poll.h>
 #include <unistd.h>
-#include <cpuid.h>
-#include <pthread.h>
 
 struct dune_vm dune_vm;
-dune_pgflt_cb dune_pgflt_handler;
-dune_intr_cb dune_intr_handlers[256];
-dune_syscall_prehook dune_prehook;
-dune_syscall_posthook dune_posthook;
-uint64_t dune_stat_syscalls, dune_stat_exits, dune_stat_chunks, dune_stat_vcpus;
-
 uint64_t *dune_idt;
 int dune_inited;
 
@@ -95,7 +77,7 @@ static int setup_cpuid(void)
 		free(c);
 		if (errno != E2BIG)
 			return dune_fail(-ENOTSUP, "KVM_GET_SUPPORTED_CPUID: %s",
-				    strerror(errno));
+					 strerror(errno));
 		n *= 2;
 	}
 	/* Never claim a feature the host CPU lacks: glibc chose its routines
@@ -177,7 +159,7 @@ int dune_vm_setup(int map_full)
 	dune_vm.pool_used = 0;
 	if ((r = dune_map_chunk((uint64_t)pool | 1)))
 		return dune_fail(r, "cannot register the pool's memslot: %s",
-			    strerror(-r));
+				 strerror(-r));
 	pgroot = dune_pool_alloc();
 	dune_install_chunk_mapping((uint64_t)pool >> DUNE_CHUNK_SHIFT,
 				   dune_chunk_gpa[(uint64_t)pool >> DUNE_CHUNK_SHIFT] - 1);
@@ -208,22 +190,22 @@ int dune_init(int map_full)
 			return dune_fail(-ENOENT, "no /dev/kvm (KVM not available here)");
 		if (e == EACCES || e == EPERM)
 			return dune_fail(-EACCES, "no permission to open /dev/kvm "
-					     "(join the kvm group?)");
+						  "(join the kvm group?)");
 		return dune_fail(-e, "cannot open /dev/kvm: %s", strerror(e));
 	}
 	int api = ioctl(fd, KVM_GET_API_VERSION, 0);
 	if (api != KVM_API_VERSION) {
 		close(fd);
 		return dune_fail(-ENOTSUP, "KVM API version %d, want %d", api,
-			    KVM_API_VERSION);
+				 KVM_API_VERSION);
 	}
 	int hv = cpu_has_hw_virt();
 	if (hv == 0 && !getenv("DUNE_ALLOW_NO_HWVIRT")) {
 		close(fd);
 		return dune_fail(-ENODEV, "no hardware virtualisation: /proc/cpuinfo has "
-				     "no vmx or svm flag, so /dev/kvm is a software "
-				     "backend here (it emulates ring 0 and hangs on "
-				     "vmcall/vmmcall); refusing");
+					  "no vmx or svm flag, so /dev/kvm is a software "
+					  "backend here (it emulates ring 0 and hangs on "
+					  "vmcall/vmmcall); refusing");
 	}
 	{
 		unsigned a, b, c, d;
@@ -252,30 +234,4 @@ int dune_init_and_enter(int map_full)
 {
 	int r = dune_init(map_full);
 	return r ? r : dune_enter();
-}
-
-void dune_register_pgflt_handler(dune_pgflt_cb cb)
-{
-	dune_pgflt_handler = cb;
-}
-
-void dune_register_intr_handler(int vec, dune_intr_cb cb)
-{
-	if (vec >= 0 && vec < 256)
-		dune_intr_handlers[vec] = cb;
-}
-
-void dune_register_syscall_hooks(dune_syscall_prehook pre,
-				 dune_syscall_posthook post)
-{
-	dune_prehook = pre;
-	dune_posthook = post;
-}
-
-void dune_get_stats(struct dune_stats *st)
-{
-	st->syscalls = dune_stat_syscalls;
-	st->exits = dune_stat_exits;
-	st->chunks = dune_stat_chunks;
-	st->vcpus = dune_stat_vcpus;
 }
