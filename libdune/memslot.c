@@ -71,7 +71,7 @@ int dune_map_chunk(uint64_t va)
 			goto out;
 		}
 		r = dune_set_memslot(dune_vm.vm_fd, dune_vm.next_slot, gpa,
-				c << DUNE_CHUNK_SHIFT);
+				     c << DUNE_CHUNK_SHIFT);
 		if (r)
 			goto out;
 		dune_vm.next_slot++;

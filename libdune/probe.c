@@ -147,14 +147,14 @@ int dune_speed_probe(void)
 			th = 1e-6;
 		if (tg / th > max_ratio || tg > 2.0)
 			return dune_fail(-ENODEV,
-				    "/dev/kvm is a software backend: guest ring-0 "
-				    "code ran %.0fx slower than the same loop on the "
-				    "host (%.2f ms against %.3f ms)",
-				    tg / th, tg * 1e3, th * 1e3);
+					 "/dev/kvm is a software backend: guest ring-0 "
+					 "code ran %.0fx slower than the same loop on the "
+					 "host (%.2f ms against %.3f ms)",
+					 tg / th, tg * 1e3, th * 1e3);
 		return 0;
 	}
 	if (got <= 0)
 		return dune_fail(-ENODEV, "/dev/kvm is not usable: a guest probe did "
-				     "not finish in time (software KVM backend?)");
+					  "not finish in time (software KVM backend?)");
 	return dune_fail(-ENODEV, "/dev/kvm is not usable: probe said \"%s\"", buf);
 }
