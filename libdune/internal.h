@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* libdune internals shared by the host side (core.c, vm.c) and the guest
- * side (guest.c, entry.S). */
+/* libdune internals shared by the host side (kvm.c, memslot.c, vcpu.c,
+ * vcpu_run.c, syscall.c, signal.c, ...) and the guest side with what it
+ * calls (guest.c, vm.c, entry.S). */
 #ifndef LIBDUNE_INTERNAL_H
 #define LIBDUNE_INTERNAL_H
 
@@ -78,7 +79,7 @@ struct dune_enter_regs {
 	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip, rflags;
 };
 
-/* ---- shared state ---- */
+/* ---- shared state (defined in kvm.c, memslot.c and api.c) ---- */
 struct dune_vm {
 	int kvm_fd;
 	int vm_fd;
@@ -141,10 +142,54 @@ int dune_signal_fault(struct dune_vcpu *v, struct dune_tf *tf, int sig,
 		      uint64_t addr, int from_regs) DUNE_HIDDEN;
 void dune_vcpu_complete_io(struct dune_vcpu *v) DUNE_HIDDEN;
 
-/* core.c */
+/* kvm.c: the VM */
+extern uint64_t *dune_idt DUNE_HIDDEN; /* one IDT, shared by every vCPU */
+extern int dune_inited DUNE_HIDDEN;    /* dune_init() succeeded */
+int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
+
+/* memslot.c: guest memory, 1 GiB chunks as memslots (host side) */
+int dune_set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va) DUNE_HIDDEN;
+int dune_map_chunk(uint64_t va) DUNE_HIDDEN;
+/* registers every chunk [start, start + len) touches */
+void dune_map_range(uint64_t start, uint64_t len) DUNE_HIDDEN;
+int dune_map_proc_self_maps(void) DUNE_HIDDEN;
+
+/* vcpu.c */
+struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
+/* a KVM vCPU (a spare one if vm_fd is the VM's) for v, in guest ring 0 */
+int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
+void dune_vcpu_free(struct dune_vcpu *v) DUNE_HIDDEN;
+int dune_vcpu_spare_put(struct dune_vcpu *v) DUNE_HIDDEN;
+void dune_vcpu_forget_spares(void) DUNE_HIDDEN;
 int dune_enter_c(struct dune_enter_regs *r) DUNE_HIDDEN;
 void dune_regs_of_tf(struct kvm_regs *r, const struct dune_tf *tf) DUNE_HIDDEN;
-int dune_map_chunk(uint64_t va) DUNE_HIDDEN; /* host side */
+
+/* vcpu_run.c: runs vCPU v until the thread exits; does not return */
+void dune_vcpu_loop(void *v) DUNE_HIDDEN;
+
+/* syscall.c: performs the guest's system call in v->tf; 1 if the frame
+ * must not be written back (the vCPU's registers were set instead) */
+int dune_handle_syscall(struct dune_vcpu *v) DUNE_HIDDEN;
+
+/* probe.c: 0 if /dev/kvm runs guest code at hardware speed, else a
+ * dune_fail() code */
+int dune_speed_probe(void) DUNE_HIDDEN;
+
+/* fd.c: libdune's own descriptors, out of the program's way */
+int dune_hide_fd(int fd) DUNE_HIDDEN; /* moves fd high, cloexec; the new fd */
+void dune_close_fd(int fd) DUNE_HIDDEN;
+int dune_owns_fd(long fd) DUNE_HIDDEN;
+long dune_close_range_around(unsigned long first, unsigned long last,
+			     unsigned long flags) DUNE_HIDDEN;
+
+/* error.c */
+extern char dune_errbuf[256] DUNE_HIDDEN; /* what dune_strerror() says */
+void dune_write_str(const char *s) DUNE_HIDDEN; /* to stderr */
+/* Records the reason for dune_strerror(), prints it unless DUNE_QUIET, and
+ * returns err. */
+__attribute__((format(printf, 2, 3))) int dune_fail(int err, const char *fmt,
+						     ...) DUNE_HIDDEN;
+__attribute__((noreturn)) void dune_die_by_signal(int sig) DUNE_HIDDEN;
 
 /* vm.c */
 ptent_t *dune_pool_alloc(void) DUNE_HIDDEN;

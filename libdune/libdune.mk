@@ -10,7 +10,12 @@ LIBDUNE_CFLAGS  := $(BASE_CFLAGS) $(CFLAGS) -fPIC -pthread -I$(LIBDUNE_DIR)
 # Code that runs on the guest's trap and system-call paths must leave the
 # interrupted code's vector registers alone.
 LIBDUNE_GUEST_CFLAGS := -mgeneral-regs-only -fno-stack-protector
-LIBDUNE_OBJS    := $(addprefix $(LIBDUNE_OUT)/,core.o signal.o vm.o guest.o entry.o)
+# Host side: the VM, vCPUs and their loop, system-call forwarding, signals.
+LIBDUNE_HOST_OBJS  := $(addprefix $(LIBDUNE_OUT)/,kvm.o memslot.o vcpu.o \
+		      vcpu_run.o syscall.o signal.o probe.o fd.o error.o api.o)
+# Guest side (and helpers the guest's trap path calls): LIBDUNE_GUEST_CFLAGS.
+LIBDUNE_GUEST_OBJS := $(addprefix $(LIBDUNE_OUT)/,vm.o guest.o)
+LIBDUNE_OBJS    := $(LIBDUNE_HOST_OBJS) $(LIBDUNE_GUEST_OBJS) $(LIBDUNE_OUT)/entry.o
 LIBDUNE_HDRS    := $(LIBDUNE_DIR)/dune.h $(LIBDUNE_DIR)/internal.h
 
 LIBDUNE_TEST_DIR := $(CURDIR)/selftests/libdune
@@ -21,11 +26,11 @@ LIBDUNE_TESTS   := $(LIBDUNE_OUT)/dune_test $(LIBDUNE_OUT)/hello \
 all: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
 libdune: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
 
-$(LIBDUNE_OUT)/core.o $(LIBDUNE_OUT)/signal.o: $(LIBDUNE_OUT)/%.o: $(LIBDUNE_DIR)/%.c $(LIBDUNE_HDRS)
+$(LIBDUNE_HOST_OBJS): $(LIBDUNE_OUT)/%.o: $(LIBDUNE_DIR)/%.c $(LIBDUNE_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(LIBDUNE_CFLAGS) -c -o $@ $<
 
-$(LIBDUNE_OUT)/vm.o $(LIBDUNE_OUT)/guest.o: $(LIBDUNE_OUT)/%.o: $(LIBDUNE_DIR)/%.c $(LIBDUNE_HDRS)
+$(LIBDUNE_GUEST_OBJS): $(LIBDUNE_OUT)/%.o: $(LIBDUNE_DIR)/%.c $(LIBDUNE_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(LIBDUNE_CFLAGS) $(LIBDUNE_GUEST_CFLAGS) -c -o $@ $<
 

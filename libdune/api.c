@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Public calls that only set or read state the rest of libdune uses: the
+ * guest's #PF and interrupt handlers and system-call hooks (guest.c calls
+ * them) and the counters dune_get_stats() reports.
+ */
+#include "internal.h"
+
+dune_pgflt_cb dune_pgflt_handler;
+dune_intr_cb dune_intr_handlers[256];
+dune_syscall_prehook dune_prehook;
+dune_syscall_posthook dune_posthook;
+uint64_t dune_stat_syscalls, dune_stat_exits, dune_stat_chunks, dune_stat_vcpus;
+
+void dune_register_pgflt_handler(dune_pgflt_cb cb)
+{
+	dune_pgflt_handler = cb;
+}
+
+void dune_register_intr_handler(int vec, dune_intr_cb cb)
+{
+	if (vec >= 0 && vec < 256)
+		dune_intr_handlers[vec] = cb;
+}
+
+void dune_register_syscall_hooks(dune_syscall_prehook pre,
+				 dune_syscall_posthook post)
+{
+	dune_prehook = pre;
+	dune_posthook = post;
+}
+
+void dune_get_stats(struct dune_stats *st)
+{
+	st->syscalls = dune_stat_syscalls;
+	st->exits = dune_stat_exits;
+	st->chunks = dune_stat_chunks;
+	st->vcpus = dune_stat_vcpus;
+}

@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest's system calls, performed on the host by the vCPU loop: most
+ * are passed through as they are; the ones that concern libdune itself are
+ * done here: exit (keep the vCPU for the next thread), clone/fork/vfork (a
+ * vCPU for the new thread, a new VM for a forked child), arch_prctl (FS
+ * base), close/close_range/dup2 (libdune's descriptors), mmap/mremap/brk/
+ * shmat (register the new memory's chunks), and the signal calls.
+ *
+ * This runs on the host stack of the thread's vCPU loop with the thread's
+ * TLS, so it makes raw system calls and never touches errno on the way of a
+ * forwarded call.
+ */
+#include "internal.h"
+
+#include <asm/prctl.h>
+#include <errno.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+static uint64_t dune_brk_last;
+
+/* KVM's registers from a trap frame as a system call leaves them:
+ * rcx = rip, r11 = rflags. */
+static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
+{
+	dune_regs_of_tf(r, tf);
+	r->rcx = tf->rip;
+	r->r11 = tf->rflags;
+}
+
+/* A new thread's vCPU (clone with CLONE_VM): runs on its host stack. */
+static void thread_start(void *arg)
+{
+	dune_vcpu_loop(arg);
+}
+
+#define DUNE_REGS_SET (-EINTR - 10001) /* the vCPU's registers are set */
+
+/* clone with CLONE_VM: a thread, or a vfork-style child sharing the mm. */
+static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
+			unsigned long flags, unsigned long newsp, int *ptid,
+			int *ctid, unsigned long tls)
+{
+	struct dune_vcpu *nv = dune_vcpu_alloc();
+	struct kvm_xsave xs;
+	struct kvm_regs r;
+	long ret;
+	if (!nv)
+		return -ENOMEM;
+	ret = dune_vcpu_create(nv, dune_vm.vm_fd,
+			       (flags & CLONE_SETTLS) ? tls : v->fs_base);
+	if (ret)
+		goto fail;
+	regs_from_tf(&r, tf);
+	r.rax = 0;
+	if (newsp)
+		r.rsp = newsp;
+	if (ioctl(nv->fd, KVM_SET_REGS, &r) < 0 ||
+	    ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0 ||
+	    ioctl(nv->fd, KVM_SET_XSAVE, &xs) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	nv->vfork_child = (flags & CLONE_VFORK) && !(flags & CLONE_THREAD);
+	/* A vfork child runs on our stack, over the system-call frame the
+	 * stub left below our red zone: keep our context here instead. */
+	struct dune_tf saved = *tf;
+	ret = dune_clone_thread(flags, (char *)nv->host_stack + nv->host_stack_size,
+				ptid, ctid, tls, thread_start, nv);
+	/* Without CLONE_SETTLS the child's host side ran on our TLS. */
+	if (!(flags & CLONE_SETTLS))
+		dune_signals_set_self(v);
+	if (ret >= 0 && nv->vfork_child) {
+		/* it has exec'd or exited: its vCPU's resources are ours (the
+		 * vCPU itself goes to the spares), and we return to the program
+		 * straight from the saved context */
+		dune_vcpu_complete_io(nv);
+		if (dune_vcpu_spare_put(nv) == 0) {
+			nv->run = NULL;
+			nv->fd = -1;
+		}
+		dune_vcpu_free(nv);
+		dune_vcpu_complete_io(v);
+		regs_from_tf(&r, &saved);
+		r.rax = ret;
+		ioctl(v->fd, KVM_SET_REGS, &r);
+		v->in_kernel = v->in_hook = v->in_trap = 0;
+		return DUNE_REGS_SET;
+	}
+	if (ret >= 0)
+		return ret;
+fail:
+	dune_vcpu_free(nv);
+	return ret;
+}
+
+/* fork: KVM will not run a VM from another mm, so the child builds its own
+ * VM with the same memslots and (its copy of) the same page tables. */
+static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
+		    unsigned long flags, unsigned long ptid, unsigned long ctid,
+		    unsigned long tls)
+{
+	struct kvm_xsave xs;
+	if (ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0)
+		return -errno;
+	flags &= ~(unsigned long)(CLONE_VM | CLONE_VFORK);
+	long pid = dune_sys6(SYS_clone, flags, 0, ptid, ctid, tls, 0);
+	if (pid != 0)
+		return pid;
+
+	/* child: a fresh VM */
+	char msg[160];
+	int vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
+	if (vm_fd < 0) {
+		snprintf(msg, sizeof(msg), "dune: fork child: KVM_CREATE_VM: %s\n",
+			 strerror(errno));
+		goto die;
+	}
+	vm_fd = dune_hide_fd(vm_fd);
+	dune_close_fd(dune_vm.vm_fd);
+	dune_vm.vm_fd = vm_fd;
+	dune_chunk_lock = 0;
+	int slot = 0;
+	for (uint64_t c = 0; c < DUNE_NCHUNKS; c++) {
+		if (!dune_chunk_gpa[c])
+			continue;
+		if (dune_set_memslot(vm_fd, slot++, dune_chunk_gpa[c] - 1,
+				     c << DUNE_CHUNK_SHIFT)) {
+			snprintf(msg, sizeof(msg), "dune: fork child: memslot failed\n");
+			goto die;
+		}
+	}
+	dune_vm.next_slot = slot;
+	dune_vcpu_forget_spares(); /* the parent's */
+	if (v->run)
+		munmap(v->run, v->run_size);
+	dune_close_fd(v->fd);
+	v->run = NULL;
+	v->in_hook = v->in_trap = v->in_kernel = v->sig_check = 0;
+	v->sig_pending = 0;
+	dune_vm.next_vcpu_id = 0;
+	int r = dune_vcpu_create(v, vm_fd, v->fs_base);
+	struct kvm_regs regs;
+	regs_from_tf(&regs, tf);
+	regs.rax = 0;
+	if (r || ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
+	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
+		snprintf(msg, sizeof(msg), "dune: fork child: vCPU setup failed\n");
+		goto die;
+	}
+	return -EINTR - 10000; /* tells the caller: the child's vCPU is new */
+die:
+	dune_write_str(msg);
+	dune_sys1(SYS_exit_group, 127);
+	__builtin_unreachable();
+}
+#define DUNE_FORK_CHILD (-EINTR - 10000)
+
+static void set_guest_fs(struct dune_vcpu *v, uint64_t base)
+{
+	struct kvm_sregs s;
+	if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_SREGS, &s) == 0) {
+		s.fs.base = base;
+		dune_sys3(SYS_ioctl, v->fd, KVM_SET_SREGS, &s);
+	}
+	v->fs_base = base;
+}
+
+static int is_err(long r)
+{
+	return (unsigned long)r > -4096UL;
+}
+
+/* Performs the guest's system call on the host.  Returns 1 if the vCPU was
+ * replaced (fork child) and the frame must not be written. */
+int dune_handle_syscall(struct dune_vcpu *v)
+{
+	struct dune_tf *tf = v->tf;
+	long nr = (long)tf->rax, ret;
+	long a0 = tf->rdi, a1 = tf->rsi, a2 = tf->rdx, a3 = tf->r10,
+	     a4 = tf->r8, a5 = tf->r9;
+
+	__atomic_fetch_add(&dune_stat_syscalls, 1, __ATOMIC_RELAXED);
+	switch (nr) {
+	case SYS_exit:
+		if (v->vfork_child) /* the parent frees its resources */
+			dune_sys1(SYS_exit, a0);
+		/* this thread only: drop its vCPU's mapping and host stack,
+		 * with signals blocked as glibc does on the way out */
+		{
+			uint64_t all = ~0ULL;
+			dune_sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, 0, 8, 0, 0);
+		}
+		dune_signals_set_self(NULL);
+		/* finish the `out` of this call, then keep the vCPU for the next
+		 * thread */
+		dune_vcpu_complete_io(v);
+		if (dune_vcpu_spare_put(v) != 0) {
+			dune_sys2(SYS_munmap, v->run, v->run_size);
+			dune_close_fd(v->fd);
+		}
+		dune_sys2(SYS_munmap, v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
+		{
+			void *stack = v->host_stack;
+			size_t size = v->host_stack_size;
+			dune_sys2(SYS_munmap, v, sizeof(*v));
+			dune_unmap_and_exit(stack, size, (int)a0);
+		}
+	case SYS_exit_group:
+		dune_sys1(SYS_exit_group, a0);
+		__builtin_unreachable();
+	case SYS_arch_prctl:
+		if (a0 == ARCH_SET_GS) {
+			ret = -EPERM; /* GS base belongs to libdune in the guest */
+			break;
+		}
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (ret == 0 && a0 == ARCH_SET_FS)
+			set_guest_fs(v, a1);
+		break;
+	case SYS_clone:
+		if (a0 & CLONE_VM)
+			ret = do_clone_vm(v, tf, a0, a1, (int *)a2, (int *)a3, a4);
+		else
+			ret = do_fork(v, tf, a0, a2, a3, a4);
+		break;
+	case SYS_close:
+		ret = dune_owns_fd(a0) ? 0 : dune_sys1(nr, a0);
+		break;
+	case SYS_close_range:
+		ret = dune_close_range_around(a0, a1, a2);
+		break;
+	case SYS_dup2:
+	case SYS_dup3:
+		ret = dune_owns_fd(a1) ? -EBUSY : dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		break;
+	case SYS_clone3:
+		ret = -ENOSYS; /* glibc falls back to clone */
+		break;
+	case SYS_fork:
+		ret = do_fork(v, tf, SIGCHLD, 0, 0, 0);
+		break;
+	case SYS_vfork:
+		/* the child borrows our stack and VM until it execs or exits */
+		ret = do_clone_vm(v, tf, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, NULL,
+				  NULL, 0);
+		break;
+	case SYS_rt_sigreturn:
+		dune_sys_rt_sigreturn(v);
+		return 1;
+	case SYS_rt_sigaction:
+		ret = dune_sys_rt_sigaction(a0, (const void *)a1, (void *)a2, a3);
+		break;
+	case SYS_mmap:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret))
+			dune_map_range(ret, a1);
+		break;
+	case SYS_mremap:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret))
+			dune_map_range(ret, a2);
+		break;
+	case SYS_shmat:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret))
+			dune_map_range(ret, 1);
+		break;
+	case SYS_brk:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (!is_err(ret) && ret) {
+			uint64_t lo = dune_brk_last && dune_brk_last < (uint64_t)ret
+					      ? dune_brk_last
+					      : (uint64_t)ret - 1;
+			dune_map_range(lo, (uint64_t)ret - lo);
+			dune_brk_last = ret;
+		}
+		break;
+	default:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		break;
+	}
+	if (ret == DUNE_FORK_CHILD || ret == DUNE_REGS_SET)
+		return 1;
+	tf->rax = ret;
+	return 0;
+}
