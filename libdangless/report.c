@@ -182,13 +182,41 @@ static bool dl_nearest(uintptr_t addr, struct dl_obj *best, bool *freed)
 	return best_gap != SIZE_MAX;
 }
 
+/* "N bytes before|after a SIZE-byte allocation (live|freed)" */
+static const char *dl_describe_outside(uintptr_t addr, struct dl_buf *b,
+				       const struct dl_obj *o, bool freed,
+				       uint32_t *alloc_stack,
+				       uint32_t *free_stack)
+{
+	*alloc_stack = o->alloc_stack;
+	*free_stack = o->free_stack;
+	if (addr < o->start) {
+		_dl_buf_dec(b, o->start - addr);
+		_dl_buf_str(b, " bytes before ");
+	} else {
+		_dl_buf_dec(b, addr - (o->start + o->size));
+		_dl_buf_str(b, " bytes after ");
+	}
+	dl_format_size(b, o->size, freed ? " (freed)" : " (live)");
+	return freed ? "heap-use-after-free" : "heap-buffer-overflow";
+}
+
 const char *_dl_describe_fault(uintptr_t addr, struct dl_buf *b,
 			       uint32_t *alloc_stack, uint32_t *free_stack)
 {
 	uintptr_t e = _dl_segmap_get(addr);
 	*alloc_stack = *free_stack = 0;
-	if (!e)
-		return NULL;
+	struct dl_obj o;
+	bool freed = false;
+	if (!e) {
+		/* Off the first or last page of a segment, the neighbouring
+		 * 2 MiB were never used: still ours if next to an allocation
+		 * (p[-1] at a segment's start). */
+		if (!dl_nearest(addr, &o, &freed))
+			return NULL;
+		return dl_describe_outside(addr, b, &o, freed, alloc_stack,
+					   free_stack);
+	}
 	if (e & 1) {
 		unsigned cls = (unsigned)(e >> 1);
 		if (cls == DL_DEAD_LARGE) {
@@ -202,7 +230,6 @@ const char *_dl_describe_fault(uintptr_t addr, struct dl_buf *b,
 		return "heap-use-after-free";
 	}
 	struct dl_segment *seg = (struct dl_segment *)e;
-	struct dl_obj o;
 	enum dl_fault_kind kind = seg->kind == DL_SEG_SMALL
 					  ? _dl_small_describe(seg, addr, &o)
 					  : _dl_large_describe(seg, addr, &o);
@@ -218,22 +245,12 @@ const char *_dl_describe_fault(uintptr_t addr, struct dl_buf *b,
 	}
 	/* Alias space is ours alone: a fault in it is always a bug worth a
 	 * report, even off the end of a live allocation. */
-	bool freed = false;
 	if (!dl_nearest(addr, &o, &freed)) {
 		_dl_buf_str(b, "in Dangless's alias space, near no allocation");
 		return "wild-access";
 	}
-	*alloc_stack = o.alloc_stack;
-	*free_stack = o.free_stack;
-	if (addr < o.start) {
-		_dl_buf_dec(b, o.start - addr);
-		_dl_buf_str(b, " bytes before ");
-	} else {
-		_dl_buf_dec(b, addr - (o.start + o.size));
-		_dl_buf_str(b, " bytes after ");
-	}
-	dl_format_size(b, o.size, freed ? " (freed)" : " (live)");
-	return freed ? "heap-use-after-free" : "heap-buffer-overflow";
+	return dl_describe_outside(addr, b, &o, freed, alloc_stack,
+				   free_stack);
 }
 
 void _dl_report_exhausted(const struct dl_failure *fail, bool going_on)
