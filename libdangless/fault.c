@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <execinfo.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -71,28 +72,91 @@ static const char *dl_access_kind(const ucontext_t *uc)
 #endif
 }
 
+/*
+ * Bytes the faulting instruction accesses, decoded for the integer moves
+ * and arithmetic compilers emit for plain loads and stores; 0 (not said)
+ * for the rest: SSE/AVX, string instructions, x87.
+ */
+static unsigned dl_access_size(const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+	const uint8_t *ip = (const uint8_t *)uc->uc_mcontext.gregs[REG_RIP];
+	bool operand16 = false, rex_w = false;
+	for (int i = 0; i < 4; i++, ip++) {
+		if (*ip == 0x66)
+			operand16 = true;
+		else if (*ip != 0xf0 && *ip != 0x67 && *ip != 0x64 &&
+			 *ip != 0x65 && *ip != 0x2e && *ip != 0x3e &&
+			 *ip != 0x26 && *ip != 0x36)
+			break;
+	}
+	if ((*ip & 0xf0) == 0x40)
+		rex_w = *ip++ & 8;
+	unsigned full = rex_w ? 8 : operand16 ? 2 : 4;
+	uint8_t op = ip[0], reg = (ip[1] >> 3) & 7;
+	if (op == 0x0f)
+		return ip[1] == 0xb6 || ip[1] == 0xbe   ? 1 /* movzx/movsx m8 */
+		       : ip[1] == 0xb7 || ip[1] == 0xbf ? 2
+							: 0;
+	/* ALU r/m8 forms (add, or, adc, sbb, and, sub, xor, cmp: 00, 02 ...) */
+	if (op < 0x40 && (op & 7) <= 3)
+		return (op & 1) ? full : 1;
+	switch (op) {
+	case 0x88: case 0x8a: case 0xc6: case 0x80: case 0x84: case 0x86:
+	case 0xf6: case 0xfe: case 0xc0: case 0xd0: case 0xd2:
+		return 1;
+	case 0x89: case 0x8b: case 0xc7: case 0x81: case 0x83: case 0x85:
+	case 0x87: case 0xf7: case 0xc1: case 0xd1: case 0xd3:
+		return full;
+	case 0x63: /* movsxd */
+		return 4;
+	case 0x8f: /* pop m64 */
+		return 8;
+	case 0xff: /* call, jmp, push m64 are 64-bit whatever the prefix */
+		return reg == 2 || reg == 4 || reg == 6 ? 8 : reg <= 1 ? full : 0;
+	}
+#else
+	(void)uc;
+#endif
+	return 0;
+}
+
 static void dl_fault(int sig, siginfo_t *info, void *ucv)
 {
 	int saved = errno;
 	ucontext_t *uc = ucv;
 	uintptr_t addr = (uintptr_t)info->si_addr;
-	char msg[512];
-	struct dl_buf b = {msg, 0, sizeof(msg)};
+	char what[384];
+	struct dl_buf w = {what, 0, sizeof(what)};
 	uint32_t alloc_stack, free_stack;
-
-	_dl_buf_str(&b, "dangless: use-after-free ");
-	_dl_buf_str(&b, dl_access_kind(uc));
-	_dl_buf_str(&b, " at ");
-	_dl_buf_hex(&b, addr);
-	_dl_buf_str(&b, ": ");
-	if (info->si_code <= 0 || /* sent by kill(), not a fault */
-	    !_dl_describe_fault(addr, &b, &alloc_stack, &free_stack)) {
+	const char *kind = info->si_code <= 0 /* sent by kill(), not a fault */
+				   ? NULL
+				   : _dl_describe_fault(addr, &w, &alloc_stack,
+							&free_stack);
+	if (!kind) {
 		errno = saved;
 		dl_chain(sig, info, ucv);
 		return;
 	}
+	/* An empty line first: the report's lines start lines even after a
+	 * half-written line of the program's (we cannot know its column). */
+	char msg[512];
+	struct dl_buf b = {msg, 0, sizeof(msg)};
+	_dl_buf_str(&b, "\ndangless: ");
+	_dl_buf_str(&b, !strcmp(kind, "heap-use-after-free") ? "use-after-free "
+							     : "out-of-bounds ");
+	_dl_buf_str(&b, dl_access_kind(uc));
+	unsigned size = dl_access_size(uc);
+	if (size) {
+		_dl_buf_str(&b, " of size ");
+		_dl_buf_dec(&b, size);
+	}
+	_dl_buf_str(&b, " at ");
+	_dl_buf_hex(&b, addr);
+	_dl_buf_str(&b, ": ");
+	_dl_buf_str(&b, what);
 	_dl_buf_str(&b, "\n");
-	_dl_write_all(2, msg, b.len);
+	_dl_write_all(_dl_out_fd(), msg, b.len);
 
 	void *frames[DL_MAX_FRAMES + 1];
 	int n = backtrace(frames, DL_MAX_FRAMES + 1);
@@ -106,9 +170,12 @@ static void dl_fault(int sig, siginfo_t *info, void *ucv)
 		frames[0] = pc;
 		n = 1;
 	}
+	struct dl_top_frame top = {.raw = false};
 	_dl_printf("dangless: at:");
-	_dl_backtrace_print(frames + first, n - first);
-	_dl_report_stacks(alloc_stack, free_stack);
+	_dl_backtrace_print(frames + first, n - first, true, &top);
+	_dl_report_end(kind, &top, alloc_stack, free_stack);
+	if (_dl_opt.abort_on_error)
+		abort();
 	/* Die of the signal itself: returning re-runs the access. */
 	dl_reset_default(SIGSEGV);
 	dl_reset_default(SIGBUS);

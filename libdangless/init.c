@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 
 #include "internal.h"
 
@@ -107,7 +108,9 @@ static void dl_pick_backend(void)
 
 static int dl_start(void)
 {
-	_dl_options_parse(getenv("DANGLESS_OPTIONS"));
+	/* AT_SECURE: setuid, setgid or file capabilities; the environment is
+	 * then the user's, not the program's owner's (options.c). */
+	_dl_options_parse(getenv("DANGLESS_OPTIONS"), getauxval(AT_SECURE));
 	if (_dl_opt.fallback)
 		_dl_fallback_resolve();
 	dl_pick_backend();

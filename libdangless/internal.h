@@ -327,10 +327,35 @@ struct dl_options {
 	int verbosity;
 	enum dl_revoke_mode revoke;
 	unsigned batch;
+	bool symbolize;
+	char symbolizer[256];     /* "": addr2line from PATH */
+	int exitcode;             /* bad frees: -1 abort(), else _exit(N) */
+	bool abort_on_error;      /* every report ends in abort() */
+	bool halt_on_error;       /* false: a bad free is reported and leaked */
+	bool secure;              /* AT_SECURE: options may only tighten */
 };
 extern struct dl_options _dl_opt;
-void _dl_options_parse(const char *env);
+/* secure: the process runs with privileges its user lacks (AT_SECURE). */
+void _dl_options_parse(const char *env, bool secure);
 void _dl_options_print(void);
+
+/* ---- symbolize.c: function, file and line from a symboliser process ---- */
+#define DL_SYM_MAX_LINES (DL_MAX_FRAMES * 4)
+struct dl_sym_line {
+	int frame;                /* index into the frames given */
+	const char *func, *loc;   /* NULL when unknown; loc is FILE:LINE */
+};
+struct dl_symbols {
+	int n;
+	size_t used;
+	struct dl_sym_line line[DL_SYM_MAX_LINES]; /* by frame, inlined first */
+	char text[4096];
+};
+/* Fills s for frames[0..n) (frames[0] is the faulting instruction when
+ * first_is_pc, else every frame is a return address); returns the lines
+ * found, or -1 when none could run (symbolize=0, none found, timed out). */
+int _dl_symbolize(void *const *frames, int n, bool first_is_pc,
+		  struct dl_symbols *s);
 
 /* ---- stack.c: stacks, captured into a depot and printed ---- */
 /* Where the program called the current malloc-family function from. */
@@ -338,23 +363,39 @@ extern __thread void *_dl_api_caller;
 /* Loads backtrace()'s unwinder now (it allocates on first use). */
 void _dl_stack_warm(void);
 uint32_t _dl_stack_capture(void);
-void _dl_stack_print(const char *title, uint32_t id);
-void _dl_backtrace_print(void *const *frames, int n);
+/*
+ * What a report's SUMMARY line names: the first frame with a source line,
+ * else the first frame ("FILE:LINE in FUNC", "(OBJECT+0xOFF) in FUNC").
+ * raw: the frames were printed without a symboliser.
+ */
+struct dl_top_frame {
+	char where[512];
+	bool have_line;
+	bool raw;
+};
+void _dl_stack_print(const char *title, uint32_t id, struct dl_top_frame *top);
+/* first_is_pc: frames[0] is the faulting instruction, not a return address;
+ * top may be NULL. */
+void _dl_backtrace_print(void *const *frames, int n, bool first_is_pc,
+			 struct dl_top_frame *top);
 /* The stack of the current call, from the program's frame on. */
-void _dl_backtrace_here(void);
+void _dl_backtrace_here(struct dl_top_frame *top);
 
 /* ---- report.c: what went wrong, in words ---- */
-__attribute__((noreturn)) void _dl_report_bad_pointer(const char *op, void *p,
-						      enum dl_verdict v,
-						      const struct dl_obj *o);
-/* p lies in alias space whose metadata is gone. */
-__attribute__((noreturn)) void _dl_report_dead_pointer(const char *op,
-						       void *p);
-/* Fills b with what addr was; true when it is a dangling access of ours. */
-bool _dl_describe_fault(uintptr_t addr, struct dl_buf *b,
-			uint32_t *alloc_stack, uint32_t *free_stack);
-/* The closing lines of every report: the stacks, how to learn more. */
-void _dl_report_stacks(uint32_t alloc_stack, uint32_t free_stack);
+/* Reports, then stops the process; returns (p leaked) only for op "free"
+ * with halt_on_error=0. */
+void _dl_report_bad_pointer(const char *op, void *p, enum dl_verdict v,
+			    const struct dl_obj *o);
+/* p lies in alias space whose metadata is gone; returns as the above. */
+void _dl_report_dead_pointer(const char *op, void *p);
+/* Fills b with what addr was and returns the kind of bug for SUMMARY
+ * ("heap-use-after-free", ...), or NULL when addr is not in our space. */
+const char *_dl_describe_fault(uintptr_t addr, struct dl_buf *b,
+			       uint32_t *alloc_stack, uint32_t *free_stack);
+/* The closing lines of every report: the stacks, how to learn more, and
+ * "SUMMARY: Dangless: KIND WHERE" (kind: heap-use-after-free, ...). */
+void _dl_report_end(const char *kind, struct dl_top_frame *top,
+		    uint32_t alloc_stack, uint32_t free_stack);
 /* Aliases ran out: stops, or (going_on) warns once. */
 void _dl_report_exhausted(const struct dl_failure *fail, bool going_on);
 

@@ -144,12 +144,18 @@ static bool dl_foreign_ok(void *p, const char *op)
 		return true;
 	struct dl_obj none = {0};
 	_dl_report_bad_pointer(op, p, DL_PTR_UNKNOWN, &none);
+	return false; /* halt_on_error=0: reported, p left alone */
 }
 
 static void dl_free(void *p)
 {
 	if (!p)
 		return;
+	if (_dl_segmap_get((uintptr_t)p) & 1) {
+		/* returns only with halt_on_error=0: p is left alone */
+		_dl_report_dead_pointer("free", p);
+		return;
+	}
 	struct dl_segment *seg = dl_owner(p, "free");
 	if (seg) {
 		struct dl_obj o;
@@ -173,6 +179,7 @@ static void dl_free(void *p)
 				return;
 		}
 		_dl_report_bad_pointer("free", p, v, &o);
+		return; /* halt_on_error=0: reported, p left alone */
 	}
 	if (dl_foreign_ok(p, "free") && !dl_is_early(p))
 		_dl_fallback_free(p); /* the early arena is never reused */

@@ -17,6 +17,12 @@ struct dl_options _dl_opt = {
 	.verbosity = 0,
 	.revoke = DL_REVOKE_STRICT,
 	.batch = 0,
+	.symbolize = true,
+	.symbolizer = "",
+	.exitcode = -1,
+	.abort_on_error = false,
+	.halt_on_error = true,
+	.secure = false,
 };
 
 #define DL_MAX_BATCH 65536
@@ -102,28 +108,115 @@ static bool dl_set_stats(const char *v, size_t n)
 	return dl_set_bool_field(&_dl_opt.stats, v, n);
 }
 
+static bool dl_set_symbolize(const char *v, size_t n)
+{
+	return dl_set_bool_field(&_dl_opt.symbolize, v, n);
+}
+static bool dl_set_symbolizer(const char *v, size_t n)
+{
+	if (n == 0 || n >= sizeof(_dl_opt.symbolizer))
+		return false;
+	memcpy(_dl_opt.symbolizer, v, n);
+	_dl_opt.symbolizer[n] = 0;
+	return true;
+}
+static bool dl_set_log_path(const char *v, size_t n)
+{
+	return _dl_log_path_set(v, n);
+}
+static bool dl_set_exitcode(const char *v, size_t n)
+{
+	unsigned x;
+	if (!dl_parse_uint(v, n, &x) || x > 255)
+		return false;
+	_dl_opt.exitcode = (int)x;
+	return true;
+}
+static bool dl_set_abort_on_error(const char *v, size_t n)
+{
+	return dl_set_bool_field(&_dl_opt.abort_on_error, v, n);
+}
+static bool dl_set_halt_on_error(const char *v, size_t n)
+{
+	return dl_set_bool_field(&_dl_opt.halt_on_error, v, n);
+}
+
+/* Under secure execution: what a value may not do. */
+static bool dl_weaker_revoke(void)
+{
+	return _dl_opt.revoke != DL_REVOKE_STRICT;
+}
+static bool dl_weaker_fallback(void)
+{
+	return _dl_opt.fallback;
+}
+static bool dl_weaker_halt(void)
+{
+	return !_dl_opt.halt_on_error;
+}
+
+/*
+ * secure: in a setuid, setgid or capability-raised program (AT_SECURE) the
+ * environment is its user's, who must not weaken it: DL_ANY rows apply as
+ * given, DL_IGNORED rows are ignored (they would choose a file to write or a
+ * program to run with the program's privileges), and rows with `weaker` only
+ * apply when the result is not weaker than the default.
+ */
+enum { DL_ANY, DL_IGNORED, DL_STRICTER };
 static const struct dl_option_row {
 	const char *name;
 	bool (*set)(const char *value, size_t len);
 	const char *fallback_value;
 	const char *what;
+	int secure;
+	bool (*weaker)(void);
 } dl_option_table[] = {
 	{"backend", dl_set_backend, NULL /* the registry's first */,
-	 NULL /* from the registry */},
+	 NULL /* from the registry */, DL_ANY, NULL},
 	{"revoke", dl_set_revoke, "strict",
 	 "strict: free() revokes before it returns, so the first access "
 	 "after free faults; batch:N: freed memory is never reused while "
 	 "quarantined and is revoked in sorted, coalesced groups, so an access "
-	 "faults at the latest after N further frees by the same thread"},
+	 "faults at the latest after N further frees by the same thread",
+	 DL_STRICTER, dl_weaker_revoke},
 	{"fallback", dl_set_fallback, "0",
 	 "1: when aliases run out (address space, vm.max_map_count), go on "
-	 "with unprotected glibc allocation; 0: stop with a report"},
+	 "with unprotected glibc allocation; 0: stop with a report",
+	 DL_STRICTER, dl_weaker_fallback},
 	{"stacks", dl_set_stacks, "0",
 	 "1: record malloc and free stacks and print them in reports "
-	 "(costs a backtrace per call)"},
-	{"stats", dl_set_stats, "0", "1: print the counters at exit"},
+	 "(costs a backtrace per call)",
+	 DL_ANY, NULL},
+	{"symbolize", dl_set_symbolize, "1",
+	 "1: reports name function, file and line (a symbolizer process is "
+	 "started at report time); 0: FUNCTION+OFFSET (OBJECT+OFFSET)",
+	 DL_ANY, NULL},
+	{"symbolizer", dl_set_symbolizer, "addr2line",
+	 "PATH: the symbolizer to run, addr2line or llvm-symbolizer (found "
+	 "in PATH unless PATH has a /); a missing one leaves object offsets, "
+	 "with one note",
+	 DL_IGNORED, NULL},
+	{"log_path", dl_set_log_path, "stderr",
+	 "PATH: write reports and messages to PATH.PID instead of stderr",
+	 DL_IGNORED, NULL},
+	{"exitcode", dl_set_exitcode, "abort",
+	 "N (0-255): a bad free (double, invalid, interior) ends the process "
+	 "with exit status N instead of abort()",
+	 DL_IGNORED, NULL},
+	{"abort_on_error", dl_set_abort_on_error, "0",
+	 "1: every report ends in abort() (SIGABRT), use-after-free too, "
+	 "and before exitcode",
+	 DL_ANY, NULL},
+	{"halt_on_error", dl_set_halt_on_error, "1",
+	 "0: a bad free is reported and the program goes on (the pointer is "
+	 "left alone, leaked); dangling accesses still stop it",
+	 DL_STRICTER, dl_weaker_halt},
+	{"stats", dl_set_stats, "0", "1: print the counters at exit", DL_ANY,
+	 NULL},
 	{"verbosity", dl_set_verbosity, "0",
-	 "0-2: 1 prints the options in effect at start"},
+	 "0-2: 1 prints the options in effect at start (and, under secure "
+	 "execution, those ignored)",
+	 DL_ANY, NULL},
 };
 #define DL_NOPTIONS (sizeof(dl_option_table) / sizeof(dl_option_table[0]))
 
@@ -144,10 +237,14 @@ static const char *dl_item_end(const char *item)
 	return end;
 }
 
-void _dl_options_parse(const char *env)
+void _dl_options_parse(const char *env, bool secure)
 {
+	_dl_opt.secure = secure;
 	if (!env)
 		return;
+	char ignored[512];
+	struct dl_buf ig = {ignored, 0, sizeof(ignored)};
+	ignored[0] = 0;
 	while (*env) {
 		const char *end = dl_item_end(env);
 		const char *eq = memchr(env, '=', (size_t)(end - env));
@@ -163,15 +260,31 @@ void _dl_options_parse(const char *env)
 			_dl_warn("unknown option '%s' in DANGLESS_OPTIONS "
 				 "(ignored; `dangless run --help` lists them)",
 				 env);
-		} else if (!eq || !row->set(eq + 1, (size_t)(end - eq - 1))) {
-			_dl_warn("bad value in DANGLESS_OPTIONS item '%s' "
-				 "(keeping %s=%s)",
-				 env, row->name,
-				 row->fallback_value ? row->fallback_value
-						     : _dl_backends[0].name);
+		} else if (secure && row->secure == DL_IGNORED) {
+			_dl_buf_str(&ig, " ");
+			_dl_buf_str(&ig, row->name);
+		} else {
+			struct dl_options before = _dl_opt;
+			if (!eq || !row->set(eq + 1, (size_t)(end - eq - 1))) {
+				_dl_warn("bad value in DANGLESS_OPTIONS item "
+					 "'%s' (keeping %s=%s)",
+					 env, row->name,
+					 row->fallback_value
+						 ? row->fallback_value
+						 : _dl_backends[0].name);
+			} else if (secure && row->weaker && row->weaker()) {
+				_dl_opt = before;
+				_dl_buf_str(&ig, " ");
+				_dl_buf_str(&ig, row->name);
+			}
 		}
 		env = *end ? end + 1 : end;
 	}
+	if (ig.len)
+		_dl_info("secure execution (setuid, setgid or capabilities): "
+			 "ignored%s (here options may only make Dangless "
+			 "stricter)",
+			 ignored);
 }
 
 void _dl_options_print(void)
@@ -183,11 +296,16 @@ void _dl_options_print(void)
 		_dl_buf_dec(&b, _dl_opt.batch);
 	}
 	_dl_warn("options: backend=%s (running: %s) revoke=%s fallback=%d "
-		 "stacks=%d stats=%d verbosity=%d",
+		 "stacks=%d symbolize=%d symbolizer=%s log_path=%s exitcode=%d "
+		 "abort_on_error=%d halt_on_error=%d stats=%d verbosity=%d%s",
 		 _dl_opt.backend ? _dl_opt.backend->name : _dl_backends[0].name,
-		 _dl_be ? _dl_be_name : "none", revoke,
-		 _dl_opt.fallback, _dl_opt.stacks, _dl_opt.stats,
-		 _dl_opt.verbosity);
+		 _dl_be ? _dl_be_name : "none", revoke, _dl_opt.fallback,
+		 _dl_opt.stacks, _dl_opt.symbolize,
+		 _dl_opt.symbolizer[0] ? _dl_opt.symbolizer : "addr2line",
+		 _dl_log_path()[0] ? _dl_log_path() : "stderr",
+		 _dl_opt.exitcode, _dl_opt.abort_on_error,
+		 _dl_opt.halt_on_error, _dl_opt.stats, _dl_opt.verbosity,
+		 _dl_opt.secure ? " (secure execution)" : "");
 }
 
 /* backend's help line: every row of the registry, built or not. */

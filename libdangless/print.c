@@ -4,13 +4,71 @@
  * stdio, no allocation, one write(2) per message where it fits.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "services.h"
 
 int _dl_msg_verbosity;
+
+static char dl_log_base[256];
+static atomic_int dl_log_fd = -1;
+static atomic_int dl_log_pid;
+
+bool _dl_log_path_set(const char *path, size_t len)
+{
+	if (len == 0 || len >= sizeof(dl_log_base))
+		return false;
+	memcpy(dl_log_base, path, len);
+	dl_log_base[len] = 0;
+	return true;
+}
+
+const char *_dl_log_path(void)
+{
+	return dl_log_base;
+}
+
+int _dl_out_fd(void)
+{
+	if (!dl_log_base[0])
+		return 2;
+	int pid = (int)getpid();
+	if (atomic_load(&dl_log_pid) == pid)
+		return atomic_load(&dl_log_fd);
+	char name[sizeof(dl_log_base) + 24];
+	struct dl_buf b = {name, 0, sizeof(name)};
+	_dl_buf_str(&b, dl_log_base);
+	_dl_buf_char(&b, '.');
+	_dl_buf_dec(&b, (uint64_t)pid);
+	int saved = errno;
+	int fd = open(name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	int err = errno;
+	errno = saved;
+	if (fd < 0) {
+		char msg[sizeof(name) + 128];
+		struct dl_buf m = {msg, 0, sizeof(msg)};
+		_dl_buf_str(&m, "dangless: cannot open log_path file ");
+		_dl_buf_str(&m, name);
+		_dl_buf_str(&m, " (errno ");
+		_dl_buf_dec(&m, (uint64_t)err);
+		_dl_buf_str(&m, err == EACCES   ? ", permission denied"
+				: err == ENOENT ? ", no such directory"
+						: "");
+		_dl_buf_str(&m, "); writing to stderr instead\n");
+		_dl_write_all(2, msg, m.len);
+		fd = 2;
+	}
+	/* A forked child: the parent's file stays the parent's. */
+	int old = atomic_exchange(&dl_log_fd, fd);
+	if (old > 2)
+		close(old);
+	atomic_store(&dl_log_pid, pid);
+	return fd;
+}
 
 void _dl_write_all(int fd, const char *s, size_t n)
 {
@@ -122,7 +180,7 @@ static void dl_vprint(const char *prefix, const char *fmt, va_list ap)
 	_dl_buf_str(&b, prefix);
 	dl_vformat(&b, fmt, ap);
 	_dl_buf_char(&b, '\n');
-	_dl_write_all(2, line, b.len);
+	_dl_write_all(_dl_out_fd(), line, b.len);
 }
 
 void _dl_printf(const char *fmt, ...)

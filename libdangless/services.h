@@ -114,6 +114,14 @@ void _dl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void _dl_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn)) void _dl_fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
+/*
+ * Where messages and reports go: stderr, or with log_path=PATH the file
+ * PATH.PID (opened on the first message of each process, so a forked child
+ * writes its own).  _dl_log_path_set is false when the path does not fit.
+ */
+int _dl_out_fd(void);
+bool _dl_log_path_set(const char *path, size_t len);
+const char *_dl_log_path(void);
 /* Set from the options; read by _dl_info. */
 extern int _dl_msg_verbosity;
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Stacks: captured with backtrace() (warmed up at start-up, so it no longer
- * loads anything) into a deduplicating depot, and printed with dladdr's
- * names when a report is made.
+ * loads anything) into a deduplicating depot, and printed when a report is
+ * made: with function, file and line from a symboliser (symbolize.c), else
+ * with dladdr's names and object offsets.
  */
 #include <dlfcn.h>
 #include <execinfo.h>
@@ -103,37 +104,124 @@ uint32_t _dl_stack_capture(void)
 	return 0;
 }
 
-void _dl_backtrace_print(void *const *frames, int n)
+/* "(OBJECT+0xOFF)", or the function by dladdr first when it has one. */
+static void dl_frame_raw(struct dl_buf *b, void *addr, bool with_func)
 {
+	Dl_info info;
+	if (!dladdr(addr, &info) || !info.dli_fname)
+		return;
+	if (with_func && info.dli_sname) {
+		_dl_buf_str(b, " in ");
+		_dl_buf_str(b, info.dli_sname);
+		_dl_buf_str(b, "+");
+		_dl_buf_hex(b, (uintptr_t)addr - (uintptr_t)info.dli_saddr);
+	}
+	_dl_buf_str(b, " (");
+	_dl_buf_str(b, info.dli_fname);
+	_dl_buf_str(b, "+");
+	_dl_buf_hex(b, (uintptr_t)addr - (uintptr_t)info.dli_fbase);
+	_dl_buf_str(b, ")");
+}
+
+static void dl_frame_start(struct dl_buf *b, unsigned number, void *addr)
+{
+	_dl_buf_str(b, "dangless:   #");
+	_dl_buf_dec(b, number);
+	_dl_buf_str(b, " ");
+	_dl_buf_hex(b, (uintptr_t)addr);
+}
+
+/* The C and C++ runtimes: where a bug shows, rarely where it is. */
+static bool dl_system_object(void *addr)
+{
+	Dl_info info;
+	return dladdr(addr, &info) && info.dli_fname &&
+	       (!strncmp(info.dli_fname, "/lib/", 5) ||
+		!strncmp(info.dli_fname, "/lib64/", 7) ||
+		!strncmp(info.dli_fname, "/usr/lib/", 9));
+}
+
+/* Frame 0 unless a later frame has a source line outside the system's
+ * libraries: what SUMMARY names. */
+static void dl_note_top(struct dl_top_frame *top, bool first, void *addr,
+			const struct dl_sym_line *l)
+{
+	bool has_line = l && l->loc && !dl_system_object(addr);
+	if (!top || top->have_line || (!has_line && !first))
+		return;
+	struct dl_buf b = {top->where, 0, sizeof(top->where)};
+	const char *func = l ? l->func : NULL;
+	Dl_info info;
+	if (has_line) {
+		_dl_buf_str(&b, l->loc);
+	} else if (dladdr(addr, &info) && info.dli_fname) {
+		_dl_buf_str(&b, "(");
+		_dl_buf_str(&b, info.dli_fname);
+		_dl_buf_str(&b, "+");
+		_dl_buf_hex(&b, (uintptr_t)addr - (uintptr_t)info.dli_fbase);
+		_dl_buf_str(&b, ")");
+		if (!func)
+			func = info.dli_sname;
+	} else {
+		_dl_buf_hex(&b, (uintptr_t)addr);
+	}
+	if (func) {
+		_dl_buf_str(&b, " in ");
+		_dl_buf_str(&b, func);
+	}
+	top->have_line = has_line;
+}
+
+/*
+ * "#N 0xADDR in FUNCTION FILE:LINE", one line per inlined function too
+ * (innermost first, same address, as sanitizers print them); without a
+ * source line, "#N 0xADDR in FUNCTION+OFF (OBJECT+0xOFF)".
+ */
+void _dl_backtrace_print(void *const *frames, int n, bool first_is_pc,
+			 struct dl_top_frame *top)
+{
+	struct dl_symbols syms;
+	/* Without a symboliser the reader needs the FILE+OFFSET hint. */
+	if (_dl_symbolize(frames, n, first_is_pc, &syms) < 0 && top)
+		top->raw = true;
+	unsigned number = 0;
 	for (int i = 0; i < n; i++) {
-		char line[512];
+		char line[768];
 		struct dl_buf b = {line, 0, sizeof(line)};
-		Dl_info info;
-		_dl_buf_str(&b, "dangless:   #");
-		_dl_buf_dec(&b, (uint64_t)i);
-		_dl_buf_str(&b, " ");
-		_dl_buf_hex(&b, (uintptr_t)frames[i]);
-		if (dladdr(frames[i], &info) && info.dli_fname) {
-			if (info.dli_sname) {
+		bool printed = false;
+		/* lines come object by object: a frame's, in order, anywhere */
+		for (int k = 0; k < syms.n; k++) {
+			const struct dl_sym_line *l = &syms.line[k];
+			if (l->frame != i)
+				continue;
+			b.len = 0;
+			dl_frame_start(&b, number++, frames[i]);
+			if (l->func) {
 				_dl_buf_str(&b, " in ");
-				_dl_buf_str(&b, info.dli_sname);
-				_dl_buf_str(&b, "+");
-				_dl_buf_hex(&b, (uintptr_t)frames[i] -
-							(uintptr_t)info.dli_saddr);
+				_dl_buf_str(&b, l->func);
 			}
-			_dl_buf_str(&b, " (");
-			_dl_buf_str(&b, info.dli_fname);
-			_dl_buf_str(&b, "+");
-			_dl_buf_hex(&b, (uintptr_t)frames[i] -
-						(uintptr_t)info.dli_fbase);
-			_dl_buf_str(&b, ")");
+			if (l->loc) {
+				_dl_buf_str(&b, " ");
+				_dl_buf_str(&b, l->loc);
+			} else {
+				dl_frame_raw(&b, frames[i], false);
+			}
+			_dl_buf_char(&b, '\n');
+			_dl_write_all(_dl_out_fd(), line, b.len);
+			dl_note_top(top, i == 0 && !printed, frames[i], l);
+			printed = true;
 		}
+		if (printed)
+			continue;
+		dl_frame_start(&b, number++, frames[i]);
+		dl_frame_raw(&b, frames[i], true);
 		_dl_buf_char(&b, '\n');
-		_dl_write_all(2, line, b.len);
+		_dl_write_all(_dl_out_fd(), line, b.len);
+		dl_note_top(top, i == 0, frames[i], NULL);
 	}
 }
 
-void _dl_stack_print(const char *title, uint32_t id)
+void _dl_stack_print(const char *title, uint32_t id, struct dl_top_frame *top)
 {
 	if (!id || !dl_depot) {
 		_dl_printf("dangless: %s: (not recorded%s)", title,
@@ -142,7 +230,7 @@ void _dl_stack_print(const char *title, uint32_t id)
 	}
 	struct dl_stack_entry *e = &dl_depot[id - 1];
 	_dl_printf("dangless: %s:", title);
-	_dl_backtrace_print(e->frames, (int)e->n);
+	_dl_backtrace_print(e->frames, (int)e->n, false, top);
 }
 
 void _dl_stack_warm(void)
@@ -151,13 +239,13 @@ void _dl_stack_warm(void)
 	backtrace(warm, 2);
 }
 
-void _dl_backtrace_here(void)
+void _dl_backtrace_here(struct dl_top_frame *top)
 {
 	void *frames[DL_MAX_FRAMES + 8];
 	int n = backtrace(frames, DL_MAX_FRAMES + 8);
 	int skip = dl_skip_own_frames(frames, n);
 	_dl_printf("dangless: at:");
-	_dl_backtrace_print(frames + skip, n - skip > DL_MAX_FRAMES
-						   ? DL_MAX_FRAMES
-						   : n - skip);
+	_dl_backtrace_print(frames + skip,
+			    n - skip > DL_MAX_FRAMES ? DL_MAX_FRAMES : n - skip,
+			    false, top);
 }

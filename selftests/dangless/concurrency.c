@@ -627,13 +627,13 @@ TEST(fork_both_sides_catch_uaf)
 	uintptr_t t1 = st_hex_after(res.out, "child target="),
 		  t2 = st_hex_after(res.out, "child2 target="),
 		  t3 = st_hex_after(res.out, "parent target=");
-	EXPECT_EQ(t1, st_hex_after(res.err, "READ at "));
-	EXPECT_EQ(t2, st_hex_after(res.err, "WRITE at "));
-	const char *second_read = strstr(res.err, "READ at ");
+	EXPECT_EQ(t1, st_hex_after(res.err, "READ of size 1 at "));
+	EXPECT_EQ(t2, st_hex_after(res.err, "WRITE of size 1 at "));
+	const char *second_read = strstr(res.err, "READ of size 1 at ");
 	if (second_read)
-		second_read = strstr(second_read + 1, "READ at ");
+		second_read = strstr(second_read + 1, "READ of size 1 at ");
 	ASSERT_NOT_NULL(second_read);
-	EXPECT_EQ(t3, st_hex_after(second_read, "READ at "));
+	EXPECT_EQ(t3, st_hex_after(second_read, "READ of size 1 at "));
 	if (th_failed_expectations) {
 		th_print_quoted(res.out);
 		th_print_quoted(res.err);

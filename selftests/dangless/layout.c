@@ -119,7 +119,7 @@ TEST(fork_child_faults_in_a_fully_freed_chunk)
 	th_run(st_touch_dead_chunk, NULL, 60, &res);
 	ASSERT_EXITED(0, res);
 	ASSERT_CONTAINS("child died of 11\n", res.out);
-	ASSERT_CONTAINS("dangless: use-after-free WRITE at", res.err);
+	ASSERT_CONTAINS("dangless: use-after-free WRITE ", res.err);
 	ASSERT_CONTAINS("bytes into a 32-byte allocation (freed)", res.err);
 	th_child_free(&res);
 }

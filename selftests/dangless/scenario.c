@@ -13,6 +13,9 @@
  *   st-scenario uaf-read       dangling read; prints target=<address>
  *   st-scenario uaf-write      dangling write
  *   st-scenario double-free    frees one pointer twice
+ *   st-scenario outside SIZE,OFF  reads OFF bytes from a live SIZE-byte
+ *                              allocation's start, outside it
+ *   st-scenario half-line-uaf  writes half a line to stderr, then uaf-read
  *   st-scenario batch N        frees, then 2N+1 more frees, then reads
  *   st-scenario fork-batch N   batch N across fork: both sides must catch
  *   st-scenario churn N        N malloc/free pairs, prints a checksum
@@ -151,6 +154,25 @@ static int double_free(void)
 	free(launder(p));
 	printf("survived\n");
 	return 0;
+}
+
+/* A read at p + off, off outside a fresh live allocation of size bytes. */
+static int outside(size_t size, long off)
+{
+	char *p = malloc(size);
+	memset(p, 1, size);
+	printf("target=%p\n", (void *)(p + off));
+	fflush(stdout);
+	printf("read %d\nsurvived\n", *(volatile char *)launder(p + off));
+	return 0;
+}
+
+/* The program had half-written a line of its own when the bug hits. */
+static int half_line_uaf(void)
+{
+	fputs("readelf: Error: ", stderr);
+	fflush(stderr);
+	return uaf(false);
 }
 
 static int batch(long n)
@@ -385,6 +407,11 @@ int main(int argc, char **argv)
 		return uaf(true);
 	if (!strcmp(what, "double-free"))
 		return double_free();
+	if (!strcmp(what, "outside") && argc > 2 && strchr(argv[2], ','))
+		return outside((size_t)atol(argv[2]),
+			       atol(strchr(argv[2], ',') + 1));
+	if (!strcmp(what, "half-line-uaf"))
+		return half_line_uaf();
 	if (!strcmp(what, "batch") && argc > 2)
 		return batch(atol(argv[2]));
 	if (!strcmp(what, "fork-batch") && argc > 2)

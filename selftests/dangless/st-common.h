@@ -91,10 +91,11 @@ struct st_uaf_report {
 	uintptr_t addr;
 	size_t off;
 	size_t size;
+	size_t access; /* bytes accessed, 0 when not said */
 };
 
 /*
- * Finds "dangless: use-after-free KIND at 0xADDR: OFF bytes into a
+ * Finds "dangless: use-after-free KIND [of size N] at 0xADDR: OFF bytes into a
  * SIZE-byte allocation (freed)" in text.  Returns true when the line is there
  * with every field in that shape.
  */
@@ -103,13 +104,20 @@ static inline bool st_parse_uaf(const char *text, struct st_uaf_report *r)
 	const char *line = strstr(text, "dangless: use-after-free ");
 	if (!line)
 		return false;
-	unsigned long long addr = 0, off = 0, size = 0;
+	unsigned long long addr = 0, off = 0, size = 0, access = 0;
 	char tail[16] = "";
-	int n = sscanf(line,
-		       "dangless: use-after-free %7[A-Z] at 0x%llx: %llu bytes "
-		       "into a %llu-byte allocation %15[^\n]",
-		       r->kind, &addr, &off, &size, tail);
-	if (n != 5 || strcmp(tail, "(freed)") != 0)
+	int n = sscanf(line, "dangless: use-after-free %7[A-Z] ", r->kind);
+	/* "of size N" when the faulting instruction was decoded */
+	const char *at = strstr(line, " at 0x");
+	if (n != 1 || !at || at > strchr(line, '\n'))
+		return false;
+	sscanf(line + strlen("dangless: use-after-free ") + strlen(r->kind),
+	       " of size %llu", &access);
+	r->access = (size_t)access;
+	n = sscanf(at, " at 0x%llx: %llu bytes into a %llu-byte allocation "
+		       "%15[^\n]",
+		   &addr, &off, &size, tail);
+	if (n != 4 || strcmp(tail, "(freed)") != 0)
 		return false;
 	r->addr = (uintptr_t)addr;
 	r->off = (size_t)off;
