@@ -248,6 +248,8 @@ void _dl_segment_for_each_live(void (*fn)(struct dl_segment *));
 /* Makes [start, start+len) fault from now on; stops the process if the
  * backend cannot (a dangling pointer must never stay usable). */
 void _dl_alias_revoke(uintptr_t start, size_t len);
+/* The same for n sorted ranges, in as few calls as the backend can. */
+void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 void _dl_segment_streams_reset(void); /* with the class locks held */
 void _dl_segment_lock_all(void);
 void _dl_segment_unlock_all(bool reset);

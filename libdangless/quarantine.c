@@ -10,12 +10,14 @@
 
 static __thread struct {
 	struct dl_freed_slot *slots; /* _dl_opt.batch of them */
+	struct dl_range *ranges;     /* as many, for the flush */
 	unsigned n;
 } dl_quarantine __attribute__((tls_model("initial-exec")));
 
 static size_t dl_quarantine_bytes(void)
 {
-	return _dl_opt.batch * sizeof(struct dl_freed_slot);
+	return _dl_opt.batch *
+	       (sizeof(struct dl_freed_slot) + sizeof(struct dl_range));
 }
 
 static void dl_sort(struct dl_freed_slot *q, unsigned n)
@@ -41,6 +43,8 @@ void _dl_quarantine_flush(void)
 		return;
 	struct dl_freed_slot *q = dl_quarantine.slots;
 	dl_sort(q, n);
+	struct dl_range *r = dl_quarantine.ranges;
+	unsigned nr = 0;
 	for (unsigned i = 0; i < n;) {
 		uintptr_t start = q[i].page;
 		uintptr_t end = start + (uintptr_t)q[i].pages * DL_PAGE;
@@ -49,9 +53,10 @@ void _dl_quarantine_flush(void)
 			end += (uintptr_t)q[j].pages * DL_PAGE;
 			j++;
 		}
-		_dl_alias_revoke(start, end - start);
+		r[nr++] = (struct dl_range){start, end - start};
 		i = j;
 	}
+	_dl_alias_revoke_many(r, nr);
 	dl_quarantine.n = 0;
 	DL_STAT_SUB(quarantined, n);
 	/* One return (one lock round) per chunk: its entries are neighbours. */
@@ -74,6 +79,8 @@ void _dl_quarantine_add(const struct dl_freed_slot *slot)
 			_dl_small_retire(slot);
 			return;
 		}
+		dl_quarantine.ranges =
+			(struct dl_range *)(dl_quarantine.slots + _dl_opt.batch);
 	}
 	dl_quarantine.slots[dl_quarantine.n++] = *slot;
 	DL_STAT_ADD(quarantined, 1);
@@ -87,4 +94,5 @@ void _dl_quarantine_thread_exit(void)
 	if (dl_quarantine.slots)
 		_dl_meta_unpages(dl_quarantine.slots, dl_quarantine_bytes());
 	dl_quarantine.slots = NULL;
+	dl_quarantine.ranges = NULL;
 }
