@@ -306,7 +306,9 @@ void _dl_quarantine_flush(void);
 void _dl_quarantine_thread_exit(void);
 
 /* ---- large.c ---- */
-void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail);
+/* zero: the bytes must read zero (calloc); fresh extents do already. */
+void *_dl_large_alloc(size_t req, size_t align, bool zero,
+		      struct dl_failure *fail);
 enum dl_verdict _dl_large_free(struct dl_segment *seg, void *p,
 			       struct dl_obj *o);
 enum dl_verdict _dl_large_lookup(struct dl_segment *seg, void *p,
