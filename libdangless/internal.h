@@ -281,6 +281,8 @@ struct dl_freed_slot {
 	uint8_t col;
 	struct dl_segment *seg;
 	struct dl_chunk *chunk;
+	uintptr_t obj;            /* the pointer freed */
+	uint32_t poisoned;        /* bytes from obj filled (quarantine.c) */
 };
 /* Marks p freed (DL_PTR_LIVE) and says what to revoke, or says why not. */
 enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
@@ -301,9 +303,22 @@ void _dl_small_for_each_revoked(struct dl_segment *seg,
 void _dl_small_thread_exit(void);
 
 /* ---- quarantine.c: revoke=batch:N ---- */
-void _dl_quarantine_add(const struct dl_freed_slot *slot);
-void _dl_quarantine_flush(void);
-void _dl_quarantine_thread_exit(void);
+/*
+ * A quarantined object is filled with this byte; a pointer read from it is
+ * 0xd5d5...d5, not canonical on x86-64, so using it faults.
+ */
+#define DL_POISON_BYTE 0xd5
+/* A write into a quarantined object, found when its batch was flushed. */
+struct dl_late_write {
+	uintptr_t at;             /* the first byte that changed */
+	uintptr_t obj;            /* the object's pointer */
+	struct dl_segment *seg;
+};
+/* False when flushing found a late write (*lw says where); nothing of the
+ * batch is revoked or reused then: the caller reports and stops. */
+bool _dl_quarantine_add(struct dl_freed_slot *slot, struct dl_late_write *lw);
+bool _dl_quarantine_flush(struct dl_late_write *lw);
+bool _dl_quarantine_thread_exit(struct dl_late_write *lw);
 
 /* ---- large.c ---- */
 /* zero: the bytes must read zero (calloc); fresh extents do already. */
@@ -359,6 +374,9 @@ bool _dl_describe_fault(uintptr_t addr, struct dl_buf *b,
 			uint32_t *alloc_stack, uint32_t *free_stack);
 /* The closing lines of every report: the stacks, how to learn more. */
 void _dl_report_stacks(uint32_t alloc_stack, uint32_t free_stack);
+/* A write after free found in the quarantine: report, abort. */
+__attribute__((noreturn)) void
+_dl_report_late_write(const struct dl_late_write *lw);
 /* Aliases ran out: stops, or (going_on) warns once. */
 void _dl_report_exhausted(const struct dl_failure *fail, bool going_on);
 

@@ -166,7 +166,9 @@ static void dl_free(void *p)
 				}
 				if (unlikely(!_dl_thread_ready))
 					_dl_thread_start();
-				_dl_quarantine_add(&slot);
+				struct dl_late_write lw;
+				if (!_dl_quarantine_add(&slot, &lw))
+					_dl_report_late_write(&lw);
 				return;
 			}
 		} else {

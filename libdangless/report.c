@@ -41,6 +41,24 @@ static __attribute__((noreturn)) void dl_report_abort(const char *msg,
 	abort();
 }
 
+void _dl_report_late_write(const struct dl_late_write *lw)
+{
+	struct dl_obj o = {0};
+	_dl_small_lookup(lw->seg, (void *)lw->obj, &o);
+	char msg[512];
+	struct dl_buf b = {msg, 0, sizeof(msg)};
+	_dl_buf_str(&b, "dangless: write-after-free detected late (revoke=batch:");
+	_dl_buf_dec(&b, _dl_opt.batch);
+	_dl_buf_str(&b, ") at ");
+	_dl_buf_hex(&b, lw->at);
+	_dl_buf_str(&b, ": ");
+	_dl_buf_dec(&b, lw->at - lw->obj);
+	_dl_buf_str(&b, " bytes into ");
+	dl_format_size(&b, o.size, " (freed; found when its quarantine was "
+				   "flushed, so the stack below is the flush's)");
+	dl_report_abort(msg, o.alloc_stack, o.free_stack);
+}
+
 /* "double free of P" / "realloc of freed pointer P" */
 static void dl_format_freed_op(struct dl_buf *b, const char *op, void *p)
 {
