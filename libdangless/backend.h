@@ -22,8 +22,10 @@
  *    ranges that alias_reserve or alias_dedicate handed out.
  *
  * Required hooks: init, canon_alloc, canon_free, canon_discard,
- * alias_reserve, alias_map, alias_revoke, alias_release.  The others may be
- * NULL, and the core checks before each call.
+ * alias_reserve, alias_map, alias_revoke, alias_release.  The others
+ * (alias_dedicate, alias_revoke_many, the fork hooks,
+ * count_alias_mappings, explain_enomem, check) may be NULL, and the core
+ * checks before each call.
  */
 #ifndef DANGLESS_BACKEND_H
 #define DANGLESS_BACKEND_H
@@ -31,6 +33,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* A range of alias space, for the hooks that take many at once. */
+struct dl_range {
+	uintptr_t start;
+	size_t len;
+};
 
 struct dl_backend {
 	/* Starts the backend.  0, or -errno with a message already printed. */
@@ -81,6 +89,14 @@ struct dl_backend {
 	 * (mapping count): it runs on every free().
 	 */
 	int (*alias_revoke)(void *alias, size_t len);
+	/*
+	 * Optional.  alias_revoke of n ranges (sorted by address, none
+	 * touching the next) in as few system calls as the host allows: the
+	 * batch quarantine revokes its whole batch with it.  On failure some
+	 * ranges may be revoked and the others not (the core stops then).
+	 * Without it the core calls alias_revoke once per range.
+	 */
+	int (*alias_revoke_many)(const struct dl_range *ranges, unsigned n);
 	/*
 	 * The whole range is dead for good: drop whatever it costs (mapping
 	 * entries, page tables).  It may still be live (a freed large object,

@@ -21,10 +21,20 @@ static __thread bool dl_starting_here __attribute__((tls_model("initial-exec")))
 __thread bool _dl_thread_ready __attribute__((tls_model("initial-exec")));
 static pthread_key_t dl_thread_key;
 
+/* What is still quarantined is checked for late writes, then revoked. */
+static void dl_quarantine_flush_or_report(void)
+{
+	struct dl_late_write lw;
+	if (!_dl_quarantine_flush(&lw))
+		_dl_report_late_write(&lw);
+}
+
 static void dl_thread_exit(void *unused)
 {
 	(void)unused;
-	_dl_quarantine_thread_exit();
+	struct dl_late_write lw;
+	if (!_dl_quarantine_thread_exit(&lw))
+		_dl_report_late_write(&lw);
 	_dl_small_thread_exit();
 	_dl_fault_thread_exit();
 }
@@ -41,6 +51,10 @@ void _dl_thread_start(void)
 
 static void dl_fork_prepare(void)
 {
+	/* The child must not inherit a batch whose late writes nobody checks;
+	 * only the forking thread's own quarantine is ours to flush. */
+	if (_dl_opt.revoke == DL_REVOKE_BATCH)
+		dl_quarantine_flush_or_report();
 	_dl_runs_lock_all();
 	_dl_large_lock_all();
 	_dl_segment_lock_all();
@@ -87,6 +101,9 @@ static void dl_fork_child(void)
 
 static void dl_at_exit(void)
 {
+	if (_dl_opt.revoke == DL_REVOKE_BATCH &&
+	    atomic_load(&_dl_state) == DL_READY)
+		dl_quarantine_flush_or_report();
 	if (_dl_opt.stats && atomic_load(&_dl_state) == DL_READY)
 		dangless_print_stats();
 }

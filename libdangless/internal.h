@@ -248,6 +248,8 @@ void _dl_segment_for_each_live(void (*fn)(struct dl_segment *));
 /* Makes [start, start+len) fault from now on; stops the process if the
  * backend cannot (a dangling pointer must never stay usable). */
 void _dl_alias_revoke(uintptr_t start, size_t len);
+/* The same for n sorted ranges, in as few calls as the backend can. */
+void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 void _dl_segment_streams_reset(void); /* with the class locks held */
 void _dl_segment_lock_all(void);
 void _dl_segment_unlock_all(bool reset);
@@ -279,6 +281,8 @@ struct dl_freed_slot {
 	uint8_t col;
 	struct dl_segment *seg;
 	struct dl_chunk *chunk;
+	uintptr_t obj;            /* the pointer freed */
+	uint32_t poisoned;        /* bytes from obj filled (quarantine.c) */
 };
 /* Marks p freed (DL_PTR_LIVE) and says what to revoke, or says why not. */
 enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
@@ -299,12 +303,27 @@ void _dl_small_for_each_revoked(struct dl_segment *seg,
 void _dl_small_thread_exit(void);
 
 /* ---- quarantine.c: revoke=batch:N ---- */
-void _dl_quarantine_add(const struct dl_freed_slot *slot);
-void _dl_quarantine_flush(void);
-void _dl_quarantine_thread_exit(void);
+/*
+ * A quarantined object is filled with this byte; a pointer read from it is
+ * 0xd5d5...d5, not canonical on x86-64, so using it faults.
+ */
+#define DL_POISON_BYTE 0xd5
+/* A write into a quarantined object, found when its batch was flushed. */
+struct dl_late_write {
+	uintptr_t at;             /* the first byte that changed */
+	uintptr_t obj;            /* the object's pointer */
+	struct dl_segment *seg;
+};
+/* False when flushing found a late write (*lw says where); nothing of the
+ * batch is revoked or reused then: the caller reports and stops. */
+bool _dl_quarantine_add(struct dl_freed_slot *slot, struct dl_late_write *lw);
+bool _dl_quarantine_flush(struct dl_late_write *lw);
+bool _dl_quarantine_thread_exit(struct dl_late_write *lw);
 
 /* ---- large.c ---- */
-void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail);
+/* zero: the bytes must read zero (calloc); fresh extents do already. */
+void *_dl_large_alloc(size_t req, size_t align, bool zero,
+		      struct dl_failure *fail);
 enum dl_verdict _dl_large_free(struct dl_segment *seg, void *p,
 			       struct dl_obj *o);
 enum dl_verdict _dl_large_lookup(struct dl_segment *seg, void *p,
@@ -396,6 +415,9 @@ const char *_dl_describe_fault(uintptr_t addr, struct dl_buf *b,
  * "SUMMARY: Dangless: KIND WHERE" (kind: heap-use-after-free, ...). */
 void _dl_report_end(const char *kind, struct dl_top_frame *top,
 		    uint32_t alloc_stack, uint32_t free_stack);
+/* A write after free found in the quarantine: report, abort. */
+__attribute__((noreturn)) void
+_dl_report_late_write(const struct dl_late_write *lw);
 /* Aliases ran out: stops, or (going_on) warns once. */
 void _dl_report_exhausted(const struct dl_failure *fail, bool going_on);
 

@@ -3,14 +3,109 @@
  * Large objects (over DL_SMALL_MAX, or aligned beyond a page): each has a
  * canonical extent and an alias range of its own, carved in address order
  * from a shared large segment (up to DL_LARGE_PACK_MAX) or from segments of
- * its own.  free() releases the range (which revokes it) and the extent.
+ * its own.  free() releases the range (which revokes it); the extent goes
+ * to a small warm cache, or back to the backend beyond the cache's bound.
  */
+#include <string.h>
+
 #include "internal.h"
+
+/*
+ * Freed extents kept with their pages, for the next large allocation of
+ * about the same size: reusing one costs a populated mapping instead of a
+ * punch now and a fresh zeroed page per page later.  An extent enters only
+ * after its alias range is released (revoked), so the new object's alias
+ * is the only live view of it.
+ *
+ * Bound: DL_LARGE_CACHE_SLOTS extents and at most the larger of
+ * DL_LARGE_CACHE_FLOOR and a quarter of the live large objects' memory.
+ * The floor covers a program that allocates and frees a few buffers of up
+ * to a MiB in turn; the quarter lets a program with a big heap of large
+ * objects keep waves warm while its footprint grows by at most a quarter;
+ * a small program keeps at most the floor.  Extents larger than the bound
+ * are never kept.
+ */
+#define DL_LARGE_CACHE_SLOTS 16
+#define DL_LARGE_CACHE_FLOOR ((size_t)4 << 20)
+struct dl_warm_extent {
+	uintptr_t canon;
+	size_t len;
+};
 
 static struct {
 	dl_lock_t lock;
 	struct dl_segment *seg;   /* packed large objects are carved here */
+	size_t live_canon;        /* canonical bytes of live large objects */
+	struct dl_warm_extent warm[DL_LARGE_CACHE_SLOTS]; /* oldest first */
+	unsigned nwarm;
+	size_t warm_bytes;
 } dl_large_state;
+
+static size_t dl_warm_bound(void)
+{
+	size_t quarter = dl_large_state.live_canon / 4;
+	return quarter > DL_LARGE_CACHE_FLOOR ? quarter : DL_LARGE_CACHE_FLOOR;
+}
+
+/*
+ * A warm extent of at least len bytes and at most twice that (the
+ * smallest), or 0.  Its tail beyond len goes back to the backend.
+ */
+static uintptr_t dl_warm_take(size_t len)
+{
+	unsigned best = DL_LARGE_CACHE_SLOTS;
+	_dl_lock(&dl_large_state.lock);
+	for (unsigned i = 0; i < dl_large_state.nwarm; i++) {
+		size_t l = dl_large_state.warm[i].len;
+		if (l >= len && l / 2 <= len &&
+		    (best == DL_LARGE_CACHE_SLOTS ||
+		     l < dl_large_state.warm[best].len))
+			best = i;
+	}
+	if (best == DL_LARGE_CACHE_SLOTS) {
+		_dl_unlock(&dl_large_state.lock);
+		return 0;
+	}
+	struct dl_warm_extent e = dl_large_state.warm[best];
+	memmove(&dl_large_state.warm[best], &dl_large_state.warm[best + 1],
+		(--dl_large_state.nwarm - best) * sizeof(e));
+	dl_large_state.warm_bytes -= e.len;
+	_dl_unlock(&dl_large_state.lock);
+	if (e.len > len) {
+		_dl_be->canon_free((void *)(e.canon + len), e.len - len);
+		DL_STAT_SUB(canonical_bytes, e.len - len);
+	}
+	return e.canon;
+}
+
+/* Keeps the freed extent warm, or gives back what the bound leaves out. */
+static void dl_warm_put(uintptr_t canon, size_t len)
+{
+	struct dl_warm_extent out[DL_LARGE_CACHE_SLOTS + 1];
+	unsigned nout = 0;
+	_dl_lock(&dl_large_state.lock);
+	size_t bound = dl_warm_bound();
+	if (len > bound) {
+		out[nout++] = (struct dl_warm_extent){canon, len};
+	} else {
+		while (dl_large_state.nwarm == DL_LARGE_CACHE_SLOTS ||
+		       dl_large_state.warm_bytes + len > bound) {
+			out[nout++] = dl_large_state.warm[0];
+			dl_large_state.warm_bytes -= dl_large_state.warm[0].len;
+			memmove(&dl_large_state.warm[0],
+				&dl_large_state.warm[1],
+				--dl_large_state.nwarm * sizeof(out[0]));
+		}
+		dl_large_state.warm[dl_large_state.nwarm++] =
+			(struct dl_warm_extent){canon, len};
+		dl_large_state.warm_bytes += len;
+	}
+	_dl_unlock(&dl_large_state.lock);
+	for (unsigned i = 0; i < nout; i++) {
+		_dl_be->canon_free((void *)out[i].canon, out[i].len);
+		DL_STAT_SUB(canonical_bytes, out[i].len);
+	}
+}
 
 /* Objects are carved in address order: binary search. */
 static struct dl_large *dl_large_of(struct dl_segment *seg, uintptr_t addr)
@@ -32,12 +127,15 @@ static struct dl_large *dl_large_of(struct dl_segment *seg, uintptr_t addr)
 /* o is freed: its range stops working and its memory goes back. */
 static void dl_large_finish(struct dl_segment *seg, struct dl_large *o)
 {
-	/* Releasing revokes: the range faults from here on. */
+	/* Releasing revokes: the range faults from here on, so the extent
+	 * may be handed out again. */
 	_dl_be->alias_release((void *)o->range, o->range_len);
-	_dl_be->canon_free((void *)o->canon, o->canon_len);
-	DL_STAT_SUB(canonical_bytes, o->canon_len);
 	DL_STAT_ADD(revokes, 1);
 	DL_STAT_ADD(revoked_pages, o->range_len / DL_PAGE);
+	_dl_lock(&dl_large_state.lock);
+	dl_large_state.live_canon -= o->canon_len;
+	_dl_unlock(&dl_large_state.lock);
+	dl_warm_put(o->canon, o->canon_len);
 	_dl_lock(&dl_large_state.lock);
 	unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
 	dl_assert(dead <= seg->used);
@@ -47,7 +145,8 @@ static void dl_large_finish(struct dl_segment *seg, struct dl_large *o)
 		_dl_segment_retire(seg);
 }
 
-void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail)
+void *_dl_large_alloc(size_t req, size_t align, bool zero,
+		      struct dl_failure *fail)
 {
 	size_t len = DL_ALIGN_UP(req ? req : 1, DL_PAGE);
 	if (len < req) {
@@ -56,12 +155,16 @@ void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail)
 	}
 	if (align < DL_PAGE)
 		align = DL_PAGE;
-	void *canon = _dl_be->canon_alloc(len);
-	if (!canon) {
-		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
-		return NULL;
+	void *canon = (void *)dl_warm_take(len);
+	bool warm = canon != NULL;
+	if (!warm) {
+		canon = _dl_be->canon_alloc(len);
+		if (!canon) {
+			*fail = (struct dl_failure){12, NULL}; /* ENOMEM */
+			return NULL;
+		}
+		DL_STAT_ADD(canonical_bytes, len);
 	}
-	DL_STAT_ADD(canonical_bytes, len);
 	struct dl_segment *seg, *retire = NULL;
 	uintptr_t alias;
 	_dl_lock(&dl_large_state.lock);
@@ -86,10 +189,10 @@ void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail)
 	}
 	if (!seg) {
 		_dl_unlock(&dl_large_state.lock);
-		_dl_be->canon_free(canon, len);
-		DL_STAT_SUB(canonical_bytes, len);
+		dl_warm_put((uintptr_t)canon, len);
 		return NULL;
 	}
+	dl_large_state.live_canon += len;
 	alias = DL_ALIGN_UP(seg->bump, align);
 	dl_assert(alias >= seg->bump && alias + len <= seg->base + seg->len);
 	struct dl_large *o = &seg->objs[seg->used];
@@ -113,6 +216,13 @@ void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail)
 	if (retire)
 		_dl_segment_retire(retire);
 
+	/*
+	 * Not populated, warm or not: MAP_POPULATE of a warm extent's pages
+	 * costs ~120 ns a page here, paid again when the range is released,
+	 * and the first write to each page still costs 4-5 us on this VM
+	 * (shadow page tables); a 1 MiB malloc+free that touches two pages
+	 * went from 22 to 110-150 us with it.
+	 */
 	int err = _dl_be->alias_map((void *)alias, canon, len, false);
 	if (err) {
 		atomic_store(&o->state, DL_LARGE_FREED);
@@ -121,6 +231,9 @@ void *_dl_large_alloc(size_t req, size_t align, struct dl_failure *fail)
 		return NULL;
 	}
 	DL_STAT_ADD(alias_maps, 1);
+	/* A fresh extent reads zero; a warm one holds an old object's bytes. */
+	if (warm && zero)
+		memset((void *)alias, 0, len);
 	DL_STAT_ADD(allocs, 1);
 	DL_STAT_ADD(live_objects, 1);
 	DL_STAT_ADD(live_bytes, req);
@@ -195,6 +308,9 @@ bool _dl_large_resize(struct dl_segment *seg, void *p, size_t req)
 		_dl_be->alias_release((void *)(l->alias + len), cut);
 		_dl_be->canon_free((void *)(l->canon + len), cut);
 		DL_STAT_SUB(canonical_bytes, cut);
+		_dl_lock(&dl_large_state.lock);
+		dl_large_state.live_canon -= cut;
+		_dl_unlock(&dl_large_state.lock);
 		DL_STAT_ADD(revokes, 1);
 		DL_STAT_ADD(revoked_pages, cut / DL_PAGE);
 		l->canon_len = len;

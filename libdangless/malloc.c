@@ -73,7 +73,7 @@ static void *dl_alloc_failed(const struct dl_failure *fail, size_t size,
 	return _dl_fallback_alloc(size, align);
 }
 
-static void *dl_alloc(size_t size, size_t align)
+static void *dl_alloc(size_t size, size_t align, bool zero)
 {
 	if (unlikely(atomic_load_explicit(&_dl_state, memory_order_acquire) !=
 		     DL_READY)) {
@@ -93,7 +93,8 @@ static void *dl_alloc(size_t size, size_t align)
 	struct dl_failure fail = {0, NULL};
 	unsigned cls = _dl_size_class(size, align);
 	void *p = cls != (unsigned)-1 ? _dl_small_alloc(cls, size, &fail)
-				      : _dl_large_alloc(size, align, &fail);
+				      : _dl_large_alloc(size, align, zero,
+							&fail);
 	if (unlikely(!p))
 		return dl_alloc_failed(&fail, size, align);
 	return p;
@@ -102,7 +103,7 @@ static void *dl_alloc(size_t size, size_t align)
 DL_EXPORT void *dangless_malloc(size_t size)
 {
 	DL_ENTRY();
-	return dl_alloc(size, DL_MIN_ALIGN);
+	return dl_alloc(size, DL_MIN_ALIGN, false);
 }
 
 DL_EXPORT void *dangless_calloc(size_t nmemb, size_t size)
@@ -113,9 +114,10 @@ DL_EXPORT void *dangless_calloc(size_t nmemb, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	void *p = dl_alloc(total, DL_MIN_ALIGN);
-	/* Large objects get fresh (zero) canonical pages; small slots are
-	 * reused, and early or fallback memory may be too. */
+	void *p = dl_alloc(total, DL_MIN_ALIGN, true);
+	/* Large objects come zeroed from large.c (fresh pages, or cleared
+	 * warm ones); small slots are reused, and early or fallback memory
+	 * may be too. */
 	if (p && (total <= DL_SMALL_MAX || !_dl_segmap_get((uintptr_t)p)))
 		memset(p, 0, total);
 	return p;
@@ -170,7 +172,9 @@ static void dl_free(void *p)
 				}
 				if (unlikely(!_dl_thread_ready))
 					_dl_thread_start();
-				_dl_quarantine_add(&slot);
+				struct dl_late_write lw;
+				if (!_dl_quarantine_add(&slot, &lw))
+					_dl_report_late_write(&lw);
 				return;
 			}
 		} else {
@@ -212,7 +216,7 @@ static size_t dl_usable(void *p, const char *op, size_t *req,
 static void *dl_realloc(void *p, size_t size)
 {
 	if (!p)
-		return dl_alloc(size, DL_MIN_ALIGN);
+		return dl_alloc(size, DL_MIN_ALIGN, false);
 	if (size == 0) { /* as glibc: frees, returns NULL */
 		dl_free(p);
 		return NULL;
@@ -231,7 +235,7 @@ static void *dl_realloc(void *p, size_t size)
 		return _dl_fallback_realloc(p, size);
 	}
 	/* A move: copy, then free, which revokes every old page. */
-	void *q = dl_alloc(size, DL_MIN_ALIGN);
+	void *q = dl_alloc(size, DL_MIN_ALIGN, false);
 	if (!q)
 		return NULL;
 	memcpy(q, p, old < size ? old : size);
@@ -274,7 +278,7 @@ DL_EXPORT int dangless_posix_memalign(void **out, size_t alignment,
 	if (!dl_power_of_two(alignment) || alignment % sizeof(void *))
 		return EINVAL;
 	int saved = errno;
-	void *p = dl_alloc(size, alignment);
+	void *p = dl_alloc(size, alignment, false);
 	if (!p) {
 		errno = saved;
 		return ENOMEM;
@@ -290,7 +294,7 @@ DL_EXPORT void *dangless_aligned_alloc(size_t alignment, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return dl_alloc(size, alignment);
+	return dl_alloc(size, alignment, false);
 }
 
 DL_EXPORT void *dangless_memalign(size_t alignment, size_t size)
@@ -307,13 +311,13 @@ DL_EXPORT void *dangless_memalign(size_t alignment, size_t size)
 			a <<= 1;
 		alignment = a;
 	}
-	return dl_alloc(size, alignment);
+	return dl_alloc(size, alignment, false);
 }
 
 DL_EXPORT void *dangless_valloc(size_t size)
 {
 	DL_ENTRY();
-	return dl_alloc(size, DL_PAGE);
+	return dl_alloc(size, DL_PAGE, false);
 }
 
 DL_EXPORT void *dangless_pvalloc(size_t size)
@@ -324,7 +328,7 @@ DL_EXPORT void *dangless_pvalloc(size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return dl_alloc(rounded, DL_PAGE);
+	return dl_alloc(rounded, DL_PAGE, false);
 }
 
 DL_EXPORT size_t dangless_malloc_usable_size(void *p)

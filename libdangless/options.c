@@ -177,7 +177,9 @@ static const struct dl_option_row {
 	 "strict: free() revokes before it returns, so the first access "
 	 "after free faults; batch:N: freed memory is never reused while "
 	 "quarantined and is revoked in sorted, coalesced groups, so an access "
-	 "faults at the latest after N further frees by the same thread",
+	 "faults at the latest after N further frees by the same thread; "
+	 "meanwhile freed objects are poisoned (0xd5) and a write to one is "
+	 "reported, late, when its batch is flushed",
 	 DL_STRICTER, dl_weaker_revoke},
 	{"fallback", dl_set_fallback, "0",
 	 "1: when aliases run out (address space, vm.max_map_count), go on "

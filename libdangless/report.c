@@ -65,6 +65,30 @@ static void dl_report_bad(const char *msg, const char *kind, const char *op,
 	dl_bad_free_end(op);
 }
 
+void _dl_report_late_write(const struct dl_late_write *lw)
+{
+	struct dl_obj o = {0};
+	_dl_small_lookup(lw->seg, (void *)lw->obj, &o);
+	char msg[512];
+	struct dl_buf b = {msg, 0, sizeof(msg)};
+	_dl_buf_str(&b, "dangless: write-after-free detected late (revoke=batch:");
+	_dl_buf_dec(&b, _dl_opt.batch);
+	_dl_buf_str(&b, ") at ");
+	_dl_buf_hex(&b, lw->at);
+	_dl_buf_str(&b, ": ");
+	_dl_buf_dec(&b, lw->at - lw->obj);
+	_dl_buf_str(&b, " bytes into ");
+	dl_format_size(&b, o.size, " (freed; found when its quarantine was "
+				   "flushed, so the stack below is the flush's)");
+	_dl_write_all(_dl_out_fd(), "\n", 1);
+	_dl_write_all(_dl_out_fd(), msg, strlen(msg));
+	_dl_write_all(_dl_out_fd(), "\n", 1);
+	struct dl_top_frame top = {.raw = false};
+	_dl_backtrace_here(&top);
+	_dl_report_end("heap-use-after-free", &top, o.alloc_stack, o.free_stack);
+	abort();
+}
+
 /* "double free of P" / "realloc of freed pointer P" */
 static void dl_format_freed_op(struct dl_buf *b, const char *op, void *p)
 {

@@ -193,6 +193,26 @@ void _dl_alias_revoke(uintptr_t start, size_t len)
 	DL_STAT_ADD(revoked_pages, len / DL_PAGE);
 }
 
+void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n)
+{
+	if (!_dl_be->alias_revoke_many) {
+		for (unsigned i = 0; i < n; i++)
+			_dl_alias_revoke(ranges[i].start, ranges[i].len);
+		return;
+	}
+	int err = _dl_be->alias_revoke_many(ranges, n);
+	if (err)
+		_dl_fatal("could not revoke a batch of %u alias ranges from %p "
+			  "(%s); stopping rather than leave a dangling pointer "
+			  "usable",
+			  n, (void *)ranges[0].start, strerror(-err));
+	size_t pages = 0;
+	for (unsigned i = 0; i < n; i++)
+		pages += ranges[i].len / DL_PAGE;
+	DL_STAT_ADD(revokes, 1);
+	DL_STAT_ADD(revoked_pages, pages);
+}
+
 void _dl_segment_lock_all(void)
 {
 	_dl_lock(&dl_live.lock);

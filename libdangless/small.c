@@ -155,6 +155,8 @@ enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
 		.col = (uint8_t)col,
 		.seg = seg,
 		.chunk = ch,
+		.obj = (uintptr_t)p,
+		.poisoned = ch->req[col],
 	};
 	return DL_PTR_LIVE;
 }

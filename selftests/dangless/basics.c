@@ -446,6 +446,35 @@ TEST(calloc_large_is_zero)
 	free(a);
 }
 
+TEST(calloc_large_after_free_of_same_size_is_zero)
+{
+	/* a freed large extent is kept warm and handed out again: calloc
+	 * must still see zeros, and the old alias must not come back */
+	static const size_t sizes[] = {64 << 10, 200 << 10, 1 << 20};
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		size_t size = sizes[s];
+		for (int round = 0; round < 3; round++) {
+			unsigned char *dirty = malloc(size);
+			ASSERT_NOT_NULL(dirty);
+			memset(dirty, 0xab, size);
+			struct dangless_stats before = st_stats();
+			free(dirty);
+			struct dangless_stats after = st_stats();
+			/* kept warm, not given back */
+			EXPECT_EQ(before.canonical_bytes_released,
+				  after.canonical_bytes_released);
+			unsigned char *p = calloc(1, size);
+			ASSERT_NOT_NULL(p);
+			ASSERT_NE(dirty, p);
+			size_t nonzero = 0;
+			for (size_t i = 0; i < size; i++)
+				nonzero += p[i] != 0;
+			ASSERT_EQ((size_t)0, nonzero);
+			free(p);
+		}
+	}
+}
+
 TEST(glibc_allocates_through_dangless)
 {
 	/* getline, open_memstream: glibc's own mallocs and reallocs */

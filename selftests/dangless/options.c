@@ -276,6 +276,54 @@ BOTH(revoke_batch_catches_after_the_batch)
 	}
 }
 
+/* The quarantine's blind window: a freed object is still mapped, so it is
+ * poisoned and the poison checked when the batch is flushed. */
+BOTH(revoke_batch_write_after_free_is_reported_by_the_next_flush)
+{
+	static const char *const cases[][2] = {
+		{"batch-write", "64"}, /* found when the batch fills */
+		{"batch-write-exit", NULL}, /* found at exit */
+	};
+	for (int i = 0; i < 2; i++) {
+		struct th_child res;
+		st_scenario("revoke=batch:64:stacks=1", cases[i][0],
+			    cases[i][1], &res);
+		ASSERT_KILLED_BY(SIGABRT, res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		char want[160];
+		snprintf(want, sizeof(want),
+			 "dangless: write-after-free detected late "
+			 "(revoke=batch:64) at %#lx: 5 bytes into a 64-byte "
+			 "allocation (freed",
+			 (unsigned long)target);
+		EXPECT_CONTAINS(want, res.err);
+		EXPECT_CONTAINS("dangless: allocated at:", res.err);
+		EXPECT_CONTAINS("dangless: freed at:", res.err);
+		th_child_free(&res);
+	}
+}
+
+BOTH(revoke_batch_read_after_free_gets_poison)
+{
+	struct th_child res;
+	st_scenario("revoke=batch:64", "batch-read", NULL, &res);
+	ASSERT_EXITED(0, res);
+	char want[2 * 48 + 16] = "bytes=";
+	for (int i = 0; i < 48; i++)
+		strcat(want, "d5");
+	strcat(want, "\n");
+	EXPECT_CONTAINS(want, res.out);
+	th_child_free(&res);
+	/* a pointer read from a freed object does not lead anywhere */
+	st_scenario("revoke=batch:64", "batch-read-pointer", NULL, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	EXPECT_CONTAINS("next=0xd5d5d5d5d5d5d5d5", res.out);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	th_child_free(&res);
+}
+
 BOTH(revoke_batch_across_fork)
 {
 	struct th_child res;

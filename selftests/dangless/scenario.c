@@ -18,6 +18,10 @@
  *   st-scenario half-line-uaf  writes half a line to stderr, then uaf-read
  *   st-scenario batch N        frees, then 2N+1 more frees, then reads
  *   st-scenario fork-batch N   batch N across fork: both sides must catch
+ *   st-scenario batch-write N  writes right after free, then N more frees
+ *   st-scenario batch-write-exit  writes right after free, then exits
+ *   st-scenario batch-read     reads right after free; prints the bytes
+ *   st-scenario batch-read-pointer  follows a pointer read after free
  *   st-scenario churn N        N malloc/free pairs, prints a checksum
  *   st-scenario exec NAME      runs a little, then execs itself as NAME
  *   st-scenario maps SIZE MAX  live SIZE-byte objects, every other freed,
@@ -186,6 +190,47 @@ static int batch(long n)
 		free(malloc(64));
 	(void)*(volatile char *)launder(p + 1);
 	printf("survived\n");
+	return 0;
+}
+
+/* a write after free lands in the quarantine: the next flush finds it */
+static int batch_write(long n)
+{
+	char *p = malloc(64);
+	memset(p, 1, 64);
+	printf("target=%p\n", (void *)(p + 5));
+	fflush(stdout);
+	free(p);
+	*(volatile char *)launder(p + 5) = 'X';
+	for (long i = 0; i < n; i++)
+		free(malloc(64));
+	printf("survived\n");
+	return 0;
+}
+
+static int batch_read(bool follow)
+{
+	struct node {
+		struct node *next;
+		char data[40];
+	} *p = malloc(sizeof(*p));
+	p->next = p;
+	memset(p->data, 1, sizeof(p->data));
+	free(p);
+	p = launder(p);
+	if (follow) {
+		/* what was a valid pointer is poison now */
+		struct node *next = *(struct node *volatile *)&p->next;
+		printf("next=%p\n", (void *)next);
+		fflush(stdout);
+		(void)*(volatile char *)next->data;
+		printf("survived\n");
+		return 0;
+	}
+	printf("bytes=");
+	for (size_t i = 0; i < sizeof(*p); i++)
+		printf("%02x", ((volatile unsigned char *)p)[i]);
+	printf("\n");
 	return 0;
 }
 
@@ -416,6 +461,14 @@ int main(int argc, char **argv)
 		return batch(atol(argv[2]));
 	if (!strcmp(what, "fork-batch") && argc > 2)
 		return fork_batch(atol(argv[2]));
+	if (!strcmp(what, "batch-write") && argc > 2)
+		return batch_write(atol(argv[2]));
+	if (!strcmp(what, "batch-write-exit"))
+		return batch_write(0);
+	if (!strcmp(what, "batch-read"))
+		return batch_read(false);
+	if (!strcmp(what, "batch-read-pointer"))
+		return batch_read(true);
 	if (!strcmp(what, "churn") && argc > 2)
 		return churn(atol(argv[2]));
 	if (!strcmp(what, "exec") && argc > 2)
@@ -436,6 +489,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "usage: st-scenario basic|active|uaf-read|uaf-write|"
 			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
 			"stats|env NAME|dedicate|dedicate-small MIB|"
-			"fork-batch N\n");
+			"fork-batch N|batch-write N|batch-write-exit|"
+			"batch-read|batch-read-pointer\n");
 	return 2;
 }

@@ -5,8 +5,12 @@
  * PROT_NONE (H1).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "host.h"
 
@@ -127,6 +131,120 @@ int host_alias_revoke(void *alias, size_t len)
 		r = mprotect(alias, len, PROT_NONE);
 	}
 	return r == 0 ? 0 : -errno;
+}
+
+/* ---- many ranges in one call ---- */
+
+/*
+ * process_madvise(MADV_GUARD_INSTALL) takes an iovec of ranges: one system
+ * call (one mmap lock round, one TLB flush) for a whole batch instead of one
+ * per range.  The core's ranges are passed as the iovec itself.
+ */
+_Static_assert(sizeof(struct dl_range) == sizeof(struct iovec) &&
+		       offsetof(struct dl_range, start) ==
+			       offsetof(struct iovec, iov_base) &&
+		       offsetof(struct dl_range, len) ==
+			       offsetof(struct iovec, iov_len),
+	       "a dl_range array is passed to the kernel as an iovec");
+/* PIDFD_SELF_THREAD (linux/pidfd.h, 6.14+): the caller, without an fd;
+ * every thread's memory is the process's. */
+#define HOST_PIDFD_SELF (-10000)
+/* UIO_MAXIOV: the most ranges one call takes. */
+#define HOST_MAX_IOV 1024
+
+static bool host_pidfd_installs_guards(int pidfd)
+{
+	char *probe = mmap(NULL, DL_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   host.fd, 0);
+	if (probe == MAP_FAILED)
+		return false;
+	struct iovec iov = {probe, DL_PAGE};
+	long r = syscall(SYS_process_madvise, pidfd, &iov, 1,
+			 MADV_GUARD_INSTALL, 0);
+	munmap(probe, DL_PAGE);
+	return r == (long)DL_PAGE;
+}
+
+void host_probe_batch_guard(void)
+{
+	host.self_pidfd = -1;
+	host.self_pidfd_owned = false;
+	if (!host.guard)
+		return; /* mprotect has no many-range form */
+	if (host_pidfd_installs_guards(HOST_PIDFD_SELF)) {
+		host.self_pidfd = HOST_PIDFD_SELF;
+		return;
+	}
+	/* Older kernels want a real pidfd (close-on-exec by itself). */
+	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fd < 0)
+		return;
+	if (!host_pidfd_installs_guards(fd)) {
+		close(fd);
+		return;
+	}
+	host.self_pidfd = fd;
+	host.self_pidfd_owned = true;
+}
+
+static int host_revoke_each(const struct dl_range *r, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		int err = host_alias_revoke((void *)r[i].start, r[i].len);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int host_alias_revoke_many(const struct dl_range *ranges, unsigned n)
+{
+	while (n) {
+		int pidfd = host.self_pidfd;
+		if (pidfd == -1)
+			return host_revoke_each(ranges, n);
+		unsigned now = n < HOST_MAX_IOV ? n : HOST_MAX_IOV;
+		long done = syscall(SYS_process_madvise, pidfd, ranges, now,
+				    MADV_GUARD_INSTALL, 0);
+		if (done < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (done <= 0) {
+			/* The program closed our pidfd, or the kernel
+			 * changed its mind: one range at a time from now
+			 * on, which also says what went wrong, if anything. */
+			if (done < 0 && errno == EBADF && host.self_pidfd_owned)
+				host.self_pidfd = -1;
+			return host_revoke_each(ranges, n);
+		}
+		/* It returns the bytes advised, and stops early on a range it
+		 * could not do: skip what is done, go on with the rest. */
+		size_t left = (size_t)done;
+		while (now && left >= ranges->len) {
+			left -= ranges->len;
+			ranges++, n--, now--;
+		}
+		if (left && now) {
+			int err = host_alias_revoke((void *)(ranges->start + left),
+						    ranges->len - left);
+			if (err)
+				return err;
+			ranges++, n--;
+		}
+	}
+	return 0;
+}
+
+/* After fork: a pidfd names the parent; the child needs its own. */
+void host_batch_guard_fork_child(void)
+{
+	if (!host.self_pidfd_owned)
+		return;
+	close(host.self_pidfd);
+	host.self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (host.self_pidfd < 0) {
+		host.self_pidfd = -1;
+		host.self_pidfd_owned = false;
+	}
 }
 
 int host_alias_release(void *alias, size_t len)

@@ -97,6 +97,7 @@ bool host_fork_child(void)
 			  strerror(errno));
 	dup3(newfd, host.fd, O_CLOEXEC);
 	close(newfd);
+	host_batch_guard_fork_child();
 	_dl_lock_reset(&host_budget.lock);
 	_dl_lock_reset(&host.alias_lock);
 	_dl_lock_reset(&host.canon_lock);

@@ -18,6 +18,7 @@ static int host_probe_guard(void)
 		return -errno;
 	host.guard = madvise(probe, DL_PAGE, MADV_GUARD_INSTALL) == 0;
 	munmap(probe, DL_PAGE);
+	host_probe_batch_guard();
 	return 0;
 }
 
@@ -68,6 +69,7 @@ const struct dl_backend _dl_backend_host = {
 	.alias_dedicate = host_alias_dedicate,
 	.alias_map = host_alias_map,
 	.alias_revoke = host_alias_revoke,
+	.alias_revoke_many = host_alias_revoke_many,
 	.alias_release = host_alias_release,
 	.fork_prepare = host_fork_prepare,
 	.fork_parent = host_fork_parent,

@@ -44,6 +44,10 @@ struct host_state {
 	int fd;
 	char *canon;              /* canonical view of the whole memfd */
 	bool guard;               /* MADV_GUARD_INSTALL works here */
+	/* What process_madvise takes to mean this process, or -1 when it
+	 * does not install guards here (alias_revoke_many loops then). */
+	int self_pidfd;
+	bool self_pidfd_owned;    /* a pidfd_open fd: reopened after fork */
 	dl_lock_t canon_lock;
 	uintptr_t canon_bump;     /* file offsets below are in use or free-listed */
 	struct host_extent *free_extents; /* address-ordered, coalesced */
@@ -85,6 +89,10 @@ void *host_alias_reserve(size_t len, size_t align);
 int host_alias_dedicate(void *start, size_t len);
 int host_alias_map(void *alias, void *canon, size_t len, bool populate);
 int host_alias_revoke(void *alias, size_t len);
+int host_alias_revoke_many(const struct dl_range *ranges, unsigned n);
+/* Finds how process_madvise may name this process (host.self_pidfd). */
+void host_probe_batch_guard(void);
+void host_batch_guard_fork_child(void);
 int host_alias_release(void *alias, size_t len);
 
 /* limits.c */
