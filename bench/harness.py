@@ -345,6 +345,7 @@ def run_process(argv, env, timeout, stdin=None):
 
 
 DANGLESS_INFO = ""
+FLOOR_NOTES = []  # the floor program's notes: operations the kernel refused
 MMC0 = None
 
 
@@ -510,6 +511,24 @@ def _run_redis(p, port, rep, srv_out, spec, timeout):
 # ---------------------------------------------------------------------------
 # Statistics and formatting.
 
+# the floor program's figures, in the order of its table
+FLOOR_ROWS = [
+    ("bulk_map_populate_ns_per_page", "bulk map: one mmap(MAP_POPULATE) of 512 pages, per page"),
+    ("first_touch_ns_per_page", "first touch: first write to each page of that mapping, per page"),
+    ("second_touch_ns_per_page", "second write to each page, per page (for contrast)"),
+    ("bulk_revoke_mprotect_ns_per_page", "bulk revoke: one mprotect(PROT_NONE) of 512 pages, per page"),
+    ("bulk_map_fresh_pages_ns_per_page", "bulk map of memfd pages that do not exist yet (hole punched), per page"),
+    ("first_touch_fresh_pages_ns_per_page", "first touch of those, per page"),
+    ("single_revoke_mprotect_ns", "single-page revoke: mprotect(PROT_NONE) one page per call"),
+    ("single_guard_install_ns", "single-page guard install: madvise(MADV_GUARD_INSTALL) one page per call"),
+    ("bulk_guard_install_ns_per_page", "bulk guard install over 512 pages, per page"),
+    ("batched_guard_install_64_ns_per_range",
+     "batched scattered revoke: 64 non-adjacent one-page ranges per process_madvise(MADV_GUARD_INSTALL), per range"),
+    ("batched_guard_install_256_ns_per_range", "the same, 256 ranges in one call, per range"),
+    ("single_map_touch_ns", "single-page map: mmap(MAP_FIXED) one page + first touch"),
+    ("single_munmap_ns", "single-page munmap"),
+]
+
 def med(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return statistics.median(xs) if xs else None
@@ -654,10 +673,17 @@ def main():
         fl = {}
         for line in fr["stdout"].splitlines():
             k, _, v = line.partition(" ")
+            if k == "note":  # what the kernel refused, and why
+                if v not in FLOOR_NOTES:
+                    FLOOR_NOTES.append(v)
+                    say("floor: " + v)
+                continue
             try:
                 fl[k] = float(v)
             except ValueError:
-                pass
+                pass  # "n/a": refused by this kernel
+        if fr["status"] != "ok":
+            say("floor: %s %s" % (fr["status"], fr.get("note", "")))
         floors.append(fl)
         say("run %d/%d floor: %s" % (r + 1, runs, ", ".join("%s %.0f" % kv for kv in fl.items())))
         for wi, w in enumerate(todo):
@@ -741,7 +767,7 @@ def save_raw(path, quick, runs, scale, timeout, res, floors, stats, elapsed):
         return y
     with open(path, "w") as f:
         json.dump(dict(quick=quick, runs=runs, scale=scale, timeout=timeout, elapsed=elapsed,
-                       floors=floors, modes=DANGLESS_MODES, dangless=DANGLESS_INFO,
+                       floors=floors, floor_notes=FLOOR_NOTES, modes=DANGLESS_MODES, dangless=DANGLESS_INFO,
                        machine=machine_info(), when=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                        res=[[w, a, [trim(x) for x in v]] for (w, a), v in res.items()],
                        stats=[[w, a, v] for (w, a), v in stats.items()]), f)
@@ -759,6 +785,7 @@ def report_from_raw(args):
     res = {(w, a): v for w, a, v in raw["res"]}
     global DANGLESS_INFO
     DANGLESS_INFO = raw.get("dangless", "")
+    FLOOR_NOTES[:] = raw.get("floor_notes", [])
     stats = {(w, a): v for w, a, v in raw["stats"]}
     names = {a for _, a in res}
     allocs = [a for a in allocs if a["name"] in names]
@@ -874,20 +901,20 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
 
     # Floor
     L.append("## The page-table floor (measured in this run, `build/bench/floor`)\n")
-    L.append("memfd pages mapped `MAP_SHARED`; medians over %d runs of the floor program.\n" % len(floors))
+    L.append("memfd pages mapped `MAP_SHARED`, each step at addresses never used before (as Dangless's aliases); "
+             "every revocation on pages written first; medians over %d runs of the floor program.\n" % len(floors))
     L.append("| operation | ns |")
     L.append("|---|---|")
-    desc = [("bulk_map_populate_ns_per_page", "bulk map: one mmap(MAP_POPULATE) of 512 pages, per page"),
-            ("bulk_revoke_mprotect_ns_per_page", "bulk revoke: one mprotect(PROT_NONE) of 512 pages, per page"),
-            ("single_revoke_mprotect_ns", "single-page revoke: mprotect(PROT_NONE) one page per call"),
-            ("single_guard_install_ns", "single-page guard install: madvise(MADV_GUARD_INSTALL) one page per call"),
-            ("bulk_guard_install_ns_per_page", "bulk guard install over 512 pages, per page"),
-            ("single_map_touch_ns", "single-page map: mmap(MAP_FIXED) one page + first touch"),
-            ("single_munmap_ns", "single-page munmap")]
-    for k, d in desc:
+    for k, d in FLOOR_ROWS:
         if fl.get(k) is not None:
             L.append("| %s | %.0f |" % (d, fl[k]))
+        elif floors and (k.startswith(("batched_", "single_guard", "bulk_guard"))):
+            L.append("| %s | n/a (refused by this kernel) |" % d)
     L.append("")
+    for note in FLOOR_NOTES:
+        L.append("- floor: %s" % note)
+    if FLOOR_NOTES:
+        L.append("")
 
     # Per-object cost against the floor
     pair, pairmin = {}, {}
