@@ -176,12 +176,13 @@ class Sampler(threading.Thread):
         self.maps = None
         self.shm = None
         self.foot = None
+        self.pss_pte = None
         self.hwm = 0
         self.mmc_min = None  # lowest vm.max_map_count seen while it ran
         self.samples = 0
 
     def sample(self):
-        pte = maps = hwm = shm = foot = 0
+        pte = maps = hwm = shm = foot = pss = pss_shm = 0
         seen = False
         memfds = {}
         for p in tree_pids(self.pid)[1 if self.skip_root else 0:]:
@@ -202,6 +203,16 @@ class Sampler(threading.Thread):
                 for k in ("RssAnon", "RssFile"):
                     m = re.search(k + r":\s+(\d+)", st)
                     foot += int(m.group(1)) if m else 0
+                # Pss counts a memfd page once however many aliases map it
+                try:
+                    with open(f"/proc/{p}/smaps_rollup") as f:
+                        ro = f.read()
+                    m = re.search(r"^Pss:\s+(\d+)", ro, re.M)
+                    pss += int(m.group(1)) if m else 0
+                    m = re.search(r"^Pss_Shmem:\s+(\d+)", ro, re.M)
+                    pss_shm += int(m.group(1)) if m else 0
+                except OSError:
+                    pass
                 try:
                     for fd in os.listdir(f"/proc/{p}/fd"):
                         try:
@@ -231,7 +242,10 @@ class Sampler(threading.Thread):
         self.maps = max(self.maps or 0, maps)
         self.hwm = max(self.hwm, hwm)
         self.shm = max(self.shm or 0, shm)
-        self.foot = max(self.foot or 0, foot + sum(memfds.values()))
+        memfd = sum(memfds.values())
+        self.foot = max(self.foot or 0, foot + memfd)
+        # memfd pages held but mapped nowhere are not in Pss: added
+        self.pss_pte = max(self.pss_pte or 0, pss + max(0, memfd - pss_shm) + pte)
         self.samples += 1
 
     def run(self):
@@ -341,7 +355,19 @@ def run_process(argv, env, timeout, stdin=None):
         st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
     m = re.search(r"^work_ns (\d+)", so, re.M)
     return dict(status=st, wall=wall, work=int(m.group(1)) / 1e9 if m else None, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min,
+                pss_pte_kb=pss_footprint(s.pss_pte, s.samples, so),
                 samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
+
+
+def pss_footprint(sampled, samples, stdout):
+    """Pss + memfd pages mapped nowhere + VmPTE: the peak of the samples,
+    or what the workload read itself with its live set in place
+    (footprint_report() in workloads/common.h), whichever is higher.  A run
+    too short for the sampler (fewer than 3 samples: the peak is likely
+    missed) counts only with its own reading."""
+    own = [int(v) for v in re.findall(r"^footprint_kb (\d+)", stdout, re.M)]
+    vals = own + ([sampled] if sampled and samples >= 3 else [])
+    return max(vals) if vals else None
 
 
 DANGLESS_INFO = ""
@@ -504,7 +530,9 @@ def _run_redis(p, port, rep, srv_out, spec, timeout):
         res["status"] = "server did not start" if rc is None or rc == 0 else "server exit %d" % rc
     if res["status"] != "ok":
         res["note"] = stderr_note(log)
-    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min, samples=s.samples, stderr=log)
+    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
+               pss_pte_kb=pss_footprint(s.pss_pte, s.samples, ""),
+               mmc_min=s.mmc_min, samples=s.samples, stderr=log)
     return res
 
 
@@ -550,7 +578,7 @@ def fmt_abs(metric, v):
         return "-"
     if metric in ("wall", "work"):
         return "%.1f ms" % (v * 1000) if v < 1 else "%.2f s" % v if v < 10 else "%.1f s" % v
-    if metric in ("rss_kb", "pte_kb", "shm_kb", "foot_kb"):
+    if metric in ("rss_kb", "pte_kb", "shm_kb", "foot_kb", "pss_pte_kb"):
         return "%.1f MiB" % (v / 1024) if v >= 1024 else "%d KiB" % v
     if metric == "rss_pte_kb":
         return "%.1f MiB" % (v / 1024)
@@ -846,7 +874,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             # high-water mark beats a sample that may miss the peak of a short run
             if not x.get("shm_kb"):
                 x["foot_kb"] = max(x.get("foot_kb") or 0, x["rss_kb"])
-        for m in ("wall", "work", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb"):
+        for m in ("wall", "work", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb", "pss_pte_kb"):
             c[m] = med([x.get(m) for x in ok])
         c["rss_pte_kb"] = med([x["rss_kb"] + (x["pte_kb"] or 0) for x in ok])
         c["foot_pte_kb"] = med([x["foot_kb"] + (x["pte_kb"] or 0) for x in ok if x.get("foot_kb") is not None])
@@ -970,6 +998,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                ("pte_kb", "Page-table memory at peak (VmPTE, sampled)"),
                ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)"),
                ("foot_kb", "Memory footprint at peak (RssAnon + RssFile + memfd pages counted once, sampled; the peak RSS where there is no shared memory)"),
+               ("pss_pte_kb", "Footprint with page tables, the live set in place: Pss + memfd pages mapped nowhere + VmPTE "
+                "(higher of the sampled peak and the workload's own reading with its live set in place)"),
                ("shm_kb", "Shared-memory part of RSS at peak (RssShmem, sampled): memfd pages, counted once per mapping")]
     geo = {}
     for m, title in metrics:
@@ -1021,16 +1051,16 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
              "VmPTE and maps are sampled every 1-10 ms and summed over the process tree.\n")
     S = ["## Summary\n",
          "Geomeans of the ratios to glibc over the workloads each allocator completed (details below).\n",
-         "| allocator | completed | wall time | work time (ours) | peak RSS | footprint | page tables | mappings | ns per malloc+free (64 B) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| allocator | completed | wall time | work time (ours) | peak RSS | footprint | footprint (Pss) + page tables | page tables | mappings | ns per malloc+free (64 B) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         if byname[n].get("missing"):
-            S.append("| %s | %s | | | | | | | |" % (n, byname[n]["missing"]))
+            S.append("| %s | %s | | | | | | | | |" % (n, byname[n]["missing"]))
             continue
         okn = sum(1 for w in table_wls if not cells[(w["name"], n)].get("fail"))
         v = pair.get(n, {}).get(64)
         S.append("| %s | %d/%d | %s |" % (n, okn, len(table_wls), " | ".join(
-            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "work", "rss_kb", "foot_kb", "pte_kb", "maps")]
+            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "work", "rss_kb", "foot_kb", "pss_pte_kb", "pte_kb", "maps")]
             + ["%.1f" % v if v is not None else "-"])))
     S.append("")
     L[L.index("@@SUMMARY@@")] = "\n".join(S)
