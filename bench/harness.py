@@ -66,12 +66,14 @@ def workloads(build, inputs, scale):
     w = []
     for name, what in [
         ("churn", "small-object churn (cfrac/espresso style), 4e5 ops"),
+        ("churn_scattered", "scattered frees: 3e5 random replacements in 2e4 live objects of 16 B-64 KiB"),
         ("larson", "larson-like server churn, 4 threads, frees from other threads, 4e5 ops"),
         ("xmalloc", "producer/consumer, 2+2 threads, 4e5 objects"),
         ("bintree", "binary-trees depth 12, 16-byte nodes, ~7e5 nodes"),
         ("realloc", "realloc growth: doubling vectors and exact-size strings, 3e5 appends"),
         ("large", "large objects 64 KiB-64 MiB, every page written, 400 ops"),
         ("longlived", "10^6 live small objects, slow turnover of half of them"),
+        ("threads", "the same 1.6e5 replacements by 1, 2, 4 and 8 threads, cross-thread frees, a process each"),
     ]:
         w.append(dict(name=name, kind="synth", what=what,
                       argv=[os.path.join(b, name), "%g" % scale]))
@@ -93,6 +95,9 @@ def workloads(build, inputs, scale):
                   redis=dict(requests=max(2000, int(40000 * scale)))))
     w.append(dict(name="pair", kind="micro", what="one malloc+free pair, 16 B..1 MiB",
                   argv=[os.path.join(b, "pair"), "%g" % scale]))
+    w.append(dict(name="large_pair", kind="micro",
+                  what="malloc+free of 64 KiB-1 MiB, every page written, 2000 ops",
+                  argv=[os.path.join(b, "large_pair"), "%g" % scale]))
     return w
 
 
