@@ -590,6 +590,154 @@ def fmt_abs(metric, v):
     return "%d" % v
 
 
+def fmt_rate(v):
+    if v is None:
+        return "-"
+    return "%.2f M" % (v / 1e6) if v >= 1e6 else "%.0f k" % (v / 1e3) if v >= 1e3 else "%.0f" % v
+
+
+def fmt_ns(v):
+    return "-" if v is None else "%.0f ns" % v if v < 1000 else "%.2f us" % (v / 1000) if v < 1e6 else "%.1f ms" % (v / 1e6)
+
+
+def ok_runs(res, wname, aname):
+    return [x for x in res.get((wname, aname), []) if x["status"] == "ok"]
+
+
+def parse_line(res, wname, aname, prefix):
+    """from each ok run's stdout, the "key value" pairs of its line starting with prefix"""
+    out = []
+    for x in ok_runs(res, wname, aname):
+        for line in x.get("stdout", "").splitlines():
+            if line.startswith(prefix + " "):
+                v = line.split()[1:]
+                try:
+                    out.append({k: float(val) for k, val in zip(v[::2], v[1::2])})
+                except ValueError:
+                    pass
+    return out
+
+
+def threads_by_count(res, names):
+    """allocator -> {thread count: median ops/s over the runs}"""
+    thr = {}
+    for n in names:
+        per = {}
+        for x in ok_runs(res, "threads", n):
+            for m in re.finditer(r"^threads (\d+) ops \d+ ns [\d.]+ ops_per_s ([\d.]+)", x.get("stdout", ""), re.M):
+                per.setdefault(int(m.group(1)), []).append(float(m.group(2)))
+        if per:
+            thr[n] = {t: med(v) for t, v in per.items()}
+    return thr
+
+
+def issue12_targets(res, cells, names, byname, dl, table_wls, fl, thr, ratio, verdict):
+    """issue 12's targets: churn with scattered frees and large objects against
+    their floors per operation, 8 threads against 1, footprint against glibc"""
+    L = ["| target | mode | measured | floor | ratio | goal | verdict |",
+         "|---|---|---|---|---|---|---|"]
+    fm = fl.get("bulk_map_populate_ns_per_page")
+    ft = fl.get("first_touch_ns_per_page")
+    # the cheapest way this kernel offers to revoke, one page per call and in bulk
+    one = [(v, how) for v, how in [(fl.get("single_revoke_mprotect_ns"), "mprotect"),
+                                   (fl.get("single_guard_install_ns"), "guard install")] if v]
+    bulk = [(v, how) for v, how in [(fl.get("bulk_revoke_mprotect_ns_per_page"), "mprotect"),
+                                    (fl.get("bulk_guard_install_ns_per_page"), "guard install")] if v]
+    one = min(one) if one else None
+    bulk = min(bulk) if bulk else None
+
+    def batched(mode):
+        """per range, in batches of the mode's size (64, or 256 from batch:256 on)"""
+        size = int(mode.split(":")[1]) if ":" in mode else 64
+        k = "batched_guard_install_%d_ns_per_range" % (256 if size >= 256 else 64)
+        return (fl.get(k), "process_madvise, %d ranges per call" % (256 if size >= 256 else 64))
+
+    def per_op(wname, n, key_ns, key_ops=None):
+        v = []
+        for d in parse_line(res, wname, n, wname):
+            if key_ops:
+                if d.get(key_ops):
+                    v.append(d[key_ns] / d[key_ops])
+            elif key_ns in d:
+                v.append(d[key_ns])
+        return med(v)
+
+    def failed(wname, n):
+        c = cells.get((wname, n), {})
+        return c.get("fail") or "not run"
+
+    # churn with scattered frees, per operation (a free and a malloc)
+    cs = parse_line(res, "churn_scattered", "glibc", "churn_scattered") or \
+        [d for n in dl for d in parse_line(res, "churn_scattered", n, "churn_scattered")]
+    span = med([d.get("pages_spanned_per_op") for d in cs])
+    touch = med([d.get("pages_touched_per_op") for d in cs])
+    g = per_op("churn_scattered", "glibc", "replace_ns", "ops")
+    for n in dl:
+        mode = byname[n]["mode"]
+        v = per_op("churn_scattered", n, "replace_ns", "ops")
+        rv = one if mode == "strict" else batched(mode)
+        what = "one-page revoke" if mode == "strict" else "batched scattered revoke"
+        goal = 1.25
+        if None in (fm, ft, span, touch) or not rv or rv[0] is None:
+            floor = None
+        else:
+            floor = span * fm + touch * ft + rv[0]
+        r = v / floor if v and floor else None
+        L.append("| churn_scattered per op <= %gx (map + first touch + %s) | %s | %s%s | %s | %s | %gx | %s |"
+                 % (goal, what, mode, fmt_ns(v) if v else failed("churn_scattered", n),
+                    " (glibc %s)" % fmt_ns(g) if g else "",
+                    "%s = %.2f pages x %s + %.2f x %s + %s (%s)" % (fmt_ns(floor), span, fmt_ns(fm), touch, fmt_ns(ft),
+                                                                   fmt_ns(rv[0]), rv[1]) if floor else "n/a",
+                    fmt_ratio(r), goal, verdict(r, goal)))
+
+    # large objects, every page written: per malloc+free
+    lp = parse_line(res, "large_pair", "glibc", "large_pair") or \
+        [d for n in dl for d in parse_line(res, "large_pair", n, "large_pair")]
+    pages = med([d.get("pages_per_op") for d in lp])
+    g = per_op("large_pair", "glibc", "ns_per_op")
+    floor = pages * (fm + ft + bulk[0]) if None not in (pages, fm, ft, bulk) else None
+    for n in dl:
+        v = per_op("large_pair", n, "ns_per_op")
+        r = v / floor if v and floor else None
+        L.append("| malloc+free of 64 KiB-1 MiB (large_pair) <= 2x (bulk map + first touch + bulk revoke of its pages) "
+                 "| %s | %s%s | %s | %s | 2x | %s |"
+                 % (byname[n]["mode"], fmt_ns(v) if v else failed("large_pair", n), " (glibc %s)" % fmt_ns(g) if g else "",
+                    "%s = %.1f pages x (%s + %s + %s by %s)" % (fmt_ns(floor), pages, fmt_ns(fm), fmt_ns(ft), fmt_ns(bulk[0]), bulk[1])
+                    if floor else "n/a", fmt_ratio(r), verdict(r, 2)))
+
+    # 8 threads against 1 (on this machine's cores)
+    gl = thr.get("glibc", {})
+    for n in dl:
+        per = thr.get(n, {})
+        top = max(per) if per else None
+        r = per[top] / per[1] if per.get(1) and top and top > 1 else None
+        L.append("| %s threads: throughput not below 1 thread's (%d CPUs) | %s | %s%s | - | %s | >= 1 | %s |"
+                 % (top or 8, os.cpu_count(), byname[n]["mode"],
+                    "%s ops/s at %d, %s at 1" % (fmt_rate(per[top]), top, fmt_rate(per[1])) if r else failed("threads", n),
+                    " (glibc %.2f)" % (gl[max(gl)] / gl[1]) if gl.get(1) else "",
+                    "%.2f" % r if r else "-", "n/a" if r is None else "met" if r >= 1 else "missed by %.2fx" % (1 / r)))
+
+    # footprint: Pss + memfd pages mapped nowhere + page tables, against glibc
+    for n in dl:
+        rs = [(ratio(w["name"], n, "pss_pte_kb"), w["name"]) for w in table_wls]
+        okr = [x for x in rs if x[0] is not None]
+        gm = geomean([r for r, _ in okr])
+        worst = max(okr) if okr else None
+        over = [w for r, w in okr if r > 3]
+        v = None if gm is None else "met" if gm <= 1.5 and not over else \
+            "missed (geomean %s%s)" % ("%.2fx the goal" % (gm / 1.5) if gm > 1.5 else "met",
+                                       "; over 3x: " + ", ".join(over) if over else "")
+        L.append("| footprint (Pss + page tables, live set in place) geomean <= 1.5x glibc, no workload over 3x "
+                 "| %s | geomean %s over %d/%d workloads, worst %s %s | - | %s | 1.5x, 3x | %s |"
+                 % (byname[n]["mode"], fmt_ratio(gm), len(okr), len(table_wls), worst[1] if worst else "-",
+                    fmt_ratio(worst[0]) if worst else "-", fmt_ratio(gm), v or "n/a"))
+    L.append("")
+    L.append("Floors from the table above (this run): map = bulk map per page, first touch = first write per page after "
+             "it; a revocation by the cheapest way this kernel offers.  Pages per operation are the workload's own counts "
+             "(churn_scattered: pages an object spans, and 1 or 2 written: its first and last byte).\n")
+    return L
+
+
 def machine_info():
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -1072,15 +1220,33 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
     L.append("Geomeans are over the workloads that completed under both glibc and that allocator; "
              "an allocator that crashed on the heavy workloads looks better than it is.\n")
 
-    # Targets (issue 3)
-    L.append("## Targets (issue 3)\n")
-    L.append("| target | mode | measured | goal | verdict |")
-    L.append("|---|---|---|---|---|")
-
     def verdict(val, goal):
         if val is None:
             return "n/a"
         return "met" if val <= goal else "missed by %.2fx" % (val / goal)
+
+    thr = threads_by_count(res, names)
+    if thr:
+        counts = sorted({t for per in thr.values() for t in per})
+        L.append("## Throughput by thread count (`threads`: the same work at each count, ops/s)\n")
+        L.append("| allocator | " + " | ".join("%d thread%s" % (t, "s" if t > 1 else "") for t in counts)
+                 + " | %d threads / 1 |" % counts[-1])
+        L.append("|---|" + "---|" * (len(counts) + 1))
+        for n in names:
+            per = thr.get(n)
+            if not per:
+                continue
+            last = per.get(counts[-1]) / per[1] if per.get(1) and per.get(counts[-1]) else None
+            L.append("| %s | %s | %s |" % (n, " | ".join(fmt_rate(per.get(t)) for t in counts),
+                                          "%.2f" % last if last else "-"))
+        L.append("")
+
+    L.append("## Targets\n")
+    L.append("### Issue 12: each mode against its own floor, measured in this run\n")
+    L.extend(issue12_targets(res, cells, names, byname, dl, table_wls, fl, thr, ratio, verdict))
+    L.append("### Issue 3\n")
+    L.append("| target | mode | measured | goal | verdict |")
+    L.append("|---|---|---|---|---|")
     for n in dl:
         mode = byname[n].get("mode")
         v = pair.get(n, {}).get(64)
@@ -1213,9 +1379,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         L.append("")
     if stats:
         L.append("## Dangless counters at exit (untimed extra runs with `%s`)\n" % DANGLESS_STATS_OPT)
-        L.append("(longlived and churn shown; the other counter runs only feed the table above.)\n")
+        L.append("(longlived, churn and churn_scattered shown; the other counter runs only feed the table above.)\n")
         for (wname, n), st in sorted(stats.items()):
-            if wname not in ("longlived", "churn"):
+            if wname not in ("longlived", "churn", "churn_scattered"):
                 continue
             L.append("### %s, %s (`DANGLESS_OPTIONS=%s`): %s\n" % (wname, n, st["env"], st["status"]))
             txt = "\n".join(l for l in st["stderr"].splitlines() if l.strip())[-3000:]
@@ -1240,15 +1406,18 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
 
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(L))
-    # the headline on the terminal: cost per object, geomeans, targets
-    show = False
+    # the headline on the terminal: the floor, cost per object, throughput by
+    # thread count, targets (with their subsections), geomeans
+    show, section = False, ""
     for line in L:
         if line.startswith("## Summary"):
             continue
         if line.startswith("## "):
-            show = line.startswith(("## Cost per object", "## Targets"))
+            section = line
+            show = line.startswith(("## The page-table floor", "## Cost per object", "## Throughput by thread",
+                                    "## Targets"))
         elif line.startswith("### "):
-            show = False
+            show = section.startswith("## Targets")
         if show:
             print(line, file=sys.stderr)
     print("\n".join(S), file=sys.stderr)
