@@ -631,7 +631,7 @@ def threads_by_count(res, names):
     return thr
 
 
-def issue12_targets(res, cells, names, byname, dl, table_wls, fl, thr, ratio, verdict):
+def issue12_targets(res, cells, byname, dl, table_wls, fl, thr, ratio, verdict):
     """issue 12's targets: churn with scattered frees and large objects against
     their floors per operation, 8 threads against 1, footprint against glibc"""
     L = ["| target | mode | measured | floor | ratio | goal | verdict |",
@@ -1247,7 +1247,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
 
     L.append("## Targets\n")
     L.append("### Issue 12: each mode against its own floor, measured in this run\n")
-    L.extend(issue12_targets(res, cells, names, byname, dl, table_wls, fl, thr, ratio, verdict))
+    L.extend(issue12_targets(res, cells, byname, dl, table_wls, fl, thr, ratio, verdict))
     L.append("### Issue 3\n")
     L.append("| target | mode | measured | goal | verdict |")
     L.append("|---|---|---|---|---|")
