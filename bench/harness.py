@@ -66,12 +66,14 @@ def workloads(build, inputs, scale):
     w = []
     for name, what in [
         ("churn", "small-object churn (cfrac/espresso style), 4e5 ops"),
+        ("churn_scattered", "scattered frees: 3e5 random replacements in 2e4 live objects of 16 B-64 KiB"),
         ("larson", "larson-like server churn, 4 threads, frees from other threads, 4e5 ops"),
         ("xmalloc", "producer/consumer, 2+2 threads, 4e5 objects"),
         ("bintree", "binary-trees depth 12, 16-byte nodes, ~7e5 nodes"),
         ("realloc", "realloc growth: doubling vectors and exact-size strings, 3e5 appends"),
         ("large", "large objects 64 KiB-64 MiB, every page written, 400 ops"),
         ("longlived", "10^6 live small objects, slow turnover of half of them"),
+        ("threads", "the same 1.6e5 replacements by 1, 2, 4 and 8 threads, cross-thread frees, a process each"),
     ]:
         w.append(dict(name=name, kind="synth", what=what,
                       argv=[os.path.join(b, name), "%g" % scale]))
@@ -93,6 +95,9 @@ def workloads(build, inputs, scale):
                   redis=dict(requests=max(2000, int(40000 * scale)))))
     w.append(dict(name="pair", kind="micro", what="one malloc+free pair, 16 B..1 MiB",
                   argv=[os.path.join(b, "pair"), "%g" % scale]))
+    w.append(dict(name="large_pair", kind="micro",
+                  what="malloc+free of 64 KiB-1 MiB, every page written, 2000 ops",
+                  argv=[os.path.join(b, "large_pair"), "%g" % scale]))
     return w
 
 
@@ -176,12 +181,13 @@ class Sampler(threading.Thread):
         self.maps = None
         self.shm = None
         self.foot = None
+        self.pss_pte = None
         self.hwm = 0
         self.mmc_min = None  # lowest vm.max_map_count seen while it ran
         self.samples = 0
 
     def sample(self):
-        pte = maps = hwm = shm = foot = 0
+        pte = maps = hwm = shm = foot = pss = pss_shm = 0
         seen = False
         memfds = {}
         for p in tree_pids(self.pid)[1 if self.skip_root else 0:]:
@@ -202,6 +208,16 @@ class Sampler(threading.Thread):
                 for k in ("RssAnon", "RssFile"):
                     m = re.search(k + r":\s+(\d+)", st)
                     foot += int(m.group(1)) if m else 0
+                # Pss counts a memfd page once however many aliases map it
+                try:
+                    with open(f"/proc/{p}/smaps_rollup") as f:
+                        ro = f.read()
+                    m = re.search(r"^Pss:\s+(\d+)", ro, re.M)
+                    pss += int(m.group(1)) if m else 0
+                    m = re.search(r"^Pss_Shmem:\s+(\d+)", ro, re.M)
+                    pss_shm += int(m.group(1)) if m else 0
+                except OSError:
+                    pass
                 try:
                     for fd in os.listdir(f"/proc/{p}/fd"):
                         try:
@@ -231,7 +247,10 @@ class Sampler(threading.Thread):
         self.maps = max(self.maps or 0, maps)
         self.hwm = max(self.hwm, hwm)
         self.shm = max(self.shm or 0, shm)
-        self.foot = max(self.foot or 0, foot + sum(memfds.values()))
+        memfd = sum(memfds.values())
+        self.foot = max(self.foot or 0, foot + memfd)
+        # memfd pages held but mapped nowhere are not in Pss: added
+        self.pss_pte = max(self.pss_pte or 0, pss + max(0, memfd - pss_shm) + pte)
         self.samples += 1
 
     def run(self):
@@ -341,10 +360,23 @@ def run_process(argv, env, timeout, stdin=None):
         st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
     m = re.search(r"^work_ns (\d+)", so, re.M)
     return dict(status=st, wall=wall, work=int(m.group(1)) / 1e9 if m else None, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min,
+                pss_pte_kb=pss_footprint(s.pss_pte, s.samples, so),
                 samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
 
 
+def pss_footprint(sampled, samples, stdout):
+    """Pss + memfd pages mapped nowhere + VmPTE: the peak of the samples,
+    or what the workload read itself with its live set in place
+    (footprint_report() in workloads/common.h), whichever is higher.  A run
+    too short for the sampler (fewer than 3 samples: the peak is likely
+    missed) counts only with its own reading."""
+    own = [int(v) for v in re.findall(r"^footprint_kb (\d+)", stdout, re.M)]
+    vals = own + ([sampled] if sampled and samples >= 3 else [])
+    return max(vals) if vals else None
+
+
 DANGLESS_INFO = ""
+FLOOR_NOTES = []  # the floor program's notes: operations the kernel refused
 MMC0 = None
 
 
@@ -503,12 +535,32 @@ def _run_redis(p, port, rep, srv_out, spec, timeout):
         res["status"] = "server did not start" if rc is None or rc == 0 else "server exit %d" % rc
     if res["status"] != "ok":
         res["note"] = stderr_note(log)
-    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min, samples=s.samples, stderr=log)
+    res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
+               pss_pte_kb=pss_footprint(s.pss_pte, s.samples, ""),
+               mmc_min=s.mmc_min, samples=s.samples, stderr=log)
     return res
 
 
 # ---------------------------------------------------------------------------
 # Statistics and formatting.
+
+# the floor program's figures, in the order of its table
+FLOOR_ROWS = [
+    ("bulk_map_populate_ns_per_page", "bulk map: one mmap(MAP_POPULATE) of 512 pages, per page"),
+    ("first_touch_ns_per_page", "first touch: first write to each page of that mapping, per page"),
+    ("second_touch_ns_per_page", "second write to each page, per page (for contrast)"),
+    ("bulk_revoke_mprotect_ns_per_page", "bulk revoke: one mprotect(PROT_NONE) of 512 pages, per page"),
+    ("bulk_map_fresh_pages_ns_per_page", "bulk map of memfd pages that do not exist yet (hole punched), per page"),
+    ("first_touch_fresh_pages_ns_per_page", "first touch of those, per page"),
+    ("single_revoke_mprotect_ns", "single-page revoke: mprotect(PROT_NONE) one page per call"),
+    ("single_guard_install_ns", "single-page guard install: madvise(MADV_GUARD_INSTALL) one page per call"),
+    ("bulk_guard_install_ns_per_page", "bulk guard install over 512 pages, per page"),
+    ("batched_guard_install_64_ns_per_range",
+     "batched scattered revoke: 64 non-adjacent one-page ranges per process_madvise(MADV_GUARD_INSTALL), per range"),
+    ("batched_guard_install_256_ns_per_range", "the same, 256 ranges in one call, per range"),
+    ("single_map_touch_ns", "single-page map: mmap(MAP_FIXED) one page + first touch"),
+    ("single_munmap_ns", "single-page munmap"),
+]
 
 def med(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
@@ -531,11 +583,162 @@ def fmt_abs(metric, v):
         return "-"
     if metric in ("wall", "work"):
         return "%.1f ms" % (v * 1000) if v < 1 else "%.2f s" % v if v < 10 else "%.1f s" % v
-    if metric in ("rss_kb", "pte_kb", "shm_kb", "foot_kb"):
+    if metric in ("rss_kb", "pte_kb", "shm_kb", "foot_kb", "pss_pte_kb"):
         return "%.1f MiB" % (v / 1024) if v >= 1024 else "%d KiB" % v
     if metric == "rss_pte_kb":
         return "%.1f MiB" % (v / 1024)
     return "%d" % v
+
+
+def fmt_rate(v):
+    if v is None:
+        return "-"
+    return "%.2f M" % (v / 1e6) if v >= 1e6 else "%.0f k" % (v / 1e3) if v >= 1e3 else "%.0f" % v
+
+
+def fmt_ns(v):
+    return "-" if v is None else "%.0f ns" % v if v < 1000 else "%.2f us" % (v / 1000) if v < 1e6 else "%.1f ms" % (v / 1e6)
+
+
+def ok_runs(res, wname, aname):
+    return [x for x in res.get((wname, aname), []) if x["status"] == "ok"]
+
+
+def parse_line(res, wname, aname, prefix):
+    """from each ok run's stdout, the "key value" pairs of its line starting with prefix"""
+    out = []
+    for x in ok_runs(res, wname, aname):
+        for line in x.get("stdout", "").splitlines():
+            if line.startswith(prefix + " "):
+                v = line.split()[1:]
+                try:
+                    out.append({k: float(val) for k, val in zip(v[::2], v[1::2])})
+                except ValueError:
+                    pass
+    return out
+
+
+def threads_by_count(res, names):
+    """allocator -> {thread count: median ops/s over the runs}"""
+    thr = {}
+    for n in names:
+        per = {}
+        for x in ok_runs(res, "threads", n):
+            for m in re.finditer(r"^threads (\d+) ops \d+ ns [\d.]+ ops_per_s ([\d.]+)", x.get("stdout", ""), re.M):
+                per.setdefault(int(m.group(1)), []).append(float(m.group(2)))
+        if per:
+            thr[n] = {t: med(v) for t, v in per.items()}
+    return thr
+
+
+def issue12_targets(res, cells, byname, dl, table_wls, fl, thr, ratio, verdict):
+    """issue 12's targets: churn with scattered frees and large objects against
+    their floors per operation, 8 threads against 1, footprint against glibc"""
+    L = ["| target | mode | measured | floor | ratio | goal | verdict |",
+         "|---|---|---|---|---|---|---|"]
+    fm = fl.get("bulk_map_populate_ns_per_page")
+    ft = fl.get("first_touch_ns_per_page")
+    # the cheapest way this kernel offers to revoke, one page per call and in bulk
+    one = [(v, how) for v, how in [(fl.get("single_revoke_mprotect_ns"), "mprotect"),
+                                   (fl.get("single_guard_install_ns"), "guard install")] if v]
+    bulk = [(v, how) for v, how in [(fl.get("bulk_revoke_mprotect_ns_per_page"), "mprotect"),
+                                    (fl.get("bulk_guard_install_ns_per_page"), "guard install")] if v]
+    one = min(one) if one else None
+    bulk = min(bulk) if bulk else None
+
+    def batched(mode):
+        """per range, in batches of the mode's size (64, or 256 from batch:256 on)"""
+        size = int(mode.split(":")[1]) if ":" in mode else 64
+        k = "batched_guard_install_%d_ns_per_range" % (256 if size >= 256 else 64)
+        return (fl.get(k), "process_madvise, %d ranges per call" % (256 if size >= 256 else 64))
+
+    def per_op(wname, n, key_ns, key_ops=None):
+        v = []
+        for d in parse_line(res, wname, n, wname):
+            if key_ops:
+                if d.get(key_ops):
+                    v.append(d[key_ns] / d[key_ops])
+            elif key_ns in d:
+                v.append(d[key_ns])
+        return med(v)
+
+    def failed(wname, n):
+        c = cells.get((wname, n), {})
+        return c.get("fail") or "not run"
+
+    # churn with scattered frees, per operation (a free and a malloc)
+    cs = parse_line(res, "churn_scattered", "glibc", "churn_scattered") or \
+        [d for n in dl for d in parse_line(res, "churn_scattered", n, "churn_scattered")]
+    span = med([d.get("pages_spanned_per_op") for d in cs])
+    touch = med([d.get("pages_touched_per_op") for d in cs])
+    g = per_op("churn_scattered", "glibc", "replace_ns", "ops")
+    for n in dl:
+        mode = byname[n]["mode"]
+        v = per_op("churn_scattered", n, "replace_ns", "ops")
+        rv = one if mode == "strict" else batched(mode)
+        if mode != "strict" and rv[0] is None and one:
+            # no batched call on this kernel: scattered ranges cost a call each
+            rv = (one[0], one[1] + ", a call per range: batched guards refused")
+        what = "one-page revoke" if mode == "strict" else "batched scattered revoke"
+        goal = 1.25
+        if None in (fm, ft, span, touch) or not rv or rv[0] is None:
+            floor = None
+        else:
+            floor = span * fm + touch * ft + rv[0]
+        r = v / floor if v and floor else None
+        L.append("| churn_scattered per op <= %gx (map + first touch + %s) | %s | %s%s | %s | %s | %gx | %s |"
+                 % (goal, what, mode, fmt_ns(v) if v else failed("churn_scattered", n),
+                    " (glibc %s)" % fmt_ns(g) if g else "",
+                    "%s = %.2f pages x %s + %.2f x %s + %s (%s)" % (fmt_ns(floor), span, fmt_ns(fm), touch, fmt_ns(ft),
+                                                                   fmt_ns(rv[0]), rv[1]) if floor else "n/a",
+                    fmt_ratio(r), goal, verdict(r, goal)))
+
+    # large objects, every page written: per malloc+free
+    lp = parse_line(res, "large_pair", "glibc", "large_pair") or \
+        [d for n in dl for d in parse_line(res, "large_pair", n, "large_pair")]
+    pages = med([d.get("pages_per_op") for d in lp])
+    g = per_op("large_pair", "glibc", "ns_per_op")
+    floor = pages * (fm + ft + bulk[0]) if None not in (pages, fm, ft, bulk) else None
+    for n in dl:
+        v = per_op("large_pair", n, "ns_per_op")
+        r = v / floor if v and floor else None
+        L.append("| malloc+free of 64 KiB-1 MiB (large_pair) <= 2x (bulk map + first touch + bulk revoke of its pages) "
+                 "| %s | %s%s | %s | %s | 2x | %s |"
+                 % (byname[n]["mode"], fmt_ns(v) if v else failed("large_pair", n), " (glibc %s)" % fmt_ns(g) if g else "",
+                    "%s = %.1f pages x (%s + %s + %s by %s)" % (fmt_ns(floor), pages, fmt_ns(fm), fmt_ns(ft), fmt_ns(bulk[0]), bulk[1])
+                    if floor else "n/a", fmt_ratio(r), verdict(r, 2)))
+
+    # 8 threads against 1 (on this machine's cores)
+    gl = thr.get("glibc", {})
+    for n in dl:
+        per = thr.get(n, {})
+        top = max(per) if per else None
+        r = per[top] / per[1] if per.get(1) and top and top > 1 else None
+        L.append("| %s threads: throughput not below 1 thread's (%d CPUs) | %s | %s%s | - | %s | >= 1 | %s |"
+                 % (top or 8, os.cpu_count(), byname[n]["mode"],
+                    "%s ops/s at %d, %s at 1" % (fmt_rate(per[top]), top, fmt_rate(per[1])) if r else failed("threads", n),
+                    " (glibc %.2f)" % (gl[max(gl)] / gl[1]) if gl.get(1) else "",
+                    "%.2f" % r if r else "-", "n/a" if r is None else "met" if r >= 1 else "missed by %.2fx" % (1 / r)))
+
+    # footprint: Pss + memfd pages mapped nowhere + page tables, against glibc
+    for n in dl:
+        rs = [(ratio(w["name"], n, "pss_pte_kb"), w["name"]) for w in table_wls]
+        okr = [x for x in rs if x[0] is not None]
+        gm = geomean([r for r, _ in okr])
+        worst = max(okr) if okr else None
+        over = [w for r, w in okr if r > 3]
+        v = None if gm is None else "met" if gm <= 1.5 and not over else \
+            "missed (geomean %s%s)" % ("%.2fx the goal" % (gm / 1.5) if gm > 1.5 else "met",
+                                       "; over 3x: " + ", ".join(over) if over else "")
+        L.append("| footprint (Pss + page tables, live set in place) geomean <= 1.5x glibc, no workload over 3x "
+                 "| %s | geomean %s over %d/%d workloads, worst %s %s | - | %s | 1.5x, 3x | %s |"
+                 % (byname[n]["mode"], fmt_ratio(gm), len(okr), len(table_wls), worst[1] if worst else "-",
+                    fmt_ratio(worst[0]) if worst else "-", fmt_ratio(gm), v or "n/a"))
+    L.append("")
+    L.append("Floors from the table above (this run): map = bulk map per page, first touch = first write per page after "
+             "it; a revocation by the cheapest way this kernel offers.  Pages per operation are the workload's own counts "
+             "(churn_scattered: pages an object spans, and 1 or 2 written: its first and last byte).\n")
+    return L
 
 
 def machine_info():
@@ -654,12 +857,20 @@ def main():
         fl = {}
         for line in fr["stdout"].splitlines():
             k, _, v = line.partition(" ")
+            if k == "note":  # what the kernel refused, and why
+                if v not in FLOOR_NOTES:
+                    FLOOR_NOTES.append(v)
+                    say("floor: " + v)
+                continue
             try:
-                fl[k] = float(v)
+                fl[k] = None if v == "n/a" else float(v)  # n/a: refused by this kernel
             except ValueError:
                 pass
+        if fr["status"] != "ok":
+            say("floor: %s %s" % (fr["status"], fr.get("note", "")))
         floors.append(fl)
-        say("run %d/%d floor: %s" % (r + 1, runs, ", ".join("%s %.0f" % kv for kv in fl.items())))
+        say("run %d/%d floor: %s" % (r + 1, runs, ", ".join("%s %s" % (k, "n/a" if v is None else "%.0f" % v)
+                                                            for k, v in fl.items())))
         for wi, w in enumerate(todo):
             # rotate the allocator order so that none is always first after a given one
             k = (r + wi) % len(active)
@@ -741,7 +952,7 @@ def save_raw(path, quick, runs, scale, timeout, res, floors, stats, elapsed):
         return y
     with open(path, "w") as f:
         json.dump(dict(quick=quick, runs=runs, scale=scale, timeout=timeout, elapsed=elapsed,
-                       floors=floors, modes=DANGLESS_MODES, dangless=DANGLESS_INFO,
+                       floors=floors, floor_notes=FLOOR_NOTES, modes=DANGLESS_MODES, dangless=DANGLESS_INFO,
                        machine=machine_info(), when=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                        res=[[w, a, [trim(x) for x in v]] for (w, a), v in res.items()],
                        stats=[[w, a, v] for (w, a), v in stats.items()]), f)
@@ -759,6 +970,7 @@ def report_from_raw(args):
     res = {(w, a): v for w, a, v in raw["res"]}
     global DANGLESS_INFO
     DANGLESS_INFO = raw.get("dangless", "")
+    FLOOR_NOTES[:] = raw.get("floor_notes", [])
     stats = {(w, a): v for w, a, v in raw["stats"]}
     names = {a for _, a in res}
     allocs = [a for a in allocs if a["name"] in names]
@@ -819,7 +1031,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             # high-water mark beats a sample that may miss the peak of a short run
             if not x.get("shm_kb"):
                 x["foot_kb"] = max(x.get("foot_kb") or 0, x["rss_kb"])
-        for m in ("wall", "work", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb"):
+        for m in ("wall", "work", "rss_kb", "pte_kb", "maps", "shm_kb", "foot_kb", "pss_pte_kb"):
             c[m] = med([x.get(m) for x in ok])
         c["rss_pte_kb"] = med([x["rss_kb"] + (x["pte_kb"] or 0) for x in ok])
         c["foot_pte_kb"] = med([x["foot_kb"] + (x["pte_kb"] or 0) for x in ok if x.get("foot_kb") is not None])
@@ -874,20 +1086,20 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
 
     # Floor
     L.append("## The page-table floor (measured in this run, `build/bench/floor`)\n")
-    L.append("memfd pages mapped `MAP_SHARED`; medians over %d runs of the floor program.\n" % len(floors))
+    L.append("memfd pages mapped `MAP_SHARED`, each step at addresses never used before (as Dangless's aliases); "
+             "every revocation on pages written first; medians over %d runs of the floor program.\n" % len(floors))
     L.append("| operation | ns |")
     L.append("|---|---|")
-    desc = [("bulk_map_populate_ns_per_page", "bulk map: one mmap(MAP_POPULATE) of 512 pages, per page"),
-            ("bulk_revoke_mprotect_ns_per_page", "bulk revoke: one mprotect(PROT_NONE) of 512 pages, per page"),
-            ("single_revoke_mprotect_ns", "single-page revoke: mprotect(PROT_NONE) one page per call"),
-            ("single_guard_install_ns", "single-page guard install: madvise(MADV_GUARD_INSTALL) one page per call"),
-            ("bulk_guard_install_ns_per_page", "bulk guard install over 512 pages, per page"),
-            ("single_map_touch_ns", "single-page map: mmap(MAP_FIXED) one page + first touch"),
-            ("single_munmap_ns", "single-page munmap")]
-    for k, d in desc:
+    for k, d in FLOOR_ROWS:
         if fl.get(k) is not None:
             L.append("| %s | %.0f |" % (d, fl[k]))
+        elif k in fl:
+            L.append("| %s | n/a (refused by this kernel) |" % d)
     L.append("")
+    for note in FLOOR_NOTES:
+        L.append("- floor: %s" % note)
+    if FLOOR_NOTES:
+        L.append("")
 
     # Per-object cost against the floor
     pair, pairmin = {}, {}
@@ -943,6 +1155,8 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                ("pte_kb", "Page-table memory at peak (VmPTE, sampled)"),
                ("maps", "Mappings at peak (/proc/PID/maps lines, sampled)"),
                ("foot_kb", "Memory footprint at peak (RssAnon + RssFile + memfd pages counted once, sampled; the peak RSS where there is no shared memory)"),
+               ("pss_pte_kb", "Footprint with page tables, the live set in place: Pss + memfd pages mapped nowhere + VmPTE "
+                "(higher of the sampled peak and the workload's own reading with its live set in place)"),
                ("shm_kb", "Shared-memory part of RSS at peak (RssShmem, sampled): memfd pages, counted once per mapping")]
     geo = {}
     for m, title in metrics:
@@ -994,31 +1208,49 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
              "VmPTE and maps are sampled every 1-10 ms and summed over the process tree.\n")
     S = ["## Summary\n",
          "Geomeans of the ratios to glibc over the workloads each allocator completed (details below).\n",
-         "| allocator | completed | wall time | work time (ours) | peak RSS | footprint | page tables | mappings | ns per malloc+free (64 B) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| allocator | completed | wall time | work time (ours) | peak RSS | footprint | footprint (Pss) + page tables | page tables | mappings | ns per malloc+free (64 B) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         if byname[n].get("missing"):
-            S.append("| %s | %s | | | | | | | |" % (n, byname[n]["missing"]))
+            S.append("| %s | %s | | | | | | | | |" % (n, byname[n]["missing"]))
             continue
         okn = sum(1 for w in table_wls if not cells[(w["name"], n)].get("fail"))
         v = pair.get(n, {}).get(64)
         S.append("| %s | %d/%d | %s |" % (n, okn, len(table_wls), " | ".join(
-            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "work", "rss_kb", "foot_kb", "pte_kb", "maps")]
+            ["1" if n == "glibc" else fmt_ratio(geo.get((m, n))) for m in ("wall", "work", "rss_kb", "foot_kb", "pss_pte_kb", "pte_kb", "maps")]
             + ["%.1f" % v if v is not None else "-"])))
     S.append("")
     L[L.index("@@SUMMARY@@")] = "\n".join(S)
     L.append("Geomeans are over the workloads that completed under both glibc and that allocator; "
              "an allocator that crashed on the heavy workloads looks better than it is.\n")
 
-    # Targets (issue 3)
-    L.append("## Targets (issue 3)\n")
-    L.append("| target | mode | measured | goal | verdict |")
-    L.append("|---|---|---|---|---|")
-
     def verdict(val, goal):
         if val is None:
             return "n/a"
         return "met" if val <= goal else "missed by %.2fx" % (val / goal)
+
+    thr = threads_by_count(res, names)
+    if thr:
+        counts = sorted({t for per in thr.values() for t in per})
+        L.append("## Throughput by thread count (`threads`: the same work at each count, ops/s)\n")
+        L.append("| allocator | " + " | ".join("%d thread%s" % (t, "s" if t > 1 else "") for t in counts)
+                 + " | %d threads / 1 |" % counts[-1])
+        L.append("|---|" + "---|" * (len(counts) + 1))
+        for n in names:
+            per = thr.get(n)
+            if not per:
+                continue
+            last = per.get(counts[-1]) / per[1] if per.get(1) and per.get(counts[-1]) else None
+            L.append("| %s | %s | %s |" % (n, " | ".join(fmt_rate(per.get(t)) for t in counts),
+                                          "%.2f" % last if last else "-"))
+        L.append("")
+
+    L.append("## Targets\n")
+    L.append("### Issue 12: each mode against its own floor, measured in this run\n")
+    L.extend(issue12_targets(res, cells, byname, dl, table_wls, fl, thr, ratio, verdict))
+    L.append("### Issue 3\n")
+    L.append("| target | mode | measured | goal | verdict |")
+    L.append("|---|---|---|---|---|")
     for n in dl:
         mode = byname[n].get("mode")
         v = pair.get(n, {}).get(64)
@@ -1151,9 +1383,9 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         L.append("")
     if stats:
         L.append("## Dangless counters at exit (untimed extra runs with `%s`)\n" % DANGLESS_STATS_OPT)
-        L.append("(longlived and churn shown; the other counter runs only feed the table above.)\n")
+        L.append("(longlived, churn and churn_scattered shown; the other counter runs only feed the table above.)\n")
         for (wname, n), st in sorted(stats.items()):
-            if wname not in ("longlived", "churn"):
+            if wname not in ("longlived", "churn", "churn_scattered"):
                 continue
             L.append("### %s, %s (`DANGLESS_OPTIONS=%s`): %s\n" % (wname, n, st["env"], st["status"]))
             txt = "\n".join(l for l in st["stderr"].splitlines() if l.strip())[-3000:]
@@ -1178,15 +1410,18 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
 
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(L))
-    # the headline on the terminal: cost per object, geomeans, targets
-    show = False
+    # the headline on the terminal: the floor, cost per object, throughput by
+    # thread count, targets (with their subsections), geomeans
+    show, section = False, ""
     for line in L:
         if line.startswith("## Summary"):
             continue
         if line.startswith("## "):
-            show = line.startswith(("## Cost per object", "## Targets"))
+            section = line
+            show = line.startswith(("## The page-table floor", "## Cost per object", "## Throughput by thread",
+                                    "## Targets"))
         elif line.startswith("### "):
-            show = False
+            show = section.startswith("## Targets")
         if show:
             print(line, file=sys.stderr)
     print("\n".join(S), file=sys.stderr)

@@ -55,6 +55,7 @@ int main(int argc, char **argv)
 		printf("%ld trees of depth %d check %ld\n", iters, d, c);
 	}
 	printf("long lived depth %d check %ld\n", maxd, check(longlived));
+	footprint_report();
 	drop(longlived);
 	work_end();
 	return 0;

@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 			done += k;
 		}
 	}
+	footprint_report();
 	for (int i = 0; i < SLOTS; i++)
 		free(slot[i]);
 	printf("churn ops=%ld sum=%llu\n", done, (unsigned long long)sum);

@@ -3,11 +3,15 @@
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline double now_ns(void)
 {
@@ -74,6 +78,78 @@ static inline void work_end(void)
 {
 	printf("work_ns %.0f\n", now_ns() - work_t0);
 	fflush(stdout);
+}
+
+/* "Key: N kB" from a /proc file, 0 if absent */
+static inline long proc_kb(const char *path, const char *key)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	char line[256];
+	long v = 0;
+	size_t kl = strlen(key);
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, key, kl) && line[kl] == ':') {
+			v = atol(line + kl + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* allocated pages of the process's memfds, each file counted once */
+static inline long memfd_kb(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return 0;
+	struct { dev_t dev; ino_t ino; } seen[16];
+	int nseen = 0;
+	long kb = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char target[64];
+		ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+		struct stat st;
+		if (n < 7 || strncmp(target, "/memfd:", 7) || fstatat(dirfd(d), e->d_name, &st, 0))
+			continue;
+		int dup = 0;
+		for (int i = 0; i < nseen; i++)
+			dup |= seen[i].dev == st.st_dev && seen[i].ino == st.st_ino;
+		if (dup)
+			continue;
+		if (nseen < 16) {
+			seen[nseen].dev = st.st_dev;
+			seen[nseen].ino = st.st_ino;
+			nseen++;
+		}
+		kb += (long)st.st_blocks / 2;
+	}
+	closedir(d);
+	return kb;
+}
+
+/* The memory the process holds, read by the process itself at the point
+ * where its live set is in place (the same point under every allocator):
+ * Pss (a memfd page that several aliases map counts once; RSS would count it
+ * once per alias), plus memfd pages held but mapped nowhere (a memfd's
+ * allocated pages less its mapped part, Pss_Shmem), plus page tables (VmPTE).
+ * Prints "footprint_kb N pss_kb N memfd_unmapped_kb N pte_kb N"; the time it
+ * takes is left out of the work time. */
+static inline void footprint_report(void)
+{
+	double t0 = now_ns();
+	long pss = proc_kb("/proc/self/smaps_rollup", "Pss");
+	long shmem = proc_kb("/proc/self/smaps_rollup", "Pss_Shmem");
+	long pte = proc_kb("/proc/self/status", "VmPTE");
+	long unmapped = memfd_kb() - shmem;
+	if (unmapped < 0)
+		unmapped = 0;
+	printf("footprint_kb %ld pss_kb %ld memfd_unmapped_kb %ld pte_kb %ld\n",
+	       pss + unmapped + pte, pss, unmapped, pte);
+	fflush(stdout);
+	work_t0 += now_ns() - t0;
 }
 
 /* mostly small sizes, a few larger ones, as in cfrac/espresso traces */

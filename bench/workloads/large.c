@@ -29,6 +29,7 @@ int main(int argc, char **argv)
 		live[w][n - 1] = (char)k;
 		bytes += n;
 	}
+	footprint_report();
 	for (int w = 0; w < WINDOW; w++)
 		free(live[w]);
 	printf("large ops=%ld MiB=%llu sum=%llu\n", ops, (unsigned long long)(bytes >> 20),

@@ -56,6 +56,7 @@ int main(int argc, char **argv)
 		pthread_join(th[t], NULL);
 		sum += sums[t];
 	}
+	footprint_report();
 	for (int t = 0; t < NTHREADS; t++) {
 		for (int i = 0; i < SLOTS; i++)
 			free(blocks[t][i]);

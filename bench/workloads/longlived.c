@@ -63,6 +63,7 @@ int main(int argc, char **argv)
 			fflush(stdout);
 		}
 	}
+	footprint_report();
 	for (long i = 0; i < live; i++)
 		free(obj[i]);
 	free(obj);

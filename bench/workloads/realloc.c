@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 			x->limit = 64u << rng_below(&r, 11);
 		}
 	}
+	footprint_report();
 	for (int i = 0; i < NBUF; i++)
 		free(b[i].p);
 	printf("realloc appends=%ld reallocs=%llu sum=%llu\n", appends,
