@@ -45,6 +45,8 @@
 #define TH_KSFT_SKIP 4
 
 #define TH_DEFAULT_TIMEOUT 120
+/* What a test keeps for its own work beyond its children's budgets. */
+#define TH_PARENT_ROOM 15
 
 struct th_test {
 	const char *name;
