@@ -22,23 +22,27 @@ static void st_scenario(const char *opts, const char *a1, const char *a2,
 	const char *const argv[] = {
 		st_selftest_prog(st_mode ? "st-scenario-plain" : "st-scenario"),
 		a1, a2, NULL};
-	th_exec(argv, envv, NULL, 60, res);
+	th_exec(argv, envv, NULL, ST_CHILD_S, res);
 }
 
-/* Each test runs twice: name_static and name_preload. */
-#define BOTH(name)                                                             \
+/*
+ * Each test runs twice: name_static and name_preload, each with the budget
+ * given (0: the harness's default).
+ */
+#define BOTH_TIMEOUT(name, budget_s)                                           \
 	static void st_body_##name(void);                                      \
-	TEST(name##_static)                                                    \
+	TEST_TIMEOUT(name##_static, budget_s)                                  \
 	{                                                                      \
 		st_mode = 0;                                                   \
 		st_body_##name();                                              \
 	}                                                                      \
-	TEST(name##_preload)                                                   \
+	TEST_TIMEOUT(name##_preload, budget_s)                                 \
 	{                                                                      \
 		st_mode = 1;                                                   \
 		st_body_##name();                                              \
 	}                                                                      \
 	static void st_body_##name(void)
+#define BOTH(name) BOTH_TIMEOUT(name, 0)
 
 BOTH(environment_reaches_main)
 {
@@ -49,13 +53,13 @@ BOTH(environment_reaches_main)
 		st_selftest_prog(st_mode ? "st-scenario-plain" : "st-scenario"),
 		"env", "ST_PROBE", NULL};
 	struct th_child res;
-	th_exec(argv, envv, NULL, 60, &res);
+	th_exec(argv, envv, NULL, ST_CHILD_S, &res);
 	ASSERT_EXITED(0, res);
 	ASSERT_STREQ("ST_PROBE=hello\n", res.out);
 	th_child_free(&res);
 }
 
-BOTH(no_options_basic)
+BOTH_TIMEOUT(no_options_basic, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("", "basic", NULL, &res);
@@ -104,6 +108,8 @@ BOTH(stacks_1_shows_alloc_and_free_stacks)
 	th_child_free(&res);
 }
 
+#define ST_ADDR2LINE_S 30
+
 /*
  * The function that the first frame under the line starting with title
  * names, by addr2line on its "(FILE+0xOFFSET)"; "" when there is none.
@@ -123,13 +129,15 @@ static const char *st_first_frame_fn(const char *err, const char *title)
 		return fn;
 	const char *const argv[] = {"addr2line", "-f", "-e", file, off, NULL};
 	struct th_child res;
-	th_exec(argv, NULL, NULL, 30, &res);
+	th_exec(argv, NULL, NULL, ST_ADDR2LINE_S, &res);
 	snprintf(fn, sizeof(fn), "%.*s", (int)strcspn(res.out, "\n"), res.out);
 	th_child_free(&res);
 	return fn;
 }
 
-BOTH(stacks_1_frames_point_at_the_program)
+/* one scenario, then addr2line on each of its three stacks */
+BOTH_TIMEOUT(stacks_1_frames_point_at_the_program,
+	     ST_CHILDREN_BUDGET(1) + 3 * ST_ADDR2LINE_S)
 {
 	/* the first frame of each stack is the program's own code (uaf() in
 	 * scenario.c), not Dangless's or the signal handler's */
@@ -156,7 +164,7 @@ BOTH(stacks_1_double_free)
 	th_child_free(&res);
 }
 
-BOTH(stats_1_prints_counters_at_exit)
+BOTH_TIMEOUT(stats_1_prints_counters_at_exit, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("stats=1", "churn", "1000", &res);
@@ -199,7 +207,7 @@ BOTH(stats_reflect_churn)
 	th_child_free(&res);
 }
 
-BOTH(verbosity_levels_accepted)
+BOTH_TIMEOUT(verbosity_levels_accepted, ST_CHILDREN_BUDGET(3))
 {
 	static const char *const v[] = {"verbosity=0", "verbosity=1",
 					"verbosity=2"};
@@ -212,7 +220,7 @@ BOTH(verbosity_levels_accepted)
 	}
 }
 
-BOTH(backend_host)
+BOTH_TIMEOUT(backend_host, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("backend=host", "basic", NULL, &res);
@@ -224,7 +232,7 @@ BOTH(backend_host)
 	th_child_free(&res);
 }
 
-BOTH(fallback_1_without_exhaustion_changes_nothing)
+BOTH_TIMEOUT(fallback_1_without_exhaustion_changes_nothing, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("fallback=1", "uaf-read", NULL, &res);
@@ -246,7 +254,7 @@ BOTH(revoke_strict_explicit)
 	th_child_free(&res);
 }
 
-BOTH(revoke_batch_catches_after_the_batch)
+BOTH_TIMEOUT(revoke_batch_catches_after_the_batch, ST_CHILDREN_BUDGET(4))
 {
 	static const char *const batches[][2] = {
 		{"revoke=batch:16", "16"},
