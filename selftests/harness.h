@@ -18,7 +18,11 @@
  * th_run() runs a function in a further child with its stdout and stderr
  * captured, and th_exec() runs a program the same way: use them to show that
  * a dangling access really kills the process, and with which report.  Each
- * child gets its own budget.
+ * child gets its own budget, and the budgets of all the children a test
+ * starts must fit in the test's own with TH_PARENT_ROOM seconds to spare:
+ * otherwise the test would pass or time out depending on how loaded the
+ * machine is.  So the harness fails a test as it starts the child that does
+ * not fit, on any machine, and says what budget the test needs.
  */
 #ifndef DANGLESS_SELFTEST_HARNESS_H
 #define DANGLESS_SELFTEST_HARNESS_H
@@ -59,6 +63,10 @@ struct th_test {
 extern struct th_test *th_tests_head, **th_tests_tail;
 extern int th_failed_expectations;
 extern const char *th_current;
+/* In a test or th_run child: its budget, and what its children were given. */
+extern int th_budget_s, th_children_budget_s;
+/* In a th_run child, whose stdout is captured rather than the TAP stream. */
+extern bool th_in_run_child;
 
 static inline void th_register(struct th_test *t)
 {
@@ -256,19 +264,54 @@ static inline void th_collect(pid_t pid, int out_fd, int err_fd,
 }
 
 /*
+ * Books timeout_s against the budget of the test (or th_run child) that is
+ * about to start a child; fails it if its children's budgets no longer fit.
+ */
+static inline void th_book_child_budget(int timeout_s)
+{
+	if (!th_budget_s)
+		return; /* not inside a test */
+	th_children_budget_s += timeout_s;
+	if (th_children_budget_s + TH_PARENT_ROOM <= th_budget_s)
+		return;
+	int needed = th_children_budget_s + TH_PARENT_ROOM;
+	if (th_in_run_child)
+		fprintf(stderr,
+			"# %s: a th_run child's own children have budgets "
+			"adding up to %d s (this one %d s), over its %d s less "
+			"%d s of room: give that th_run %d s or more, or its "
+			"children less\n",
+			th_current, th_children_budget_s, timeout_s,
+			th_budget_s, TH_PARENT_ROOM, needed);
+	else
+		fprintf(stdout,
+			"# %s: its children's budgets add up to %d s (this one "
+			"%d s), over its own %d s less %d s of room, so on a "
+			"loaded machine it could time out while its children "
+			"are in time: give it TEST_TIMEOUT(%s, %d) or more, or "
+			"its children less\n",
+			th_current, th_children_budget_s, timeout_s,
+			th_budget_s, TH_PARENT_ROOM, th_current, needed);
+	th_fail(true);
+}
+
+/*
  * In a freshly forked child: its own process group (so that a timeout kills
  * all it started), and death with the process that forked it, so that a
  * budget running out above it also ends it and nothing is left running on.
  * (The death signal follows the forking thread: fork from a test's main
  * thread.)
  */
-static inline void th_child_setup(void)
+static inline void th_child_setup(int budget_s, bool run_child)
 {
 	pid_t parent = getppid();
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(TH_KSFT_FAIL);
+	th_budget_s = budget_s;
+	th_children_budget_s = 0;
+	th_in_run_child = run_child;
 }
 
 static inline void th_child_free(struct th_child *res)
@@ -283,6 +326,7 @@ static inline void th_run(void (*fn)(void *), void *arg, int timeout_s,
 			  struct th_child *res)
 {
 	int out[2], err[2];
+	th_book_child_budget(timeout_s);
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
 		abort();
 	fflush(stdout);
@@ -291,7 +335,7 @@ static inline void th_run(void (*fn)(void *), void *arg, int timeout_s,
 	if (pid < 0)
 		abort();
 	if (pid == 0) {
-		th_child_setup();
+		th_child_setup(timeout_s, true);
 		dup2(out[1], 1);
 		dup2(err[1], 2);
 		fn(arg);
@@ -314,6 +358,7 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 			   struct th_child *res)
 {
 	int out[2], err[2];
+	th_book_child_budget(timeout_s);
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
 		abort();
 	fflush(stdout);
@@ -322,7 +367,7 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 	if (pid < 0)
 		abort();
 	if (pid == 0) {
-		th_child_setup();
+		th_child_setup(timeout_s, false);
 		int in = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY);
 		if (in >= 0)
 			dup2(in, 0);
@@ -370,6 +415,8 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 	struct th_test *th_tests_head, **th_tests_tail;                        \
 	int th_failed_expectations;                                            \
 	const char *th_current = "";                                           \
+	int th_budget_s, th_children_budget_s;                                 \
+	bool th_in_run_child;                                                  \
 	int main(int argc, char **argv)                                        \
 	{                                                                      \
 		return th_main(argc, argv);                                    \
@@ -411,7 +458,7 @@ static inline int th_run_one(struct th_test *t, int *skipped)
 		return 0;
 	}
 	if (pid == 0) {
-		th_child_setup();
+		th_child_setup(budget, false);
 		th_current = t->name;
 		t->fn();
 		fflush(stdout);
