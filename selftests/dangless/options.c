@@ -232,7 +232,8 @@ BOTH_TIMEOUT(backend_host, ST_CHILDREN_BUDGET(2))
 	th_child_free(&res);
 }
 
-BOTH_TIMEOUT(fallback_1_without_exhaustion_changes_nothing, ST_CHILDREN_BUDGET(2))
+BOTH_TIMEOUT(fallback_1_without_exhaustion_changes_nothing,
+	     ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("fallback=1", "uaf-read", NULL, &res);

@@ -56,8 +56,10 @@ static const char *st_find_prog(const char *const cands[])
 
 #define ST_MAX_ENV 8
 
-/* A run of a real program (python3, sqlite3, perl, gcc), plain or under
- * Dangless; st_compare() makes two. */
+/*
+ * A run of a real program (python3, sqlite3, perl, gcc), plain or under
+ * Dangless; st_compare() makes two.
+ */
 #define ST_REAL_RUN_S 90
 #define ST_COMPARE_BUDGET (2 * ST_REAL_RUN_S + TH_PARENT_ROOM)
 
