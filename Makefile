@@ -1,6 +1,12 @@
 # Dangless top-level build.  Each room adds its own fragment (*.mk) and
 # appends to TEST_SUITES / TEST_DEPS / BENCH_TARGETS / DEMO_DEPS.
 #
+# make expands a rule's prerequisites as it reads the rule, so a rule written
+# before the last fragment is included sees a list without that fragment's
+# part (`make demo` once ran a program it had not built).  Hence fragments
+# only append to these lists, and every rule that uses them comes after all
+# the includes, at the end of this file.
+#
 #   make            libdangless.so, libdangless.a, the dangless command
 #   make demo       a dangling pointer caught, with its report
 #   make test       the whole suite (what .ci/run calls)
@@ -52,6 +58,12 @@ include tools/tools.mk
 # tools/install-deps installs them as root, or says what to run.
 deps:
 	@tools/install-deps
+
+# ---- rules over the lists the fragments append to: keep them last ----
+
+# The demo: the thesis's messaging example, first on glibc, then on Dangless.
+demo: all $(DEMO_DEPS)
+	@tools/demo $(BUILD)
 
 test: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)

@@ -4,17 +4,25 @@
  *
  *   TEST(name) { ASSERT_EQ(4, 2 + 2); }
  *   TEST_SIGNAL(name, SIGSEGV) { *(volatile int *)0 = 1; }
+ *   TEST_TIMEOUT(name, 300) { ...a test that needs more than the default... }
  *   TEST_HARNESS_MAIN
  *
- * Every test runs in a forked child in its own process group with a timeout
- * (TH_TIMEOUT seconds, 120 unless the environment says otherwise), so a test
- * that crashes or hangs fails alone.  ASSERT_* ends the test, EXPECT_* records
- * the failure and goes on.  Output is TAP 13; the last line is exactly
- * "N passed, N failed" so that any runner can read the result.
+ * Every test runs in a forked child in its own process group with a budget
+ * in seconds, so a test that crashes or hangs fails alone.  The budget is
+ * the one TEST_TIMEOUT gives, else TH_TIMEOUT from the environment, else 120.
+ * ASSERT_* ends the test, EXPECT_* records the failure and goes on.  Output
+ * is TAP 13, each result line ending in the test's time ("ok 3 name # 1.2 s");
+ * the last line is exactly "N passed, N failed" so that any runner can read
+ * the result.
  *
  * th_run() runs a function in a further child with its stdout and stderr
  * captured, and th_exec() runs a program the same way: use them to show that
- * a dangling access really kills the process, and with which report.
+ * a dangling access really kills the process, and with which report.  Each
+ * child gets its own budget, and the budgets of all the children a test
+ * starts must fit in the test's own with TH_PARENT_ROOM seconds to spare:
+ * otherwise the test would pass or time out depending on how loaded the
+ * machine is.  So the harness fails a test as it starts the child that does
+ * not fit, on any machine, and says what budget the test needs.
  */
 #ifndef DANGLESS_SELFTEST_HARNESS_H
 #define DANGLESS_SELFTEST_HARNESS_H
@@ -30,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -39,16 +48,25 @@
 #define TH_KSFT_FAIL 1
 #define TH_KSFT_SKIP 4
 
+#define TH_DEFAULT_TIMEOUT 120
+/* What a test keeps for its own work beyond its children's budgets. */
+#define TH_PARENT_ROOM 15
+
 struct th_test {
 	const char *name;
 	void (*fn)(void);
 	int expect_signal; /* 0: must exit 0; else must die by this signal */
+	int timeout_s;     /* 0: TH_TIMEOUT or TH_DEFAULT_TIMEOUT */
 	struct th_test *next;
 };
 
 extern struct th_test *th_tests_head, **th_tests_tail;
 extern int th_failed_expectations;
 extern const char *th_current;
+/* In a test or th_run child: its budget, and what its children were given. */
+extern int th_budget_s, th_children_budget_s;
+/* In a th_run child, whose stdout is captured rather than the TAP stream. */
+extern bool th_in_run_child;
 
 static inline void th_register(struct th_test *t)
 {
@@ -58,18 +76,22 @@ static inline void th_register(struct th_test *t)
 	th_tests_tail = &t->next;
 }
 
-#define TH_DEFINE(test_name, sig)                                              \
+#define TH_DEFINE(test_name, sig, timeout)                                     \
 	static void test_##test_name(void);                                    \
 	static struct th_test th_desc_##test_name = {                          \
-		.name = #test_name, .fn = test_##test_name, .expect_signal = sig}; \
+		.name = #test_name,                                            \
+		.fn = test_##test_name,                                        \
+		.expect_signal = sig,                                          \
+		.timeout_s = timeout};                                         \
 	__attribute__((constructor)) static void th_reg_##test_name(void)      \
 	{                                                                      \
 		th_register(&th_desc_##test_name);                             \
 	}                                                                      \
 	static void test_##test_name(void)
 
-#define TEST(name) TH_DEFINE(name, 0)
-#define TEST_SIGNAL(name, sig) TH_DEFINE(name, sig)
+#define TEST(name) TH_DEFINE(name, 0, 0)
+#define TEST_SIGNAL(name, sig) TH_DEFINE(name, sig, 0)
+#define TEST_TIMEOUT(name, seconds) TH_DEFINE(name, 0, seconds)
 
 #define TH_LOG(fmt, ...)                                                       \
 	fprintf(stdout, "# %s:%d:%s: " fmt "\n", __FILE__, __LINE__,           \
@@ -241,6 +263,57 @@ static inline void th_collect(pid_t pid, int out_fd, int err_fd,
 		;
 }
 
+/*
+ * Books timeout_s against the budget of the test (or th_run child) that is
+ * about to start a child; fails it if its children's budgets no longer fit.
+ */
+static inline void th_book_child_budget(int timeout_s)
+{
+	if (!th_budget_s)
+		return; /* not inside a test */
+	th_children_budget_s += timeout_s;
+	if (th_children_budget_s + TH_PARENT_ROOM <= th_budget_s)
+		return;
+	int needed = th_children_budget_s + TH_PARENT_ROOM;
+	if (th_in_run_child)
+		fprintf(stderr,
+			"# %s: a th_run child's own children have budgets "
+			"adding up to %d s (this one %d s), over its %d s less "
+			"%d s of room: give that th_run %d s or more, or its "
+			"children less\n",
+			th_current, th_children_budget_s, timeout_s,
+			th_budget_s, TH_PARENT_ROOM, needed);
+	else
+		fprintf(stdout,
+			"# %s: its children's budgets add up to %d s (this one "
+			"%d s), over its own %d s less %d s of room, so on a "
+			"loaded machine it could time out while its children "
+			"are in time: give it TEST_TIMEOUT(%s, %d) or more, or "
+			"its children less\n",
+			th_current, th_children_budget_s, timeout_s,
+			th_budget_s, TH_PARENT_ROOM, th_current, needed);
+	th_fail(true);
+}
+
+/*
+ * In a freshly forked child: its own process group (so that a timeout kills
+ * all it started), and death with the process that forked it, so that a
+ * budget running out above it also ends it and nothing is left running on.
+ * (The death signal follows the forking thread: fork from a test's main
+ * thread.)
+ */
+static inline void th_child_setup(int budget_s, bool run_child)
+{
+	pid_t parent = getppid();
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(TH_KSFT_FAIL);
+	th_budget_s = budget_s;
+	th_children_budget_s = 0;
+	th_in_run_child = run_child;
+}
+
 static inline void th_child_free(struct th_child *res)
 {
 	free(res->out);
@@ -253,6 +326,7 @@ static inline void th_run(void (*fn)(void *), void *arg, int timeout_s,
 			  struct th_child *res)
 {
 	int out[2], err[2];
+	th_book_child_budget(timeout_s);
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
 		abort();
 	fflush(stdout);
@@ -261,7 +335,7 @@ static inline void th_run(void (*fn)(void *), void *arg, int timeout_s,
 	if (pid < 0)
 		abort();
 	if (pid == 0) {
-		setpgid(0, 0);
+		th_child_setup(timeout_s, true);
 		dup2(out[1], 1);
 		dup2(err[1], 2);
 		fn(arg);
@@ -284,6 +358,7 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 			   struct th_child *res)
 {
 	int out[2], err[2];
+	th_book_child_budget(timeout_s);
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
 		abort();
 	fflush(stdout);
@@ -292,7 +367,7 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 	if (pid < 0)
 		abort();
 	if (pid == 0) {
-		setpgid(0, 0);
+		th_child_setup(timeout_s, false);
 		int in = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY);
 		if (in >= 0)
 			dup2(in, 0);
@@ -340,20 +415,42 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 	struct th_test *th_tests_head, **th_tests_tail;                        \
 	int th_failed_expectations;                                            \
 	const char *th_current = "";                                           \
+	int th_budget_s, th_children_budget_s;                                 \
+	bool th_in_run_child;                                                  \
 	int main(int argc, char **argv)                                        \
 	{                                                                      \
 		return th_main(argc, argv);                                    \
 	}
 
-static inline int th_timeout_seconds(void)
+static inline struct th_test *th_find_test(const char *name)
 {
-	const char *t = getenv("TH_TIMEOUT");
-	int v = t ? atoi(t) : 0;
-	return v > 0 ? v : 120;
+	for (struct th_test *t = th_tests_head; t; t = t->next)
+		if (strcmp(t->name, name) == 0)
+			return t;
+	return NULL;
+}
+
+/* The budget of test t: its own, else TH_TIMEOUT, else the default. */
+static inline int th_test_budget(const struct th_test *t)
+{
+	if (t->timeout_s > 0)
+		return t->timeout_s;
+	const char *env = getenv("TH_TIMEOUT");
+	int v = env ? atoi(env) : 0;
+	return v > 0 ? v : TH_DEFAULT_TIMEOUT;
+}
+
+static inline double th_seconds_since(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) +
+	       (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
 static inline int th_run_one(struct th_test *t, int *skipped)
 {
+	int budget = th_test_budget(t), status = 0;
 	fflush(stdout);
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -361,25 +458,23 @@ static inline int th_run_one(struct th_test *t, int *skipped)
 		return 0;
 	}
 	if (pid == 0) {
-		setpgid(0, 0);
+		th_child_setup(budget, false);
 		th_current = t->name;
 		t->fn();
 		fflush(stdout);
 		_exit(th_failed_expectations ? TH_KSFT_FAIL : TH_KSFT_PASS);
 	}
-	int timeout = th_timeout_seconds(), status = 0;
-	struct timespec start, now;
+	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
 		pid_t r = waitpid(pid, &status, WNOHANG);
 		if (r == pid)
 			break;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - start.tv_sec >= timeout) {
+		if (th_seconds_since(&start) >= budget) {
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
-			printf("# %s: timed out after %d s\n", t->name, timeout);
+			printf("# %s: timed out after %d s\n", t->name, budget);
 			return 0;
 		}
 		usleep(2000);
@@ -430,18 +525,21 @@ static inline int th_main(int argc, char **argv)
 		if (only && strcmp(only, t->name) != 0)
 			continue;
 		int skip = 0;
+		struct timespec start;
 		printf("# RUN %s\n", t->name);
+		clock_gettime(CLOCK_MONOTONIC, &start);
 		int ok = th_run_one(t, &skip);
+		double took = th_seconds_since(&start);
 		n++;
 		if (skip) {
 			skipped++;
 			printf("ok %d %s # SKIP\n", n, t->name);
 		} else if (ok) {
 			passed++;
-			printf("ok %d %s\n", n, t->name);
+			printf("ok %d %s # %.1f s\n", n, t->name, took);
 		} else {
 			failed++;
-			printf("not ok %d %s\n", n, t->name);
+			printf("not ok %d %s # %.1f s\n", n, t->name, took);
 		}
 	}
 	printf("# Totals: pass:%d fail:%d xfail:0 xpass:0 skip:%d error:0\n",

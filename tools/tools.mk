@@ -1,4 +1,5 @@
-# The dangless command, dangless-setup, install and the demo.
+# The dangless command, dangless-setup and install.  (The demo rule is in
+# the top Makefile: it needs DEMO_DEPS complete.)
 $(DANGLESS_BIN): tools/dangless.c include/dangless/dangless.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< -ldl
@@ -31,7 +32,3 @@ install: all
 	install -m 755 tools/dangless-setup $(DESTDIR)$(BINDIR)/dangless-setup
 	printf '%s\n' "$$DANGLESS_PC_SHARED" > $(DESTDIR)$(LIBDIR)/pkgconfig/dangless.pc
 	printf '%s\n' "$$DANGLESS_PC_STATIC" > $(DESTDIR)$(LIBDIR)/pkgconfig/dangless-static.pc
-
-# The demo: the thesis's messaging example, first on glibc, then on Dangless.
-demo: all $(DEMO_DEPS)
-	@tools/demo $(BUILD)

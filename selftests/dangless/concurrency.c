@@ -178,7 +178,13 @@ static void *st_worker(void *arg)
 	return NULL;
 }
 
-TEST(threads_8x100k_cross_thread_frees)
+/*
+ * 8 x 10^5 operations took 2 s on a quiet machine and up to a minute under
+ * stacks=1 or batch:64 on a loaded one; the batch flushes and the stack
+ * captures are exercised under contention the more operations there are.
+ */
+#define ST_CROSS_FREES_S 300
+TEST_TIMEOUT(threads_8x100k_cross_thread_frees, ST_CROSS_FREES_S)
 {
 	struct dangless_stats before = st_stats();
 	pthread_t t[ST_THREADS];
@@ -262,11 +268,14 @@ static void st_realloc_body(void *arg)
 	printf("bad %ld\n", atomic_load(&st_realloc_bad));
 }
 
-TEST(threads_realloc_keeps_contents)
+#define ST_REALLOC_ROUNDS 3
+#define ST_REALLOC_ROUND_S 90
+#define ST_REALLOC_S (ST_REALLOC_ROUNDS * ST_REALLOC_ROUND_S + TH_PARENT_ROOM)
+TEST_TIMEOUT(threads_realloc_keeps_contents, ST_REALLOC_S)
 {
-	for (int round = 0; round < 3; round++) {
+	for (int round = 0; round < ST_REALLOC_ROUNDS; round++) {
 		struct th_child res;
-		th_run(st_realloc_body, NULL, 60, &res);
+		th_run(st_realloc_body, NULL, ST_REALLOC_ROUND_S, &res);
 		ASSERT_EXITED(0, res);
 		if (!strstr(res.out, "bad 0\n"))
 			th_print_quoted(res.out);
@@ -310,13 +319,13 @@ static void st_multi_page_body(void *arg)
 	printf("done\n");
 }
 
-TEST(threads_multi_page_small_objects)
+TEST_TIMEOUT(threads_multi_page_small_objects, ST_CHILDREN_BUDGET(2))
 {
 	static const size_t sizes[] = {9000, 27000};
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
-		th_run(st_multi_page_body, (void *)(uintptr_t)sizes[i], 60,
-		       &res);
+		th_run(st_multi_page_body, (void *)(uintptr_t)sizes[i],
+		       ST_CHILD_S, &res);
 		if (!WIFEXITED(res.status))
 			TH_LOG("4 threads of %zu-byte objects", sizes[i]);
 		ASSERT_EXITED(0, res);
@@ -328,35 +337,51 @@ TEST(threads_multi_page_small_objects)
 /*
  * The thread tests again in a fresh copy of this suite with other options:
  * batch revocation (quarantine and flushes under contention) and stacks=1
- * (a stack captured on every malloc and free).
+ * (a stack captured on every malloc and free).  One test per test and
+ * option set, each with the budget of the test it reruns and room for the
+ * suite around it: together they take minutes on a loaded machine.
  */
-TEST(threads_with_batch_revocation_and_stacks)
+static void st_rerun_with_options(const char *test, const char *options)
 {
-	static const char *const opts[] = {
-		"DANGLESS_OPTIONS=revoke=batch:64",
-		"DANGLESS_OPTIONS=revoke=batch:1000",
-		"DANGLESS_OPTIONS=stacks=1",
-	};
-	static const char *const tests[] = {
-		"threads_8x100k_cross_thread_frees",
-		"threads_realloc_keeps_contents",
-	};
-	for (int o = 0; o < 3; o++) {
-		for (int t = 0; t < 2; t++) {
-			const char *const envv[] = {opts[o], NULL};
-			const char *const argv[] = {"/proc/self/exe", "-t",
-						    tests[t], NULL};
-			struct th_child res;
-			th_exec(argv, envv, NULL, 110, &res);
-			if (!strstr(res.out, "\n1 passed, 0 failed\n")) {
-				TH_LOG("%s with %s:", tests[t], opts[o]);
-				th_print_quoted(res.out);
-			}
-			EXPECT_CONTAINS("\n1 passed, 0 failed\n", res.out);
-			th_child_free(&res);
-		}
+	const struct th_test *t = th_find_test(test);
+	ASSERT_NOT_NULL(t);
+	char env[128];
+	snprintf(env, sizeof(env), "DANGLESS_OPTIONS=%s", options);
+	const char *const envv[] = {env, NULL};
+	const char *const argv[] = {"/proc/self/exe", "-t", test, NULL};
+	struct th_child res;
+	th_exec(argv, envv, NULL, th_test_budget(t) + TH_PARENT_ROOM, &res);
+	if (!strstr(res.out, "\n1 passed, 0 failed\n")) {
+		TH_LOG("%s with DANGLESS_OPTIONS=%s:", test, options);
+		th_print_quoted(res.out);
+		th_print_quoted(res.err);
 	}
+	ASSERT_CONTAINS("\n1 passed, 0 failed\n", res.out);
+	/* Dangless only warns about an option it cannot take, and goes on
+	 * with its default: the rerun would quietly test the defaults */
+	EXPECT_STREQ("", res.err);
+	th_child_free(&res);
 }
+
+#define ST_RERUN(name, test, test_budget_s, options)                          \
+	TEST_TIMEOUT(name, (test_budget_s) + 2 * TH_PARENT_ROOM)               \
+	{                                                                      \
+		st_rerun_with_options(#test, options);                         \
+	}
+
+ST_RERUN(threads_8x100k_cross_thread_frees_batch_64,
+	 threads_8x100k_cross_thread_frees, ST_CROSS_FREES_S, "revoke=batch:64")
+ST_RERUN(threads_8x100k_cross_thread_frees_batch_1000,
+	 threads_8x100k_cross_thread_frees, ST_CROSS_FREES_S,
+	 "revoke=batch:1000")
+ST_RERUN(threads_8x100k_cross_thread_frees_stacks,
+	 threads_8x100k_cross_thread_frees, ST_CROSS_FREES_S, "stacks=1")
+ST_RERUN(threads_realloc_keeps_contents_batch_64,
+	 threads_realloc_keeps_contents, ST_REALLOC_S, "revoke=batch:64")
+ST_RERUN(threads_realloc_keeps_contents_batch_1000,
+	 threads_realloc_keeps_contents, ST_REALLOC_S, "revoke=batch:1000")
+ST_RERUN(threads_realloc_keeps_contents_stacks,
+	 threads_realloc_keeps_contents, ST_REALLOC_S, "stacks=1")
 
 /* All threads allocate at once: every object gets its own alias pages. */
 #define ST_PER_THREAD 5000

@@ -25,23 +25,27 @@ static void st_scenario(const char *opts, const char *a1, const char *a2,
 	const char *const argv[] = {
 		st_selftest_prog(st_mode ? "st-scenario-plain" : "st-scenario"),
 		a1, a2, NULL};
-	th_exec(argv, envv, NULL, 60, res);
+	th_exec(argv, envv, NULL, ST_CHILD_S, res);
 }
 
-/* Each test runs twice: name_static and name_preload. */
-#define BOTH(name)                                                             \
+/*
+ * Each test runs twice: name_static and name_preload, each with the budget
+ * given (0: the harness's default).
+ */
+#define BOTH_TIMEOUT(name, budget_s)                                           \
 	static void st_body_##name(void);                                      \
-	TEST(name##_static)                                                    \
+	TEST_TIMEOUT(name##_static, budget_s)                                  \
 	{                                                                      \
 		st_mode = 0;                                                   \
 		st_body_##name();                                              \
 	}                                                                      \
-	TEST(name##_preload)                                                   \
+	TEST_TIMEOUT(name##_preload, budget_s)                                 \
 	{                                                                      \
 		st_mode = 1;                                                   \
 		st_body_##name();                                              \
 	}                                                                      \
 	static void st_body_##name(void)
+#define BOTH(name) BOTH_TIMEOUT(name, 0)
 
 BOTH(environment_reaches_main)
 {
@@ -52,13 +56,13 @@ BOTH(environment_reaches_main)
 		st_selftest_prog(st_mode ? "st-scenario-plain" : "st-scenario"),
 		"env", "ST_PROBE", NULL};
 	struct th_child res;
-	th_exec(argv, envv, NULL, 60, &res);
+	th_exec(argv, envv, NULL, ST_CHILD_S, &res);
 	ASSERT_EXITED(0, res);
 	ASSERT_STREQ("ST_PROBE=hello\n", res.out);
 	th_child_free(&res);
 }
 
-BOTH(no_options_basic)
+BOTH_TIMEOUT(no_options_basic, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("", "basic", NULL, &res);
@@ -122,7 +126,8 @@ static const char *st_first_frame_fn(const char *err, const char *title)
 	return fn;
 }
 
-BOTH(stacks_1_frames_point_at_the_program)
+/* one scenario, its three stacks symbolised by the report itself */
+BOTH_TIMEOUT(stacks_1_frames_point_at_the_program, ST_CHILDREN_BUDGET(1))
 {
 	/* the first frame of each stack is the program's own code (uaf() in
 	 * scenario.c), not Dangless's or the signal handler's */
@@ -149,7 +154,7 @@ BOTH(stacks_1_double_free)
 	th_child_free(&res);
 }
 
-BOTH(stats_1_prints_counters_at_exit)
+BOTH_TIMEOUT(stats_1_prints_counters_at_exit, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("stats=1", "churn", "1000", &res);
@@ -192,7 +197,7 @@ BOTH(stats_reflect_churn)
 	th_child_free(&res);
 }
 
-BOTH(verbosity_levels_accepted)
+BOTH_TIMEOUT(verbosity_levels_accepted, ST_CHILDREN_BUDGET(3))
 {
 	static const char *const v[] = {"verbosity=0", "verbosity=1",
 					"verbosity=2"};
@@ -205,7 +210,7 @@ BOTH(verbosity_levels_accepted)
 	}
 }
 
-BOTH(backend_host)
+BOTH_TIMEOUT(backend_host, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("backend=host", "basic", NULL, &res);
@@ -218,7 +223,8 @@ BOTH(backend_host)
 }
 
 /* Messages name the backend that runs, not the one asked for. */
-BOTH(unbuilt_backend_says_so_and_reports_the_running_one)
+BOTH_TIMEOUT(unbuilt_backend_says_so_and_reports_the_running_one,
+	     ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("backend=kvm:stats=1:verbosity=1", "uaf-read", NULL, &res);
@@ -233,7 +239,8 @@ BOTH(unbuilt_backend_says_so_and_reports_the_running_one)
 	th_child_free(&res);
 }
 
-BOTH(fallback_1_without_exhaustion_changes_nothing)
+BOTH_TIMEOUT(fallback_1_without_exhaustion_changes_nothing,
+	     ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("fallback=1", "uaf-read", NULL, &res);
@@ -255,7 +262,7 @@ BOTH(revoke_strict_explicit)
 	th_child_free(&res);
 }
 
-BOTH(revoke_batch_catches_after_the_batch)
+BOTH_TIMEOUT(revoke_batch_catches_after_the_batch, ST_CHILDREN_BUDGET(4))
 {
 	static const char *const batches[][2] = {
 		{"revoke=batch:16", "16"},
@@ -278,7 +285,7 @@ BOTH(revoke_batch_catches_after_the_batch)
 
 /* The quarantine's blind window: a freed object is still mapped, so it is
  * poisoned and the poison checked when the batch is flushed. */
-BOTH(revoke_batch_write_after_free_is_reported_by_the_next_flush)
+BOTH_TIMEOUT(revoke_batch_write_after_free_is_reported_by_the_next_flush, ST_CHILDREN_BUDGET(2))
 {
 	static const char *const cases[][2] = {
 		{"batch-write", "64"}, /* found when the batch fills */
@@ -305,7 +312,7 @@ BOTH(revoke_batch_write_after_free_is_reported_by_the_next_flush)
 	}
 }
 
-BOTH(revoke_batch_read_after_free_gets_poison)
+BOTH_TIMEOUT(revoke_batch_read_after_free_gets_poison, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("revoke=batch:64", "batch-read", NULL, &res);
@@ -406,7 +413,7 @@ BOTH(dedicate_vmem_used_up_fallback_0_aborts)
 
 /* ---- reports: SUMMARY, symbols, where they go, how they end ---- */
 
-BOTH(summary_line_ends_each_report)
+BOTH_TIMEOUT(summary_line_ends_each_report, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("", "uaf-read", NULL, &res);
@@ -550,7 +557,7 @@ BOTH(log_path_writes_path_dot_pid)
 	th_child_free(&res);
 }
 
-BOTH(exitcode_n_for_bad_frees)
+BOTH_TIMEOUT(exitcode_n_for_bad_frees, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("exitcode=23", "double-free", NULL, &res);
@@ -564,7 +571,7 @@ BOTH(exitcode_n_for_bad_frees)
 	th_child_free(&res);
 }
 
-BOTH(abort_on_error_1_aborts_every_report)
+BOTH_TIMEOUT(abort_on_error_1_aborts_every_report, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("abort_on_error=1", "uaf-read", NULL, &res);
@@ -576,7 +583,7 @@ BOTH(abort_on_error_1_aborts_every_report)
 	th_child_free(&res);
 }
 
-BOTH(halt_on_error_0_goes_on_after_a_bad_free)
+BOTH_TIMEOUT(halt_on_error_0_goes_on_after_a_bad_free, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_scenario("halt_on_error=0", "double-free", NULL, &res);
@@ -596,7 +603,7 @@ BOTH(halt_on_error_0_goes_on_after_a_bad_free)
  * LD_PRELOAD there) run by an unprivileged user: revoke=batch would let the
  * dangling read through, log_path would write a file as root.
  */
-TEST(secure_execution_ignores_weakening_options)
+TEST_TIMEOUT(secure_execution_ignores_weakening_options, ST_CHILDREN_BUDGET(4))
 {
 	if (geteuid() != 0)
 		SKIP(return, "needs root to make a setuid-root program");

@@ -15,20 +15,20 @@ static void st_plain(const char *how, const char *a1, const char *a2,
 	if (!strcmp(how, "preload")) {
 		const char *const envv[] = {st_preload_env(), NULL};
 		const char *const argv[] = {prog, a1, a2, NULL};
-		th_exec(argv, envv, NULL, 60, res);
+		th_exec(argv, envv, NULL, ST_CHILD_S, res);
 	} else if (!strcmp(how, "run")) {
 		const char *const argv[] = {st_dangless_bin(), "run", "--",
 					    prog, a1, a2, NULL};
-		th_exec(argv, NULL, NULL, 60, res);
+		th_exec(argv, NULL, NULL, ST_CHILD_S, res);
 	} else {
 		const char *const argv[] = {prog, a1, a2, NULL};
-		th_exec(argv, NULL, NULL, 60, res);
+		th_exec(argv, NULL, NULL, ST_CHILD_S, res);
 	}
 }
 
 static const char *const st_hows[] = {"preload", "run"};
 
-TEST(without_dangless_nothing_is_caught)
+TEST_TIMEOUT(without_dangless_nothing_is_caught, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;
 	st_plain("glibc", "active", NULL, &res);
@@ -41,7 +41,7 @@ TEST(without_dangless_nothing_is_caught)
 	th_child_free(&res);
 }
 
-TEST(dangless_is_active)
+TEST_TIMEOUT(dangless_is_active, ST_CHILDREN_BUDGET(2))
 {
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
@@ -54,7 +54,7 @@ TEST(dangless_is_active)
 	}
 }
 
-TEST(basic_api)
+TEST_TIMEOUT(basic_api, ST_CHILDREN_BUDGET(2))
 {
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
@@ -65,7 +65,7 @@ TEST(basic_api)
 	}
 }
 
-TEST(uaf_read_and_write_caught)
+TEST_TIMEOUT(uaf_read_and_write_caught, ST_CHILDREN_BUDGET(4))
 {
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
@@ -81,7 +81,7 @@ TEST(uaf_read_and_write_caught)
 	}
 }
 
-TEST(double_free_caught)
+TEST_TIMEOUT(double_free_caught, ST_CHILDREN_BUDGET(2))
 {
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
@@ -94,7 +94,7 @@ TEST(double_free_caught)
 	}
 }
 
-TEST(churn_same_output_as_glibc)
+TEST_TIMEOUT(churn_same_output_as_glibc, ST_CHILDREN_BUDGET(3))
 {
 	struct th_child g, d;
 	st_plain("glibc", "churn", "20000", &g);
@@ -108,7 +108,7 @@ TEST(churn_same_output_as_glibc)
 	th_child_free(&g);
 }
 
-TEST(execve_keeps_the_preload)
+TEST_TIMEOUT(execve_keeps_the_preload, ST_CHILDREN_BUDGET(2))
 {
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
@@ -131,7 +131,7 @@ TEST(execve_through_a_shell)
 	const char *const argv[] = {st_dangless_bin(), "run", "--", "/bin/sh",
 				    "-c", cmd, NULL};
 	struct th_child res;
-	th_exec(argv, NULL, NULL, 60, &res);
+	th_exec(argv, NULL, NULL, ST_CHILD_S, &res);
 	ASSERT_CONTAINS("dangless=yes", res.out);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_UAF_REPORT(res, "WRITE", target, 10, 100);
@@ -146,7 +146,7 @@ TEST(preload_options_pass_through)
 				    st_selftest_prog("st-scenario-plain"),
 				    "uaf-read", NULL};
 	struct th_child res;
-	th_exec(argv, envv, NULL, 60, &res);
+	th_exec(argv, envv, NULL, ST_CHILD_S, &res);
 	ASSERT_KILLED_BY(SIGSEGV, res);
 	EXPECT_CONTAINS("dangless: allocated at:", res.err);
 	EXPECT_CONTAINS("dangless: freed at:", res.err);
@@ -158,7 +158,7 @@ TEST(dangless_run_exit_status_passes_through)
 	const char *const argv[] = {st_dangless_bin(), "run", "--", "/bin/sh",
 				    "-c", "exit 7", NULL};
 	struct th_child res;
-	th_exec(argv, NULL, NULL, 60, &res);
+	th_exec(argv, NULL, NULL, ST_CHILD_S, &res);
 	ASSERT_EXITED(7, res);
 	th_child_free(&res);
 }
@@ -171,7 +171,7 @@ TEST(dangless_run_o_option)
 				    st_selftest_prog("st-scenario-plain"),
 				    "uaf-read", NULL};
 	struct th_child res;
-	th_exec(argv, NULL, NULL, 60, &res);
+	th_exec(argv, NULL, NULL, ST_CHILD_S, &res);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
 	EXPECT_CONTAINS("dangless: allocated at:", res.err);
@@ -183,7 +183,7 @@ TEST(dangless_version)
 {
 	const char *const argv[] = {st_dangless_bin(), "--version", NULL};
 	struct th_child res;
-	th_exec(argv, NULL, NULL, 60, &res);
+	th_exec(argv, NULL, NULL, ST_CHILD_S, &res);
 	ASSERT_EXITED(0, res);
 	ASSERT_CONTAINS(DANGLESS_VERSION, res.out);
 	th_child_free(&res);

@@ -57,6 +57,13 @@ static const char *st_find_prog(const char *const cands[])
 #define ST_MAX_ENV 8
 
 /*
+ * A run of a real program (python3, sqlite3, perl, gcc), plain or under
+ * Dangless; st_compare() makes two.
+ */
+#define ST_REAL_RUN_S 90
+#define ST_COMPARE_BUDGET (2 * ST_REAL_RUN_S + TH_PARENT_ROOM)
+
+/*
  * Runs args plainly and under `dangless run -- ` (with stats=1), both with
  * the extra environment env and stdin from stdin_path; both must exit 0 with
  * the same stdout, and the Dangless run's stderr must hold the statistics.
@@ -72,7 +79,7 @@ static void st_compare(const char *const args[], const char *const env[],
 	denv[e++] = "DANGLESS_OPTIONS=stats=1";
 	denv[e] = NULL;
 
-	th_exec(args, env, stdin_path, 90, g);
+	th_exec(args, env, stdin_path, ST_REAL_RUN_S, g);
 	ASSERT_EXITED(0, *g);
 
 	argv[n++] = st_dangless_bin();
@@ -81,7 +88,7 @@ static void st_compare(const char *const args[], const char *const env[],
 	for (int i = 0; args[i] && n < 31; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	th_exec(argv, denv, stdin_path, 90, d);
+	th_exec(argv, denv, stdin_path, ST_REAL_RUN_S, d);
 	ASSERT_EXITED(0, *d);
 	ASSERT_LT((size_t)0, g->out_len);
 	if (strcmp(g->out, d->out) != 0) {
@@ -95,7 +102,7 @@ static void st_compare(const char *const args[], const char *const env[],
 	ASSERT_CONTAINS("allocs", d->err);
 }
 
-TEST(python3_pymalloc_off)
+TEST_TIMEOUT(python3_pymalloc_off, ST_COMPARE_BUDGET)
 {
 	static const char *const cands[] = {"/usr/bin/python3", "python3", NULL};
 	const char *py = st_find_prog(cands);
@@ -111,7 +118,7 @@ TEST(python3_pymalloc_off)
 	th_child_free(&d);
 }
 
-TEST(sqlite3_script)
+TEST_TIMEOUT(sqlite3_script, ST_COMPARE_BUDGET)
 {
 	static const char *const cands[] = {"sqlite3", NULL};
 	const char *sq = st_find_prog(cands);
@@ -125,7 +132,7 @@ TEST(sqlite3_script)
 	th_child_free(&d);
 }
 
-TEST(perl_script)
+TEST_TIMEOUT(perl_script, ST_COMPARE_BUDGET)
 {
 	static const char *const cands[] = {"/usr/bin/perl", "perl", NULL};
 	const char *pl = st_find_prog(cands);
@@ -141,7 +148,12 @@ TEST(perl_script)
 	th_child_free(&d);
 }
 
-TEST(gcc_compiles_a_c_file)
+/* Compile (two runs), nm (two), link (two), run the programs (two). */
+#define ST_LINK_RUN_S 60
+#define ST_QUICK_RUN_S 30
+TEST_TIMEOUT(gcc_compiles_a_c_file,
+	     2 * (ST_REAL_RUN_S + ST_QUICK_RUN_S + ST_LINK_RUN_S +
+		  ST_QUICK_RUN_S) + TH_PARENT_ROOM)
 {
 	static const char *const cands[] = {"gcc", "cc", NULL};
 	const char *gcc = st_find_prog(cands);
@@ -159,12 +171,12 @@ TEST(gcc_compiles_a_c_file)
 	/* compile: plainly, and with every gcc process under Dangless */
 	struct th_child g, d;
 	const char *const cg[] = {gcc, "-O2", "-c", src, "-o", obj_g, NULL};
-	th_exec(cg, NULL, NULL, 90, &g);
+	th_exec(cg, NULL, NULL, ST_REAL_RUN_S, &g);
 	ASSERT_EXITED(0, g);
 	const char *const env[] = {"DANGLESS_OPTIONS=stats=1", NULL};
 	const char *const cd[] = {st_dangless_bin(), "run", "--", gcc, "-O2",
 				  "-c", src, "-o", obj_d, NULL};
-	th_exec(cd, env, NULL, 90, &d);
+	th_exec(cd, env, NULL, ST_REAL_RUN_S, &d);
 	ASSERT_EXITED(0, d);
 	char *stats_err = strdup(d.err); /* checked at the end */
 	th_child_free(&g);
@@ -172,8 +184,8 @@ TEST(gcc_compiles_a_c_file)
 
 	/* the same symbols ... */
 	const char *const ng[] = {"nm", obj_g, NULL}, *const nd[] = {"nm", obj_d, NULL};
-	th_exec(ng, NULL, NULL, 30, &g);
-	th_exec(nd, NULL, NULL, 30, &d);
+	th_exec(ng, NULL, NULL, ST_QUICK_RUN_S, &g);
+	th_exec(nd, NULL, NULL, ST_QUICK_RUN_S, &d);
 	ASSERT_EXITED(0, g);
 	ASSERT_EXITED(0, d);
 	ASSERT_CONTAINS(" T main\n", g.out);
@@ -195,15 +207,15 @@ TEST(gcc_compiles_a_c_file)
 	/* ... and the same behaviour once linked */
 	const char *const lg[] = {gcc, obj_g, "-o", exe_g, NULL};
 	const char *const ld[] = {gcc, obj_d, "-o", exe_d, NULL};
-	th_exec(lg, NULL, NULL, 60, &g);
-	th_exec(ld, NULL, NULL, 60, &d);
+	th_exec(lg, NULL, NULL, ST_LINK_RUN_S, &g);
+	th_exec(ld, NULL, NULL, ST_LINK_RUN_S, &d);
 	ASSERT_EXITED(0, g);
 	ASSERT_EXITED(0, d);
 	th_child_free(&g);
 	th_child_free(&d);
 	const char *const rg[] = {exe_g, NULL}, *const rd[] = {exe_d, NULL};
-	th_exec(rg, NULL, NULL, 30, &g);
-	th_exec(rd, NULL, NULL, 30, &d);
+	th_exec(rg, NULL, NULL, ST_QUICK_RUN_S, &g);
+	th_exec(rd, NULL, NULL, ST_QUICK_RUN_S, &d);
 	ASSERT_EXITED(0, g);
 	ASSERT_EXITED(0, d);
 	ASSERT_CONTAINS("depth ", g.out);

@@ -39,6 +39,14 @@
 
 #define ST_PAGE 4096UL
 
+/*
+ * The budget of one child (th_run, th_exec) that runs a scenario or a small
+ * program: generous on a loaded 2-core machine.  A test that runs n such
+ * children one after the other gets their sum and the harness's room.
+ */
+#define ST_CHILD_S 60
+#define ST_CHILDREN_BUDGET(n) ((n) * ST_CHILD_S + TH_PARENT_ROOM)
+
 static inline const char *st_path(const char *env_name, const char *built_in)
 {
 	const char *v = getenv(env_name);

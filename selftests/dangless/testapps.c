@@ -8,6 +8,11 @@
  */
 #include "st-common.h"
 
+/* A run of one of the programs, plain or under Dangless (stacks=1 is slow). */
+#define ST_APP_RUN_S 90
+/* A test that runs an application n times. */
+#define ST_APP_RUNS_BUDGET(n) ((n) * ST_APP_RUN_S + TH_PARENT_ROOM)
+
 static void st_app(bool dangless, const char *const args[],
 		   const char *const env[], struct th_child *res)
 {
@@ -22,7 +27,7 @@ static void st_app(bool dangless, const char *const args[],
 	for (int i = 1; args[i] && n < 15; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	th_exec(argv, env, NULL, 90, res);
+	th_exec(argv, env, NULL, ST_APP_RUN_S, res);
 }
 
 /* Runs args both ways; both exit 0 with the same stdout. */
@@ -40,7 +45,7 @@ static void st_same_output(const char *const args[])
 	th_child_free(&d);
 }
 
-TEST(hello_world)
+TEST_TIMEOUT(hello_world, ST_APP_RUNS_BUDGET(2))
 {
 	const char *const args[] = {"hello-world", NULL};
 	st_same_output(args);
@@ -59,39 +64,39 @@ TEST(hello_world_runs_under_dangless)
 	th_child_free(&d);
 }
 
-TEST(memstress_defaults)
+TEST_TIMEOUT(memstress_defaults, ST_APP_RUNS_BUDGET(2))
 {
 	const char *const args[] = {"memstress", NULL};
 	st_same_output(args);
 }
 
-TEST(memstress_multi_page_objects)
+TEST_TIMEOUT(memstress_multi_page_objects, ST_APP_RUNS_BUDGET(2))
 {
 	const char *const args[] = {"memstress", "2000", "20000", "2", "2",
 				    NULL};
 	st_same_output(args);
 }
 
-TEST(memstress_tiny_objects)
+TEST_TIMEOUT(memstress_tiny_objects, ST_APP_RUNS_BUDGET(2))
 {
 	const char *const args[] = {"memstress", "50000", "16", "5", "1",
 				    NULL};
 	st_same_output(args);
 }
 
-TEST(writev_syscall)
+TEST_TIMEOUT(writev_syscall, ST_APP_RUNS_BUDGET(2))
 {
 	const char *const args[] = {"writev-syscall", NULL};
 	st_same_output(args);
 }
 
-TEST(cpp_ofstream)
+TEST_TIMEOUT(cpp_ofstream, ST_APP_RUNS_BUDGET(2))
 {
 	const char *const args[] = {"cpp-ofstream", NULL};
 	st_same_output(args);
 }
 
-TEST(memstress_with_options)
+TEST_TIMEOUT(memstress_with_options, ST_APP_RUNS_BUDGET(4))
 {
 	/* the same output whatever the options */
 	static const char *const opts[] = {
@@ -194,7 +199,7 @@ TEST(messaging_report_names_file_and_line)
 	th_child_free(&d);
 }
 
-TEST(stripped_program_still_reports_function_and_offset)
+TEST_TIMEOUT(stripped_program_still_reports_function_and_offset, 150 + TH_PARENT_ROOM)
 {
 	char dir[] = "/tmp/dl-strip-XXXXXX", copy[64], cmd[512];
 	ASSERT_NOT_NULL(mkdtemp(dir));

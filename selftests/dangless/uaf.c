@@ -57,7 +57,7 @@ static void st_check_uaf(size_t size, size_t off, bool write)
 {
 	struct st_uaf u = {size, off, write};
 	struct th_child res;
-	th_run(st_uaf_body, &u, 60, &res);
+	th_run(st_uaf_body, &u, ST_CHILD_S, &res);
 	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_NE((uintptr_t)0, target);
@@ -65,26 +65,26 @@ static void st_check_uaf(size_t size, size_t off, bool write)
 	th_child_free(&res);
 }
 
-TEST(uaf_read_small)
+TEST_TIMEOUT(uaf_read_small, ST_CHILDREN_BUDGET(3))
 {
 	st_check_uaf(24, 0, false);
 	st_check_uaf(24, 23, false);
 	st_check_uaf(1, 0, false);
 }
 
-TEST(uaf_write_small)
+TEST_TIMEOUT(uaf_write_small, ST_CHILDREN_BUDGET(2))
 {
 	st_check_uaf(24, 0, true);
 	st_check_uaf(100, 57, true);
 }
 
-TEST(uaf_read_write_page_sized)
+TEST_TIMEOUT(uaf_read_write_page_sized, ST_CHILDREN_BUDGET(2))
 {
 	st_check_uaf(ST_PAGE, 0, false);
 	st_check_uaf(ST_PAGE, ST_PAGE - 1, true);
 }
 
-TEST(uaf_read_write_multi_page)
+TEST_TIMEOUT(uaf_read_write_multi_page, ST_CHILDREN_BUDGET(3))
 {
 	size_t size = 5 * ST_PAGE + 100;
 	st_check_uaf(size, 0, false);
@@ -92,7 +92,7 @@ TEST(uaf_read_write_multi_page)
 	st_check_uaf(size, size - 1, true);
 }
 
-TEST(uaf_read_write_256MiB)
+TEST_TIMEOUT(uaf_read_write_256MiB, ST_CHILDREN_BUDGET(3))
 {
 	size_t size = 256UL << 20;
 	st_check_uaf(size, 0, true);
@@ -127,12 +127,12 @@ static void st_aligned_dangle(void *arg)
 	st_dangle(p, 99, true);
 }
 
-TEST(uaf_aligned_allocation)
+TEST_TIMEOUT(uaf_aligned_allocation, ST_CHILDREN_BUDGET(4))
 {
 	size_t aligns[] = {64, 4096, 1 << 16, 2 << 20};
 	for (int i = 0; i < 4; i++) {
 		struct th_child res;
-		th_run(st_aligned_dangle, &aligns[i], 60, &res);
+		th_run(st_aligned_dangle, &aligns[i], ST_CHILD_S, &res);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
 		ASSERT_KILLED_BY(SIGSEGV, res);
@@ -160,7 +160,7 @@ static void st_realloc_zero_dangle(void *arg)
 TEST(uaf_after_realloc_to_zero)
 {
 	struct th_child res;
-	th_run(st_realloc_zero_dangle, NULL, 60, &res);
+	th_run(st_realloc_zero_dangle, NULL, ST_CHILD_S, &res);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_NE((uintptr_t)0, target);
 	ASSERT_UAF_REPORT(res, "READ", target, 40, 80);
@@ -170,7 +170,7 @@ TEST(uaf_after_realloc_to_zero)
 TEST(uaf_stays_caught_after_many_allocations)
 {
 	struct th_child res;
-	th_run(st_busy_then_dangle, NULL, 60, &res);
+	th_run(st_busy_then_dangle, NULL, ST_CHILD_S, &res);
 	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_NE((uintptr_t)0, target);
@@ -190,7 +190,7 @@ static void st_calloc_dangle(void *arg)
 TEST(uaf_write_calloc)
 {
 	struct th_child res;
-	th_run(st_calloc_dangle, NULL, 60, &res);
+	th_run(st_calloc_dangle, NULL, ST_CHILD_S, &res);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_NE((uintptr_t)0, target);
 	ASSERT_UAF_REPORT(res, "WRITE", target, 40, 200);
@@ -219,12 +219,12 @@ static void st_realloc_move_dangle(void *arg)
 	free(blocker);
 }
 
-TEST(uaf_after_realloc_move)
+TEST_TIMEOUT(uaf_after_realloc_move, ST_CHILDREN_BUDGET(2))
 {
 	size_t sizes[] = {100, 3 * ST_PAGE + 50};
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
-		th_run(st_realloc_move_dangle, &sizes[i], 60, &res);
+		th_run(st_realloc_move_dangle, &sizes[i], ST_CHILD_S, &res);
 		EXPECT_FALSE(strstr(res.out, "not moved") != NULL);
 		EXPECT_FALSE(strstr(res.out, "contents lost") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
@@ -255,11 +255,11 @@ static void st_realloc_move_page(void *arg)
 	free(blocker);
 }
 
-TEST(realloc_move_revokes_every_old_page)
+TEST_TIMEOUT(realloc_move_revokes_every_old_page, ST_CHILDREN_BUDGET(4))
 {
 	for (size_t page = 0; page < 4; page++) {
 		struct th_child res;
-		th_run(st_realloc_move_page, &page, 60, &res);
+		th_run(st_realloc_move_page, &page, ST_CHILD_S, &res);
 		EXPECT_FALSE(strstr(res.out, "not moved") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
@@ -304,7 +304,7 @@ static void st_shrink_dangle(void *arg)
 TEST(uaf_past_end_after_shrinking_realloc)
 {
 	struct th_child res;
-	th_run(st_shrink_dangle, NULL, 60, &res);
+	th_run(st_shrink_dangle, NULL, ST_CHILD_S, &res);
 	EXPECT_FALSE(strstr(res.out, "moved") != NULL);
 	EXPECT_FALSE(strstr(res.out, "nothing past the end") != NULL);
 	uintptr_t target = st_hex_after(res.out, "target=");
@@ -334,7 +334,7 @@ static void st_shrink_usable(void *arg)
 TEST(usable_size_after_shrink_is_all_usable)
 {
 	struct th_child res;
-	th_run(st_shrink_usable, NULL, 60, &res);
+	th_run(st_shrink_usable, NULL, ST_CHILD_S, &res);
 	if (!WIFEXITED(res.status))
 		th_print_quoted(res.err);
 	ASSERT_EXITED(0, res);
@@ -360,12 +360,12 @@ static void st_memcpy_dangle(void *arg)
 	printf("survived %d\n", buf[0]);
 }
 
-TEST(uaf_through_memcpy)
+TEST_TIMEOUT(uaf_through_memcpy, ST_CHILDREN_BUDGET(2))
 {
 	for (int w = 0; w < 2; w++) {
 		bool write = w;
 		struct th_child res;
-		th_run(st_memcpy_dangle, &write, 60, &res);
+		th_run(st_memcpy_dangle, &write, ST_CHILD_S, &res);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t start = st_hex_after(res.out, "start=");
 		ASSERT_NE((uintptr_t)0, start);
@@ -397,7 +397,7 @@ static void st_strlen_dangle(void *arg)
 TEST(uaf_through_strlen)
 {
 	struct th_child res;
-	th_run(st_strlen_dangle, NULL, 60, &res);
+	th_run(st_strlen_dangle, NULL, ST_CHILD_S, &res);
 	uintptr_t start = st_hex_after(res.out, "start=");
 	ASSERT_NE((uintptr_t)0, start);
 	ASSERT_KILLED_BY(SIGSEGV, res);
@@ -476,11 +476,11 @@ static void st_thread_dangle(void *arg)
 	}
 }
 
-TEST(uaf_in_another_thread)
+TEST_TIMEOUT(uaf_in_another_thread, ST_CHILDREN_BUDGET(2))
 {
 	for (int variant = 0; variant < 2; variant++) {
 		struct th_child res;
-		th_run(st_thread_dangle, &variant, 60, &res);
+		th_run(st_thread_dangle, &variant, ST_CHILD_S, &res);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
@@ -524,11 +524,14 @@ static void st_hot_body(void *arg)
 	pthread_join(t, NULL);
 }
 
-TEST(uaf_seen_at_once_by_a_thread_reading_all_along)
+#define ST_HOT_ROUNDS 10
+#define ST_HOT_ROUND_S 30
+TEST_TIMEOUT(uaf_seen_at_once_by_a_thread_reading_all_along,
+	     ST_HOT_ROUNDS * ST_HOT_ROUND_S + TH_PARENT_ROOM)
 {
-	for (int round = 0; round < 10; round++) {
+	for (int round = 0; round < ST_HOT_ROUNDS; round++) {
 		struct th_child res;
-		th_run(st_hot_body, NULL, 30, &res);
+		th_run(st_hot_body, NULL, ST_HOT_ROUND_S, &res);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
@@ -566,7 +569,7 @@ static void st_small_stack_body(void *arg)
 TEST(uaf_in_a_thread_with_a_small_stack)
 {
 	struct th_child res;
-	th_run(st_small_stack_body, NULL, 60, &res);
+	th_run(st_small_stack_body, NULL, ST_CHILD_S, &res);
 	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_NE((uintptr_t)0, target);
@@ -594,7 +597,7 @@ static void st_overflow_body(void *arg)
 TEST(stack_overflow_is_not_reported_as_uaf)
 {
 	struct th_child res;
-	th_run(st_overflow_body, NULL, 60, &res);
+	th_run(st_overflow_body, NULL, ST_CHILD_S, &res);
 	ASSERT_KILLED_BY(SIGSEGV, res);
 	EXPECT_FALSE(strstr(res.err, "use-after-free") != NULL);
 	th_child_free(&res);
@@ -605,7 +608,7 @@ TEST(uaf_report_has_stack_lines)
 {
 	struct st_uaf u = {32, 4, false};
 	struct th_child res;
-	th_run(st_uaf_body, &u, 60, &res);
+	th_run(st_uaf_body, &u, ST_CHILD_S, &res);
 	ASSERT_KILLED_BY(SIGSEGV, res);
 	const char *line = strstr(res.err, "dangless: use-after-free");
 	ASSERT_NOT_NULL(line);
@@ -627,7 +630,7 @@ static void st_null_deref(void *arg)
 TEST(wild_segv_is_not_reported_as_uaf)
 {
 	struct th_child res;
-	th_run(st_null_deref, NULL, 60, &res);
+	th_run(st_null_deref, NULL, ST_CHILD_S, &res);
 	ASSERT_KILLED_BY(SIGSEGV, res);
 	EXPECT_FALSE(strstr(res.err, "use-after-free") != NULL);
 	th_child_free(&res);
@@ -669,7 +672,7 @@ static void st_own_handler_body(void *arg)
 TEST(program_sigsegv_handler_still_works)
 {
 	struct th_child res;
-	th_run(st_own_handler_body, NULL, 60, &res);
+	th_run(st_own_handler_body, NULL, ST_CHILD_S, &res);
 	ASSERT_EXITED(0, res);
 	EXPECT_EQ(3, st_count(res.out, "own handler: fault at "));
 	EXPECT_CONTAINS("own handler: fault at 0x10\n", res.out);
@@ -692,12 +695,12 @@ static void st_double_free(void *arg)
 	printf("survived\n");
 }
 
-TEST(double_free_aborts)
+TEST_TIMEOUT(double_free_aborts, ST_CHILDREN_BUDGET(3))
 {
 	size_t sizes[] = {16, 5000, 1 << 20};
 	for (int i = 0; i < 3; i++) {
 		struct th_child res;
-		th_run(st_double_free, &sizes[i], 60, &res);
+		th_run(st_double_free, &sizes[i], ST_CHILD_S, &res);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
@@ -730,11 +733,11 @@ static void st_invalid_free(void *arg)
 	printf("survived\n");
 }
 
-TEST(invalid_free_aborts)
+TEST_TIMEOUT(invalid_free_aborts, ST_CHILDREN_BUDGET(4))
 {
 	for (int variant = 0; variant < 4; variant++) {
 		struct th_child res;
-		th_run(st_invalid_free, &variant, 60, &res);
+		th_run(st_invalid_free, &variant, ST_CHILD_S, &res);
 		if (!WIFSIGNALED(res.status))
 			TH_LOG("variant %d (stack, static, mmap, canonical)",
 			       variant);
@@ -762,12 +765,12 @@ static void st_interior_free(void *arg)
 	printf("survived\n");
 }
 
-TEST(interior_free_aborts)
+TEST_TIMEOUT(interior_free_aborts, ST_CHILDREN_BUDGET(2))
 {
 	struct st_interior cases[] = {{100, 16}, {3 * ST_PAGE, ST_PAGE + 8}};
 	for (int i = 0; i < 2; i++) {
 		struct th_child res;
-		th_run(st_interior_free, &cases[i], 60, &res);
+		th_run(st_interior_free, &cases[i], ST_CHILD_S, &res);
 		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 		uintptr_t target = st_hex_after(res.out, "target=");
 		ASSERT_NE((uintptr_t)0, target);
@@ -797,7 +800,7 @@ static void st_realloc_freed(void *arg)
 TEST(realloc_of_freed_pointer_aborts)
 {
 	struct th_child res;
-	th_run(st_realloc_freed, NULL, 60, &res);
+	th_run(st_realloc_freed, NULL, ST_CHILD_S, &res);
 	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 	uintptr_t target = st_hex_after(res.out, "target=");
 	ASSERT_NE((uintptr_t)0, target);
@@ -850,12 +853,12 @@ static void st_neighbours_body(void *arg)
 	printf("all checked\n");
 }
 
-TEST(multi_page_neighbours_survive_a_free)
+TEST_TIMEOUT(multi_page_neighbours_survive_a_free, ST_CHILDREN_BUDGET(6))
 {
 	static size_t sizes[] = {5000, 8193, 16385, 20000, 24577, 32767};
 	for (int i = 0; i < 6; i++) {
 		struct th_child res;
-		th_run(st_neighbours_body, &sizes[i], 60, &res);
+		th_run(st_neighbours_body, &sizes[i], ST_CHILD_S, &res);
 		if (!strstr(res.out, "all checked\n")) {
 			TH_LOG("64 objects of %zu bytes, every other one freed; "
 			       "the live ones:", sizes[i]);

@@ -635,7 +635,8 @@ TEST(preload_hello_world)
 	th_child_free(&res);
 }
 
-TEST(preload_python3)
+/* its python3 run has 120 s; the test keeps the 180 s the rig gives all */
+TEST_TIMEOUT(preload_python3, 180)
 {
 	char env[512];
 	snprintf(env, sizeof(env), "LD_PRELOAD=%s", preload_path());
