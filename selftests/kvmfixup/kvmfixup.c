@@ -202,7 +202,7 @@ TEST(write_from_buffer_crossing_noncontiguous_pages_bounces)
 	ASSERT_EQ(0, memcmp(data, got, sizeof(data)));
 }
 
-TEST(read_into_crossing_buffer_copies_back_only_what_was_read)
+TEST(read_into_crossing_buffer_leaves_unread_bytes_as_they_were)
 {
 	setup();
 	int p[2];
@@ -610,6 +610,8 @@ TEST(execve_argv_envp_translated_and_run_in_a_child)
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_TRUE(WIFEXITED(status));
 	ASSERT_EQ(0, WEXITSTATUS(status));
+	tf.err = tf.rax;
+	tf.rax = 0;
 	dl_kvm_fixup_post(&tf, &fx);
 	ASSERT_EQ(argv, tf.rsi);
 }
@@ -911,6 +913,7 @@ TEST(kept_pointers_translated_or_refused)
 	ASSERT_TRUE(in_scratch(tf.rdi));
 	ASSERT_EQ((uintptr_t)host_of(ALIAS(6, 8)), nca[2]);
 	ASSERT_EQ((uintptr_t)host_of(ALIAS(6, 12)), nca[3]);
+	tf.err = tf.rax;
 	tf.rax = (uint64_t)-ENOSYS;
 	dl_kvm_fixup_post(&tf, &fx);
 	ASSERT_EQ(args, tf.rdi);
@@ -949,6 +952,34 @@ TEST(calls_without_aliases_pass_as_they_are)
 	dl_kvm_fixup_get_stats(&st1);
 	ASSERT_EQ(st0.calls_rewritten, st1.calls_rewritten);
 	ASSERT_EQ(0u, fx.used); /* the iovec was checked in place, not copied */
+}
+
+/* A vfork child shares its parent's fx: the parent's post-hook must not
+ * apply the child's execve to the parent's frame. */
+TEST(post_hook_leaves_a_frame_it_did_not_rewrite)
+{
+	setup();
+	int p[2];
+	ASSERT_EQ(0, pipe(p));
+	uintptr_t buf = ALIAS(2, PG - 4);
+	alias_put(buf, "abcdefgh", 8);
+	struct dune_tf parent = frame(SYS_vfork, 0x1111, 0x2222, 0, 0, 0, 0);
+	ASSERT_TRUE(dl_kvm_fixup_pre(&parent, &fx, fake_translate));
+	struct dune_tf child = frame(SYS_write, p[1], buf, 8, 0, 0, 0);
+	ASSERT_TRUE(dl_kvm_fixup_pre(&child, &fx, fake_translate));
+	ASSERT_TRUE(in_scratch(child.rsi));
+	/* the child's call never comes back (execve); the parent's does */
+	parent.err = parent.rax;
+	parent.rax = 4242;
+	dl_kvm_fixup_post(&parent, &fx);
+	ASSERT_EQ(0x1111u, parent.rdi);
+	ASSERT_EQ(0x2222u, parent.rsi);
+	ASSERT_EQ(4242u, parent.rax);
+	/* a frame at the same place with another number is left alone too */
+	child.err = SYS_vfork;
+	child.rax = 0;
+	dl_kvm_fixup_post(&child, &fx);
+	ASSERT_TRUE(in_scratch(child.rsi));
 }
 
 TEST_HARNESS_MAIN

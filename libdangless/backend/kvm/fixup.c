@@ -1457,15 +1457,10 @@ static bool has_pointers(const struct dune_sc_call *call)
 bool dl_kvm_fixup_pre(struct dune_tf *tf, struct dl_kvm_fixup *fx,
 		      dl_kvm_translate_fn translate)
 {
+	/* pending only once something is to undo: a call that needs nothing
+	 * leaves no state for a post-hook to misapply */
+	fx->pending = false;
 	fx->nr = DUNE_SC_NR(tf);
-	fx->translate = translate;
-	fx->used = 0;
-	fx->first = fx->last = NULL;
-	fx->pending = true;
-	fx->made = true;
-	for (int i = 0; i < 6; i++)
-		fx->args[i] = fx->new_args[i] = *tf_arg(tf, i);
-
 	const struct dune_sc_call *call = dune_sc_lookup((long)fx->nr);
 	fx->call = call;
 	if (!call) {
@@ -1474,6 +1469,12 @@ bool dl_kvm_fixup_pre(struct dune_tf *tf, struct dl_kvm_fixup *fx,
 	}
 	if (!has_pointers(call))
 		return true;
+	fx->translate = translate;
+	fx->tf = tf;
+	fx->used = 0;
+	fx->first = fx->last = NULL;
+	for (int i = 0; i < 6; i++)
+		fx->args[i] = fx->new_args[i] = *tf_arg(tf, i);
 	int r = 0;
 	if (refused_call(fx->nr)) {
 		COUNT(refused, 1);
@@ -1482,9 +1483,9 @@ bool dl_kvm_fixup_pre(struct dune_tf *tf, struct dl_kvm_fixup *fx,
 	for (int i = 0; !r && i < call->nargs; i++)
 		r = fix_arg(fx, call, i, fx->new_args);
 	if (r < 0) {
+		/* tf's arguments are untouched: nothing for the post-hook */
 		if (r == -EFAULT)
 			COUNT(efault, 1);
-		fx->made = false;
 		DUNE_SC_RET(tf) = (uint64_t)(int64_t)r;
 		return false;
 	}
@@ -1495,6 +1496,7 @@ bool dl_kvm_fixup_pre(struct dune_tf *tf, struct dl_kvm_fixup *fx,
 	}
 	if (changed)
 		COUNT(calls_rewritten, 1);
+	fx->pending = true;
 	return true;
 }
 
@@ -1509,14 +1511,15 @@ static void post_msghdr(struct dl_kvm_fixup *fx, uintptr_t va,
 
 void dl_kvm_fixup_post(struct dune_tf *tf, struct dl_kvm_fixup *fx)
 {
-	if (!fx->pending)
+	/* only the frame pre rewrote: a vfork child that shares this fx, or a
+	 * call whose post-hook never ran (execve), must not be undone here */
+	if (!fx->pending || tf != fx->tf || DUNE_SC_NR_DONE(tf) != fx->nr)
 		return;
 	fx->pending = false;
 	int64_t ret = (int64_t)DUNE_SC_RET(tf);
 	uintptr_t set_alias = 0, set_host = 0;
 	bool set = false;
-	for (struct dl_kvm_fixup_action *a = fx->made ? fx->first : NULL; a;
-	     a = a->next) {
+	for (struct dl_kvm_fixup_action *a = fx->first; a; a = a->next) {
 		switch (a->kind) {
 		case ACT_COPYBACK: {
 			size_t n = a->len;

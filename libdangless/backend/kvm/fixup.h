@@ -13,16 +13,18 @@
  *
  * Use, from libdune's system-call hooks (guest ring 0):
  *
- *   static __thread struct dl_kvm_fixup fx;    // or per vCPU
- *   dl_kvm_fixup_init(&fx, scratch, scratch_len);   // once per thread
+ *   struct dl_kvm_fixup *fx = <the vCPU's own>;
+ *   dl_kvm_fixup_init(fx, scratch, scratch_len);   // once per vCPU
  *   pre:  return dl_kvm_fixup_pre(tf, &fx, translate);
  *   post: dl_kvm_fixup_post(tf, &fx);
  *
  * Both are async-signal-safe: no allocation, no lock, no system call; all
- * state is in *fx and its scratch area, so one fx per thread (and one more
- * for any hook that could run nested on the same thread) is enough.  The
- * post-hook must run on the thread that ran the pre-hook, with the same fx
- * (a clone child that starts from the frame must not run it).
+ * state is in *fx and its scratch area, so one fx per vCPU (and one more
+ * for any hook that could run nested on the same vCPU) is enough.  Keep it
+ * per vCPU rather than in __thread storage: a vfork child runs on its own
+ * vCPU with its parent's TLS while the parent waits inside vfork.  The
+ * post-hook must get the same frame as the pre-hook and the number in
+ * DUNE_SC_NR_DONE (as libdune does); otherwise it does nothing.
  */
 #ifndef DANGLESS_KVM_FIXUP_H
 #define DANGLESS_KVM_FIXUP_H
@@ -65,9 +67,9 @@ struct dl_kvm_fixup {
 	uint64_t nr;
 	uint64_t args[6];            /* as the program passed them */
 	uint64_t new_args[6];        /* as the host gets them */
+	const struct dune_tf *tf;    /* the frame pre rewrote */
 	struct dl_kvm_fixup_action *first, *last;
-	bool pending;                /* pre ran and post has not */
-	bool made;                   /* pre let the call go to the host */
+	bool pending;                /* pre rewrote tf and post has not run */
 };
 
 void dl_kvm_fixup_init(struct dl_kvm_fixup *fx, void *scratch, size_t size);
