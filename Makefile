@@ -52,6 +52,7 @@ include tools/tools.mk
 -include selftests/selftests.mk
 -include libdune/libdune.mk
 -include tools/syscalls/syscalls.mk
+-include selftests/kvmfixup/kvmfixup.mk
 -include bench/bench.mk
 
 # The suites need packages a fresh machine lacks (sqlite3, qemu, ...):

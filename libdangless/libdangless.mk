@@ -1,8 +1,10 @@
 # libdangless: the allocator core and its backends.
 DL_SRCS := $(wildcard libdangless/*.c) $(wildcard libdangless/backend/*.c) \
 	$(wildcard libdangless/backend/*/*.c)
+# the kvm backend's system-call fix-ups read libdune's generated table
+DL_SRCS += libdune/syscall_args.c
 DL_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fno-plt \
-	-ftls-model=initial-exec -pthread $(CFLAGS)
+	-ftls-model=initial-exec -pthread -I$(CURDIR)/libdune $(CFLAGS)
 DL_SO_OBJS := $(patsubst %.c,$(BUILD)/obj/so/%.o,$(DL_SRCS))
 DL_A_OBJS := $(patsubst %.c,$(BUILD)/obj/a/%.o,$(DL_SRCS))
 
