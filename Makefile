@@ -69,7 +69,7 @@ demo: all $(DEMO_DEPS)
 test: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@$(MAKE) --no-print-directory DEBUG=1 all $(DEBUG_TEST_DEPS)
-	@selftests/run-suites $(TEST_SUITES) $(DEBUG_TEST_SUITES)
+	@BUILD=$(BUILD) selftests/run-suites $(TEST_SUITES) $(DEBUG_TEST_SUITES)
 
 bench: all $(BENCH_TARGETS)
 
