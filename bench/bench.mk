@@ -7,7 +7,7 @@
 BENCH_DIR       := $(CURDIR)/bench
 BENCH_OUT       := $(BUILD)/bench
 BENCH_WORKLOADS := churn churn_scattered larson xmalloc bintree realloc large large_pair \
-		   longlived threads pair floor spawn
+		   longlived threads pair floor spawn forkheap afl_target
 BENCH_BINS      := $(addprefix $(BENCH_OUT)/,$(BENCH_WORKLOADS))
 # -fno-builtin-*: the compiler must not fold a malloc+free pair away
 BENCH_CFLAGS    := $(BASE_CFLAGS) -fno-builtin-malloc -fno-builtin-free -fno-builtin-realloc -pthread $(CFLAGS)

@@ -74,6 +74,7 @@ def workloads(build, inputs, scale):
         ("large", "large objects 64 KiB-64 MiB, every page written, 400 ops"),
         ("longlived", "10^6 live small objects, slow turnover of half of them"),
         ("threads", "the same 1.6e5 replacements by 1, 2, 4 and 8 threads, cross-thread frees, a process each"),
+        ("forkheap", "fork server: a parent with a 10 MB live heap forks 300 children that write 64 objects and exit"),
     ]:
         w.append(dict(name=name, kind="synth", what=what,
                       argv=[os.path.join(b, name), "%g" % scale]))
@@ -376,6 +377,7 @@ def pss_footprint(sampled, samples, stdout):
 
 
 DANGLESS_INFO = ""
+AFL_RESULTS = []  # afl-fuzz runs: dicts from run_afl()
 FLOOR_NOTES = []  # the floor program's notes: operations the kernel refused
 MMC0 = None
 
@@ -407,6 +409,98 @@ def snapshot_dangless(build, allocs):
     return ("build/libdangless.so built %s UTC, sha256 %s, copied to build/bench/libdangless-snapshot.so "
             "for the whole run; libdangless/ at commit %s%s"
             % (mt, h, rev[:80], " (plus uncommitted changes)" if dirty else ""))
+
+
+# ---------------------------------------------------------------------------
+# Fuzzing: afl-fuzz -n (every input a fork+exec of the target) on the same
+# target under each allocator, AFL_PRELOAD as a user would set it.
+
+AFL_FUZZ = "/usr/bin/afl-fuzz"
+AFL_SEED = b"GET /index.html HTTP/1.1\nHost: example.org\nAccept: text/html\n\nname=alice&pin=4711&name=bob\n"
+
+
+def libdislocator_path():
+    """afl++'s Electric-Fence-style allocator, where its package put it"""
+    try:
+        files = subprocess.run(["dpkg", "-L", "afl++"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL).stdout.decode().split()
+    except OSError:
+        files = []
+    for f in files + ["/usr/lib/afl/libdislocator.so"]:
+        if f.endswith("/libdislocator.so") and os.path.exists(f):
+            return f
+    return None
+
+
+def afl_allocators(allocs):
+    """glibc, libdislocator, and Dangless strict and batch:64 (when in DANGLESS_MODES)"""
+    dis = libdislocator_path()
+    out = [dict(name="glibc", preload=None, env={}),
+           dict(name="libdislocator", preload=dis, env={}, missing=None if dis else "not installed (afl++)")]
+    out += [a for a in allocs if a.get("dangless") and a.get("mode") in ("strict", "batch:64")]
+    return out
+
+
+def run_afl_once(target, a, seconds, base_env, workdir):
+    d = tempfile.mkdtemp(prefix="afl-", dir=workdir)
+    os.makedirs(os.path.join(d, "in"))
+    with open(os.path.join(d, "in", "seed"), "wb") as f:
+        f.write(AFL_SEED)
+    env = dict(base_env)
+    env.update(AFL_NO_UI="1", AFL_SKIP_CPUFREQ="1", AFL_NO_AFFINITY="1",
+               AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1", AFL_NO_AUTODICT="1")
+    env.update(a["env"])
+    if a["preload"]:
+        env["AFL_PRELOAD"] = a["preload"]
+    x = dict(name=a["name"], status="ok", eps=None, execs=None, secs=None, crashes=None)
+    with open(os.path.join(d, "afl.log"), "wb") as log:
+        try:
+            p = subprocess.run([AFL_FUZZ, "-n", "-t", "10000", "-V", str(seconds), "-i", os.path.join(d, "in"),
+                                "-o", os.path.join(d, "out"), "--", target],
+                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               timeout=seconds + 60, start_new_session=True)
+            if p.returncode != 0:
+                x["status"] = "exit %d" % p.returncode
+        except subprocess.TimeoutExpired:
+            x["status"] = "timeout"
+    # the last line of plot_data: relative_time ... saved_crashes ... total_execs
+    for pd in (os.path.join(d, "out", "plot_data"), os.path.join(d, "out", "default", "plot_data")):
+        try:
+            with open(pd) as f:
+                rows = [l for l in f if l.strip() and not l.startswith("#")]
+        except OSError:
+            continue
+        if rows:
+            v = [c.strip() for c in rows[-1].split(",")]
+            x["secs"], x["crashes"], x["execs"] = int(v[0]), int(v[7]), int(v[11])
+            if x["secs"] > 0:
+                x["eps"] = x["execs"] / x["secs"]
+    if x["eps"] is None and x["status"] == "ok":
+        x["status"] = "no plot_data"
+    if x["status"] != "ok":
+        with open(os.path.join(d, "afl.log"), "rb") as f:
+            x["note"] = stderr_note(re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", f.read().decode(errors="replace")))
+    subprocess.run(["rm", "-rf", d])
+    return x
+
+
+def run_afl(build, allocs, runs, seconds, base_env, workdir, say):
+    target = os.path.join(build, "bench", "afl_target")
+    if not os.path.exists(AFL_FUZZ):
+        say("fuzzing: %s not installed (package afl++, in bench/apt-packages): skipped" % AFL_FUZZ)
+        return []
+    todo = [a for a in afl_allocators(allocs) if not a.get("missing")]
+    out = []
+    for r in range(runs):
+        k = r % len(todo)
+        for a in todo[k:] + todo[:k]:
+            x = run_afl_once(target, a, seconds, base_env, workdir)
+            x["run"] = r + 1
+            out.append(x)
+            say("fuzzing run %d/%d %-20s %-10s %s execs/s (%s execs in %s s, %s crashes)%s"
+                % (r + 1, runs, a["name"], x["status"], "%.0f" % x["eps"] if x["eps"] else "-",
+                   x["execs"], x["secs"], x["crashes"], ("  " + x["note"]) if x.get("note") else ""))
+    return out
 
 
 def read_max_map_count():
@@ -915,6 +1009,11 @@ def main():
                        x["rss_kb"] / 1024, x["pte_kb"], x["maps"], eta,
                        ("  " + x["note"]) if x["status"] != "ok" and x.get("note") else ""))
 
+    # afl-fuzz execs/s, a fixed time per allocator ("afl" in --only selects it)
+    AFL_RESULTS[:] = []
+    if not args.only or "afl" in args.only.split(","):
+        AFL_RESULTS.extend(run_afl(build, active, runs, 5 if quick else 20, base_env, workdir, say))
+
     # Dangless counters: one extra, untimed run of each workload per mode
     stats = {}
     for a in active:
@@ -953,6 +1052,7 @@ def save_raw(path, quick, runs, scale, timeout, res, floors, stats, elapsed):
     with open(path, "w") as f:
         json.dump(dict(quick=quick, runs=runs, scale=scale, timeout=timeout, elapsed=elapsed,
                        floors=floors, floor_notes=FLOOR_NOTES, modes=DANGLESS_MODES, dangless=DANGLESS_INFO,
+                       afl=AFL_RESULTS,
                        machine=machine_info(), when=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                        res=[[w, a, [trim(x) for x in v]] for (w, a), v in res.items()],
                        stats=[[w, a, v] for (w, a), v in stats.items()]), f)
@@ -971,6 +1071,7 @@ def report_from_raw(args):
     global DANGLESS_INFO
     DANGLESS_INFO = raw.get("dangless", "")
     FLOOR_NOTES[:] = raw.get("floor_notes", [])
+    AFL_RESULTS[:] = raw.get("afl", [])
     stats = {(w, a): v for w, a, v in raw["stats"]}
     names = {a for _, a in res}
     allocs = [a for a in allocs if a["name"] in names]
@@ -1245,6 +1346,40 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
                                           "%.2f" % last if last else "-"))
         L.append("")
 
+    fork_us = {n: med([v.get("fork_us") for v in parse_line(res, "forkheap", n, "forkheap")]) for n in names}
+    if any(fork_us.values()):
+        L.append("## Fork server (`forkheap`: fork + a child writing 64 objects + exit + waitpid, parent holding a 10 MB heap)\n")
+        L.append("What a fork server (afl-fuzz with an instrumented target, or its QEMU mode) pays per input "
+                 "on top of running the input.\n")
+        L.append("| allocator | per fork | x glibc |")
+        L.append("|---|---|---|")
+        for n in names:
+            v, g = fork_us.get(n), fork_us.get("glibc")
+            L.append("| %s | %s | %s |" % (n, "%.0f us" % v if v else cells[("forkheap", n)].get("fail", "-"),
+                                         "%.1fx" % (v / g) if v and g else "-"))
+        L.append("")
+
+    if AFL_RESULTS:
+        secs = med([x["secs"] for x in AFL_RESULTS if x.get("secs")])
+        L.append("## Fuzzing (afl-fuzz -n, `build/bench/afl_target`, %s s per run, execs per second)\n"
+                 % ("%.0f" % secs if secs else "?"))
+        L.append("`afl-fuzz -n -t 10000 -V S -i IN -o OUT -- build/bench/afl_target` with `AFL_PRELOAD` set to the "
+                 "allocator (`AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1`); execs/s = total_execs / "
+                 "relative_time from afl's plot_data; median of the runs.  Every input is a fork of afl-fuzz "
+                 "and an exec of the target, so this is mostly start-up cost.\n")
+        L.append("| allocator | execs/s | x glibc (throughput) | runs |")
+        L.append("|---|---|---|---|")
+        by = {}
+        for x in AFL_RESULTS:
+            by.setdefault(x["name"], []).append(x)
+        g = med([x["eps"] for x in by.get("glibc", []) if x.get("eps")])
+        for n, xs in by.items():
+            e = med([x["eps"] for x in xs if x.get("eps")])
+            bad = [x["status"] for x in xs if x["status"] != "ok"]
+            L.append("| %s | %s | %s | %d%s |" % (n, "%.0f" % e if e else "-", "%.2fx" % (e / g) if e and g else "-",
+                                                len(xs), " (%s)" % ", ".join(bad) if bad else ""))
+        L.append("")
+
     L.append("## Targets\n")
     L.append("### Issue 12: each mode against its own floor, measured in this run\n")
     L.extend(issue12_targets(res, cells, byname, dl, table_wls, fl, thr, ratio, verdict))
@@ -1419,7 +1554,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
         if line.startswith("## "):
             section = line
             show = line.startswith(("## The page-table floor", "## Cost per object", "## Throughput by thread",
-                                    "## Targets"))
+                                    "## Fork server", "## Fuzzing", "## Targets"))
         elif line.startswith("### "):
             show = section.startswith("## Targets")
         if show:

@@ -29,11 +29,11 @@ ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
 	       include/dangless/dangless.h selftests/selftests.mk
 
 # Suites, in the order `make test` runs them.
-ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps real layout
+ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps fuzz real layout
 ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
 ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
 
-ST_C_APPS   := hello-world memstress writev-syscall messaging
+ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 
 TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run
