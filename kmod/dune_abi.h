@@ -144,7 +144,12 @@ struct dune_exit {
  * *exit filled.  Nested page faults inside a region, host interrupts and
  * rescheduling are handled in the kernel.  A pending signal ends the call
  * with EINTR before or during the guest's run (the guest's state is kept:
- * call again to continue).
+ * call again to continue).  EBUSY: another hypervisor (a KVM VM) holds SVM
+ * on this CPU; EINVAL: after DUNE_EXIT_SHUTDOWN, until DUNE_VCPU_SET_STATE.
+ *
+ * Every ioctl but DUNE_GET_ABI_VERSION and DUNE_GET_STATS fails with EPERM
+ * in a process other than the one that opened /dev/dune; malformed
+ * arguments give EINVAL, unreadable ones EFAULT, unknown requests ENOTTY.
  */
 #define DUNE_VCPU_RUN _IOR(DUNE_IOC_MAGIC, 0x12, struct dune_exit)
 
