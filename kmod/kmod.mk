@@ -36,7 +36,7 @@ $(KMOD_HOST_KO): $(KMOD_SRCS) $(KMOD_DIR)/build-module
 $(KMOD_TEST): $(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S \
 		$(KMOD_DIR)/dune_abi.h $(CURDIR)/selftests/harness.h
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I$(CURDIR)/selftests -o $@ \
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(CURDIR)/selftests -o $@ \
 		$(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S
 
 TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig

@@ -26,6 +26,8 @@ kmod_guest_start:
 	je g_triple_fault
 	cmp $7, %rdi
 	je g_store_rsi
+	cmp $8, %rdi
+	je g_wait_value
 	mov $0xbad, %rax
 	vmmcall
 	hlt
@@ -82,6 +84,17 @@ g_load_rsi:
 g_store_rsi:
 	movq $0x5107e, (%rsi)
 	mov $7, %rax
+	vmmcall
+	hlt
+
+/* Spins until data[0] == rsi, counting its rounds in the data region's
+   second page (which the host watches): rbx = the rounds. */
+g_wait_value:
+1:	incq 4096(%rdx)
+	cmp (%rdx), %rsi
+	jne 1b
+	mov 4096(%rdx), %rbx
+	mov $8, %rax
 	vmmcall
 	hlt
 

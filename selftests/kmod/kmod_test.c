@@ -6,6 +6,7 @@
  * /dev/kmsg.  Guests: selftests/kmod/guest.S.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/kvm.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -28,7 +29,7 @@ extern const char kmod_guest_start[], kmod_guest_end[];
 #define CODE_GPA 0x10000
 #define STACK_TOP 0x80000
 
-enum { G_WRITE_PAGES, G_REREAD, G_SPIN, G_LOAD, G_WRMSR, G_OUT, G_TRIPLE, G_STORE };
+enum { G_WRITE_PAGES, G_REREAD, G_SPIN, G_LOAD, G_WRMSR, G_OUT, G_TRIPLE, G_STORE, G_WAIT_VALUE };
 
 struct guest {
 	int dune, vcpu;
@@ -375,6 +376,46 @@ TEST(npt_follows_the_process_mapping)
 	ASSERT_EQ(2ull, regs_of(&g).rax);
 	ASSERT_EQ(0x2222ull, regs_of(&g).rcx);
 	ASSERT_LT(before.npt_zaps, stats_of(g.dune).npt_zaps);
+	guest_close(&g);
+	munmap((void *)data, DATA_SIZE);
+}
+
+static void *remap_page0_when_guest_spins(void *arg)
+{
+	volatile uint64_t *data = arg;
+	for (int i = 0; i < 3000 && data[512] < 100000; i++)
+		usleep(10000);
+	/* The guest is spinning on page 0's old frame: replace the page. */
+	void *p = mmap((void *)data, 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (p == (void *)data)
+		data[0] = 0x2222;
+	return p;
+}
+
+/* With 2 CPUs in the rig the zap must reach a vCPU in guest mode by IPI. */
+TEST(npt_zap_reaches_a_running_vcpu)
+{
+	ensure_loaded();
+	struct guest g;
+	volatile uint64_t *data = mmap(NULL, DATA_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)data);
+	data[0] = 0x1111;
+	guest_setup(&g, G_WAIT_VALUE, 0x2222, data, 0);
+	struct dune_stats before = stats_of(g.dune);
+	pthread_t t;
+	ASSERT_EQ(0, pthread_create(&t, NULL, remap_page0_when_guest_spins, (void *)data));
+	struct dune_exit ex = run(&g); /* spins forever if the guest keeps the old frame */
+	void *remapped;
+	pthread_join(t, &remapped);
+	ASSERT_EQ((void *)data, remapped);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, ex);
+	ASSERT_EQ(8ull, regs_of(&g).rax);
+	ASSERT_LE(100000ull, regs_of(&g).rbx);
+	ASSERT_LT(before.npt_zaps, stats_of(g.dune).npt_zaps);
+	printf("# the guest spun %llu rounds; %ld CPUs\n",
+	       (unsigned long long)regs_of(&g).rbx, sysconf(_SC_NPROCESSORS_ONLN));
 	guest_close(&g);
 	munmap((void *)data, DATA_SIZE);
 }
