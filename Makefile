@@ -51,6 +51,7 @@ include libdangless/libdangless.mk
 include tools/tools.mk
 -include selftests/selftests.mk
 -include libdune/libdune.mk
+-include kmod/kmod.mk
 -include tools/syscalls/syscalls.mk
 -include selftests/kvmfixup/kvmfixup.mk
 -include bench/bench.mk

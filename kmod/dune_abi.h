@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * The /dev/dune ABI: what dune.ko and its user-space drivers (libdune, the
+ * tests) share.  Included by the module and by user programs alike.
+ *
+ * A process opens /dev/dune: that descriptor is one VM whose guest-physical
+ * memory is the process's own memory, in regions it declares
+ * (DUNE_SET_REGION: guest-physical range -> range of its address space).
+ * DUNE_CREATE_VCPU returns a second descriptor, one virtual CPU, which a
+ * thread runs with DUNE_VCPU_RUN until the guest does something the module
+ * leaves to user space (a vmmcall, hlt, a fault outside every region, ...).
+ * Both descriptors work only in the process (mm) that opened /dev/dune.
+ *
+ * Versioning: DUNE_GET_ABI_VERSION returns DUNE_ABI_VERSION as the ioctl's
+ * result.  A change to any structure or ioctl below bumps it; reserved
+ * fields must be zero (the module refuses anything else with EINVAL) so that
+ * later versions can give them a meaning.
+ */
+#ifndef DUNE_ABI_H
+#define DUNE_ABI_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define DUNE_ABI_VERSION 1
+
+#define DUNE_IOC_MAGIC 0xD7
+
+/* ---- on the /dev/dune descriptor (the VM) ---- */
+
+/* Returns DUNE_ABI_VERSION (>= 1), no argument. */
+#define DUNE_GET_ABI_VERSION _IO(DUNE_IOC_MAGIC, 0x00)
+
+/*
+ * Maps guest-physical [guest_phys, guest_phys + size) to the calling
+ * process's [user_addr, user_addr + size).  Page-aligned, size > 0, at most
+ * DUNE_MAX_REGIONS regions, no two overlapping in guest-physical space,
+ * guest_phys + size below the CPU's physical-address limit.  size == 0
+ * removes region `slot`.  The guest sees what the process sees at that
+ * address, at the time of the access: the mapping follows mmap, munmap,
+ * mremap, copy-on-write and reclaim (MMU notifiers).  Memory the kernel
+ * cannot hand out by get_user_pages (PFNMAP/IO mappings) is not reachable.
+ */
+#define DUNE_MAX_REGIONS 64
+#define DUNE_REGION_READONLY (1u << 0) /* the guest may only read */
+struct dune_region {
+	__u32 slot;  /* 0 .. DUNE_MAX_REGIONS-1 */
+	__u32 flags; /* DUNE_REGION_* */
+	__u64 guest_phys;
+	__u64 user_addr;
+	__u64 size;
+};
+#define DUNE_SET_REGION _IOW(DUNE_IOC_MAGIC, 0x01, struct dune_region)
+
+/* Returns a new vCPU descriptor (O_CLOEXEC), no argument. */
+#define DUNE_CREATE_VCPU _IO(DUNE_IOC_MAGIC, 0x02)
+
+/*
+ * The module's own counters, global (all processes): what it holds now and
+ * what it has done since it was loaded.  The "live" counts are how the
+ * tests show that nothing leaks.
+ */
+struct dune_stats {
+	__u64 live_vms;
+	__u64 live_vcpus;
+	__u64 live_pages;     /* pages the module allocated: VMCBs, NPT, ... */
+	__u64 svm_users;      /* VMs keeping SVM enabled */
+	__u64 vmruns;         /* guest entries */
+	__u64 npt_faults;     /* nested page faults filled in the kernel */
+	__u64 npt_zaps;       /* NPT entries removed by MMU notifiers */
+	__u64 reserved[9];
+};
+#define DUNE_GET_STATS _IOR(DUNE_IOC_MAGIC, 0x03, struct dune_stats)
+
+/* ---- on a vCPU descriptor ---- */
+
+/*
+ * The guest runs in 64-bit mode at CPL 0 with flat segments (CS 0x08, data
+ * 0x10); it may load its own GDT and IDT.  Control registers are checked
+ * when set: CR0 needs PE|PG (and no bit above 31), CR4 needs PAE and only
+ * the bits in DUNE_CR4_ALLOWED, EFER needs LME|LMA and only
+ * DUNE_EFER_ALLOWED.  Base addresses must be canonical.
+ */
+struct dune_regs {
+	__u64 rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp;
+	__u64 r8, r9, r10, r11, r12, r13, r14, r15;
+	__u64 rip, rflags;
+};
+
+struct dune_sregs {
+	__u64 cr0, cr2, cr3, cr4, efer;
+	__u64 gdt_base, idt_base;
+	__u16 gdt_limit, idt_limit;
+	__u32 reserved0;
+	__u64 fs_base, gs_base, kernel_gs_base;
+	__u64 star, lstar, cstar, sfmask;
+	__u64 reserved[4];
+};
+
+struct dune_vcpu_state {
+	struct dune_regs regs;
+	struct dune_sregs sregs;
+};
+
+#define DUNE_CR0_REQUIRED 0x80000001ull          /* PG | PE */
+#define DUNE_CR4_REQUIRED 0x00000020ull          /* PAE */
+#define DUNE_EFER_REQUIRED 0x00000500ull         /* LME | LMA */
+/* DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP */
+#define DUNE_CR4_ALLOWED  0x00370ff8ull
+#define DUNE_EFER_ALLOWED 0x00000d01ull          /* SCE | LME | LMA | NXE */
+
+#define DUNE_VCPU_GET_STATE _IOR(DUNE_IOC_MAGIC, 0x10, struct dune_vcpu_state)
+#define DUNE_VCPU_SET_STATE _IOW(DUNE_IOC_MAGIC, 0x11, struct dune_vcpu_state)
+
+/*
+ * Why DUNE_VCPU_RUN returned 0.  The guest's RIP is already past a vmmcall
+ * or hlt, so running again continues after it.
+ */
+enum dune_exit_reason {
+	DUNE_EXIT_VMMCALL = 1,   /* hypercall: number and arguments in the registers */
+	DUNE_EXIT_HLT = 2,
+	DUNE_EXIT_NPF = 3,       /* guest-physical address outside every region,
+				    a write to a read-only one, or host memory
+				    the process cannot access: gpa, error_code */
+	DUNE_EXIT_SHUTDOWN = 4,  /* triple fault */
+	DUNE_EXIT_INVALID = 5,   /* the CPU refused the guest state */
+	DUNE_EXIT_INTERCEPT = 6, /* an instruction the guest may not run (I/O,
+				    MSR, debug registers, xsetbv, ...):
+				    svm_exit_code, info1, info2 as the CPU gave them */
+};
+
+struct dune_exit {
+	__u32 reason;            /* enum dune_exit_reason */
+	__u32 reserved0;
+	__u64 svm_exit_code;     /* the VMCB exit code (AMD APM vol. 2, app. C) */
+	__u64 info1, info2;      /* EXITINFO1/2 */
+	__u64 gpa;               /* DUNE_EXIT_NPF */
+	__u64 error_code;        /* DUNE_EXIT_NPF: the #NPF error code */
+	__u64 reserved[3];
+};
+
+/*
+ * Runs the guest until an exit the module does not handle itself; 0 with
+ * *exit filled.  Nested page faults inside a region, host interrupts and
+ * rescheduling are handled in the kernel.  A pending signal ends the call
+ * with EINTR before or during the guest's run (the guest's state is kept:
+ * call again to continue).  EBUSY: another hypervisor (a KVM VM) holds SVM
+ * on this CPU; EINVAL: after DUNE_EXIT_SHUTDOWN, until DUNE_VCPU_SET_STATE.
+ *
+ * Every ioctl but DUNE_GET_ABI_VERSION and DUNE_GET_STATS fails with EPERM
+ * in a process other than the one that opened /dev/dune; malformed
+ * arguments give EINVAL, unreadable ones EFAULT, unknown requests ENOTTY.
+ */
+#define DUNE_VCPU_RUN _IOR(DUNE_IOC_MAGIC, 0x12, struct dune_exit)
+
+#endif

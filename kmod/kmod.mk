@@ -1,0 +1,59 @@
+# dune.ko (kmod/) and its suite.  Included by the top Makefile; every
+# variable here starts with KMOD_.  See README.md, section "dune.ko".
+#
+#   make kmod      dune.ko for the QEMU rig's kernel (build/kmod/rig/dune.ko:
+#                  its Debian headers are downloaded into build/kmod/headers
+#                  the first time, nothing is installed), and for the running
+#                  kernel too where its headers are installed
+#                  (build/kmod/host/dune.ko)
+#   make install   also installs the udev rule for /dev/dune, the module's
+#                  source, and the module where the running kernel's headers
+#                  are installed
+
+KMOD_DIR      := $(CURDIR)/kmod
+KMOD_OUT      := $(BUILD)/kmod
+KMOD_SRCS     := $(addprefix $(KMOD_DIR)/,Kbuild dune_abi.h dune_internal.h \
+		 main.c svm.c npt.c svm_run.S)
+KMOD_RIG_KO   := $(KMOD_OUT)/rig/dune.ko
+KMOD_HOST_KV  := $(shell uname -r)
+KMOD_HOST_KDIR := /lib/modules/$(KMOD_HOST_KV)/build
+KMOD_HOST_KO  := $(KMOD_OUT)/host/dune.ko
+KMOD_HAVE_HOST_HEADERS := $(wildcard $(KMOD_HOST_KDIR)/Makefile)
+KMOD_TEST     := $(KMOD_OUT)/kmod_test
+KMOD_TEST_DIR := $(CURDIR)/selftests/kmod
+
+.PHONY: kmod install-kmod
+kmod: $(KMOD_RIG_KO) $(if $(KMOD_HAVE_HOST_HEADERS),$(KMOD_HOST_KO))
+
+$(KMOD_RIG_KO): $(KMOD_SRCS) $(KMOD_DIR)/fetch-headers $(KMOD_DIR)/build-module \
+		$(CURDIR)/tools/rig/build $(CURDIR)/tools/rig/init
+	@kdir=$$($(KMOD_DIR)/fetch-headers $(KMOD_OUT)/headers) && \
+		$(KMOD_DIR)/build-module "$$kdir" $(@D)
+
+$(KMOD_HOST_KO): $(KMOD_SRCS) $(KMOD_DIR)/build-module
+	@$(KMOD_DIR)/build-module $(KMOD_HOST_KDIR) $(@D)
+
+$(KMOD_TEST): $(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S \
+		$(KMOD_DIR)/dune_abi.h $(CURDIR)/selftests/harness.h
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(CURDIR)/selftests -o $@ \
+		$(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S
+
+TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig
+TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST)
+
+# The module where it can be built for the running kernel; its source
+# always (to build it later with `make -C /lib/modules/VERSION/build
+# M=$(PREFIX)/src/dune-VERSION`); the udev rule for /dev/dune.
+install: install-kmod
+install-kmod: $(if $(KMOD_HAVE_HOST_HEADERS),$(KMOD_HOST_KO))
+	install -d $(DESTDIR)$(PREFIX)/src/dune-$(VERSION) $(DESTDIR)/etc/udev/rules.d
+	install -m 644 $(KMOD_SRCS) $(DESTDIR)$(PREFIX)/src/dune-$(VERSION)/
+	install -m 644 $(KMOD_DIR)/60-dune.rules $(DESTDIR)/etc/udev/rules.d/
+ifneq ($(KMOD_HAVE_HOST_HEADERS),)
+	install -d $(DESTDIR)/lib/modules/$(KMOD_HOST_KV)/extra
+	install -m 644 $(KMOD_HOST_KO) $(DESTDIR)/lib/modules/$(KMOD_HOST_KV)/extra/
+	@[ -n "$(DESTDIR)" ] || ! command -v depmod >/dev/null || depmod $(KMOD_HOST_KV)
+else
+	@echo "dune.ko: not built or installed: no headers for the running kernel $(KMOD_HOST_KV) ($(KMOD_HOST_KDIR) is missing; on Debian: apt-get install linux-headers-$(KMOD_HOST_KV)); its source is in $(PREFIX)/src/dune-$(VERSION)"
+endif

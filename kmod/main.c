@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * dune.ko: /dev/dune, a VM per open descriptor whose guest-physical memory
+ * is the opening process's own, and vCPU descriptors that run it (the ABI:
+ * dune_abi.h).  Every ioctl works only from the process (mm) that opened
+ * /dev/dune, so a descriptor passed to or inherited by another process
+ * reaches nothing of it.
+ */
+#define pr_fmt(fmt) "dune: " fmt
+
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "dune_internal.h"
+
+#define DUNE_MAX_VCPUS 1024
+
+struct dune_counters dune_counters;
+
+struct page *dune_alloc_page(void)
+{
+	struct page *page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+
+	if (page)
+		atomic64_inc(&dune_counters.live_pages);
+	return page;
+}
+
+void dune_free_page(struct page *page)
+{
+	__free_page(page);
+	atomic64_dec(&dune_counters.live_pages);
+}
+
+static void dune_vm_destroy(struct kref *ref)
+{
+	struct dune_vm *vm = container_of(ref, struct dune_vm, ref);
+
+	if (vm->notifier_registered)
+		mmu_notifier_unregister(&vm->notifier, vm->mm);
+	dune_npt_destroy(vm);
+	dune_svm_put();
+	kfree(vm);
+	atomic64_dec(&dune_counters.live_vms);
+}
+
+static void dune_vm_put(struct dune_vm *vm)
+{
+	kref_put(&vm->ref, dune_vm_destroy);
+}
+
+/* ---- vCPU descriptors ---- */
+
+static int dune_vcpu_release(struct inode *inode, struct file *file)
+{
+	struct dune_vcpu *vcpu = file->private_data;
+	struct dune_vm *vm = vcpu->vm;
+
+	spin_lock(&vm->vcpus_lock);
+	list_del(&vcpu->node);
+	vm->nr_vcpus--;
+	spin_unlock(&vm->vcpus_lock);
+	dune_vcpu_destroy(vcpu);
+	kfree(vcpu);
+	atomic64_dec(&dune_counters.live_vcpus);
+	dune_vm_put(vm);
+	return 0;
+}
+
+static long dune_vcpu_ioctl(struct file *file, unsigned int cmd,
+			    unsigned long arg)
+{
+	struct dune_vcpu *vcpu = file->private_data;
+	void __user *uarg = (void __user *)arg;
+	struct dune_vcpu_state state;
+	struct dune_exit exit;
+	long ret;
+
+	if (vcpu->vm->mm != current->mm)
+		return -EPERM;
+	if (cmd != DUNE_VCPU_GET_STATE && cmd != DUNE_VCPU_SET_STATE &&
+	    cmd != DUNE_VCPU_RUN)
+		return -ENOTTY;
+	if (cmd == DUNE_VCPU_SET_STATE && copy_from_user(&state, uarg, sizeof(state)))
+		return -EFAULT;
+	if (mutex_lock_killable(&vcpu->run_lock))
+		return -EINTR;
+	switch (cmd) {
+	case DUNE_VCPU_GET_STATE:
+		dune_vcpu_get_state(vcpu, &state);
+		ret = 0;
+		break;
+	case DUNE_VCPU_SET_STATE:
+		ret = dune_vcpu_set_state(vcpu, &state);
+		break;
+	default:
+		ret = dune_vcpu_run(vcpu, &exit);
+		break;
+	}
+	mutex_unlock(&vcpu->run_lock);
+	if (ret)
+		return ret;
+	if (cmd == DUNE_VCPU_GET_STATE && copy_to_user(uarg, &state, sizeof(state)))
+		return -EFAULT;
+	if (cmd == DUNE_VCPU_RUN && copy_to_user(uarg, &exit, sizeof(exit)))
+		return -EFAULT;
+	return 0;
+}
+
+static const struct file_operations dune_vcpu_fops = {
+	.owner = THIS_MODULE,
+	.release = dune_vcpu_release,
+	.unlocked_ioctl = dune_vcpu_ioctl,
+	.llseek = noop_llseek,
+};
+
+static int dune_create_vcpu(struct dune_vm *vm)
+{
+	struct dune_vcpu *vcpu;
+	int fd, ret;
+
+	vcpu = kzalloc(sizeof(*vcpu), GFP_KERNEL_ACCOUNT);
+	if (!vcpu)
+		return -ENOMEM;
+	vcpu->vm = vm;
+	ret = dune_vcpu_init(vcpu);
+	if (ret)
+		goto free;
+	spin_lock(&vm->vcpus_lock);
+	if (vm->nr_vcpus >= DUNE_MAX_VCPUS) {
+		spin_unlock(&vm->vcpus_lock);
+		ret = -ENOSPC;
+		goto free;
+	}
+	vm->nr_vcpus++;
+	list_add(&vcpu->node, &vm->vcpus);
+	spin_unlock(&vm->vcpus_lock);
+	kref_get(&vm->ref);
+	atomic64_inc(&dune_counters.live_vcpus);
+
+	fd = anon_inode_getfd("dune-vcpu", &dune_vcpu_fops, vcpu, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		/* Never seen by user space: undo as its release would. */
+		spin_lock(&vm->vcpus_lock);
+		list_del(&vcpu->node);
+		vm->nr_vcpus--;
+		spin_unlock(&vm->vcpus_lock);
+		atomic64_dec(&dune_counters.live_vcpus);
+		dune_vm_put(vm);
+		ret = fd;
+		goto free;
+	}
+	return fd;
+free:
+	dune_vcpu_destroy(vcpu);
+	kfree(vcpu);
+	return ret;
+}
+
+/* ---- /dev/dune ---- */
+
+static void dune_get_stats(struct dune_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->live_vms = atomic64_read(&dune_counters.live_vms);
+	st->live_vcpus = atomic64_read(&dune_counters.live_vcpus);
+	st->live_pages = atomic64_read(&dune_counters.live_pages);
+	st->svm_users = READ_ONCE(dune_svm_users);
+	st->vmruns = atomic64_read(&dune_counters.vmruns);
+	st->npt_faults = atomic64_read(&dune_counters.npt_faults);
+	st->npt_zaps = atomic64_read(&dune_counters.npt_zaps);
+}
+
+static int dune_open(struct inode *inode, struct file *file)
+{
+	struct dune_vm *vm;
+	int ret;
+
+	if (!current->mm)
+		return -EINVAL;
+	vm = kzalloc(sizeof(*vm), GFP_KERNEL_ACCOUNT);
+	if (!vm)
+		return -ENOMEM;
+	kref_init(&vm->ref);
+	mutex_init(&vm->regions_lock);
+	spin_lock_init(&vm->mmu_lock);
+	spin_lock_init(&vm->vcpus_lock);
+	INIT_LIST_HEAD(&vm->vcpus);
+	atomic64_set(&vm->tlb_gen, 1);
+	vm->mm = current->mm;
+	dune_svm_get();
+	atomic64_inc(&dune_counters.live_vms);
+
+	ret = dune_npt_init(vm);
+	if (ret)
+		goto fail;
+	vm->notifier.ops = &dune_mmu_notifier_ops;
+	ret = mmu_notifier_register(&vm->notifier, vm->mm);
+	if (ret)
+		goto fail;
+	vm->notifier_registered = true;
+	file->private_data = vm;
+	return 0;
+fail:
+	dune_vm_put(vm);
+	return ret;
+}
+
+static int dune_release(struct inode *inode, struct file *file)
+{
+	dune_vm_put(file->private_data);
+	return 0;
+}
+
+static long dune_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct dune_vm *vm = file->private_data;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case DUNE_GET_ABI_VERSION:
+		return DUNE_ABI_VERSION;
+	case DUNE_GET_STATS: {
+		struct dune_stats st;
+
+		dune_get_stats(&st);
+		return copy_to_user(uarg, &st, sizeof(st)) ? -EFAULT : 0;
+	}
+	case DUNE_SET_REGION: {
+		struct dune_region r;
+
+		if (vm->mm != current->mm)
+			return -EPERM;
+		if (copy_from_user(&r, uarg, sizeof(r)))
+			return -EFAULT;
+		return dune_npt_set_region(vm, &r);
+	}
+	case DUNE_CREATE_VCPU:
+		if (vm->mm != current->mm)
+			return -EPERM;
+		return dune_create_vcpu(vm);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations dune_fops = {
+	.owner = THIS_MODULE,
+	.open = dune_open,
+	.release = dune_release,
+	.unlocked_ioctl = dune_ioctl,
+	.llseek = noop_llseek,
+};
+
+/* 0600 root until a udev rule gives it to group dune (kmod/60-dune.rules). */
+static struct miscdevice dune_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "dune",
+	.fops = &dune_fops,
+	.mode = 0600,
+};
+
+static int __init dune_init(void)
+{
+	int ret;
+
+	ret = dune_svm_check_cpu();
+	if (ret)
+		return ret;
+	ret = dune_svm_module_init();
+	if (ret)
+		return ret;
+	ret = misc_register(&dune_misc);
+	if (ret) {
+		pr_err("cannot register /dev/dune (%d)\n", ret);
+		dune_svm_module_exit();
+		return ret;
+	}
+	pr_info("loaded: /dev/dune ABI %d, AMD SVM with nested paging, %u-bit guest-physical addresses\n",
+		DUNE_ABI_VERSION, dune_phys_bits);
+	return 0;
+}
+
+static void __exit dune_exit(void)
+{
+	s64 vms, vcpus, pages;
+
+	misc_deregister(&dune_misc);
+	dune_svm_module_exit();
+	vms = atomic64_read(&dune_counters.live_vms);
+	vcpus = atomic64_read(&dune_counters.live_vcpus);
+	pages = atomic64_read(&dune_counters.live_pages);
+	if (vms || vcpus || pages)
+		pr_err("LEAK at unload: %lld VMs, %lld vCPUs, %lld pages still counted\n",
+		       vms, vcpus, pages);
+	else
+		pr_info("unloaded, nothing leaked (0 VMs, 0 vCPUs, 0 pages; %lld guest entries)\n",
+			(s64)atomic64_read(&dune_counters.vmruns));
+}
+
+module_init(dune_init);
+module_exit(dune_exit);
+MODULE_LICENSE("Dual MIT/GPL");
+MODULE_DESCRIPTION("Dune: processes in guest ring 0 (AMD SVM)");

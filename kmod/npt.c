@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * Nested page tables: guest-physical -> the process's own pages.
+ *
+ * Filled on demand: a nested page fault in a region looks the page up with
+ * get_user_pages_fast (so the process's own protections apply, and PFNMAP or
+ * I/O mappings are refused) and installs a 4 KiB entry, writable only after
+ * a write fault.  No page reference is kept: an MMU notifier removes the
+ * entries of every range the process's page tables change (munmap, mremap,
+ * mprotect, copy-on-write, reclaim, migration) before the page can go
+ * elsewhere, and kicks the vCPUs that run so that none keeps a stale
+ * translation.  A fault that raced with such a change is retried.
+ */
+#define pr_fmt(fmt) "dune: " fmt
+
+#include <linux/mm.h>
+#include <linux/mem_encrypt.h>
+#include <linux/sched/signal.h>
+#include <asm/io.h>
+#include <asm/trap_pf.h>
+
+#include "dune_internal.h"
+
+#define NPT_P  (1ull << 0)
+#define NPT_W  (1ull << 1)
+#define NPT_U  (1ull << 2) /* the nested walk counts as a user access */
+#define NPT_TABLE (NPT_P | NPT_W | NPT_U)
+#define NPT_ADDR_MASK 0x000ffffffffff000ull
+#define NPT_LEVELS 4
+
+static unsigned int npt_index(u64 gpa, int level) /* level 3 = root */
+{
+	return (gpa >> (12 + 9 * level)) & 511;
+}
+
+static u64 *npt_table(u64 entry)
+{
+	return __va(__sme_clr(entry & NPT_ADDR_MASK));
+}
+
+int dune_npt_init(struct dune_vm *vm)
+{
+	vm->npt_root = dune_alloc_page();
+	return vm->npt_root ? 0 : -ENOMEM;
+}
+
+static void npt_free_level(u64 *table, int level)
+{
+	unsigned int i;
+
+	if (level > 0)
+		for (i = 0; i < 512; i++)
+			if (table[i] & NPT_P)
+				npt_free_level(npt_table(table[i]), level - 1);
+	dune_free_page(virt_to_page(table));
+}
+
+void dune_npt_destroy(struct dune_vm *vm)
+{
+	if (vm->npt_root)
+		npt_free_level(page_address(vm->npt_root), NPT_LEVELS - 1);
+	vm->npt_root = NULL;
+	while (vm->pt_cached)
+		dune_free_page(vm->pt_cache[--vm->pt_cached]);
+}
+
+/* Clears the leaves in [start, end) under table; returns how many. */
+static unsigned long npt_zap_level(u64 *table, int level, u64 base, u64 start,
+				   u64 end)
+{
+	u64 span = 1ull << (12 + 9 * level);
+	unsigned long zapped = 0;
+	unsigned int i;
+
+	for (i = 0; i < 512; i++) {
+		u64 lo = base + i * span, hi = lo + span;
+
+		if (hi <= start || lo >= end || !(table[i] & NPT_P))
+			continue;
+		if (level == 0) {
+			WRITE_ONCE(table[i], 0);
+			zapped++;
+		} else {
+			zapped += npt_zap_level(npt_table(table[i]), level - 1,
+						lo, start, end);
+		}
+	}
+	return zapped;
+}
+
+static unsigned long npt_zap(struct dune_vm *vm, u64 start, u64 end)
+{
+	lockdep_assert_held(&vm->mmu_lock);
+	return npt_zap_level(page_address(vm->npt_root), NPT_LEVELS - 1, 0,
+			     start, end);
+}
+
+/* After a zap, with mmu_lock dropped: no vCPU keeps an old translation. */
+static void npt_zapped(struct dune_vm *vm, unsigned long zapped)
+{
+	if (!zapped)
+		return;
+	atomic64_add(zapped, &dune_counters.npt_zaps);
+	atomic64_inc(&vm->tlb_gen);
+	dune_kick_vcpus(vm);
+}
+
+/* The leaf entry for gpa, building tables from the cache; NULL if it ran dry. */
+static u64 *npt_leaf(struct dune_vm *vm, u64 gpa)
+{
+	u64 *table = page_address(vm->npt_root);
+	int level;
+
+	for (level = NPT_LEVELS - 1; level > 0; level--) {
+		u64 *entry = &table[npt_index(gpa, level)];
+
+		if (!(*entry & NPT_P)) {
+			struct page *page;
+
+			if (!vm->pt_cached)
+				return NULL;
+			page = vm->pt_cache[--vm->pt_cached];
+			WRITE_ONCE(*entry, __sme_set(page_to_phys(page)) | NPT_TABLE);
+		}
+		table = npt_table(*entry);
+	}
+	return &table[npt_index(gpa, 0)];
+}
+
+static int npt_fill_cache(struct dune_vm *vm)
+{
+	while (vm->pt_cached < NPT_LEVELS - 1) {
+		struct page *page = dune_alloc_page();
+
+		if (!page)
+			return -ENOMEM;
+		spin_lock(&vm->mmu_lock);
+		if (vm->pt_cached < ARRAY_SIZE(vm->pt_cache))
+			vm->pt_cache[vm->pt_cached++] = page, page = NULL;
+		spin_unlock(&vm->mmu_lock);
+		if (page)
+			dune_free_page(page);
+	}
+	return 0;
+}
+
+static struct dune_region_slot *npt_region_of(struct dune_vm *vm, u64 gpa)
+{
+	unsigned int i;
+
+	for (i = 0; i < DUNE_MAX_REGIONS; i++) {
+		struct dune_region_slot *r = &vm->regions[i];
+
+		if (r->used && gpa >= r->gpa && gpa - r->gpa < r->size)
+			return r;
+	}
+	return NULL;
+}
+
+int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
+{
+	bool write = error_code & X86_PF_WRITE;
+	struct dune_region_slot *r;
+	unsigned long seq, hva;
+	struct page *page;
+	u64 *leaf, entry;
+	int ret;
+
+	if (error_code & X86_PF_RSVD) /* a malformed NPT: report, do not loop */
+		return 1;
+	gpa &= PAGE_MASK;
+	spin_lock(&vm->mmu_lock);
+	r = npt_region_of(vm, gpa);
+	if (!r || (write && r->readonly) || vm->mm_gone) {
+		spin_unlock(&vm->mmu_lock);
+		return 1;
+	}
+	hva = r->uaddr + (gpa - r->gpa);
+	seq = vm->invalidation_seq;
+	spin_unlock(&vm->mmu_lock);
+
+	ret = npt_fill_cache(vm);
+	if (ret)
+		return ret;
+	smp_rmb(); /* seq read before the host page tables are */
+	ret = get_user_pages_fast(hva, 1, write ? FOLL_WRITE : 0, &page);
+	if (ret != 1) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		return 1; /* the process has no such page: user space decides */
+	}
+
+	spin_lock(&vm->mmu_lock);
+	if (vm->invalidations_running || vm->invalidation_seq != seq) {
+		/* The host mapping changed meanwhile: fault again. */
+		spin_unlock(&vm->mmu_lock);
+		put_page(page);
+		return 0;
+	}
+	leaf = npt_leaf(vm, gpa);
+	if (leaf) {
+		entry = __sme_set(page_to_phys(page)) | NPT_P | NPT_U |
+			(write ? NPT_W : 0);
+		WRITE_ONCE(*leaf, entry);
+		atomic64_inc(&dune_counters.npt_faults);
+	}
+	spin_unlock(&vm->mmu_lock);
+	put_page(page);
+	return 0;
+}
+
+int dune_npt_set_region(struct dune_vm *vm, const struct dune_region *req)
+{
+	struct dune_region_slot *slot, new = {};
+	unsigned long zapped = 0;
+	unsigned int i;
+
+	if (req->slot >= DUNE_MAX_REGIONS || (req->flags & ~DUNE_REGION_READONLY))
+		return -EINVAL;
+	if (req->size) {
+		u64 gpa_limit = 1ull << dune_phys_bits;
+
+		if (!PAGE_ALIGNED(req->guest_phys) || !PAGE_ALIGNED(req->user_addr) ||
+		    !PAGE_ALIGNED(req->size))
+			return -EINVAL;
+		if (req->guest_phys >= gpa_limit || req->size > gpa_limit - req->guest_phys)
+			return -EINVAL;
+		if (req->user_addr + req->size < req->user_addr ||
+		    !access_ok((void __user *)(unsigned long)req->user_addr, req->size))
+			return -EFAULT;
+		new.used = true;
+		new.readonly = req->flags & DUNE_REGION_READONLY;
+		new.gpa = req->guest_phys;
+		new.uaddr = req->user_addr;
+		new.size = req->size;
+	} else if (req->guest_phys || req->user_addr || req->flags) {
+		return -EINVAL;
+	}
+
+	mutex_lock(&vm->regions_lock);
+	for (i = 0; new.used && i < DUNE_MAX_REGIONS; i++) {
+		const struct dune_region_slot *o = &vm->regions[i];
+
+		if (i != req->slot && o->used && new.gpa < o->gpa + o->size &&
+		    o->gpa < new.gpa + new.size) {
+			mutex_unlock(&vm->regions_lock);
+			return -EEXIST;
+		}
+	}
+	slot = &vm->regions[req->slot];
+	spin_lock(&vm->mmu_lock);
+	if (slot->used)
+		zapped = npt_zap(vm, slot->gpa, slot->gpa + slot->size);
+	*slot = new;
+	vm->invalidation_seq++;
+	spin_unlock(&vm->mmu_lock);
+	mutex_unlock(&vm->regions_lock);
+	npt_zapped(vm, zapped);
+	return 0;
+}
+
+static struct dune_vm *to_vm(struct mmu_notifier *mn)
+{
+	return container_of(mn, struct dune_vm, notifier);
+}
+
+static int dune_mn_invalidate_range_start(struct mmu_notifier *mn,
+					  const struct mmu_notifier_range *range)
+{
+	struct dune_vm *vm = to_vm(mn);
+	unsigned long zapped = 0;
+	unsigned int i;
+
+	/* Only a spinlock and IPIs: fine for non-blockable callers too. */
+	spin_lock(&vm->mmu_lock);
+	vm->invalidations_running++;
+	vm->invalidation_seq++;
+	for (i = 0; i < DUNE_MAX_REGIONS; i++) {
+		const struct dune_region_slot *r = &vm->regions[i];
+		u64 lo, hi;
+
+		if (!r->used)
+			continue;
+		lo = max_t(u64, range->start, r->uaddr);
+		hi = min_t(u64, range->end, r->uaddr + r->size);
+		if (lo < hi)
+			zapped += npt_zap(vm, r->gpa + (lo - r->uaddr),
+					  r->gpa + (hi - r->uaddr));
+	}
+	spin_unlock(&vm->mmu_lock);
+	npt_zapped(vm, zapped);
+	return 0;
+}
+
+static void dune_mn_invalidate_range_end(struct mmu_notifier *mn,
+					 const struct mmu_notifier_range *range)
+{
+	struct dune_vm *vm = to_vm(mn);
+
+	spin_lock(&vm->mmu_lock);
+	vm->invalidations_running--;
+	vm->invalidation_seq++;
+	spin_unlock(&vm->mmu_lock);
+}
+
+/* The address space is going away (exit, or the last user of the mm). */
+static void dune_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct dune_vm *vm = to_vm(mn);
+	unsigned long zapped;
+
+	spin_lock(&vm->mmu_lock);
+	vm->mm_gone = true;
+	vm->invalidation_seq++;
+	zapped = npt_zap(vm, 0, ~0ull);
+	spin_unlock(&vm->mmu_lock);
+	npt_zapped(vm, zapped);
+}
+
+const struct mmu_notifier_ops dune_mmu_notifier_ops = {
+	.invalidate_range_start = dune_mn_invalidate_range_start,
+	.invalidate_range_end = dune_mn_invalidate_range_end,
+	.release = dune_mn_release,
+};

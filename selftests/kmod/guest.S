@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guests of kmod_test: 64-bit ring-0 code, position independent, copied
+ * by the test to guest-physical (= guest-virtual) 0x10000.  Entered with
+ * rdi = which guest, rsi = argument, rdx = guest-virtual address of the
+ * data region.  Each reports through vmmcall with its result in rax (and
+ * rbx), then halts.
+ */
+	.text
+	.globl kmod_guest_start, kmod_guest_end
+	.code64
+kmod_guest_start:
+	cmp $0, %rdi
+	je g_write_pages
+	cmp $1, %rdi
+	je g_reread
+	cmp $2, %rdi
+	je g_spin
+	cmp $3, %rdi
+	je g_load_rsi
+	cmp $4, %rdi
+	je g_wrmsr_efer
+	cmp $5, %rdi
+	je g_out
+	cmp $6, %rdi
+	je g_triple_fault
+	cmp $7, %rdi
+	je g_store_rsi
+	cmp $8, %rdi
+	je g_wait_value
+	mov $0xbad, %rax
+	vmmcall
+	hlt
+
+/* Page i of the data region gets 0x0d0e0000 + i in its first word, for
+   i < rsi; rax = 0x600d, rbx = the sum read back. */
+g_write_pages:
+	xor %rcx, %rcx
+	xor %rbx, %rbx
+1:	cmp %rsi, %rcx
+	jae 2f
+	mov %rcx, %rax
+	shl $12, %rax
+	lea 0x0d0e0000(%rcx), %r8
+	mov %r8, (%rdx,%rax)
+	add (%rdx,%rax), %rbx
+	inc %rcx
+	jmp 1b
+2:	mov $0x600d, %rax
+	vmmcall
+	hlt
+	jmp 2b
+
+/* Reads the data region's first word twice, with an exit between, in
+   which the host replaces the page: rbx = first read, rcx = second. */
+g_reread:
+	mov (%rdx), %rbx
+	mov $1, %rax
+	vmmcall
+	mov (%rdx), %rcx
+	mov $2, %rax
+	vmmcall
+	hlt
+
+/* Counts in data[0] until data[1] is non-zero. */
+g_spin:
+	movq $0, (%rdx)
+1:	incq (%rdx)
+	cmpq $0, 8(%rdx)
+	je 1b
+	mov (%rdx), %rbx
+	mov $3, %rax
+	vmmcall
+	hlt
+
+/* Loads from (rsi): a guest-virtual address chosen by the test. */
+g_load_rsi:
+	mov (%rsi), %rbx
+	mov $4, %rax
+	vmmcall
+	hlt
+
+/* Stores to (rsi). */
+g_store_rsi:
+	movq $0x5107e, (%rsi)
+	mov $7, %rax
+	vmmcall
+	hlt
+
+/* Spins until data[0] == rsi, counting its rounds in the data region's
+   second page (which the host watches): rbx = the rounds. */
+g_wait_value:
+1:	incq 4096(%rdx)
+	cmp (%rdx), %rsi
+	jne 1b
+	mov 4096(%rdx), %rbx
+	mov $8, %rax
+	vmmcall
+	hlt
+
+/* The host's EFER is not the guest's to write. */
+g_wrmsr_efer:
+	mov $0xc0000080, %ecx
+	rdmsr
+	wrmsr
+	mov $5, %rax
+	vmmcall
+	hlt
+
+g_out:
+	mov $0x42, %al
+	out %al, $0x80
+	mov $6, %rax
+	vmmcall
+	hlt
+
+/* An empty IDT: int3 -> #GP -> #DF -> shutdown. */
+g_triple_fault:
+	pushq $0
+	pushq $0
+	lidt (%rsp)
+	int3
+	mov $0xbad, %rax
+	vmmcall
+	hlt
+kmod_guest_end:
+	.section .note.GNU-stack,"",@progbits

@@ -1,0 +1,784 @@
+// SPDX-License-Identifier: MIT
+/*
+ * dune.ko's suite.  Runs as root inside the QEMU rig (selftests/kmod/run-in-rig):
+ * it loads and unloads the module itself (finit_module/delete_module, from
+ * $DUNE_KO), so it needs no kmod tools, and reads the kernel log from
+ * /dev/kmsg.  Guests: selftests/kmod/guest.S.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <linux/kvm.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/time.h>
+
+#include "harness.h"
+#include "../../kmod/dune_abi.h"
+
+extern const char kmod_guest_start[], kmod_guest_end[];
+
+#define MEM_SIZE (2ul << 20)      /* region 0: gpa 0, code, tables, stack */
+#define DATA_GPA (4ull << 30)     /* region 1: gpa 4 GiB, guest VA 1 GiB */
+#define DATA_VA 0x40000000ull
+#define DATA_SIZE (64ul << 10)
+#define CODE_GPA 0x10000
+#define STACK_TOP 0x80000
+
+enum { G_WRITE_PAGES, G_REREAD, G_SPIN, G_LOAD, G_WRMSR, G_OUT, G_TRIPLE, G_STORE, G_WAIT_VALUE };
+
+struct guest {
+	int dune, vcpu;
+	uint8_t *mem;
+	volatile uint64_t *data;
+};
+
+/* ---- the module ---- */
+
+static const char *ko_path(void)
+{
+	const char *p = getenv("DUNE_KO");
+	return p ? p : "build/kmod/rig/dune.ko";
+}
+
+static int load_module(void)
+{
+	int fd = open(ko_path(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = syscall(SYS_finit_module, fd, "", 0);
+	int e = errno;
+	close(fd);
+	return r == 0 ? 0 : -e;
+}
+
+static int unload_module(void)
+{
+	for (int i = 0; i < 200; i++) { /* a just-closed descriptor may still hold it */
+		if (syscall(SYS_delete_module, "dune", O_NONBLOCK) == 0)
+			return 0;
+		if (errno != EAGAIN && errno != EBUSY)
+			return -errno;
+		usleep(10000);
+	}
+	return -EBUSY;
+}
+
+static void ensure_loaded(void)
+{
+	if (access("/dev/dune", F_OK) == 0)
+		return;
+	int r = load_module();
+	if (r && r != -EEXIST) {
+		TH_LOG("loading %s: %s", ko_path(), strerror(-r));
+		th_fail(true);
+	}
+	for (int i = 0; i < 100 && access("/dev/dune", F_OK); i++)
+		usleep(10000);
+	ASSERT_EQ(0, access("/dev/dune", F_OK));
+}
+
+/* ---- the kernel log ---- */
+
+/* A /dev/kmsg reader positioned at the end: what is logged from now on. */
+static int kmsg_open_at_end(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0)
+		lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+/* Appends the messages since the last read to buf (NUL-terminated). */
+static void kmsg_read(int fd, char *buf, size_t cap)
+{
+	size_t len = strlen(buf);
+	char rec[8192];
+	for (;;) {
+		ssize_t n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue; /* overwritten records: go on */
+		if (n <= 0)
+			break;
+		rec[n] = 0;
+		char *text = strchr(rec, ';');
+		text = text ? text + 1 : rec;
+		size_t t = strlen(text);
+		if (len + t + 1 < cap) {
+			memcpy(buf + len, text, t + 1);
+			len += t;
+		}
+	}
+}
+
+static int count_substr(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* How a WARN, BUG, oops or leak report begins in the kernel log. */
+static const char *const kernel_trouble[] = {
+	"WARNING: CPU:", "BUG:", "Oops:", "Call Trace:", "general protection fault",
+	"dune: LEAK", "RIP: 0010:",
+};
+
+static void assert_log_clean(const char *log)
+{
+	for (size_t i = 0; i < sizeof(kernel_trouble) / sizeof(kernel_trouble[0]); i++) {
+		const char *hit = strstr(log, kernel_trouble[i]);
+		if (hit) {
+			while (hit > log && hit[-1] != '\n')
+				hit--;
+			TH_LOG("the kernel log has \"%s\", from:", kernel_trouble[i]);
+			char excerpt[4096];
+			snprintf(excerpt, sizeof(excerpt), "%s", hit);
+			th_print_quoted(excerpt);
+			th_fail(true);
+		}
+	}
+}
+
+/* ---- guests ---- */
+
+static struct dune_stats stats_of(int dune)
+{
+	struct dune_stats st;
+	memset(&st, 0, sizeof(st));
+	if (ioctl(dune, DUNE_GET_STATS, &st))
+		th_fail(true);
+	return st;
+}
+
+static int set_region(int dune, uint32_t slot, uint64_t gpa, const void *uaddr,
+		      uint64_t size, uint32_t flags)
+{
+	struct dune_region r = {.slot = slot, .flags = flags, .guest_phys = gpa,
+				.user_addr = (uintptr_t)uaddr, .size = size};
+	return ioctl(dune, DUNE_SET_REGION, &r);
+}
+
+/*
+ * Guest page tables in region 0: VA [0, 2 MiB) -> gpa 0 and
+ * VA [1 GiB, 1 GiB + 2 MiB) -> gpa 4 GiB, both as 2 MiB pages.
+ */
+static void build_page_tables(uint8_t *mem)
+{
+	uint64_t *pml4 = (uint64_t *)(mem + 0x1000);
+	uint64_t *pdpt = (uint64_t *)(mem + 0x2000);
+	uint64_t *pd0 = (uint64_t *)(mem + 0x3000);
+	uint64_t *pd1 = (uint64_t *)(mem + 0x4000);
+	pml4[0] = 0x2000 | 3;
+	pdpt[0] = 0x3000 | 3;
+	pdpt[1] = 0x4000 | 3;
+	pd0[0] = 0x0 | 0x83;
+	pd1[0] = DATA_GPA | 0x83;
+}
+
+/* A VM with both regions and one vCPU about to run guest `which`. */
+static void guest_setup(struct guest *g, int which, uint64_t arg, volatile uint64_t *data,
+			uint32_t data_flags)
+{
+	g->dune = open("/dev/dune", O_RDWR | O_CLOEXEC);
+	if (g->dune < 0) {
+		TH_LOG("open /dev/dune: %s", strerror(errno));
+		th_fail(true);
+	}
+	ASSERT_EQ(DUNE_ABI_VERSION, ioctl(g->dune, DUNE_GET_ABI_VERSION));
+	g->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)g->mem);
+	g->data = data;
+	if (!g->data) {
+		g->data = mmap(NULL, DATA_SIZE, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		ASSERT_NE(MAP_FAILED, (void *)g->data);
+	}
+	build_page_tables(g->mem);
+	memcpy(g->mem + CODE_GPA, kmod_guest_start, kmod_guest_end - kmod_guest_start);
+	ASSERT_EQ(0, set_region(g->dune, 0, 0, g->mem, MEM_SIZE, 0));
+	ASSERT_EQ(0, set_region(g->dune, 1, DATA_GPA, (void *)g->data, DATA_SIZE, data_flags));
+	g->vcpu = ioctl(g->dune, DUNE_CREATE_VCPU);
+	ASSERT_LE(0, g->vcpu);
+
+	struct dune_vcpu_state st;
+	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_GET_STATE, &st));
+	memset(&st.regs, 0, sizeof(st.regs));
+	st.regs.rip = CODE_GPA;
+	st.regs.rsp = STACK_TOP;
+	st.regs.rflags = 2;
+	st.regs.rdi = which;
+	st.regs.rsi = arg;
+	st.regs.rdx = DATA_VA;
+	st.sregs.cr0 = 0x80050033; /* PG WP NE ET MP PE */
+	st.sregs.cr3 = 0x1000;
+	st.sregs.cr4 = 0x620;      /* OSXMMEXCPT OSFXSR PAE */
+	st.sregs.efer = 0xd00;     /* NXE LMA LME */
+	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_SET_STATE, &st));
+}
+
+static void guest_close(struct guest *g)
+{
+	close(g->vcpu);
+	close(g->dune);
+	munmap(g->mem, MEM_SIZE);
+}
+
+static struct dune_exit run(struct guest *g)
+{
+	struct dune_exit ex;
+	memset(&ex, 0xa5, sizeof(ex));
+	int r;
+	while ((r = ioctl(g->vcpu, DUNE_VCPU_RUN, &ex)) < 0 && errno == EINTR)
+		;
+	if (r) {
+		TH_LOG("DUNE_VCPU_RUN: %s", strerror(errno));
+		th_fail(true);
+	}
+	return ex;
+}
+
+static struct dune_regs regs_of(struct guest *g)
+{
+	struct dune_vcpu_state st;
+	if (ioctl(g->vcpu, DUNE_VCPU_GET_STATE, &st))
+		th_fail(true);
+	return st.regs;
+}
+
+#define ASSERT_EXIT(want_reason, exit_expr)                                   \
+	do {                                                                  \
+		struct dune_exit ae_ex = (exit_expr);                         \
+		if (ae_ex.reason != (want_reason))                            \
+			TH_LOG("exit reason %u (svm exit code 0x%llx, info1 " \
+			       "0x%llx, info2 0x%llx), expected %u",          \
+			       ae_ex.reason,                                  \
+			       (unsigned long long)ae_ex.svm_exit_code,       \
+			       (unsigned long long)ae_ex.info1,               \
+			       (unsigned long long)ae_ex.info2, (want_reason)); \
+		ASSERT_EQ((uint32_t)(want_reason), ae_ex.reason);             \
+	} while (0)
+
+/* ---- load-time checks ---- */
+
+TEST(load_refused_while_kvm_holds_svm)
+{
+	if (access("/dev/dune", F_OK) == 0)
+		ASSERT_EQ(0, unload_module());
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm < 0)
+		SKIP(return, "no /dev/kvm in this kernel");
+	int kvm_vm = ioctl(kvm, KVM_CREATE_VM, 0); /* KVM sets EFER.SVME now */
+	ASSERT_LE(0, kvm_vm);
+	char log[16384] = "";
+	int kmsg = kmsg_open_at_end();
+	ASSERT_EQ(-EBUSY, load_module());
+	kmsg_read(kmsg, log, sizeof(log));
+	ASSERT_CONTAINS("dune: SVM is in use by another hypervisor", log);
+	ASSERT_NE(0, access("/dev/dune", F_OK));
+	close(kvm_vm);
+	close(kvm);
+	ASSERT_EQ(0, load_module());
+	ASSERT_EQ(0, access("/dev/dune", F_OK));
+}
+
+TEST(load_refused_without_svm)
+{
+	char line[4096];
+	bool svm = false;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	ASSERT_NOT_NULL(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "flags", 5) && strstr(line, " svm"))
+			svm = true;
+	fclose(f);
+	if (svm)
+		SKIP(return, "this CPU has SVM (run-in-rig boots a second rig without it)");
+	char log[16384] = "";
+	int kmsg = kmsg_open_at_end();
+	ASSERT_EQ(-ENODEV, load_module());
+	kmsg_read(kmsg, log, sizeof(log));
+	ASSERT_CONTAINS("dune: this CPU is not supported: dune.ko needs AMD SVM; Intel VT-x is not supported yet", log);
+	ASSERT_NE(0, access("/dev/dune", F_OK));
+}
+
+TEST(dev_dune_abi_version_and_mode)
+{
+	ensure_loaded();
+	struct stat sb;
+	ASSERT_EQ(0, stat("/dev/dune", &sb));
+	ASSERT_TRUE(S_ISCHR(sb.st_mode));
+	ASSERT_EQ(0600u, sb.st_mode & 0777); /* until the udev rule gives it to group dune */
+	int fd = open("/dev/dune", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(DUNE_ABI_VERSION, ioctl(fd, DUNE_GET_ABI_VERSION));
+	ASSERT_EQ(1, DUNE_ABI_VERSION);
+	ASSERT_EQ(-1, ioctl(fd, _IO(DUNE_IOC_MAGIC, 0x7f)));
+	ASSERT_EQ(ENOTTY, errno);
+	close(fd);
+}
+
+/* ---- the hypervisor ---- */
+
+TEST(guest_writes_process_memory_and_vmmcalls)
+{
+	ensure_loaded();
+	struct guest g;
+	const uint64_t pages = DATA_SIZE / 4096;
+	guest_setup(&g, G_WRITE_PAGES, pages, NULL, 0);
+	struct dune_stats before = stats_of(g.dune);
+	struct dune_exit ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, ex);
+	ASSERT_EQ(0x81ull, ex.svm_exit_code); /* SVM_EXIT_VMMCALL */
+	struct dune_regs r = regs_of(&g);
+	ASSERT_EQ(0x600dull, r.rax);
+	uint64_t sum = 0;
+	for (uint64_t i = 0; i < pages; i++) {
+		ASSERT_EQ(0x0d0e0000ull + i, g.data[i * 512]); /* seen by the host */
+		sum += 0x0d0e0000ull + i;
+	}
+	ASSERT_EQ(sum, r.rbx);
+	/* Each data page and the code/stack/table pages came through #NPF. */
+	struct dune_stats after = stats_of(g.dune);
+	ASSERT_LE(before.npt_faults + pages + 4, after.npt_faults);
+	ASSERT_LT(before.vmruns, after.vmruns);
+	/* Running again continues after the vmmcall: the hlt. */
+	ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_HLT, ex);
+	guest_close(&g);
+}
+
+TEST(npt_follows_the_process_mapping)
+{
+	ensure_loaded();
+	struct guest g;
+	volatile uint64_t *data = mmap(NULL, DATA_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)data);
+	data[0] = 0x1111;
+	guest_setup(&g, G_REREAD, 0, data, 0);
+	struct dune_exit ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, ex);
+	ASSERT_EQ(0x1111ull, regs_of(&g).rbx);
+	struct dune_stats before = stats_of(g.dune);
+	/* A new page at the same address: the guest must see it, not the old one. */
+	void *again = mmap((void *)data, DATA_SIZE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	ASSERT_EQ((void *)data, again);
+	data[0] = 0x2222;
+	ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, ex);
+	ASSERT_EQ(2ull, regs_of(&g).rax);
+	ASSERT_EQ(0x2222ull, regs_of(&g).rcx);
+	ASSERT_LT(before.npt_zaps, stats_of(g.dune).npt_zaps);
+	guest_close(&g);
+	munmap((void *)data, DATA_SIZE);
+}
+
+static void *remap_page0_when_guest_spins(void *arg)
+{
+	volatile uint64_t *data = arg;
+	for (int i = 0; i < 3000 && data[512] < 100000; i++)
+		usleep(10000);
+	/* The guest is spinning on page 0's old frame: replace the page. */
+	void *p = mmap((void *)data, 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (p == (void *)data)
+		data[0] = 0x2222;
+	return p;
+}
+
+/* With 2 CPUs in the rig the zap must reach a vCPU in guest mode by IPI. */
+TEST(npt_zap_reaches_a_running_vcpu)
+{
+	ensure_loaded();
+	struct guest g;
+	volatile uint64_t *data = mmap(NULL, DATA_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)data);
+	data[0] = 0x1111;
+	guest_setup(&g, G_WAIT_VALUE, 0x2222, data, 0);
+	struct dune_stats before = stats_of(g.dune);
+	pthread_t t;
+	ASSERT_EQ(0, pthread_create(&t, NULL, remap_page0_when_guest_spins, (void *)data));
+	struct dune_exit ex = run(&g); /* spins forever if the guest keeps the old frame */
+	void *remapped;
+	pthread_join(t, &remapped);
+	ASSERT_EQ((void *)data, remapped);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, ex);
+	ASSERT_EQ(8ull, regs_of(&g).rax);
+	ASSERT_LE(100000ull, regs_of(&g).rbx);
+	ASSERT_LT(before.npt_zaps, stats_of(g.dune).npt_zaps);
+	printf("# the guest spun %llu rounds; %ld CPUs\n",
+	       (unsigned long long)regs_of(&g).rbx, sysconf(_SC_NPROCESSORS_ONLN));
+	guest_close(&g);
+	munmap((void *)data, DATA_SIZE);
+}
+
+TEST(npf_outside_every_region_exits_to_user)
+{
+	ensure_loaded();
+	struct guest g;
+	guest_setup(&g, G_LOAD, DATA_VA + (1u << 20), NULL, 0); /* gpa 4 GiB + 1 MiB */
+	struct dune_exit ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_NPF, ex);
+	ASSERT_EQ(DATA_GPA + (1u << 20), ex.gpa);
+	ASSERT_EQ(0x400ull, ex.svm_exit_code); /* SVM_EXIT_NPF */
+	ASSERT_EQ(0ull, ex.error_code & 2);    /* a read */
+	guest_close(&g);
+}
+
+TEST(readonly_region_refuses_guest_writes)
+{
+	ensure_loaded();
+	struct guest g;
+	guest_setup(&g, G_STORE, DATA_VA + 8, NULL, DUNE_REGION_READONLY);
+	g.data[1] = 77;
+	struct dune_exit ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_NPF, ex);
+	ASSERT_EQ(DATA_GPA, ex.gpa & ~0xfffull);
+	ASSERT_EQ(2ull, ex.error_code & 2); /* a write */
+	ASSERT_EQ(77ull, g.data[1]);
+	guest_close(&g);
+}
+
+TEST(guest_cannot_reach_host_msrs_or_ports)
+{
+	ensure_loaded();
+	struct guest g;
+	guest_setup(&g, G_WRMSR, 0, NULL, 0);
+	struct dune_exit ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_INTERCEPT, ex);
+	ASSERT_EQ(0x7cull, ex.svm_exit_code); /* SVM_EXIT_MSR, at the rdmsr */
+	guest_close(&g);
+	guest_setup(&g, G_OUT, 0, NULL, 0);
+	ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_INTERCEPT, ex);
+	ASSERT_EQ(0x7bull, ex.svm_exit_code); /* SVM_EXIT_IOIO */
+	ASSERT_EQ(0x80ull, ex.info1 >> 16);   /* the port */
+	guest_close(&g);
+}
+
+TEST(triple_fault_is_a_shutdown_exit)
+{
+	ensure_loaded();
+	struct guest g;
+	guest_setup(&g, G_TRIPLE, 0, NULL, 0);
+	struct dune_exit ex = run(&g);
+	ASSERT_EXIT(DUNE_EXIT_SHUTDOWN, ex);
+	ASSERT_EQ(-1, ioctl(g.vcpu, DUNE_VCPU_RUN, &ex));
+	ASSERT_EQ(EINVAL, errno); /* a new state first */
+	guest_close(&g);
+}
+
+static volatile uint64_t *spin_data;
+static volatile int alarms;
+static void on_alarm(int sig)
+{
+	(void)sig;
+	if (++alarms >= 3)
+		spin_data[1] = 1; /* the guest stops spinning */
+}
+
+TEST(signal_ends_the_run_with_eintr_and_run_continues)
+{
+	ensure_loaded();
+	struct guest g;
+	guest_setup(&g, G_SPIN, 0, NULL, 0);
+	spin_data = g.data;
+	struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART */
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = {{0, 100000}, {0, 100000}};
+	setitimer(ITIMER_REAL, &it, NULL);
+	struct dune_exit ex;
+	int eintr = 0, r;
+	uint64_t last = 0;
+	bool grew = true;
+	while ((r = ioctl(g.vcpu, DUNE_VCPU_RUN, &ex)) < 0 && errno == EINTR) {
+		eintr++;
+		grew = grew && g.data[0] > last; /* the guest ran between signals */
+		last = g.data[0];
+	}
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
+	ASSERT_EQ(0, r);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, ex);
+	ASSERT_EQ(3ull, regs_of(&g).rax);
+	ASSERT_LE(3, eintr);
+	ASSERT_TRUE(grew);
+	ASSERT_LT(last, regs_of(&g).rbx); /* it went on counting after the last one */
+	guest_close(&g);
+}
+
+TEST(descriptors_are_useless_in_another_process)
+{
+	ensure_loaded();
+	struct guest g;
+	guest_setup(&g, G_WRITE_PAGES, 1, NULL, 0);
+	pid_t pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct dune_exit ex;
+		int ok = ioctl(g.vcpu, DUNE_VCPU_RUN, &ex) == -1 && errno == EPERM &&
+			 set_region(g.dune, 2, 8ull << 30, g.mem, 4096, 0) == -1 && errno == EPERM &&
+			 ioctl(g.dune, DUNE_CREATE_VCPU) == -1 && errno == EPERM;
+		_exit(ok ? 0 : 1);
+	}
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g)); /* still the parent's */
+	guest_close(&g);
+}
+
+TEST(sigkill_in_the_guest_leaves_the_module_usable)
+{
+	ensure_loaded();
+	volatile uint64_t *data = mmap(NULL, DATA_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)data);
+	pid_t pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct guest g;
+		guest_setup(&g, G_SPIN, 0, data, 0);
+		run(&g);
+		_exit(3); /* never: nothing stops the spin */
+	}
+	for (int i = 0; i < 3000 && data[0] < 1000; i++)
+		usleep(10000);
+	ASSERT_LE(1000ull, data[0]); /* the child is in the guest */
+	kill(pid, SIGKILL);
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	int fd = open("/dev/dune", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	struct dune_stats st = stats_of(fd);
+	ASSERT_EQ(1ull, st.live_vms);   /* fd itself */
+	ASSERT_EQ(0ull, st.live_vcpus);
+	ASSERT_EQ(1ull, st.live_pages); /* fd's NPT root */
+	close(fd);
+
+	struct guest g;
+	guest_setup(&g, G_WRITE_PAGES, 4, NULL, 0);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+	ASSERT_EQ(0x0d0e0003ull, g.data[3 * 512]);
+	guest_close(&g);
+}
+
+TEST(kvm_and_dune_take_turns_at_svm)
+{
+	ensure_loaded();
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm < 0)
+		SKIP(return, "no /dev/kvm in this kernel");
+	struct guest g;
+	guest_setup(&g, G_WRITE_PAGES, 1, NULL, 0);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g)); /* dune.ko has SVM now */
+	ASSERT_EQ(-1, ioctl(kvm, KVM_CREATE_VM, 0));
+	ASSERT_EQ(EBUSY, errno);
+	guest_close(&g); /* the last VM: SVM is off again */
+	int kvm_vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	ASSERT_LE(0, kvm_vm);
+	guest_setup(&g, G_WRITE_PAGES, 1, NULL, 0);
+	struct dune_exit ex;
+	ASSERT_EQ(-1, ioctl(g.vcpu, DUNE_VCPU_RUN, &ex));
+	ASSERT_EQ(EBUSY, errno);
+	guest_close(&g);
+	close(kvm_vm);
+	close(kvm);
+}
+
+/* ---- robustness ---- */
+
+TEST(load_unload_20_times_nothing_leaked)
+{
+	ensure_loaded();
+	static char log[1 << 17];
+	log[0] = 0;
+	int kmsg = kmsg_open_at_end();
+	for (int i = 0; i < 20; i++) {
+		ASSERT_EQ(0, unload_module());
+		ASSERT_EQ(0, load_module());
+		struct guest g;
+		guest_setup(&g, G_WRITE_PAGES, 1 + i % 16, NULL, 0);
+		ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+		struct dune_stats st = stats_of(g.dune);
+		ASSERT_EQ(1ull, st.live_vms);
+		ASSERT_EQ(1ull, st.live_vcpus);
+		ASSERT_LT(3ull, st.live_pages); /* VMCB, NPT root and tables */
+		guest_close(&g);
+		munmap((void *)g.data, DATA_SIZE);
+	}
+	ASSERT_EQ(0, unload_module());
+	kmsg_read(kmsg, log, sizeof(log));
+	/* 21 unloads: the one before each of the 20 loads, and the last */
+	EXPECT_EQ(21, count_substr(log, "dune: unloaded, nothing leaked"));
+	EXPECT_EQ(20, count_substr(log, "dune: loaded: /dev/dune ABI 1"));
+	assert_log_clean(log);
+	ASSERT_EQ(0, load_module());
+}
+
+static uint64_t rnd_state;
+static uint64_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+static void on_fuzz_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A pointer of some kind: valid, NULL, unmapped, kernel, straddling, odd. */
+static void *fuzz_pointer(uint8_t *buf, size_t buf_size, uint8_t *guard)
+{
+	switch (rnd() % 8) {
+	case 0: return NULL;
+	case 1: return (void *)0xffff888000000000ull;
+	case 2: return guard - 8 - (rnd() % 64);      /* runs into PROT_NONE */
+	case 3: return (void *)(uintptr_t)rnd();
+	case 4: return buf + 1;
+	default: return buf + (rnd() % (buf_size / 2));
+	}
+}
+
+TEST(seeded_fuzz_of_malformed_ioctls_leaves_the_kernel_healthy)
+{
+	ensure_loaded();
+	const char *s = getenv("DUNE_FUZZ_SEED");
+	uint64_t seed = s ? strtoull(s, NULL, 0) : 0x5eed10;
+	const int iterations = getenv("DUNE_FUZZ_N") ? atoi(getenv("DUNE_FUZZ_N")) : 6000;
+	rnd_state = seed | 1;
+	printf("# fuzz: seed 0x%llx, %d calls (DUNE_FUZZ_SEED, DUNE_FUZZ_N)\n",
+	       (unsigned long long)seed, iterations);
+	static char log[1 << 17];
+	log[0] = 0;
+	int kmsg = kmsg_open_at_end();
+
+	/* buf, then a PROT_NONE page right after it */
+	size_t buf_size = 4 * 4096;
+	uint8_t *buf = mmap(NULL, buf_size + 4096, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)buf);
+	mprotect(buf + buf_size, 4096, PROT_NONE);
+	struct sigaction sa = {.sa_handler = on_fuzz_alarm};
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = {{0, 20000}, {0, 20000}}; /* random guests may spin */
+	setitimer(ITIMER_REAL, &it, NULL);
+
+	static const unsigned long cmds[] = {
+		DUNE_GET_ABI_VERSION, DUNE_SET_REGION, DUNE_CREATE_VCPU, DUNE_GET_STATS,
+		DUNE_VCPU_GET_STATE, DUNE_VCPU_SET_STATE, DUNE_VCPU_RUN,
+	};
+	struct guest g;
+	guest_setup(&g, G_WRITE_PAGES, 4, NULL, 0);
+	int vcpus[8] = {g.vcpu, -1, -1, -1, -1, -1, -1, -1};
+	struct dune_vcpu_state good_state;
+	ASSERT_EQ(0, ioctl(g.vcpu, DUNE_VCPU_GET_STATE, &good_state));
+	struct dune_stats fuzz_start = stats_of(g.dune);
+	long ok_calls = 0, failed_calls = 0;
+	for (int i = 0; i < iterations; i++) {
+		for (size_t k = 0; k < buf_size; k += 8)
+			*(uint64_t *)(buf + k) = rnd() % 3 ? rnd() : rnd() % 0x10000;
+		unsigned long cmd = cmds[rnd() % 7];
+		switch (rnd() % 6) {
+		case 0: /* wrong size or direction */
+			cmd ^= (unsigned long)(rnd() % 0x3fff) << _IOC_SIZESHIFT;
+			break;
+		case 1:
+			cmd ^= (unsigned long)(1 + rnd() % 3) << _IOC_DIRSHIFT;
+			break;
+		case 2: /* another number */
+			cmd = _IOC(rnd() % 4, DUNE_IOC_MAGIC, rnd() % 256, rnd() % 512);
+			break;
+		default:
+			break;
+		}
+		void *arg = fuzz_pointer(buf, buf_size, buf + buf_size);
+		/* Plausible regions over our own memory, now and then. */
+		if ((cmd == DUNE_SET_REGION) && rnd() % 2 && arg >= (void *)buf &&
+		    arg < (void *)(buf + buf_size / 2)) {
+			struct dune_region *r = arg;
+			r->slot = rnd() % 70;
+			r->flags = rnd() % 4 ? 0 : (uint32_t)rnd();
+			r->guest_phys = (rnd() % 16) << 21;
+			r->user_addr = (uintptr_t)(rnd() % 2 ? (uint8_t *)g.data : buf) + (rnd() % 3) * 4096;
+			r->size = (rnd() % 5) * 4096;
+		}
+		/* A valid state with one bit flipped, then a run of it, now and then. */
+		if (cmd == DUNE_VCPU_SET_STATE && rnd() % 2 && arg >= (void *)buf &&
+		    arg < (void *)(buf + buf_size / 2)) {
+			memcpy(arg, &good_state, sizeof(good_state));
+			((uint64_t *)arg)[rnd() % (sizeof(good_state) / 8)] ^= 1ull << (rnd() % 64);
+		}
+		int fd = rnd() % 3 == 0 ? g.dune : vcpus[rnd() % 8];
+		if (fd < 0)
+			fd = g.vcpu;
+		long r = ioctl(fd, cmd, arg);
+		if (r >= 0 && cmd == DUNE_CREATE_VCPU) {
+			int slot = 1 + rnd() % 7;
+			if (vcpus[slot] >= 0)
+				close(vcpus[slot]);
+			vcpus[slot] = (int)r;
+		}
+		if (r >= 0)
+			ok_calls++;
+		else
+			failed_calls++;
+	}
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
+	for (int k = 1; k < 8; k++)
+		if (vcpus[k] >= 0)
+			close(vcpus[k]);
+	struct dune_stats fuzz_end = stats_of(g.dune);
+	guest_close(&g);
+	printf("# fuzz: %ld calls succeeded, %ld failed; %llu guest entries, %llu nested page faults filled\n",
+	       ok_calls, failed_calls,
+	       (unsigned long long)(fuzz_end.vmruns - fuzz_start.vmruns),
+	       (unsigned long long)(fuzz_end.npt_faults - fuzz_start.npt_faults));
+	ASSERT_LT(0, failed_calls);
+	ASSERT_LT(fuzz_start.vmruns, fuzz_end.vmruns); /* guests did run */
+
+	int fd = open("/dev/dune", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	struct dune_stats st = stats_of(fd);
+	ASSERT_EQ(1ull, st.live_vms);
+	ASSERT_EQ(0ull, st.live_vcpus);
+	ASSERT_EQ(1ull, st.live_pages);
+	close(fd);
+	kmsg_read(kmsg, log, sizeof(log));
+	assert_log_clean(log);
+
+	/* And a well-formed guest still runs. */
+	guest_setup(&g, G_WRITE_PAGES, 16, NULL, 0);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+	ASSERT_EQ(0x0d0e000full, g.data[15 * 512]);
+	guest_close(&g);
+}
+
+TEST(kernel_log_has_no_oops_or_warning)
+{
+	/* The whole log since boot (records are read from the start). */
+	static char log[1 << 20];
+	log[0] = 0;
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	kmsg_read(fd, log, sizeof(log));
+	close(fd);
+	ASSERT_LT(0, (int)strlen(log));
+	assert_log_clean(log);
+}
+
+TEST_HARNESS_MAIN
