@@ -41,6 +41,7 @@ enum { KVM_T_FREE, KVM_T_GUEST, KVM_T_HOST };
 struct kvm_thread {
 	_Atomic int state;
 	_Atomic uint64_t seen;   /* flush generation this vCPU has flushed to */
+	_Atomic uint64_t kicked; /* generation of the last signal sent to it */
 	pid_t tid;
 	uintptr_t vcpu;          /* libdune's per-vCPU pointer (GS base) */
 };
@@ -114,6 +115,7 @@ void kvm_thread_register(void)
 	/* A new thread may sit on the vCPU of an exited one, or have run a
 	 * little before its first system call: flush once. */
 	atomic_store(&t->seen, 0);
+	atomic_store(&t->kicked, 0);
 	kvm_self = t;
 }
 
@@ -157,6 +159,26 @@ static void kvm_shootdown_handler(int sig)
 		atomic_store(&t->seen, g);
 }
 
+/*
+ * Signals t unless a signal it has not yet answered is on its way (its
+ * handler flushes everything up to the generation it reads then: one
+ * outstanding signal per thread is enough, and real-time signals would
+ * otherwise queue up, one handler each).
+ */
+static bool kvm_kick(struct kvm_thread *t, pid_t pid)
+{
+	uint64_t kicked = atomic_load(&t->kicked);
+	if (kicked > atomic_load(&t->seen))
+		return false;
+	if (!atomic_compare_exchange_strong(&t->kicked, &kicked,
+					    atomic_load(&kvm_gen)))
+		return false;
+	if (syscall(SYS_tgkill, pid, t->tid, KVM_SHOOTDOWN_SIGNAL) != 0)
+		return false;
+	DL_STAT_ADD(shootdown_signals, 1);
+	return true;
+}
+
 void kvm_shootdown(void)
 {
 	uint64_t g = atomic_fetch_add(&kvm_gen, 1) + 1;
@@ -166,29 +188,22 @@ void kvm_shootdown(void)
 	unsigned n = atomic_load(&kvm_nthreads);
 	if (n <= 1)
 		return;
-	pid_t pid = getpid();
-	bool any = false;
-	/* Signal every thread that runs guest code and has not flushed. */
-	for (unsigned i = 0; i < n; i++) {
-		struct kvm_thread *t = &kvm_threads[i];
-		if (t == me || atomic_load(&t->state) != KVM_T_GUEST ||
-		    atomic_load(&t->seen) >= g)
-			continue;
-		if (syscall(SYS_tgkill, pid, t->tid, KVM_SHOOTDOWN_SIGNAL) == 0) {
-			DL_STAT_ADD(shootdown_signals, 1);
-			any = true;
-		}
-	}
-	if (!any)
-		return;
-	DL_STAT_ADD(shootdowns, 1);
-	/* Wait until each has flushed, entered a system call or exited. */
+	pid_t pid = 0;
+	bool counted = false;
+	/* Until each other thread has flushed, entered a system call or
+	 * exited: signal those that run guest code. */
 	for (unsigned i = 0; i < n; i++) {
 		struct kvm_thread *t = &kvm_threads[i];
 		for (unsigned spins = 0;
 		     t != me && atomic_load(&t->state) == KVM_T_GUEST &&
 		     atomic_load(&t->seen) < g;
 		     spins++) {
+			if (!pid)
+				pid = getpid();
+			if (kvm_kick(t, pid) && !counted) {
+				DL_STAT_ADD(shootdowns, 1);
+				counted = true;
+			}
 			if (spins < 64)
 				__builtin_ia32_pause();
 			else
