@@ -50,6 +50,19 @@ TEST(runs_in_guest_ring_0_with_its_own_ptes)
 	th_child_free(&res);
 }
 
+TEST(check_says_kvm_runs_here)
+{
+	const char *const argv[] = {st_dangless_bin(), "check", NULL};
+	struct th_child res;
+	th_exec(argv, NULL, NULL, 120, &res);
+	ASSERT_EXITED(0, res);
+	const char *kvm = strstr(res.out, "backend kvm: ");
+	ASSERT_NOT_NULL(kvm);
+	EXPECT_CONTAINS("  /dev/kvm works", kvm);
+	EXPECT_CONTAINS("  runs on this host\nbackend dune", kvm);
+	th_child_free(&res);
+}
+
 /*
  * The point of the backend: once warm, a malloc/free pair is PTE writes
  * and an invlpg, with no system call and no VM exit.

@@ -275,6 +275,23 @@ BOTH(refused_backend_fallback_1_says_so_once_and_runs_on_host)
 	th_child_free(&res);
 }
 
+/* `dangless check` names the kvm backend's refusal and what it needs. */
+TEST(check_says_why_kvm_cannot_run)
+{
+	const char *const env[] = {ST_REFUSE_KVM, NULL};
+	const char *const argv[] = {st_dangless_bin(), "check", NULL};
+	struct th_child res;
+	th_exec(argv, env, NULL, 60, &res);
+	ASSERT_EXITED(0, res); /* host runs */
+	const char *kvm = strstr(res.out, "backend kvm: ");
+	ASSERT_NOT_NULL(kvm);
+	EXPECT_CONTAINS("  libdune cannot use /dev/kvm (", kvm);
+	EXPECT_CONTAINS("hardware virtualisation (Intel VT-x or AMD-V", kvm);
+	EXPECT_CONTAINS("  cannot run on this host (see above)\nbackend dune",
+			kvm);
+	th_child_free(&res);
+}
+
 /* The dune backend is issue 10's: not built, which says so and runs host. */
 BOTH(unbuilt_backend_says_so_and_reports_the_running_one)
 {
