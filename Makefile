@@ -47,10 +47,11 @@ DEMO_DEPS     :=
 .PHONY: all deps test demo bench install clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
+# libdune first: libdangless (the kvm backend) links its objects.
+include libdune/libdune.mk
 include libdangless/libdangless.mk
 include tools/tools.mk
 -include selftests/selftests.mk
--include libdune/libdune.mk
 -include kmod/kmod.mk
 -include tools/syscalls/syscalls.mk
 -include selftests/kvmfixup/kvmfixup.mk

@@ -24,8 +24,9 @@
  * Required hooks: init, canon_alloc, canon_free, canon_discard,
  * alias_reserve, alias_map, alias_revoke, alias_release.  The others
  * (alias_dedicate, alias_revoke_many, the fork hooks,
- * count_alias_mappings, explain_enomem, check) may be NULL, and the core
- * checks before each call.
+ * count_alias_mappings, refresh_stats, explain_enomem, check,
+ * why_refused, die_after_report) may be NULL, and the core checks before
+ * each call.
  */
 #ifndef DANGLESS_BACKEND_H
 #define DANGLESS_BACKEND_H
@@ -41,8 +42,14 @@ struct dl_range {
 };
 
 struct dl_backend {
-	/* Starts the backend.  0, or -errno with a message already printed. */
+	/*
+	 * Starts the backend.  0, or -errno with a message already printed,
+	 * or (with why_refused) with nothing printed: the host cannot run
+	 * this backend, and the core says so in one line and falls back.
+	 */
 	int (*init)(void);
+	/* Optional.  After init failed: why, in a few words. */
+	const char *(*why_refused)(void);
 
 	/*
 	 * Canonical memory: `len` bytes, page-aligned, zero-filled, readable
@@ -121,6 +128,9 @@ struct dl_backend {
 	 * stats), or -1 when the backend cannot tell.
 	 */
 	long (*count_alias_mappings)(void);
+	/* Optional.  Brings the counters that only the backend can read
+	 * (_dl_stats) up to date, before the stats are read. */
+	void (*refresh_stats)(void);
 
 	/*
 	 * Optional.  Explains an ENOMEM from alias_map (e.g. the host's
@@ -134,6 +144,16 @@ struct dl_backend {
 	 * written to fd.  True when it can run.
 	 */
 	bool (*check)(int fd);
+
+	/*
+	 * Optional.  A dangling access was reported from the SIGSEGV/SIGBUS
+	 * handler: end the process of sig now, as the kernel would have.
+	 * Without it the handler restores the default action and returns,
+	 * so the access runs again and the kernel ends the process; a
+	 * backend under which that second fault would print more (libdune
+	 * reports unhandled guest faults) ends it here instead.
+	 */
+	void (*die_after_report)(int sig);
 };
 
 /*
@@ -154,5 +174,6 @@ extern const struct dl_backend *_dl_be;
 extern const char *_dl_be_name;
 
 extern const struct dl_backend _dl_backend_host;
+extern const struct dl_backend _dl_backend_kvm;
 
 #endif

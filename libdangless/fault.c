@@ -176,6 +176,8 @@ static void dl_fault(int sig, siginfo_t *info, void *ucv)
 	_dl_report_end(kind, &top, alloc_stack, free_stack);
 	if (_dl_opt.abort_on_error)
 		abort();
+	if (_dl_be && _dl_be->die_after_report)
+		_dl_be->die_after_report(sig);
 	/* Die of the signal itself: returning re-runs the access. */
 	dl_reset_default(SIGSEGV);
 	dl_reset_default(SIGBUS);

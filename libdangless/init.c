@@ -123,6 +123,29 @@ static void dl_pick_backend(void)
 	_dl_be_name = want->name;
 }
 
+/*
+ * Starts the backend picked.  One that this host cannot run (it says why)
+ * gives way, with fallback=1, to the registry's default, in one line; with
+ * fallback=0 the program stops with the reason.
+ */
+static int dl_start_backend(void)
+{
+	int err = _dl_be->init();
+	if (!err || !_dl_be->why_refused)
+		return err;
+	const struct dl_backend_entry *dflt = &_dl_backends[0];
+	const char *why = _dl_be->why_refused();
+	if (!_dl_opt.fallback || _dl_be == dflt->ops)
+		_dl_fatal("backend=%s: %s. With DANGLESS_OPTIONS=fallback=1 "
+			  "the program runs on the %s backend instead.",
+			  _dl_be_name, why, dflt->name);
+	_dl_warn("backend=%s: %s; using the %s backend", _dl_be_name, why,
+		 dflt->name);
+	_dl_be = dflt->ops;
+	_dl_be_name = dflt->name;
+	return _dl_be->init();
+}
+
 static int dl_start(void)
 {
 	/* AT_SECURE: setuid, setgid or file capabilities; the environment is
@@ -131,13 +154,14 @@ static int dl_start(void)
 	if (_dl_opt.fallback)
 		_dl_fallback_resolve();
 	dl_pick_backend();
-	if (_dl_opt.verbosity)
-		_dl_options_print();
 	_dl_classes_init();
 	pthread_key_create(&dl_thread_key, dl_thread_exit);
 	int err = _dl_segmap_init();
 	if (!err)
-		err = _dl_be->init();
+		err = dl_start_backend();
+	/* after the start: a refused backend may have given way */
+	if (_dl_opt.verbosity)
+		_dl_options_print();
 	if (err) {
 		if (!_dl_opt.fallback)
 			_dl_fatal("the %s backend could not start (%s). With "

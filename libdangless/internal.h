@@ -224,18 +224,32 @@ enum dl_fault_kind {
 
 /* ---- segment.c: alias space and its map ---- */
 /*
- * _dl_segmap[addr >> DL_SEG_SHIFT]: 0 = not alias space we ever used;
+ * _dl_segmap[_dl_segmap_index(addr)]: 0 = not alias space we ever used;
  * a struct dl_segment pointer; or a dead marker (low bit set) that keeps
  * the class of a segment whose metadata is gone (DL_DEAD_LARGE for large).
+ * It covers both halves of the canonical address space: a backend's alias
+ * space may be the upper half (the kvm backend's, where no host mapping
+ * reaches), and the index folds bit 47 in.
  */
 extern _Atomic uintptr_t *_dl_segmap;
 #define DL_DEAD_MARK(cls) (((uintptr_t)(cls) << 1) | 1)
 #define DL_DEAD_LARGE 0xff
+#define DL_SEGMAP_ENTRIES ((size_t)1 << (DL_ADDR_BITS + 1 - DL_SEG_SHIFT))
+static inline bool _dl_addr_canonical(uintptr_t addr)
+{
+	/* bits 47-63 all clear or all set */
+	uintptr_t top = addr >> DL_ADDR_BITS;
+	return top == 0 || top == (UINTPTR_MAX >> DL_ADDR_BITS);
+}
+static inline size_t _dl_segmap_index(uintptr_t addr)
+{
+	return (addr >> DL_SEG_SHIFT) & (DL_SEGMAP_ENTRIES - 1);
+}
 static inline uintptr_t _dl_segmap_get(uintptr_t addr)
 {
-	if (addr >> DL_ADDR_BITS || !_dl_segmap)
+	if (!_dl_addr_canonical(addr) || !_dl_segmap)
 		return 0;
-	return atomic_load_explicit(&_dl_segmap[addr >> DL_SEG_SHIFT],
+	return atomic_load_explicit(&_dl_segmap[_dl_segmap_index(addr)],
 				    memory_order_acquire);
 }
 int _dl_segmap_init(void);

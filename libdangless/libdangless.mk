@@ -1,10 +1,13 @@
-# libdangless: the allocator core and its backends.
+# libdangless: the allocator core and its backends.  The kvm backend runs
+# on libdune (libdune.mk, included first): its objects go into both
+# libraries, hidden in the shared one.
 DL_SRCS := $(wildcard libdangless/*.c) $(wildcard libdangless/backend/*.c) \
 	$(wildcard libdangless/backend/*/*.c)
 # the kvm backend's system-call fix-ups read libdune's generated table
 DL_SRCS += libdune/syscall_args.c
+# -idirafter: backends include "dune.h" and "syscall_args.h" of libdune's
 DL_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fno-plt \
-	-ftls-model=initial-exec -pthread -I$(CURDIR)/libdune $(CFLAGS)
+	-ftls-model=initial-exec -pthread -idirafter $(LIBDUNE_DIR) $(CFLAGS)
 DL_SO_OBJS := $(patsubst %.c,$(BUILD)/obj/so/%.o,$(DL_SRCS))
 DL_A_OBJS := $(patsubst %.c,$(BUILD)/obj/a/%.o,$(DL_SRCS))
 
@@ -16,12 +19,14 @@ $(BUILD)/obj/a/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(DL_CFLAGS) -DDL_STATIC -MMD -MP -c $< -o $@
 
-$(DANGLESS_SO): $(DL_SO_OBJS) libdangless/libdangless.mk
+$(DANGLESS_SO): $(DL_SO_OBJS) $(LIBDUNE_A) libdangless/libdangless.mk
 	$(CC) -shared -Wl,-soname,libdangless.so -Wl,-z,now \
-		-o $@ $(DL_SO_OBJS) -pthread -ldl
+		-o $@ $(DL_SO_OBJS) $(LIBDUNE_A) -Wl,--exclude-libs,libdune.a \
+		-pthread -ldl
 
-$(DANGLESS_A): $(DL_A_OBJS) libdangless/libdangless.mk
+# q, not r: libdune's kvm.o and the backend's kvm.o share a name.
+$(DANGLESS_A): $(DL_A_OBJS) $(LIBDUNE_OBJS) libdangless/libdangless.mk
 	@rm -f $@
-	ar rcs $@ $(DL_A_OBJS)
+	ar qcs $@ $(DL_A_OBJS) $(LIBDUNE_OBJS)
 
 -include $(DL_SO_OBJS:.o=.d) $(DL_A_OBJS:.o=.d)

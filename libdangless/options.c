@@ -183,7 +183,8 @@ static const struct dl_option_row {
 	 DL_STRICTER, dl_weaker_revoke},
 	{"fallback", dl_set_fallback, "0",
 	 "1: when aliases run out (address space, vm.max_map_count), go on "
-	 "with unprotected glibc allocation; 0: stop with a report",
+	 "with unprotected glibc allocation, and a backend this host cannot "
+	 "run gives way to the default; 0: stop with a report or the reason",
 	 DL_STRICTER, dl_weaker_fallback},
 	{"stacks", dl_set_stacks, "0",
 	 "1: record malloc and free stacks and print them in reports "

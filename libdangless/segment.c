@@ -2,9 +2,10 @@
 /*
  * Alias segments and the map from an alias address to its metadata.
  *
- * The map is one flat array over the 47-bit user address space, one word
- * per DL_SEG_SIZE segment, reserved without backing: only the parts that
- * cover alias space we used ever get pages.  Lookups are a load, without
+ * The map is one flat array over the 48-bit canonical address space (both
+ * halves: see _dl_segmap_index), one word per DL_SEG_SIZE segment,
+ * reserved without backing: only the parts that cover alias space we used
+ * ever get pages.  Lookups are a load, without
  * locks, from free(), realloc() and the fault handler.
  */
 #include <string.h>
@@ -37,8 +38,7 @@ static struct {
 
 int _dl_segmap_init(void)
 {
-	size_t entries = (size_t)1 << (DL_ADDR_BITS - DL_SEG_SHIFT);
-	_dl_segmap = _dl_meta_pages(entries * sizeof(uintptr_t));
+	_dl_segmap = _dl_meta_pages(DL_SEGMAP_ENTRIES * sizeof(uintptr_t));
 	return _dl_segmap ? 0 : -12;
 }
 
@@ -79,7 +79,7 @@ static void dl_live_remove(struct dl_segment *seg)
 static void dl_segmap_set(uintptr_t base, size_t len, uintptr_t value)
 {
 	for (uintptr_t a = base; a < base + len; a += DL_SEG_SIZE)
-		atomic_store_explicit(&_dl_segmap[a >> DL_SEG_SHIFT], value,
+		atomic_store_explicit(&_dl_segmap[_dl_segmap_index(a)], value,
 				      memory_order_release);
 }
 
@@ -132,7 +132,7 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 		*fail = (struct dl_failure){12, "metadata memory"};
 		return NULL;
 	}
-	dl_assert(!_dl_segmap[(uintptr_t)base >> DL_SEG_SHIFT]); /* I1 */
+	dl_assert(!_dl_segmap[_dl_segmap_index((uintptr_t)base)]); /* I1 */
 	seg->base = (uintptr_t)base;
 	seg->len = len;
 	seg->kind = kind;

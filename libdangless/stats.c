@@ -6,6 +6,8 @@ DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
 {
 	out->version = DANGLESS_STATS_VERSION;
+	if (_dl_be && _dl_be->refresh_stats)
+		_dl_be->refresh_stats();
 #define DL_STAT_COPY(name, what)                                               \
 	out->name = atomic_load_explicit(&_dl_stats.name, memory_order_relaxed);
 	DANGLESS_STAT_FIELDS(DL_STAT_COPY)

@@ -499,6 +499,22 @@ static inline int th_run_one(struct th_test *t, int *skipped)
 	return WIFEXITED(status) && WEXITSTATUS(status) == TH_KSFT_PASS;
 }
 
+/* -t NAME[,NAME...]: the tests named, or all without -t. */
+static inline int th_selected(const char *only, const char *name)
+{
+	if (!only)
+		return 1;
+	size_t n = strlen(name);
+	for (const char *p = only; *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == n && !strncmp(p, name, n))
+			return 1;
+		p += len + (end != NULL);
+	}
+	return 0;
+}
+
 static inline int th_main(int argc, char **argv)
 {
 	const char *only = NULL;
@@ -512,17 +528,18 @@ static inline int th_main(int argc, char **argv)
 		if (opt == 't')
 			only = optarg;
 		else if (opt != 'l') {
-			fprintf(stderr, "usage: %s [-l] [-t test]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-l] [-t test[,test...]]\n",
+				argv[0]);
 			return 2;
 		}
 	}
 	int total = 0, passed = 0, failed = 0, skipped = 0, n = 0;
 	for (struct th_test *t = th_tests_head; t; t = t->next)
-		total += !only || strcmp(only, t->name) == 0;
+		total += th_selected(only, t->name);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("TAP version 13\n1..%d\n", total);
 	for (struct th_test *t = th_tests_head; t; t = t->next) {
-		if (only && strcmp(only, t->name) != 0)
+		if (!th_selected(only, t->name))
 			continue;
 		int skip = 0;
 		struct timespec start;

@@ -31,13 +31,16 @@ ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
 # Suites, in the order `make test` runs them.
 ST_C_SUITES := basics uaf options concurrency limits preload cxx testapps fuzz real layout
 ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
+# Suites that only run in the QEMU rig (run-kvm-in-rig), built like the rest.
+ST_RIG_SUITES := $(ST_OUT)/kvm
 ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
 
 ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 
-TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run
-TEST_DEPS   += $(ST_SUITES) $(ST_PROGS) $(ST_APP_BINS)
+TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run \
+	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig
+TEST_DEPS   += $(ST_SUITES) $(ST_RIG_SUITES) $(ST_PROGS) $(ST_APP_BINS)
 # The allocator's own suites once more with its invariants asserted.
 ifneq ($(DEBUG),1)
 ST_DEBUG_SUITES := basics uaf concurrency layout
@@ -50,14 +53,14 @@ endif
 DEMO_DEPS   += $(ST_APPS)/messaging
 
 .PHONY: selftests testapps
-selftests: $(ST_SUITES) $(ST_PROGS) $(ST_APP_BINS)
+selftests: $(ST_SUITES) $(ST_RIG_SUITES) $(ST_PROGS) $(ST_APP_BINS)
 testapps: $(ST_APP_BINS)
 
 $(ST_OUT) $(ST_APPS):
 	mkdir -p $@
 
 # plain C suites
-$(filter-out $(ST_OUT)/cxx,$(ST_SUITES)): $(ST_OUT)/%: $(ST_DIR)/%.c \
+$(filter-out $(ST_OUT)/cxx,$(ST_SUITES) $(ST_RIG_SUITES)): $(ST_OUT)/%: $(ST_DIR)/%.c \
 		$(ST_HDRS) $(DANGLESS_A) | $(ST_OUT)
 	$(CC) $(ST_CFLAGS) -o $@ $< $(ST_LINK)
 

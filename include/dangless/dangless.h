@@ -54,7 +54,8 @@ int dangless_dedicate_vmem(void *start, void *end);
  */
 void *dangless_get_canonical(void *p);
 
-#define DANGLESS_STATS_VERSION 1
+/* Bumped whenever a field is added: fields come in this order. */
+#define DANGLESS_STATS_VERSION 2
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -70,7 +71,15 @@ void *dangless_get_canonical(void *p);
 	X(canonical_bytes, "canonical memory in runs and large objects")       \
 	X(canonical_bytes_released, "canonical memory given back to the OS")   \
 	X(fallback_allocs, "allocations served unprotected (fallback)")        \
-	X(early_allocs, "allocations served before initialisation")
+	X(early_allocs, "allocations served before initialisation")          \
+	X(pte_writes, "page-table entries written (kvm)")                      \
+	X(tlb_invlpgs, "single-page TLB flushes, invlpg (kvm)")                \
+	X(tlb_flushes, "whole-TLB flushes, CR3 reloads (kvm)")                 \
+	X(shootdowns, "TLB shootdowns that had to signal another vCPU (kvm)")  \
+	X(shootdown_signals, "signals sent for TLB shootdowns (kvm)")          \
+	X(vm_exits, "VM exits to the host: KVM_RUN returns (kvm)")             \
+	X(guest_syscalls, "system calls forwarded to the host (kvm)")          \
+	X(pt_pages, "page-table pages held for alias space (kvm)")
 
 struct dangless_stats {
 	uint32_t version;

@@ -17,10 +17,10 @@ const struct dl_backend_entry _dl_backends[] = {
 	{"host", &_dl_backend_host,
 	 "aliases made by the host kernel (memfd + mmap), no privileges",
 	 NULL},
-	{"kvm", NULL,
+	{"kvm", &_dl_backend_kvm,
 	 "the process runs in guest ring 0 on /dev/kvm (libdune) and writes "
-	 "its own page-table entries",
-	 "not built yet"},
+	 "its own page-table entries; needs hardware virtualisation",
+	 NULL},
 	{"dune", NULL, "the kvm backend over the dune.ko module (/dev/dune)",
 	 "not built yet"},
 };

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The `kvm` backend: the process runs in guest ring 0 under libdune
+ * (libdune/dune.h) and Dangless writes its own page-table entries.
+ *
+ * Canonical memory is one arena of ordinary anonymous process memory,
+ * reserved once before libdune starts (so it is registered with KVM chunk by
+ * chunk, on first touch, and a forked child has its own copy for free).
+ *
+ * Alias space is the upper half of the guest's address space: PML4 slots
+ * KVM_ALIAS_SLOT_FIRST..KVM_ALIAS_SLOT_END-1 (0xffff8000_00000000 and up,
+ * sign-extended).  No host mapping can reach it and libdune never maps it,
+ * so only our PTEs exist there.  The tables below those PML4 slots are ours,
+ * from a pool of our own (pt.c) that gives pages back when a released range
+ * empties them; libdune's pool never frees.
+ *
+ * A revoked PTE holds KVM_PTE_REVOKED (not present).  Other vCPUs are shot
+ * down before free() returns (shootdown.c): threads running guest code get
+ * a signal whose handler reloads CR3; threads inside a system call flush in
+ * the post-hook before they run guest code again.
+ *
+ * Files: kvm.c (start, check, the table, stats), canon.c (canonical
+ * arena), pt.c (page tables: map, revoke, release, translate),
+ * shootdown.c (threads, TLB shootdown), hooks.c (system-call hooks).
+ */
+#ifndef DANGLESS_BACKEND_KVM_H
+#define DANGLESS_BACKEND_KVM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../backend.h"
+#include "../../services.h"
+#include "dune.h"
+
+/*
+ * Host address for guest address va, and how many bytes from va on are
+ * contiguous in host memory (up to the end of its page run); false if va is
+ * alias space that is not mapped (revoked).  Addresses outside alias space
+ * translate to themselves.
+ */
+typedef bool (*dl_kvm_translate_fn)(uintptr_t va, uintptr_t *host,
+				    size_t *contig);
+
+/* PML4 slots of alias space.  Slot 511 (the top 512 GiB, where -errno
+ * values cast to pointers live) is left out. */
+#define KVM_ALIAS_SLOT_FIRST 256
+#define KVM_ALIAS_SLOT_END 511
+/* The address of a PML4 slot: bits 39-47, sign-extended from bit 47. */
+static inline uintptr_t kvm_pml4_slot_base(unsigned slot)
+{
+	return (uintptr_t)((int64_t)((uint64_t)slot << 39 << 16) >> 16);
+}
+#define KVM_ALIAS_START kvm_pml4_slot_base(KVM_ALIAS_SLOT_FIRST)
+#define KVM_ALIAS_END kvm_pml4_slot_base(KVM_ALIAS_SLOT_END)
+static inline bool kvm_is_alias(uintptr_t va)
+{
+	return va >= KVM_ALIAS_START && va < KVM_ALIAS_END;
+}
+
+/* Not present, and recognisable in a dump: "dead" in the software bits. */
+#define KVM_PTE_REVOKED 0x0dead00000000000ULL
+/* An alias PTE: writable, not executable, A and D set so that the CPU
+ * never writes the entry back. */
+#define KVM_PTE_ALIAS (PTE_P | PTE_W | PTE_U | PTE_A | PTE_D | PTE_NX)
+
+/* Past this many pages a revocation reloads CR3 instead of invlpg each. */
+#define KVM_INVLPG_MAX 32
+
+/* The canonical arena: up to this much, less if the host refuses. */
+#define KVM_CANON_MAX ((size_t)1 << 40)
+#define KVM_CANON_MIN ((size_t)4 << 30)
+#define KVM_GIB_SHIFT 30
+#define KVM_GIB ((size_t)1 << KVM_GIB_SHIFT)
+
+/* canon.c */
+int kvm_canon_init(void);
+void kvm_canon_fini(void);
+void kvm_canon_lock(void);
+void kvm_canon_unlock(bool reset);
+void *kvm_canon_alloc(size_t len);
+void kvm_canon_free(void *canon, size_t len);
+void kvm_canon_discard(void *canon, size_t len);
+/* Guest-physical address of a canonical address (its chunk is registered
+ * with KVM first if it was not), or UINT64_MAX. */
+uint64_t kvm_canon_pa(uintptr_t canon);
+/* Guest-physical address of a process address under libdune's default
+ * mapping, registering its 1 GiB chunk first if needed; UINT64_MAX if
+ * the host has nothing there. */
+uint64_t kvm_default_pa(uintptr_t va);
+/* The canonical address of a guest-physical one, or 0 if it is not in the
+ * arena. */
+uintptr_t kvm_canon_of_pa(uint64_t pa);
+
+/* pt.c */
+int kvm_pt_init(void);
+void kvm_pt_fini(void);
+/* In the guest: learns the pool's guest-physical address. */
+int kvm_pt_start(void);
+void kvm_pt_lock(void);
+void kvm_pt_unlock(bool reset);
+void *kvm_alias_reserve(size_t len, size_t align);
+int kvm_alias_map(void *alias, void *canon, size_t len, bool populate);
+int kvm_alias_revoke(void *alias, size_t len);
+int kvm_alias_revoke_many(const struct dl_range *ranges, unsigned n);
+int kvm_alias_release(void *alias, size_t len);
+bool kvm_translate(uintptr_t va, uintptr_t *host, size_t *contig);
+
+/* shootdown.c */
+int kvm_shootdown_init(void);
+/* The calling thread, known to shootdowns from now on (idempotent). */
+void kvm_thread_register(void);
+/* Every other vCPU has dropped what it cached of cleared PTEs. */
+void kvm_shootdown(void);
+/* The calling thread leaves the guest for a system call / comes back. */
+void kvm_thread_to_host(void);
+void kvm_thread_to_guest(void);
+void kvm_thread_exit(void);
+void kvm_shootdown_fork_child(void);
+/* CR3 reload / invlpg, counted. */
+void kvm_flush_all(void);
+void kvm_flush_page(uintptr_t va);
+
+/* hooks.c */
+void kvm_hooks_install(void);
+
+#endif

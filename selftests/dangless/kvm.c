@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The kvm backend, in the QEMU rig (selftests/dangless/run-kvm-in-rig runs
+ * this suite with DANGLESS_OPTIONS=backend=kvm, next to the shared suites):
+ * that it really runs (guest ring 0, its own PTEs), that malloc/free in
+ * steady state leave the guest neither for a system call nor a VM exit,
+ * the two roads of its TLB shootdown (a thread running guest code is
+ * signalled; a thread inside a system call flushes on its way back), that
+ * released page tables go back to the pool, and the demo's report.
+ */
+#include "st-common.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+static bool st_in_guest_ring_0(void)
+{
+	uint16_t cs;
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	return (cs & 3) == 0;
+}
+
+TEST(runs_in_guest_ring_0_with_its_own_ptes)
+{
+	ASSERT_TRUE(st_in_guest_ring_0());
+	struct dangless_stats before = st_stats();
+	char *p = malloc(64);
+	ASSERT_NOT_NULL(p);
+	memset(p, 7, 64);
+	/* an upper-half alias: no host mapping can be there */
+	EXPECT_TRUE((uintptr_t)p >= 0xffff800000000000UL);
+	free(p);
+	struct dangless_stats after = st_stats();
+	EXPECT_TRUE(after.pte_writes > before.pte_writes);
+	EXPECT_TRUE(after.guest_syscalls > 0);
+	EXPECT_TRUE(after.pt_pages > 0);
+	/* and stats=1 names it, in a program started afresh */
+	const char *const env[] = {"DANGLESS_OPTIONS=backend=kvm:stats=1",
+				   NULL};
+	const char *const argv[] = {st_selftest_prog("st-scenario"), "basic",
+				    NULL};
+	struct th_child res;
+	th_exec(argv, env, NULL, 120, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("basic ok", res.out);
+	EXPECT_CONTAINS("dangless: stats (backend kvm):", res.err);
+	th_child_free(&res);
+}
+
+TEST(check_says_kvm_runs_here)
+{
+	const char *const argv[] = {st_dangless_bin(), "check", NULL};
+	struct th_child res;
+	th_exec(argv, NULL, NULL, 120, &res);
+	ASSERT_EXITED(0, res);
+	const char *kvm = strstr(res.out, "backend kvm: ");
+	ASSERT_NOT_NULL(kvm);
+	EXPECT_CONTAINS("  /dev/kvm works", kvm);
+	EXPECT_CONTAINS("  runs on this host\nbackend dune", kvm);
+	th_child_free(&res);
+}
+
+/*
+ * The point of the backend: once warm, a malloc/free pair is PTE writes
+ * and an invlpg, with no system call and no VM exit.
+ */
+TEST(steady_state_malloc_free_leaves_the_guest_never)
+{
+	for (int i = 0; i < 20000; i++) /* warm: segments, runs, pools */
+		free(st_launder(malloc(64)));
+	struct dangless_stats before = st_stats();
+	for (int i = 0; i < 1000; i++) {
+		char *p = malloc(64);
+		p[0] = 1;
+		free(st_launder(p));
+	}
+	struct dangless_stats after = st_stats();
+	printf("# per 1000 malloc/free pairs: %llu system calls, %llu VM "
+	       "exits, %llu PTE writes, %llu invlpgs\n",
+	       (unsigned long long)(after.guest_syscalls - before.guest_syscalls),
+	       (unsigned long long)(after.vm_exits - before.vm_exits),
+	       (unsigned long long)(after.pte_writes - before.pte_writes),
+	       (unsigned long long)(after.tlb_invlpgs - before.tlb_invlpgs));
+	/* st_stats itself and the printf are outside the window */
+	EXPECT_EQ(0ULL, (unsigned long long)(after.guest_syscalls -
+					     before.guest_syscalls));
+	EXPECT_EQ(0ULL, (unsigned long long)(after.vm_exits - before.vm_exits));
+	EXPECT_TRUE(after.tlb_invlpgs - before.tlb_invlpgs >= 1000);
+}
+
+/* ---- shootdown, road 1: a thread running guest code is signalled ---- */
+
+static char *volatile st_hot;
+static atomic_int st_phase;
+
+static void *st_spinning_reader(void *arg)
+{
+	(void)arg;
+	unsigned sum = 0;
+	atomic_store(&st_phase, 1);
+	while (atomic_load(&st_phase) == 1)
+		sum += st_read(st_hot + 8); /* no system call in here */
+	sum += st_read(st_hot + 8);         /* after free(): must fault */
+	printf("survived %u\n", sum);
+	return NULL;
+}
+
+static void st_spinning_body(void *arg)
+{
+	(void)arg;
+	st_hot = malloc(64);
+	memset(st_hot, 1, 64);
+	printf("target=%p\n", (void *)(st_hot + 8));
+	pthread_t t;
+	pthread_create(&t, NULL, st_spinning_reader, NULL);
+	while (atomic_load(&st_phase) != 1)
+		sched_yield();
+	usleep(20000);
+	struct dangless_stats before = st_stats();
+	free(st_hot);
+	struct dangless_stats after = st_stats();
+	printf("signals=%llu\n", (unsigned long long)(after.shootdown_signals -
+						      before.shootdown_signals));
+	fflush(stdout);
+	atomic_store(&st_phase, 2);
+	pthread_join(t, NULL);
+}
+
+TEST(shootdown_signals_a_thread_running_guest_code)
+{
+	for (int round = 0; round < 3; round++) {
+		struct th_child res;
+		th_run(st_spinning_body, NULL, 60, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		EXPECT_CONTAINS("signals=1\n", res.out);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
+		th_child_free(&res);
+	}
+}
+
+/* ---- road 2: a thread inside a system call flushes on its way back ---- */
+
+static int st_pipe[2];
+
+static void *st_blocked_reader(void *arg)
+{
+	(void)arg;
+	unsigned sum = 0;
+	for (int i = 0; i < 1000; i++)
+		sum += st_read(st_hot + 8); /* its TLB holds the alias */
+	atomic_store(&st_phase, 1);
+	char c;
+	if (read(st_pipe[0], &c, 1) != 1) /* blocks: its vCPU is idle */
+		printf("read failed\n");
+	sum += st_read(st_hot + 8); /* freed meanwhile: must fault */
+	printf("survived %u\n", sum);
+	return NULL;
+}
+
+static void st_blocked_body(void *arg)
+{
+	(void)arg;
+	if (pipe(st_pipe) != 0)
+		return;
+	st_hot = malloc(64);
+	memset(st_hot, 1, 64);
+	printf("target=%p\n", (void *)(st_hot + 8));
+	pthread_t t;
+	pthread_create(&t, NULL, st_blocked_reader, NULL);
+	while (atomic_load(&st_phase) != 1)
+		sched_yield();
+	usleep(100000); /* well inside read() by now */
+	struct dangless_stats before = st_stats();
+	free(st_hot);
+	struct dangless_stats after = st_stats();
+	printf("signals=%llu\n", (unsigned long long)(after.shootdown_signals -
+						      before.shootdown_signals));
+	fflush(stdout);
+	if (write(st_pipe[1], "x", 1) != 1)
+		printf("write failed\n");
+	pthread_join(t, NULL);
+}
+
+TEST(shootdown_waits_for_no_thread_inside_a_system_call)
+{
+	struct th_child res;
+	th_run(st_blocked_body, NULL, 60, &res);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	/* no signal: it was in the host; it flushed in the post-hook */
+	EXPECT_CONTAINS("signals=0\n", res.out);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
+	th_child_free(&res);
+}
+
+/* ---- page tables ---- */
+
+TEST(released_page_tables_go_back_to_the_pool)
+{
+	enum { N = 32, SIZE = 4 << 20 };
+	static char *objs[N];
+	struct dangless_stats before = st_stats();
+	for (int i = 0; i < N; i++) {
+		objs[i] = malloc(SIZE);
+		ASSERT_NOT_NULL(objs[i]);
+		objs[i][0] = objs[i][SIZE - 1] = 1;
+	}
+	struct dangless_stats live = st_stats();
+	for (int i = 0; i < N; i++)
+		free(objs[i]);
+	struct dangless_stats after = st_stats();
+	printf("# pt_pages: %llu before, %llu live, %llu after\n",
+	       (unsigned long long)before.pt_pages,
+	       (unsigned long long)live.pt_pages,
+	       (unsigned long long)after.pt_pages);
+	/* each 4 MiB object needs two PTs of its own */
+	EXPECT_TRUE(live.pt_pages >= before.pt_pages + 2 * N);
+	/* they go back (PDs stay: one per GiB of alias space used) */
+	EXPECT_TRUE(after.pt_pages <= before.pt_pages + 2);
+	/* and the pool reuses them */
+	char *again = malloc(SIZE);
+	ASSERT_NOT_NULL(again);
+	again[SIZE / 2] = 3;
+	EXPECT_EQ(3, again[SIZE / 2]);
+	free(again);
+}
+
+/* ---- the demo ---- */
+
+/* The report with addresses blanked, from the first "dangless:" line on. */
+static char *st_report_shape(const char *err)
+{
+	const char *start = strstr(err, "dangless: use-after-free");
+	if (!start)
+		return strdup("");
+	char *out = malloc(strlen(start) + 1), *o = out;
+	for (const char *s = start; *s;) {
+		if (s[0] == '0' && s[1] == 'x') {
+			*o++ = '#';
+			s += 2;
+			while (isxdigit((unsigned char)*s))
+				s++;
+			continue;
+		}
+		*o++ = *s++;
+	}
+	*o = 0;
+	return out;
+}
+
+TEST(demo_reports_exactly_as_on_the_host_and_dies_of_sigsegv)
+{
+	char preload[512];
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", st_dangless_so());
+	/*
+	 * The environment goes through env(1)'s arguments: putenv() here
+	 * would move environ into malloc'd (alias) memory, and execve's
+	 * nested pointers wait for the fix-up engine.
+	 */
+	const char *const kvm_argv[] = {
+		"/usr/bin/env", preload,
+		"DANGLESS_OPTIONS=backend=kvm:verbosity=1",
+		st_testapp("messaging"), NULL};
+	const char *const host_argv[] = {"/usr/bin/env", preload,
+					 "DANGLESS_OPTIONS=backend=host",
+					 st_testapp("messaging"), NULL};
+	struct th_child kvm, host;
+	th_exec(kvm_argv, NULL, NULL, 120, &kvm);
+	th_exec(host_argv, NULL, NULL, 120, &host);
+	ASSERT_KILLED_BY(SIGSEGV, kvm);
+	ASSERT_KILLED_BY(SIGSEGV, host);
+	EXPECT_CONTAINS("kvm backend: running in guest ring 0", kvm.err);
+	EXPECT_CONTAINS("dangless: use-after-free READ", kvm.err);
+	EXPECT_CONTAINS("SUMMARY: Dangless: heap-use-after-free", kvm.err);
+	EXPECT_CONTAINS("messaging.c:", kvm.err);
+	/* libdune says nothing of its own about the fault */
+	EXPECT_TRUE(strstr(kvm.err, "dune:") == NULL);
+	char *a = st_report_shape(kvm.err), *b = st_report_shape(host.err);
+	/* glibc picks its string functions by CPU: the frames in libc may
+	 * differ by name, never the program's */
+	EXPECT_CONTAINS("in main ", a);
+	EXPECT_EQ(st_count(a, "\n"), st_count(b, "\n"));
+	EXPECT_CONTAINS(strstr(b, "dangless: DANGLESS_OPTIONS=stacks=1"), a);
+	free(a);
+	free(b);
+	th_child_free(&kvm);
+	th_child_free(&host);
+}
+
+TEST_HARNESS_MAIN
