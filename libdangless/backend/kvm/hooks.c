@@ -9,58 +9,87 @@
  *    that points into alias space is rewritten to the canonical address
  *    before the call and restored after it.
  *
- * SEAM for the fix-up engine (issue 9 item 3, libdangless/backend/kvm/
- * fixup.c, written apart): kvm_fixup_pre/kvm_fixup_post below are a
- * TEMPORARY stand-in that handles read and write only.  At merge they are
- * replaced by dl_kvm_fixup_pre(tf, kvm_translate, ...) and
- * dl_kvm_fixup_post(tf, ...); kvm_translate (pt.c) is the
- * dl_kvm_translate_fn the engine is given.
+ * The fix-ups themselves are fixup.c's (every call's arguments, from
+ * libdune's generated table), with kvm_translate (pt.c) as the way from an
+ * alias to its canonical bytes.
  */
 #include <errno.h>
 #include <linux/sched.h>
 #include <sys/syscall.h>
 
 #include "kvm.h"
+#include "syscall_args.h"
 
-/* ---- TEMPORARY: read/write only, until fixup.c is merged ---- */
-static __thread struct {
-	bool active;
-	uint64_t buf, count;
-} kvm_fix_saved __attribute__((tls_model("initial-exec")));
+/*
+ * Fix-up state lives per vCPU, not per thread: a vfork child runs on a
+ * vCPU of its own with its parent's TLS, and its execve must not use (or
+ * be undone with) its parent's state.  libdune reuses the vCPUs of exited
+ * threads, so the table stays as long as the vCPUs ever made, and each
+ * slot's scratch is mapped once, by the first call that needs one.
+ * libdune runs the post-hook before a signal handler and re-issues an
+ * SA_RESTART call through the pre-hook again, so calls do not nest on a
+ * vCPU and one state each is enough.
+ */
+struct kvm_fix_slot {
+	_Atomic uintptr_t vcpu;       /* 0: free */
+	struct dl_kvm_fixup fx;
+};
+static struct kvm_fix_slot kvm_fix_slots[KVM_MAX_VCPUS];
+static __thread struct kvm_fix_slot *kvm_fix_cached
+	__attribute__((tls_model("initial-exec")));
+
+static struct dl_kvm_fixup *kvm_fixup_state(void)
+{
+	uintptr_t vcpu = kvm_cur_vcpu();
+	struct kvm_fix_slot *s = kvm_fix_cached;
+	if (likely(s && atomic_load_explicit(&s->vcpu, memory_order_relaxed) ==
+				vcpu))
+		return &s->fx;
+	s = NULL;
+	for (unsigned i = 0; i < KVM_MAX_VCPUS && !s; i++) {
+		uintptr_t have = atomic_load(&kvm_fix_slots[i].vcpu);
+		if (have == vcpu)
+			s = &kvm_fix_slots[i];
+		else if (!have && atomic_compare_exchange_strong(
+					  &kvm_fix_slots[i].vcpu, &have, vcpu))
+			s = &kvm_fix_slots[i];
+	}
+	if (!s)
+		return NULL;
+	if (!s->fx.scratch) {
+		void *scratch = _dl_meta_pages(DL_KVM_FIXUP_SCRATCH_SIZE);
+		if (!scratch)
+			return NULL;
+		dl_kvm_fixup_init(&s->fx, scratch, DL_KVM_FIXUP_SCRATCH_SIZE);
+	}
+	kvm_fix_cached = s;
+	return &s->fx;
+}
 
 static bool kvm_fixup_pre(struct dune_tf *tf)
 {
-	long nr = (long)DUNE_SC_NR(tf);
-	if (nr != SYS_read && nr != SYS_write)
+	struct dl_kvm_fixup *fx = kvm_fixup_state();
+	if (unlikely(!fx)) {
+		/* No state to undo with: only calls without pointers go. */
+		const struct dune_sc_call *call =
+			dune_sc_lookup((long)DUNE_SC_NR(tf));
+		for (int i = 0; call && i < call->nargs; i++) {
+			if (call->args[i].kind > DUNE_SC_SCALAR) {
+				DUNE_SC_RET(tf) = (uint64_t)-ENOMEM;
+				return false;
+			}
+		}
 		return true;
-	uintptr_t buf = DUNE_SC_ARG1(tf), host;
-	size_t count = DUNE_SC_ARG2(tf), contig;
-	if (!count || !kvm_is_alias(buf))
-		return true;
-	if (!kvm_translate(buf, &host, &contig)) {
-		DUNE_SC_RET(tf) = (uint64_t)-EFAULT; /* as the host's guard */
-		return false;
 	}
-	kvm_fix_saved.active = true;
-	kvm_fix_saved.buf = DUNE_SC_ARG1(tf);
-	kvm_fix_saved.count = DUNE_SC_ARG2(tf);
-	DUNE_SC_ARG1(tf) = host;
-	/* A buffer that runs into the next object: a short transfer, which
-	 * read(2) and write(2) allow. */
-	if (count > contig)
-		DUNE_SC_ARG2(tf) = contig;
-	return true;
+	return dl_kvm_fixup_pre(tf, fx, kvm_translate);
 }
 
 static void kvm_fixup_post(struct dune_tf *tf)
 {
-	if (!kvm_fix_saved.active)
-		return;
-	kvm_fix_saved.active = false;
-	DUNE_SC_ARG1(tf) = kvm_fix_saved.buf;
-	DUNE_SC_ARG2(tf) = kvm_fix_saved.count;
+	struct dl_kvm_fixup *fx = kvm_fixup_state();
+	if (fx)
+		dl_kvm_fixup_post(tf, fx);
 }
-/* ---- end of TEMPORARY ---- */
 
 /* vfork, and clone(CLONE_VFORK) as posix_spawn makes it. */
 static bool kvm_is_vfork(const struct dune_tf *tf)

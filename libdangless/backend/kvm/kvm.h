@@ -33,15 +33,11 @@
 #include "../../backend.h"
 #include "../../services.h"
 #include "dune.h"
+#include "fixup.h"
 
-/*
- * Host address for guest address va, and how many bytes from va on are
- * contiguous in host memory (up to the end of its page run); false if va is
- * alias space that is not mapped (revoked).  Addresses outside alias space
- * translate to themselves.
- */
-typedef bool (*dl_kvm_translate_fn)(uintptr_t va, uintptr_t *host,
-				    size_t *contig);
+/* KVM's vCPU limit on 6.1: threads (shootdown.c) and fix-up state
+ * (hooks.c) are kept per vCPU in tables this long. */
+#define KVM_MAX_VCPUS 1024
 
 /* PML4 slots of alias space.  Slot 511 (the top 512 GiB, where -errno
  * values cast to pointers live) is left out. */
@@ -121,6 +117,15 @@ void kvm_shootdown_fork_child(void);
 /* CR3 reload / invlpg, counted. */
 void kvm_flush_all(void);
 void kvm_flush_page(uintptr_t va);
+
+/* libdune's per-vCPU structure (GS:0 in the guest): a vfork child shares
+ * its parent's TLS but not its vCPU. */
+static inline uintptr_t kvm_cur_vcpu(void)
+{
+	uintptr_t v;
+	__asm__ volatile("mov %%gs:0, %0" : "=r"(v));
+	return v;
+}
 
 /* hooks.c */
 void kvm_hooks_install(void);

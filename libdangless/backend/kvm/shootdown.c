@@ -34,7 +34,6 @@
 /* The second-highest real-time signal: glibc uses the lowest ones, and
  * programs that pick a real-time signal mostly count up from SIGRTMIN. */
 #define KVM_SHOOTDOWN_SIGNAL (SIGRTMAX - 1)
-#define KVM_MAX_THREADS 1024 /* KVM's vCPU limit on 6.1 */
 
 enum { KVM_T_FREE, KVM_T_GUEST, KVM_T_HOST };
 
@@ -51,20 +50,11 @@ struct kvm_thread {
  * return through. */
 extern int __sigaction(int, const struct sigaction *, struct sigaction *);
 
-static struct kvm_thread kvm_threads[KVM_MAX_THREADS];
+static struct kvm_thread kvm_threads[KVM_MAX_VCPUS];
 static _Atomic unsigned kvm_nthreads; /* slots ever used */
 static _Atomic uint64_t kvm_gen;
 static __thread struct kvm_thread *kvm_self
 	__attribute__((tls_model("initial-exec")));
-
-/* libdune's per-vCPU structure, whose address is at GS:0 in the guest: a
- * vfork child shares its parent's TLS but not its vCPU. */
-static inline uintptr_t kvm_cur_vcpu(void)
-{
-	uintptr_t v;
-	__asm__ volatile("mov %%gs:0, %0" : "=r"(v));
-	return v;
-}
 
 void kvm_flush_all(void)
 {
@@ -101,7 +91,7 @@ void kvm_thread_register(void)
 	}
 	while (!t) {
 		unsigned i = atomic_load(&kvm_nthreads);
-		if (i >= KVM_MAX_THREADS)
+		if (i >= KVM_MAX_VCPUS)
 			return; /* more threads than KVM has vCPUs */
 		int expect = KVM_T_FREE;
 		if (atomic_compare_exchange_strong(&kvm_threads[i].state,
