@@ -139,6 +139,15 @@ struct dl_backend {
 	bool (*explain_enomem)(char *buf, size_t len);
 
 	/*
+	 * Optional.  True when alias_revoke may cost the host a mapping
+	 * after all (the host backend without guard markers splits one per
+	 * revocation): the core then releases each chunk as soon as all of
+	 * it is revoked, rather than with its segment, so that split
+	 * mappings do not pile up.  Asked once, after init.
+	 */
+	bool (*revoke_splits)(void);
+
+	/*
 	 * Optional.  For `dangless check`: whether this host can run the
 	 * backend, and if not why and what to do, one line per fact, each
 	 * written to fd.  True when it can run.

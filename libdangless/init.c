@@ -174,6 +174,8 @@ static int dl_start(void)
 		atomic_store(&_dl_fallback_used, true);
 		return err;
 	}
+	_dl_release_dead_chunks = _dl_be->revoke_splits &&
+				  _dl_be->revoke_splits();
 	/* backtrace() loads its unwinder on first use: do it while our own
 	 * re-entrant allocations still go to the early arena, and not in a
 	 * signal handler. */

@@ -283,6 +283,9 @@ bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
  * counts the chunk down (I3). */
 void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 		      uint32_t cols);
+/* Release each chunk once dead rather than with its segment (set at
+ * start-up when the backend's revocations split mappings). */
+extern bool _dl_release_dead_chunks;
 void _dl_runs_lock_all(void);
 void _dl_runs_unlock_all(bool reset);
 

@@ -18,6 +18,8 @@ struct dl_class_state {
 } __attribute__((aligned(64)));
 static struct dl_class_state dl_cs[DL_NCLASSES_MAX];
 
+bool _dl_release_dead_chunks;
+
 static struct dl_pool dl_run_pool = DL_POOL(struct dl_run, "runs");
 static struct dl_pool dl_group_pool =
 	DL_POOL(struct dl_run_group, "run groups");
@@ -195,15 +197,24 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 		dl_partial_push(cs, run);
 	if (run->nfree == c->rows * c->cols && run != cs->last_run)
 		dl_run_emptied(cs, c, run);
-	if (atomic_fetch_sub(&ch->pending, n) == n) {
+	bool chunk_dead = atomic_fetch_sub(&ch->pending, n) == n;
+	if (chunk_dead) {
 		ch->run = NULL;
 		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
 		retire = seg->closed && dead == seg->used;
 	}
 	_dl_unlock(&cs->lock);
 
-	if (retire)
+	if (retire) {
 		_dl_segment_retire(seg);
+	} else if (chunk_dead && _dl_release_dead_chunks) {
+		/* Every slot is revoked (I3): nothing here is reachable. */
+		size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
+		_dl_be->alias_release(
+			(void *)(seg->base + (uintptr_t)(ch - seg->chunks) *
+						     chunk_len),
+			chunk_len);
+	}
 }
 
 bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,

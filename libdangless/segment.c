@@ -182,13 +182,26 @@ void _dl_segment_for_each_live(void (*fn)(struct dl_segment *))
 		fn(dl_live.v[i]);
 }
 
+/* A revocation the backend could not make: a dangling pointer must never
+ * stay usable, so the process stops, saying why and what to do. */
+static __attribute__((noreturn)) void dl_revoke_failed(int err,
+						       uintptr_t start,
+						       unsigned ranges)
+{
+	char why[512] = "";
+	bool explained = err == -12 && _dl_be->explain_enomem &&
+			 _dl_be->explain_enomem(why, sizeof(why));
+	_dl_fatal("could not revoke %u alias range%s from %p (%s)%s%s; "
+		  "stopping rather than leave a dangling pointer usable",
+		  ranges, ranges == 1 ? "" : "s", (void *)start,
+		  strerror(-err), explained ? ": " : "", why);
+}
+
 void _dl_alias_revoke(uintptr_t start, size_t len)
 {
 	int err = _dl_be->alias_revoke((void *)start, len);
 	if (err)
-		_dl_fatal("could not revoke the aliases at %p (%s); stopping "
-			  "rather than leave a dangling pointer usable",
-			  (void *)start, strerror(-err));
+		dl_revoke_failed(err, start, 1);
 	DL_STAT_ADD(revokes, 1);
 	DL_STAT_ADD(revoked_pages, len / DL_PAGE);
 }
@@ -202,10 +215,7 @@ void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n)
 	}
 	int err = _dl_be->alias_revoke_many(ranges, n);
 	if (err)
-		_dl_fatal("could not revoke a batch of %u alias ranges from %p "
-			  "(%s); stopping rather than leave a dangling pointer "
-			  "usable",
-			  n, (void *)ranges[0].start, strerror(-err));
+		dl_revoke_failed(err, ranges[0].start, n);
 	size_t pages = 0;
 	for (unsigned i = 0; i < n; i++)
 		pages += ranges[i].len / DL_PAGE;

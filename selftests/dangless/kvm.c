@@ -254,7 +254,8 @@ static char *st_report_shape(const char *err)
 	return out;
 }
 
-TEST(demo_reports_exactly_as_on_the_host_and_dies_of_sigsegv)
+TEST_TIMEOUT(demo_reports_exactly_as_on_the_host_and_dies_of_sigsegv,
+	     2 * 120 + TH_PARENT_ROOM)
 {
 	char preload[512];
 	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", st_dangless_so());

@@ -104,9 +104,7 @@ static int host_reprotect(void *alias, size_t len)
 int host_alias_map(void *alias, void *canon, size_t len,
 			  bool populate)
 {
-	/* (Without guard markers every revocation splits a mapping and the
-	 * count is not ours to predict: the kernel's ENOMEM decides.) */
-	if (host.guard && !host_within_map_budget())
+	if (!host_map_budget_take(1))
 		return -ENOMEM;
 	off_t off = (off_t)((char *)canon - host.canon);
 	void *r = mmap(alias, len, PROT_READ | PROT_WRITE,
@@ -128,9 +126,17 @@ int host_alias_revoke(void *alias, size_t len)
 			r = madvise(alias, len, MADV_GUARD_INSTALL);
 		while (r != 0 && (errno == EAGAIN || errno == EINTR));
 	} else {
+		/* May split the alias's mapping in three: counted, so that new
+		 * aliases are refused before a revocation can fail. */
+		host_map_budget_take(2);
 		r = mprotect(alias, len, PROT_NONE);
 	}
 	return r == 0 ? 0 : -errno;
+}
+
+bool host_revoke_splits(void)
+{
+	return !host.guard;
 }
 
 /* ---- many ranges in one call ---- */

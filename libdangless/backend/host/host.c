@@ -77,4 +77,5 @@ const struct dl_backend _dl_backend_host = {
 	.count_alias_mappings = host_count_alias_mappings,
 	.explain_enomem = host_explain_enomem,
 	.check = host_check,
+	.revoke_splits = host_revoke_splits,
 };

@@ -94,11 +94,14 @@ int host_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 void host_probe_batch_guard(void);
 void host_batch_guard_fork_child(void);
 int host_alias_release(void *alias, size_t len);
+bool host_revoke_splits(void);
 
 /* limits.c */
 long host_read_long(const char *path);
 long host_count_mappings(void);
-bool host_within_map_budget(void);
+/* Counts `mappings` more against vm.max_map_count; false when a new alias
+ * must be refused to keep the headroom. */
+bool host_map_budget_take(long mappings);
 /*
  * Calls fn for every mapping of the file (dev, ino), streaming
  * /proc/self/maps through a fixed buffer (no allocation: this also runs in

@@ -19,23 +19,34 @@
 /*
  * Leave the program room under vm.max_map_count (thread stacks, dlopen,
  * its own mmaps, glibc's heap for fallback=1): aliases may take the limit
- * less a headroom of 1/16 of it, at least 1024.  Mappings are counted from
- * /proc/self/maps (the kernel merges neighbouring aliases, so our own tally
- * would be useless), but only when the maps made since the last count
- * could have reached the line.
+ * less a headroom of 1/16 of it, at least 1024.  Without guard markers
+ * (Linux < 6.15) every revocation may split a mapping in three, and a
+ * revocation must never fail for want of one: there the headroom is a
+ * quarter of the limit, at least 4096, and revocations count too, so that
+ * new aliases are refused (a report, or fallback=1) while revocations still
+ * have room.  Mappings are counted from /proc/self/maps (the kernel merges
+ * neighbouring aliases, so our own tally would be useless), but only when
+ * what was made since the last count could have reached the line.
  */
-bool host_within_map_budget(void)
+static long host_headroom(long limit)
+{
+	if (host.guard)
+		return limit / 16 > 1024 ? limit / 16 : 1024;
+	return limit / 4 > 4096 ? limit / 4 : 4096;
+}
+
+bool host_map_budget_take(long mappings)
 {
 	bool ok = true;
 	_dl_lock(&host_budget.lock);
-	long headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16 : 1024;
+	host_budget.since += mappings;
+	long headroom = host_headroom(host.map_limit);
 	if (host.map_limit > 0 &&
-	    host_budget.counted + ++host_budget.since + headroom >=
+	    host_budget.counted + host_budget.since + headroom >=
 		    host.map_limit) {
 		/* The limit may have been raised since we read it. */
 		host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
-		headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16
-						      : 1024;
+		headroom = host_headroom(host.map_limit);
 		host_budget.counted = host_count_mappings();
 		host_budget.since = 0;
 		ok = host.map_limit <= 0 ||
