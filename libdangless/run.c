@@ -11,6 +11,7 @@ struct dl_class_state {
 	dl_lock_t lock;
 	struct dl_run *partial;   /* runs with free slots */
 	struct dl_segment *seg;   /* where new chunks are carved */
+	struct dl_segment *spare; /* made by a thread that lost a race */
 	struct dl_run *last_run;  /* the run the last chunk mapped */
 	struct dl_run_group *group; /* where new runs are carved */
 	size_t slots, slots_carved; /* in all runs / carved into chunks */
@@ -100,7 +101,7 @@ static struct dl_run *dl_pick_run(unsigned cls)
 	struct dl_run_group *g = last ? last->group : NULL;
 	for (unsigned i = 1; g && i <= g->used && !run; i++) {
 		struct dl_run *r = g->runs[(last->index + i) % g->used];
-		if (r->nfree)
+		if (r->nfree && !r->discarding)
 			run = r;
 	}
 	bool wraps = !run || run->index <= last->index;
@@ -113,11 +114,36 @@ static struct dl_run *dl_pick_run(unsigned cls)
 			run = fresh;
 		}
 	}
-	if (!run)
-		run = cs->partial;
+	for (struct dl_run *r = cs->partial; !run && r; r = r->next)
+		if (!r->discarding)
+			run = r;
 	if (run)
 		cs->last_run = run;
 	return run;
+}
+
+/*
+ * The run right after prev in its group, when it has room: a chunk of it
+ * carved right after prev's continues prev's chunk in both alias and
+ * canonical space, so one mapping serves both.  A fresh run at the end of
+ * the group only when dl_pick_run would grow the class there too.
+ */
+static struct dl_run *dl_next_neighbour(unsigned cls, struct dl_run *prev)
+{
+	struct dl_class_state *cs = &dl_cs[cls];
+	struct dl_run_group *g = prev->group;
+	unsigned i = prev->index + 1u;
+	if (i < g->used) {
+		struct dl_run *r = g->runs[i];
+		return r->nfree && !r->discarding ? r : NULL;
+	}
+	if (i != g->used || g != cs->group || i >= DL_GROUP_RUNS ||
+	    4 * cs->slots_carved < 3 * cs->slots)
+		return NULL;
+	struct dl_run *fresh = dl_run_new(cls);
+	if (fresh)
+		dl_partial_push(cs, fresh);
+	return fresh;
 }
 
 /* Picks the row with the most free slots; a wholly free row ends the scan. */
@@ -143,11 +169,9 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
  * whichever is most: a program that frees
  * and allocates in waves (or the batch quarantine) then reuses warm pages
  * instead of punching and faulting them in again.  Beyond that the pages
- * go back to the OS.  Called under the class lock: once it is dropped the
- * run may be carved again and written, and a late discard would zero the
- * new objects.
+ * go back to the OS: true, and the run is marked discarding.
  */
-static void dl_run_emptied(struct dl_class_state *cs, const struct dl_class *c,
+static bool dl_run_emptied(struct dl_class_state *cs, const struct dl_class *c,
 			   struct dl_run *run)
 {
 	size_t run_len = (size_t)c->run_pages * DL_PAGE;
@@ -158,19 +182,29 @@ static void dl_run_emptied(struct dl_class_state *cs, const struct dl_class *c,
 		floor = (size_t)1 << 20;
 	size_t keep = runs / 4 * run_len > floor ? runs / 4 * run_len : floor;
 	if (run->warm)
-		return;
+		return false;
 	if ((cs->warm_runs + 1) * run_len <= keep) {
 		run->warm = true;
 		cs->warm_runs++;
-		return;
+		return false;
 	}
-	_dl_be->canon_discard((void *)run->canon, run_len);
+	run->discarding = true;
+	return true;
 }
 
 /*
  * Retires the segment when that was the last of it.  An empty run keeps
  * its slot in the class, but its pages go back to the OS unless it is the
  * run in use or dl_run_emptied keeps it warm.
+ *
+ * The discard (a fallocate on the host) happens after the class lock is
+ * dropped, so other threads of the class do not wait for the kernel.  That
+ * stays correct because a run marked discarding is never carved
+ * (dl_pick_run and dl_next_neighbour skip it): were it carved and written
+ * meanwhile, the late discard would zero the new objects.  Nothing can
+ * come back to it either: it is empty, no chunk holds a slot of it.  The
+ * mark goes once the pages are gone (in a child after fork, at once: the
+ * run is empty, whatever its pages hold).
  */
 void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 		      uint32_t cols)
@@ -179,7 +213,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	const struct dl_class *c = &_dl_classes[cls];
 	struct dl_class_state *cs = &dl_cs[cls];
 	struct dl_run *run = ch->run;
-	bool retire = false;
+	bool retire = false, discard = false;
 
 	_dl_lock(&cs->lock);
 	/* I2: only slots carved into this chunk, once each; I3: the count
@@ -187,6 +221,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	dl_assert(run && (run->row_used[ch->row] & cols) == cols);
 	dl_assert((atomic_load(&ch->carved) & cols) == cols);
 	dl_assert(atomic_load(&ch->pending) >= n);
+	dl_assert(!run->discarding);
 	run->row_used[ch->row] &= ~cols;
 	run->row_free[ch->row] = (uint8_t)(run->row_free[ch->row] + n);
 	run->nfree = (uint16_t)(run->nfree + n);
@@ -194,7 +229,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
 	if (run->nfree == c->rows * c->cols && run != cs->last_run)
-		dl_run_emptied(cs, c, run);
+		discard = dl_run_emptied(cs, c, run);
 	if (atomic_fetch_sub(&ch->pending, n) == n) {
 		ch->run = NULL;
 		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
@@ -202,34 +237,60 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	}
 	_dl_unlock(&cs->lock);
 
+	if (discard) {
+		_dl_be->canon_discard((void *)run->canon,
+				      (size_t)c->run_pages * DL_PAGE);
+		_dl_lock(&cs->lock);
+		run->discarding = false;
+		_dl_unlock(&cs->lock);
+	}
 	if (retire)
 		_dl_segment_retire(seg);
 }
 
-bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
-		     struct dl_failure *fail)
+/*
+ * A segment of the class with room for another chunk, with the class lock
+ * held on return (true) or not (false, *fail says why).  A new segment is
+ * made with the lock dropped (reserving alias space may make a system
+ * call); if another thread installed one meanwhile, the new one waits as
+ * the class's spare, or, if there is one already, is retired unused.
+ */
+static bool dl_seg_with_room(unsigned cls, struct dl_failure *fail)
 {
-	const struct dl_class *c = &_dl_classes[cls];
 	struct dl_class_state *cs = &dl_cs[cls];
-	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
-
-	_dl_lock(&cs->lock);
-	struct dl_run *run = dl_pick_run(cls);
-	if (!run) {
-		_dl_unlock(&cs->lock);
-		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
-		return false;
-	}
-	struct dl_segment *seg = cs->seg;
-	if (!seg || seg->used == seg->cap) {
-		seg = _dl_segment_new(DL_SEG_SMALL, (uint8_t)cls, DL_SEG_SIZE,
-				      DL_SEG_SIZE, fail);
-		if (!seg) {
-			_dl_unlock(&cs->lock);
-			return false;
+	while (!cs->seg || cs->seg->used == cs->seg->cap) {
+		if (cs->spare) {
+			cs->seg = cs->spare;
+			cs->spare = NULL;
+			break;
 		}
-		cs->seg = seg;
+		_dl_unlock(&cs->lock);
+		struct dl_segment *fresh = _dl_segment_new(
+			DL_SEG_SMALL, (uint8_t)cls, DL_SEG_SIZE, DL_SEG_SIZE,
+			fail);
+		if (!fresh)
+			return false;
+		_dl_lock(&cs->lock);
+		if (!cs->seg || cs->seg->used == cs->seg->cap) {
+			cs->seg = fresh;
+		} else if (!cs->spare) {
+			cs->spare = fresh;
+		} else {
+			_dl_unlock(&cs->lock);
+			fresh->closed = true; /* nothing carved: dead already */
+			_dl_segment_retire(fresh);
+			_dl_lock(&cs->lock);
+		}
 	}
+	return true;
+}
+
+/* Carves the free slots of one row of run into chunk k of seg. */
+static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
+			 struct dl_run *run, struct dl_segment *seg,
+			 struct dl_carve *out)
+{
+	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
 	unsigned row = dl_pick_row(c, run);
 	if (run->warm) {
 		run->warm = false;
@@ -239,6 +300,7 @@ bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
 	uint32_t carved = all & ~run->row_used[row];
 	unsigned n = (unsigned)__builtin_popcount(carved);
 	dl_assert(n == run->row_free[row] && n > 0); /* I2 */
+	dl_assert(!run->discarding);
 	run->row_used[row] |= carved;
 	run->row_free[row] = 0;
 	run->nfree = (uint16_t)(run->nfree - n);
@@ -257,19 +319,44 @@ bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
 	atomic_store(&ch->freed, 0);
 	if (seg->used == seg->cap)
 		seg->closed = true;
-	_dl_unlock(&cs->lock);
-
-	if (_dl_opt.stacks && !ch->stacks)
-		ch->stacks = _dl_pool_alloc(&dl_stacks_pool);
+	cs->last_run = run;
 	out->seg = seg;
 	out->chunk = ch;
 	out->alias = seg->base + k * chunk_len;
 	out->carved = carved;
-	/* Making all the run's page-table entries at once costs about a
-	 * quarter of faulting one page in: worth it when the chunk hands
-	 * out at least a quarter of its columns. */
-	out->populate = 4 * n >= c->cols;
-	return true;
+}
+
+unsigned _dl_chunk_carve(unsigned cls, unsigned want, struct dl_carve *out,
+			 struct dl_failure *fail)
+{
+	const struct dl_class *c = &_dl_classes[cls];
+	struct dl_class_state *cs = &dl_cs[cls];
+
+	_dl_lock(&cs->lock);
+	if (!dl_seg_with_room(cls, fail))
+		return 0;
+	struct dl_segment *seg = cs->seg;
+	struct dl_run *run = dl_pick_run(cls);
+	if (!run) {
+		_dl_unlock(&cs->lock);
+		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
+		return 0;
+	}
+	unsigned n = 0;
+	for (;;) {
+		dl_carve_row(cs, c, run, seg, &out[n++]);
+		if (n == want || seg->used == seg->cap)
+			break;
+		run = dl_next_neighbour(cls, run);
+		if (!run)
+			break;
+	}
+	_dl_unlock(&cs->lock);
+
+	for (unsigned i = 0; i < n; i++)
+		if (_dl_opt.stacks && !out[i].chunk->stacks)
+			out[i].chunk->stacks = _dl_pool_alloc(&dl_stacks_pool);
+	return n;
 }
 
 void _dl_runs_lock_all(void)
@@ -280,7 +367,14 @@ void _dl_runs_lock_all(void)
 
 void _dl_runs_unlock_all(bool reset)
 {
-	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
-	for (unsigned c = 0; c < _dl_nclasses; c++)
-		op(&dl_cs[c].lock);
+	for (unsigned c = 0; c < _dl_nclasses; c++) {
+		if (reset) {
+			/* The threads discarding these runs are gone. */
+			for (struct dl_run *r = dl_cs[c].partial; r; r = r->next)
+				r->discarding = false;
+			_dl_lock_reset(&dl_cs[c].lock);
+		} else {
+			_dl_unlock(&dl_cs[c].lock);
+		}
+	}
 }

@@ -76,7 +76,8 @@ struct host_budget {
 };
 extern struct host_budget host_budget;
 
-/* host_for_each_mapping's buffer; held across fork by fork_prepare. */
+/* Held across fork by fork_prepare.  (host_for_each_mapping's buffer is on
+ * the stack now and needs no lock; fork.c still takes this one.) */
 extern dl_lock_t host_maps_lock;
 
 /* canon.c */

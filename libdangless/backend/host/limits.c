@@ -26,28 +26,38 @@
  */
 bool host_within_map_budget(void)
 {
-	bool ok = true;
 	_dl_lock(&host_budget.lock);
 	long headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16 : 1024;
-	if (host.map_limit > 0 &&
-	    host_budget.counted + ++host_budget.since + headroom >=
-		    host.map_limit) {
-		/* The limit may have been raised since we read it. */
-		host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
-		headroom = host.map_limit / 16 > 1024 ? host.map_limit / 16
-						      : 1024;
-		host_budget.counted = host_count_mappings();
-		host_budget.since = 0;
-		ok = host.map_limit <= 0 ||
-		     host_budget.counted + headroom < host.map_limit;
-		host.map_refused |= !ok;
-	}
+	bool recount = host.map_limit > 0 &&
+		       host_budget.counted + ++host_budget.since + headroom >=
+			       host.map_limit;
+	_dl_unlock(&host_budget.lock);
+	if (!recount)
+		return true;
+	/*
+	 * Near the limit: read it again (it may have been raised) and count
+	 * the real mappings, with no lock held across the reads, so other
+	 * threads' maps do not wait for /proc.  Two threads may count at
+	 * once; each count is a true reading, and maps made while one runs
+	 * are at most one per other thread, far inside the headroom.
+	 */
+	long limit = host_read_long("/proc/sys/vm/max_map_count");
+	long counted = host_count_mappings();
+	headroom = limit / 16 > 1024 ? limit / 16 : 1024;
+	bool ok = limit <= 0 || counted + headroom < limit;
+	_dl_lock(&host_budget.lock);
+	host.map_limit = limit;
+	host_budget.counted = counted;
+	host_budget.since = 0;
+	host.map_refused |= !ok;
 	_dl_unlock(&host_budget.lock);
 	return ok;
 }
 
-
-
+/*
+ * The buffer is on the stack (it holds one line at least: a path is at
+ * most PATH_MAX), so that no lock is held across the reads of /proc.
+ */
 bool host_for_each_mapping(dev_t dev, ino_t ino,
 				  bool (*fn)(unsigned long start,
 					     unsigned long end, int prot,
@@ -57,8 +67,7 @@ bool host_for_each_mapping(dev_t dev, ino_t ino,
 	int maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (maps < 0)
 		return false;
-	static char buf[1 << 16];
-	_dl_lock(&host_maps_lock);
+	char buf[8192];
 	size_t have = 0;
 	bool ok = true;
 	for (;;) {
@@ -85,9 +94,14 @@ bool host_for_each_mapping(dev_t dev, ino_t ino,
 			line = nl + 1;
 		}
 		have -= (size_t)(line - buf);
+		if (have == sizeof(buf) - 1) {
+			/* A line longer than the buffer: the kernel prints
+			 * no such line; give up rather than misread one. */
+			ok = false;
+			break;
+		}
 		memmove(buf, line, have);
 	}
-	_dl_unlock(&host_maps_lock);
 	close(maps);
 	return ok;
 }
