@@ -117,6 +117,12 @@ static struct dl_run *dl_pick_run(unsigned cls)
 	for (struct dl_run *r = cs->partial; !run && r; r = r->next)
 		if (!r->discarding)
 			run = r;
+	if (!run) {
+		/* Only runs being discarded have room: not worth waiting. */
+		run = dl_run_new(cls);
+		if (run)
+			dl_partial_push(cs, run);
+	}
 	if (run)
 		cs->last_run = run;
 	return run;
