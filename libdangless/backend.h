@@ -24,7 +24,7 @@
  * Required hooks: init, canon_alloc, canon_free, canon_discard,
  * alias_reserve, alias_map, alias_revoke, alias_release.  The others
  * (alias_dedicate, alias_revoke_many, the fork hooks,
- * count_alias_mappings, explain_enomem, check) may be NULL, and the core
+ * count_alias_mappings, memory_held, explain_enomem, check) may be NULL, and the core
  * checks before each call.
  */
 #ifndef DANGLESS_BACKEND_H
@@ -121,6 +121,14 @@ struct dl_backend {
 	 * stats), or -1 when the backend cannot tell.
 	 */
 	long (*count_alias_mappings)(void);
+
+	/*
+	 * Optional.  The memory held now, for stats: canonical memory the
+	 * host has pages for, each page counted once however many aliases
+	 * map it, and the page tables of the process.  False when the
+	 * backend cannot tell.  Allocates nothing.
+	 */
+	bool (*memory_held)(uint64_t *canonical, uint64_t *page_tables);
 
 	/*
 	 * Optional.  Explains an ENOMEM from alias_map (e.g. the host's

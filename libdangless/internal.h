@@ -127,6 +127,7 @@ struct dl_run {
 	bool discarding;          /* empty, its pages going back: not carved */
 	uint16_t nfree;           /* free slots in the whole run */
 	struct dl_run *next, *prev; /* class's list of runs with free slots */
+	struct dl_run *warm_next, *warm_prev; /* class's warm runs, newest first */
 	uint16_t row_cursor;
 	uint8_t row_free[DL_MAX_ROWS]; /* free slots per row (<= 32) */
 	uint32_t row_used[DL_MAX_ROWS]; /* bit c: slot (row, c) carved */

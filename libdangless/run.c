@@ -14,8 +14,8 @@ struct dl_class_state {
 	struct dl_segment *spare; /* made by a thread that lost a race */
 	struct dl_run *last_run;  /* the run the last chunk mapped */
 	struct dl_run_group *group; /* where new runs are carved */
+	struct dl_run *warm_head, *warm_tail; /* empty runs with their pages */
 	size_t slots, slots_carved; /* in all runs / carved into chunks */
-	unsigned warm_runs;       /* empty runs whose pages are kept */
 } __attribute__((aligned(64)));
 static struct dl_class_state dl_cs[DL_NCLASSES_MAX];
 
@@ -170,32 +170,100 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
 }
 
 /*
- * An empty run keeps its pages while the class's empty runs hold less than
- * a quarter of its runs, or 1 MiB, or what one batch quarantine holds,
- * whichever is most: a program that frees
- * and allocates in waves (or the batch quarantine) then reuses warm pages
- * instead of punching and faulting them in again.  Beyond that the pages
- * go back to the OS: true, and the run is marked discarding.
+ * Empty runs whose pages are kept warm, over all classes: a program that
+ * frees and allocates in waves (or the batch quarantine, which empties
+ * about a batch of objects at once) then reuses warm pages instead of
+ * punching them now and faulting them in again later.  The pages held so
+ * scale with the program's own heap: at most a quarter of its live bytes,
+ * or DL_WARM_FLOOR for a small program; in batch mode at least what one
+ * batch of its average objects holds.  Beyond that an empty run's pages
+ * go back to the OS.
  */
-static bool dl_run_emptied(struct dl_class_state *cs, const struct dl_class *c,
-			   struct dl_run *run)
+#define DL_WARM_FLOOR ((size_t)512 << 10)
+static atomic_size_t dl_warm_bytes;
+
+static size_t dl_warm_budget(void)
+{
+	size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
+					   memory_order_relaxed);
+	size_t objects = atomic_load_explicit(&_dl_stats.live_objects,
+					      memory_order_relaxed);
+	size_t budget = live / 4 > DL_WARM_FLOOR ? live / 4 : DL_WARM_FLOOR;
+	if (_dl_opt.revoke == DL_REVOKE_BATCH && objects) {
+		size_t wave = (size_t)_dl_opt.batch * (live / objects);
+		if (wave > budget)
+			budget = wave;
+	}
+	return budget;
+}
+
+static void dl_warm_add(struct dl_class_state *cs, struct dl_run *run,
+			size_t run_len)
+{
+	run->warm = true;
+	run->warm_prev = NULL;
+	run->warm_next = cs->warm_head;
+	if (cs->warm_head)
+		cs->warm_head->warm_prev = run;
+	else
+		cs->warm_tail = run;
+	cs->warm_head = run;
+	atomic_fetch_add_explicit(&dl_warm_bytes, run_len, memory_order_relaxed);
+}
+
+static void dl_warm_remove(struct dl_class_state *cs, struct dl_run *run,
+			   size_t run_len)
+{
+	if (run->warm_prev)
+		run->warm_prev->warm_next = run->warm_next;
+	else
+		cs->warm_head = run->warm_next;
+	if (run->warm_next)
+		run->warm_next->warm_prev = run->warm_prev;
+	else
+		cs->warm_tail = run->warm_prev;
+	run->warm_next = run->warm_prev = NULL;
+	run->warm = false;
+	atomic_fetch_sub_explicit(&dl_warm_bytes, run_len, memory_order_relaxed);
+}
+
+/* The most warm runs one emptied run gives back besides itself: a heap
+ * that shrank sheds its surplus over the next frees, none pays for all. */
+#define DL_WARM_TRIM 2
+
+/*
+ * An emptied run stays warm within the budget.  Over it, its pages go back,
+ * and so do those of the class's oldest warm runs while the warm runs hold
+ * more than the budget (it shrinks with the live heap).  Fills out[] with
+ * the runs to discard, each marked discarding; returns how many.
+ */
+static unsigned dl_run_emptied(struct dl_class_state *cs,
+			       const struct dl_class *c, struct dl_run *run,
+			       struct dl_run **out)
 {
 	size_t run_len = (size_t)c->run_pages * DL_PAGE;
-	size_t runs = cs->slots / ((size_t)c->rows * c->cols);
-	/* The batch quarantine empties about batch objects' worth at once. */
-	size_t floor = (size_t)_dl_opt.batch * c->size;
-	if (floor < ((size_t)1 << 20))
-		floor = (size_t)1 << 20;
-	size_t keep = runs / 4 * run_len > floor ? runs / 4 * run_len : floor;
-	if (run->warm)
-		return false;
-	if ((cs->warm_runs + 1) * run_len <= keep) {
-		run->warm = true;
-		cs->warm_runs++;
-		return false;
+	size_t budget = dl_warm_budget();
+	dl_assert(!run->warm && !run->discarding);
+	/* Other classes may warm runs at the same time: the budget may be
+	 * passed by a run per class at most. */
+	if (atomic_load_explicit(&dl_warm_bytes, memory_order_relaxed) +
+		    run_len <=
+	    budget) {
+		dl_warm_add(cs, run, run_len);
+		return 0;
 	}
+	unsigned n = 0;
 	run->discarding = true;
-	return true;
+	out[n++] = run;
+	while (n < 1 + DL_WARM_TRIM && cs->warm_tail &&
+	       atomic_load_explicit(&dl_warm_bytes, memory_order_relaxed) >
+		       budget) {
+		struct dl_run *old = cs->warm_tail;
+		dl_warm_remove(cs, old, run_len);
+		old->discarding = true;
+		out[n++] = old;
+	}
+	return n;
 }
 
 /*
@@ -219,7 +287,9 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	const struct dl_class *c = &_dl_classes[cls];
 	struct dl_class_state *cs = &dl_cs[cls];
 	struct dl_run *run = ch->run;
-	bool retire = false, discard = false;
+	bool retire = false;
+	struct dl_run *discard[1 + DL_WARM_TRIM];
+	unsigned ndiscard = 0;
 
 	_dl_lock(&cs->lock);
 	/* I2: only slots carved into this chunk, once each; I3: the count
@@ -235,7 +305,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
 	if (run->nfree == c->rows * c->cols && run != cs->last_run)
-		discard = dl_run_emptied(cs, c, run);
+		ndiscard = dl_run_emptied(cs, c, run, discard);
 	if (atomic_fetch_sub(&ch->pending, n) == n) {
 		ch->run = NULL;
 		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
@@ -243,11 +313,13 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	}
 	_dl_unlock(&cs->lock);
 
-	if (discard) {
-		_dl_be->canon_discard((void *)run->canon,
+	for (unsigned i = 0; i < ndiscard; i++)
+		_dl_be->canon_discard((void *)discard[i]->canon,
 				      (size_t)c->run_pages * DL_PAGE);
+	if (ndiscard) {
 		_dl_lock(&cs->lock);
-		run->discarding = false;
+		for (unsigned i = 0; i < ndiscard; i++)
+			discard[i]->discarding = false;
 		_dl_unlock(&cs->lock);
 	}
 	if (retire)
@@ -298,10 +370,8 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 {
 	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
 	unsigned row = dl_pick_row(c, run);
-	if (run->warm) {
-		run->warm = false;
-		cs->warm_runs--;
-	}
+	if (run->warm)
+		dl_warm_remove(cs, run, chunk_len);
 	uint32_t all = c->cols == 32 ? ~0u : (1u << c->cols) - 1;
 	uint32_t carved = all & ~run->row_used[row];
 	unsigned n = (unsigned)__builtin_popcount(carved);

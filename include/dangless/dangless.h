@@ -54,7 +54,7 @@ int dangless_dedicate_vmem(void *start, void *end);
  */
 void *dangless_get_canonical(void *p);
 
-#define DANGLESS_STATS_VERSION 1
+#define DANGLESS_STATS_VERSION 2
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -70,7 +70,10 @@ void *dangless_get_canonical(void *p);
 	X(canonical_bytes, "canonical memory in runs and large objects")       \
 	X(canonical_bytes_released, "canonical memory given back to the OS")   \
 	X(fallback_allocs, "allocations served unprotected (fallback)")        \
-	X(early_allocs, "allocations served before initialisation")
+	X(early_allocs, "allocations served before initialisation")            \
+	X(canonical_bytes_resident,                                            \
+	  "canonical memory the OS holds now, each page once")                \
+	X(page_table_bytes, "page tables of the whole process now")
 
 struct dangless_stats {
 	uint32_t version;

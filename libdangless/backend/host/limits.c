@@ -150,6 +150,33 @@ long host_count_alias_mappings(void)
 	return n - 1; /* not the canonical view */
 }
 
+/*
+ * The memfd's allocated blocks are its pages, each once (RSS counts a page
+ * once per mapping that maps it); VmPTE is what the page tables of all
+ * those aliases cost.
+ */
+bool host_memory_held(uint64_t *canonical, uint64_t *page_tables)
+{
+	struct stat st;
+	if (fstat(host.fd, &st) != 0)
+		return false;
+	*canonical = (uint64_t)st.st_blocks * 512;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	const char *pte = strstr(buf, "\nVmPTE:");
+	if (!pte)
+		return false;
+	*page_tables = strtoull(pte + 7, NULL, 10) << 10;
+	return true;
+}
+
 bool host_explain_enomem(char *buf, size_t len)
 {
 	long limit = host_read_long("/proc/sys/vm/max_map_count");
