@@ -13,8 +13,24 @@
 
 _Atomic uintptr_t *_dl_segmap;
 
-static struct dl_pool dl_segment_pool =
-	DL_POOL(struct dl_segment, "segments");
+/*
+ * A small segment's metadata ends with its chunks, a large one's with its
+ * objects: each kind comes from a pool of blocks just long enough, so the
+ * metadata that retired segments keep for reports (I4) costs half as much
+ * for small ones.
+ */
+static struct dl_pool dl_small_segment_pool = {
+	.block = offsetof(struct dl_segment, chunks[DL_CHUNKS_PER_SEG]),
+	.name = "small segments",
+};
+static struct dl_pool dl_large_segment_pool =
+	DL_POOL(struct dl_segment, "large segments");
+
+static struct dl_pool *dl_segment_pool(uint8_t kind)
+{
+	return kind == DL_SEG_SMALL ? &dl_small_segment_pool
+				    : &dl_large_segment_pool;
+}
 
 /*
  * Retired segments keep their metadata for a while so that a late
@@ -163,7 +179,7 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 		*fail = (struct dl_failure){12, "alias address space"};
 		return NULL;
 	}
-	struct dl_segment *seg = _dl_pool_alloc(&dl_segment_pool);
+	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind));
 	if (!seg || !dl_live_add(seg)) {
 		*fail = (struct dl_failure){12, "metadata memory"};
 		return NULL;
@@ -208,7 +224,7 @@ void _dl_segment_retire(struct dl_segment *seg)
 		uint8_t cls = drop->kind == DL_SEG_SMALL ? drop->cls
 							 : DL_DEAD_LARGE;
 		dl_segmap_set(drop->base, drop->len, DL_DEAD_MARK(cls));
-		_dl_pool_free(&dl_segment_pool, drop);
+		_dl_pool_free(dl_segment_pool(drop->kind), drop);
 	}
 }
 
