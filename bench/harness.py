@@ -29,6 +29,9 @@ ROOT = os.path.dirname(HERE)
 # The allocators.  Dangless modes: edit this one list (or set
 # BENCH_DANGLESS_MODES="strict batch:64 ...").
 DANGLESS_MODES = os.environ.get("BENCH_DANGLESS_MODES", "strict batch:64 batch:1024").split()
+# A second libdangless.so (e.g. built from main) to run side by side with
+# build/'s as dangless-base-<mode>, for before/after figures from one run.
+DANGLESS_BASELINE = os.environ.get("BENCH_DANGLESS_BASELINE")
 # How Dangless is asked for its counters at exit (appended after a ':').
 DANGLESS_STATS_OPT = os.environ.get("BENCH_DANGLESS_STATS_OPT", "stats=1")
 
@@ -50,6 +53,11 @@ def allocators(build):
     for m in DANGLESS_MODES:
         allocs.append(dict(name="dangless-" + m.replace(":", ""), preload=so,
                            env={"DANGLESS_OPTIONS": "revoke=" + m}, mode=m, dangless=True))
+    if DANGLESS_BASELINE:
+        for m in DANGLESS_MODES:
+            allocs.append(dict(name="dangless-base-" + m.replace(":", ""), preload=DANGLESS_BASELINE,
+                               env={"DANGLESS_OPTIONS": "revoke=" + m}, mode=m, dangless=True,
+                               baseline=True))
     for a in allocs:
         if a["preload"] and not os.path.exists(a["preload"]):
             a["missing"] = "not built" if a.get("dangless") else "not installed"
@@ -396,7 +404,7 @@ def snapshot_dangless(build, allocs):
     with open(snap, "rb") as f:
         h = hashlib.sha256(f.read()).hexdigest()[:12]
     for a in allocs:
-        if a.get("dangless"):
+        if a.get("dangless") and not a.get("baseline"):
             a["preload"] = snap
     mt = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(so)))
     try:
@@ -1076,7 +1084,7 @@ def report_from_raw(args):
     names = {a for _, a in res}
     allocs = [a for a in allocs if a["name"] in names]
     for a in allocs:
-        if a.get("dangless") and DANGLESS_INFO:
+        if a.get("dangless") and not a.get("baseline") and DANGLESS_INFO:
             a["preload"] = os.path.join(build, "bench", "libdangless-snapshot.so")
             a.pop("missing", None)
     wnames = {w for w, _ in res}

@@ -24,9 +24,9 @@
  * Required hooks: init, canon_alloc, canon_free, canon_discard,
  * alias_reserve, alias_map, alias_revoke, alias_release.  The others
  * (alias_dedicate, alias_revoke_many, the fork hooks,
- * count_alias_mappings, refresh_stats, explain_enomem, check,
- * why_refused, die_after_report) may be NULL, and the core checks before
- * each call.
+ * count_alias_mappings, refresh_stats, memory_held, explain_enomem,
+ * revoke_splits, check, why_refused, die_after_report) may be NULL, and
+ * the core checks before each call.
  */
 #ifndef DANGLESS_BACKEND_H
 #define DANGLESS_BACKEND_H
@@ -131,6 +131,14 @@ struct dl_backend {
 	/* Optional.  Brings the counters that only the backend can read
 	 * (_dl_stats) up to date, before the stats are read. */
 	void (*refresh_stats)(void);
+
+	/*
+	 * Optional.  The memory held now, for stats: canonical memory the
+	 * host has pages for, each page counted once however many aliases
+	 * map it, and the page tables of the process.  False when the
+	 * backend cannot tell.  Allocates nothing.
+	 */
+	bool (*memory_held)(uint64_t *canonical, uint64_t *page_tables);
 
 	/*
 	 * Optional.  Explains an ENOMEM from alias_map (e.g. the host's

@@ -227,11 +227,9 @@ DL_EXPORT int dangless_dedicate_vmem(void *start, void *end)
 		return r;
 	if (!_dl_be || !_dl_be->alias_dedicate)
 		return -ENOSYS;
-	_dl_runs_lock_all(); /* the class streams are carved under these */
 	r = _dl_be->alias_dedicate(start, (size_t)((char *)end - (char *)start));
 	if (r == 0)
 		_dl_segment_streams_reset();
-	_dl_runs_unlock_all(false);
 	return r;
 }
 

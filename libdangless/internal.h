@@ -124,8 +124,10 @@ struct dl_run {
 	uint8_t cls;
 	bool in_partial;
 	bool warm;                /* empty, and its pages kept */
+	bool discarding;          /* empty, its pages going back: not carved */
 	uint16_t nfree;           /* free slots in the whole run */
 	struct dl_run *next, *prev; /* class's list of runs with free slots */
+	struct dl_run *warm_next, *warm_prev; /* class's warm runs, newest first */
 	uint16_t row_cursor;
 	uint8_t row_free[DL_MAX_ROWS]; /* free slots per row (<= 32) */
 	uint32_t row_used[DL_MAX_ROWS]; /* bit c: slot (row, c) carved */
@@ -264,7 +266,7 @@ void _dl_segment_for_each_live(void (*fn)(struct dl_segment *));
 void _dl_alias_revoke(uintptr_t start, size_t len);
 /* The same for n sorted ranges, in as few calls as the backend can. */
 void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n);
-void _dl_segment_streams_reset(void); /* with the class locks held */
+void _dl_segment_streams_reset(void);
 void _dl_segment_lock_all(void);
 void _dl_segment_unlock_all(bool reset);
 
@@ -274,11 +276,18 @@ struct dl_carve {
 	struct dl_chunk *chunk;
 	uintptr_t alias;          /* the chunk's alias range */
 	uint32_t carved;          /* columns carved into it */
-	bool populate;            /* worth making its translations now */
 };
-/* Carves a chunk of class cls; false with *fail saying what ran out. */
-bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
-		     struct dl_failure *fail);
+/* The most chunks one refill carves (and maps) together. */
+#define DL_REFILL_MAX 4
+/*
+ * Carves up to `want` (<= DL_REFILL_MAX) chunks of class cls into out[]:
+ * chunks side by side in one segment, of runs side by side in one group,
+ * so one alias mapping covers them all (from out[0].alias, of
+ * out[0].chunk->run->canon).  Returns how many, or 0 with *fail saying
+ * what ran out.
+ */
+unsigned _dl_chunk_carve(unsigned cls, unsigned want, struct dl_carve *out,
+			 struct dl_failure *fail);
 /* Gives the columns `cols` of ch back to their run (I2) once revoked, and
  * counts the chunk down (I3). */
 void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,

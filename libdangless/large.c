@@ -165,27 +165,49 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 		}
 		DL_STAT_ADD(canonical_bytes, len);
 	}
-	struct dl_segment *seg, *retire = NULL;
+	/*
+	 * New segments are made with the large lock dropped: reserving alias
+	 * space may make a system call.  An object over DL_LARGE_PACK_MAX has
+	 * one of its own; a shared one that another thread replaced while we
+	 * made ours is retired unused.
+	 */
+	struct dl_segment *seg = NULL, *retire = NULL;
 	uintptr_t alias;
-	_dl_lock(&dl_large_state.lock);
-	if (len > DL_LARGE_PACK_MAX || align > DL_SEG_SIZE) {
+	bool own = len > DL_LARGE_PACK_MAX || align > DL_SEG_SIZE;
+	if (own) {
 		seg = _dl_segment_new(DL_SEG_LARGE, 0, len, align, fail);
 		if (seg)
 			seg->cap = 1;
-	} else {
+	}
+	_dl_lock(&dl_large_state.lock);
+	while (!own) {
 		seg = dl_large_state.seg;
 		alias = seg ? DL_ALIGN_UP(seg->bump, align) : 0;
-		if (!seg || seg->used == seg->cap ||
-		    alias + len > seg->base + seg->len) {
-			if (seg) {
-				seg->closed = true;
-				if (atomic_load(&seg->dead) == seg->used)
-					retire = seg;
-			}
-			seg = _dl_segment_new(DL_SEG_LARGE, 0, DL_SEG_SIZE,
-					      DL_SEG_SIZE, fail);
-			dl_large_state.seg = seg;
+		if (seg && seg->used < seg->cap &&
+		    alias + len <= seg->base + seg->len)
+			break;
+		_dl_unlock(&dl_large_state.lock);
+		struct dl_segment *fresh = _dl_segment_new(
+			DL_SEG_LARGE, 0, DL_SEG_SIZE, DL_SEG_SIZE, fail);
+		_dl_lock(&dl_large_state.lock);
+		if (!fresh) {
+			seg = NULL;
+			break;
 		}
+		if (dl_large_state.seg != seg) {
+			/* Someone replaced it first: ours is not needed. */
+			_dl_unlock(&dl_large_state.lock);
+			fresh->closed = true;
+			_dl_segment_retire(fresh);
+			_dl_lock(&dl_large_state.lock);
+			continue;
+		}
+		if (seg) {
+			seg->closed = true;
+			if (atomic_load(&seg->dead) == seg->used)
+				retire = seg;
+		}
+		dl_large_state.seg = fresh;
 	}
 	if (!seg) {
 		_dl_unlock(&dl_large_state.lock);

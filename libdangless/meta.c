@@ -3,6 +3,7 @@
  * Metadata memory (pages and pools), the lock and the counters: the core
  * services that hold state (services.h).
  */
+#include <sched.h>
 #include <sys/mman.h>
 
 #include "services.h"
@@ -11,13 +12,27 @@
 
 struct dl_stats_atomic _dl_stats;
 
+/*
+ * Holders keep a lock for a few hundred instructions and make no system
+ * call meanwhile, so a short spin usually wins.  But with more threads
+ * than cores the holder may have been preempted: spinning on then burns
+ * the waiter's whole time slice while the holder waits for a core, so
+ * after a while the waiter gives its core away.
+ */
+#define DL_LOCK_SPINS 128
 void _dl_lock(dl_lock_t *l)
 {
 	for (;;) {
 		if (!atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
 			return;
-		while (atomic_load_explicit(&l->v, memory_order_relaxed))
-			__builtin_ia32_pause();
+		for (unsigned spins = 0;
+		     atomic_load_explicit(&l->v, memory_order_relaxed);
+		     spins++) {
+			if (spins < DL_LOCK_SPINS)
+				__builtin_ia32_pause();
+			else
+				sched_yield();
+		}
 	}
 }
 
@@ -60,16 +75,25 @@ void *_dl_pool_alloc(struct dl_pool *pool)
 		pool->free_list = *(void **)p;
 	} else {
 		size_t block = DL_ALIGN_UP(pool->block, 16);
-		if (!pool->cur || pool->cur + block > pool->end) {
+		while (!pool->cur || pool->cur + block > pool->end) {
+			/* The mmap happens with the pool unlocked; another
+			 * thread may have grown the pool meanwhile, and then
+			 * these pages, never handed out, go back. */
 			size_t grow = block * 64 > DL_POOL_GROW ? block * 64
 								 : DL_POOL_GROW;
+			_dl_unlock(&pool->lock);
 			char *m = _dl_meta_pages(grow);
-			if (!m) {
-				_dl_unlock(&pool->lock);
+			if (!m)
 				return NULL;
+			_dl_lock(&pool->lock);
+			if (!pool->cur || pool->cur + block > pool->end) {
+				pool->cur = m;
+				pool->end = m + grow;
+			} else {
+				_dl_unlock(&pool->lock);
+				_dl_meta_unpages(m, grow);
+				_dl_lock(&pool->lock);
 			}
-			pool->cur = m;
-			pool->end = m + grow;
 		}
 		p = pool->cur;
 		pool->cur += block;

@@ -11,10 +11,11 @@ struct dl_class_state {
 	dl_lock_t lock;
 	struct dl_run *partial;   /* runs with free slots */
 	struct dl_segment *seg;   /* where new chunks are carved */
+	struct dl_segment *spare; /* made by a thread that lost a race */
 	struct dl_run *last_run;  /* the run the last chunk mapped */
 	struct dl_run_group *group; /* where new runs are carved */
+	struct dl_run *warm_head, *warm_tail; /* empty runs with their pages */
 	size_t slots, slots_carved; /* in all runs / carved into chunks */
-	unsigned warm_runs;       /* empty runs whose pages are kept */
 } __attribute__((aligned(64)));
 static struct dl_class_state dl_cs[DL_NCLASSES_MAX];
 
@@ -102,7 +103,7 @@ static struct dl_run *dl_pick_run(unsigned cls)
 	struct dl_run_group *g = last ? last->group : NULL;
 	for (unsigned i = 1; g && i <= g->used && !run; i++) {
 		struct dl_run *r = g->runs[(last->index + i) % g->used];
-		if (r->nfree)
+		if (r->nfree && !r->discarding)
 			run = r;
 	}
 	bool wraps = !run || run->index <= last->index;
@@ -115,11 +116,36 @@ static struct dl_run *dl_pick_run(unsigned cls)
 			run = fresh;
 		}
 	}
-	if (!run)
-		run = cs->partial;
+	for (struct dl_run *r = cs->partial; !run && r; r = r->next)
+		if (!r->discarding)
+			run = r;
+	if (!run) {
+		/* Only runs being discarded have room: not worth waiting. */
+		run = dl_run_new(cls);
+		if (run)
+			dl_partial_push(cs, run);
+	}
 	if (run)
 		cs->last_run = run;
 	return run;
+}
+
+/*
+ * The run right after prev in its group, when it has room: a chunk of it
+ * carved right after prev's continues prev's chunk in both alias and
+ * canonical space, so one mapping serves both.  Never a fresh run: the
+ * mapping is populated, and a fresh run's pages would then be made for
+ * slots that wait in one thread's cache (8 threads of the threads
+ * workload held 6% more memory so).
+ */
+static struct dl_run *dl_next_neighbour(struct dl_run *prev)
+{
+	struct dl_run_group *g = prev->group;
+	unsigned i = prev->index + 1u;
+	if (i >= g->used)
+		return NULL;
+	struct dl_run *r = g->runs[i];
+	return r->nfree && !r->discarding ? r : NULL;
 }
 
 /* Picks the row with the most free slots; a wholly free row ends the scan. */
@@ -140,39 +166,115 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
 }
 
 /*
- * An empty run keeps its pages while the class's empty runs hold less than
- * a quarter of its runs, or 1 MiB, or what one batch quarantine holds,
- * whichever is most: a program that frees
- * and allocates in waves (or the batch quarantine) then reuses warm pages
- * instead of punching and faulting them in again.  Beyond that the pages
- * go back to the OS.  Called under the class lock: once it is dropped the
- * run may be carved again and written, and a late discard would zero the
- * new objects.
+ * Empty runs whose pages are kept warm, over all classes: a program that
+ * frees and allocates in waves (or the batch quarantine, which empties
+ * about a batch of objects at once) then reuses warm pages instead of
+ * punching them now and faulting them in again later.  The pages held so
+ * scale with the program's own heap: at most a quarter of its live bytes,
+ * or DL_WARM_FLOOR for a small program; in batch mode at least what one
+ * batch of its average objects holds.  Beyond that an empty run's pages
+ * go back to the OS.
  */
-static void dl_run_emptied(struct dl_class_state *cs, const struct dl_class *c,
-			   struct dl_run *run)
+#define DL_WARM_FLOOR ((size_t)512 << 10)
+static atomic_size_t dl_warm_bytes;
+
+static size_t dl_warm_budget(void)
+{
+	size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
+					   memory_order_relaxed);
+	size_t objects = atomic_load_explicit(&_dl_stats.live_objects,
+					      memory_order_relaxed);
+	size_t budget = live / 4 > DL_WARM_FLOOR ? live / 4 : DL_WARM_FLOOR;
+	if (_dl_opt.revoke == DL_REVOKE_BATCH && objects) {
+		size_t wave = (size_t)_dl_opt.batch * (live / objects);
+		if (wave > budget)
+			budget = wave;
+	}
+	return budget;
+}
+
+static void dl_warm_add(struct dl_class_state *cs, struct dl_run *run,
+			size_t run_len)
+{
+	run->warm = true;
+	run->warm_prev = NULL;
+	run->warm_next = cs->warm_head;
+	if (cs->warm_head)
+		cs->warm_head->warm_prev = run;
+	else
+		cs->warm_tail = run;
+	cs->warm_head = run;
+	atomic_fetch_add_explicit(&dl_warm_bytes, run_len, memory_order_relaxed);
+}
+
+static void dl_warm_remove(struct dl_class_state *cs, struct dl_run *run,
+			   size_t run_len)
+{
+	if (run->warm_prev)
+		run->warm_prev->warm_next = run->warm_next;
+	else
+		cs->warm_head = run->warm_next;
+	if (run->warm_next)
+		run->warm_next->warm_prev = run->warm_prev;
+	else
+		cs->warm_tail = run->warm_prev;
+	run->warm_next = run->warm_prev = NULL;
+	run->warm = false;
+	atomic_fetch_sub_explicit(&dl_warm_bytes, run_len, memory_order_relaxed);
+}
+
+/* The most warm runs one emptied run gives back besides itself: a heap
+ * that shrank sheds its surplus over the next frees, none pays for all. */
+#define DL_WARM_TRIM 2
+
+/*
+ * An emptied run stays warm within the budget.  Over it, its pages go back,
+ * and so do those of the class's oldest warm runs while the warm runs hold
+ * more than the budget (it shrinks with the live heap).  Fills out[] with
+ * the runs to discard, each marked discarding; returns how many.
+ */
+static unsigned dl_run_emptied(struct dl_class_state *cs,
+			       const struct dl_class *c, struct dl_run *run,
+			       struct dl_run **out)
 {
 	size_t run_len = (size_t)c->run_pages * DL_PAGE;
-	size_t runs = cs->slots / ((size_t)c->rows * c->cols);
-	/* The batch quarantine empties about batch objects' worth at once. */
-	size_t floor = (size_t)_dl_opt.batch * c->size;
-	if (floor < ((size_t)1 << 20))
-		floor = (size_t)1 << 20;
-	size_t keep = runs / 4 * run_len > floor ? runs / 4 * run_len : floor;
-	if (run->warm)
-		return;
-	if ((cs->warm_runs + 1) * run_len <= keep) {
-		run->warm = true;
-		cs->warm_runs++;
-		return;
+	size_t budget = dl_warm_budget();
+	dl_assert(!run->warm && !run->discarding);
+	/* Other classes may warm runs at the same time: the budget may be
+	 * passed by a run per class at most. */
+	if (atomic_load_explicit(&dl_warm_bytes, memory_order_relaxed) +
+		    run_len <=
+	    budget) {
+		dl_warm_add(cs, run, run_len);
+		return 0;
 	}
-	_dl_be->canon_discard((void *)run->canon, run_len);
+	unsigned n = 0;
+	run->discarding = true;
+	out[n++] = run;
+	while (n < 1 + DL_WARM_TRIM && cs->warm_tail &&
+	       atomic_load_explicit(&dl_warm_bytes, memory_order_relaxed) >
+		       budget) {
+		struct dl_run *old = cs->warm_tail;
+		dl_warm_remove(cs, old, run_len);
+		old->discarding = true;
+		out[n++] = old;
+	}
+	return n;
 }
 
 /*
  * Retires the segment when that was the last of it.  An empty run keeps
  * its slot in the class, but its pages go back to the OS unless it is the
  * run in use or dl_run_emptied keeps it warm.
+ *
+ * The discard (a fallocate on the host) happens after the class lock is
+ * dropped, so other threads of the class do not wait for the kernel.  That
+ * stays correct because a run marked discarding is never carved
+ * (dl_pick_run and dl_next_neighbour skip it): were it carved and written
+ * meanwhile, the late discard would zero the new objects.  Nothing can
+ * come back to it either: it is empty, no chunk holds a slot of it.  The
+ * mark goes once the pages are gone (in a child after fork, at once: the
+ * run is empty, whatever its pages hold).
  */
 void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 		      uint32_t cols)
@@ -182,6 +284,8 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	struct dl_class_state *cs = &dl_cs[cls];
 	struct dl_run *run = ch->run;
 	bool retire = false;
+	struct dl_run *discard[1 + DL_WARM_TRIM];
+	unsigned ndiscard = 0;
 
 	_dl_lock(&cs->lock);
 	/* I2: only slots carved into this chunk, once each; I3: the count
@@ -189,6 +293,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	dl_assert(run && (run->row_used[ch->row] & cols) == cols);
 	dl_assert((atomic_load(&ch->carved) & cols) == cols);
 	dl_assert(atomic_load(&ch->pending) >= n);
+	dl_assert(!run->discarding);
 	run->row_used[ch->row] &= ~cols;
 	run->row_free[ch->row] = (uint8_t)(run->row_free[ch->row] + n);
 	run->nfree = (uint16_t)(run->nfree + n);
@@ -196,7 +301,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
 	if (run->nfree == c->rows * c->cols && run != cs->last_run)
-		dl_run_emptied(cs, c, run);
+		ndiscard = dl_run_emptied(cs, c, run, discard);
 	bool chunk_dead = atomic_fetch_sub(&ch->pending, n) == n;
 	if (chunk_dead) {
 		ch->run = NULL;
@@ -205,6 +310,15 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	}
 	_dl_unlock(&cs->lock);
 
+	for (unsigned i = 0; i < ndiscard; i++)
+		_dl_be->canon_discard((void *)discard[i]->canon,
+				      (size_t)c->run_pages * DL_PAGE);
+	if (ndiscard) {
+		_dl_lock(&cs->lock);
+		for (unsigned i = 0; i < ndiscard; i++)
+			discard[i]->discarding = false;
+		_dl_unlock(&cs->lock);
+	}
 	if (retire) {
 		_dl_segment_retire(seg);
 	} else if (chunk_dead && _dl_release_dead_chunks) {
@@ -217,39 +331,57 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	}
 }
 
-bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
-		     struct dl_failure *fail)
+/*
+ * A segment of the class with room for another chunk, with the class lock
+ * held on return (true) or not (false, *fail says why).  A new segment is
+ * made with the lock dropped (reserving alias space may make a system
+ * call); if another thread installed one meanwhile, the new one waits as
+ * the class's spare, or, if there is one already, is retired unused.
+ */
+static bool dl_seg_with_room(unsigned cls, struct dl_failure *fail)
 {
-	const struct dl_class *c = &_dl_classes[cls];
 	struct dl_class_state *cs = &dl_cs[cls];
-	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
-
-	_dl_lock(&cs->lock);
-	struct dl_run *run = dl_pick_run(cls);
-	if (!run) {
-		_dl_unlock(&cs->lock);
-		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
-		return false;
-	}
-	struct dl_segment *seg = cs->seg;
-	if (!seg || seg->used == seg->cap) {
-		seg = _dl_segment_new(DL_SEG_SMALL, (uint8_t)cls, DL_SEG_SIZE,
-				      DL_SEG_SIZE, fail);
-		if (!seg) {
-			_dl_unlock(&cs->lock);
-			return false;
+	while (!cs->seg || cs->seg->used == cs->seg->cap) {
+		if (cs->spare) {
+			cs->seg = cs->spare;
+			cs->spare = NULL;
+			break;
 		}
-		cs->seg = seg;
+		_dl_unlock(&cs->lock);
+		struct dl_segment *fresh = _dl_segment_new(
+			DL_SEG_SMALL, (uint8_t)cls, DL_SEG_SIZE, DL_SEG_SIZE,
+			fail);
+		if (!fresh)
+			return false;
+		_dl_lock(&cs->lock);
+		if (!cs->seg || cs->seg->used == cs->seg->cap) {
+			cs->seg = fresh;
+		} else if (!cs->spare) {
+			cs->spare = fresh;
+		} else {
+			_dl_unlock(&cs->lock);
+			fresh->closed = true; /* nothing carved: dead already */
+			_dl_segment_retire(fresh);
+			_dl_lock(&cs->lock);
+		}
 	}
+	return true;
+}
+
+/* Carves the free slots of one row of run into chunk k of seg. */
+static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
+			 struct dl_run *run, struct dl_segment *seg,
+			 struct dl_carve *out)
+{
+	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
 	unsigned row = dl_pick_row(c, run);
-	if (run->warm) {
-		run->warm = false;
-		cs->warm_runs--;
-	}
+	if (run->warm)
+		dl_warm_remove(cs, run, chunk_len);
 	uint32_t all = c->cols == 32 ? ~0u : (1u << c->cols) - 1;
 	uint32_t carved = all & ~run->row_used[row];
 	unsigned n = (unsigned)__builtin_popcount(carved);
 	dl_assert(n == run->row_free[row] && n > 0); /* I2 */
+	dl_assert(!run->discarding);
 	run->row_used[row] |= carved;
 	run->row_free[row] = 0;
 	run->nfree = (uint16_t)(run->nfree - n);
@@ -268,19 +400,44 @@ bool _dl_chunk_carve(unsigned cls, struct dl_carve *out,
 	atomic_store(&ch->freed, 0);
 	if (seg->used == seg->cap)
 		seg->closed = true;
-	_dl_unlock(&cs->lock);
-
-	if (_dl_opt.stacks && !ch->stacks)
-		ch->stacks = _dl_pool_alloc(&dl_stacks_pool);
+	cs->last_run = run;
 	out->seg = seg;
 	out->chunk = ch;
 	out->alias = seg->base + k * chunk_len;
 	out->carved = carved;
-	/* Making all the run's page-table entries at once costs about a
-	 * quarter of faulting one page in: worth it when the chunk hands
-	 * out at least a quarter of its columns. */
-	out->populate = 4 * n >= c->cols;
-	return true;
+}
+
+unsigned _dl_chunk_carve(unsigned cls, unsigned want, struct dl_carve *out,
+			 struct dl_failure *fail)
+{
+	const struct dl_class *c = &_dl_classes[cls];
+	struct dl_class_state *cs = &dl_cs[cls];
+
+	_dl_lock(&cs->lock);
+	if (!dl_seg_with_room(cls, fail))
+		return 0;
+	struct dl_segment *seg = cs->seg;
+	struct dl_run *run = dl_pick_run(cls);
+	if (!run) {
+		_dl_unlock(&cs->lock);
+		*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
+		return 0;
+	}
+	unsigned n = 0;
+	for (;;) {
+		dl_carve_row(cs, c, run, seg, &out[n++]);
+		if (n == want || seg->used == seg->cap)
+			break;
+		run = dl_next_neighbour(run);
+		if (!run)
+			break;
+	}
+	_dl_unlock(&cs->lock);
+
+	for (unsigned i = 0; i < n; i++)
+		if (_dl_opt.stacks && !out[i].chunk->stacks)
+			out[i].chunk->stacks = _dl_pool_alloc(&dl_stacks_pool);
+	return n;
 }
 
 void _dl_runs_lock_all(void)
@@ -291,7 +448,14 @@ void _dl_runs_lock_all(void)
 
 void _dl_runs_unlock_all(bool reset)
 {
-	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
-	for (unsigned c = 0; c < _dl_nclasses; c++)
-		op(&dl_cs[c].lock);
+	for (unsigned c = 0; c < _dl_nclasses; c++) {
+		if (reset) {
+			/* The threads discarding these runs are gone. */
+			for (struct dl_run *r = dl_cs[c].partial; r; r = r->next)
+				r->discarding = false;
+			_dl_lock_reset(&dl_cs[c].lock);
+		} else {
+			_dl_unlock(&dl_cs[c].lock);
+		}
+	}
 }

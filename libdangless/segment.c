@@ -14,8 +14,24 @@
 
 _Atomic uintptr_t *_dl_segmap;
 
-static struct dl_pool dl_segment_pool =
-	DL_POOL(struct dl_segment, "segments");
+/*
+ * A small segment's metadata ends with its chunks, a large one's with its
+ * objects: each kind comes from a pool of blocks just long enough, so the
+ * metadata that retired segments keep for reports (I4) costs half as much
+ * for small ones.
+ */
+static struct dl_pool dl_small_segment_pool = {
+	.block = offsetof(struct dl_segment, chunks[DL_CHUNKS_PER_SEG]),
+	.name = "small segments",
+};
+static struct dl_pool dl_large_segment_pool =
+	DL_POOL(struct dl_segment, "large segments");
+
+static struct dl_pool *dl_segment_pool(uint8_t kind)
+{
+	return kind == DL_SEG_SMALL ? &dl_small_segment_pool
+				    : &dl_large_segment_pool;
+}
 
 /*
  * Retired segments keep their metadata for a while so that a late
@@ -45,19 +61,32 @@ int _dl_segmap_init(void)
 static bool dl_live_add(struct dl_segment *seg)
 {
 	_dl_lock(&dl_live.lock);
-	if (dl_live.n == dl_live.cap) {
+	while (dl_live.n == dl_live.cap) {
+		/* The array grows with the lock dropped across the mmap: a
+		 * fork or a retirement meanwhile sees the old one, whole. */
 		size_t cap = dl_live.cap ? dl_live.cap * 2 : 4096;
+		_dl_unlock(&dl_live.lock);
 		struct dl_segment **v = _dl_meta_pages(cap * sizeof(*v));
-		if (!v) {
-			_dl_unlock(&dl_live.lock);
+		if (!v)
 			return false;
+		_dl_lock(&dl_live.lock);
+		struct dl_segment **old = NULL;
+		size_t old_cap = 0;
+		if (dl_live.n == dl_live.cap && cap > dl_live.cap) {
+			if (dl_live.v)
+				memcpy(v, dl_live.v, dl_live.n * sizeof(*v));
+			old = dl_live.v;
+			old_cap = dl_live.cap;
+			dl_live.v = v;
+			dl_live.cap = cap;
+		} else {
+			old = v; /* someone else grew it first */
+			old_cap = cap;
 		}
-		if (dl_live.v) {
-			memcpy(v, dl_live.v, dl_live.n * sizeof(*v));
-			_dl_meta_unpages(dl_live.v, dl_live.cap * sizeof(*v));
-		}
-		dl_live.v = v;
-		dl_live.cap = cap;
+		_dl_unlock(&dl_live.lock);
+		if (old)
+			_dl_meta_unpages(old, old_cap * sizeof(*v));
+		_dl_lock(&dl_live.lock);
 	}
 	dl_live.v[dl_live.n++] = seg;
 	_dl_unlock(&dl_live.lock);
@@ -85,34 +114,57 @@ static void dl_segmap_set(uintptr_t base, size_t len, uintptr_t value)
 
 /*
  * Each class carves its segments from a stream of its own, so that its
- * chunks are neighbours in alias space (mappings can merge).  A stream is
- * only touched under its class's lock.
+ * chunks are neighbours in alias space (mappings can merge).  A stream has
+ * a lock of its own, never held across the backend's alias_reserve (which
+ * may make a system call): a thread that finds the stream used up reserves
+ * the next block unlocked, and if another thread refilled the stream
+ * meanwhile, carves from its own block this once (the rest of that block
+ * is never used; alias space is never reused anyway).
  */
 #define DL_STREAM_SIZE ((size_t)16 << 20)
 static struct {
+	dl_lock_t lock;
 	uintptr_t next, end;
+	unsigned generation;      /* bumped when dedicated space arrives */
 } dl_stream[DL_NCLASSES_MAX];
 
 static void *dl_stream_carve(uint8_t cls, size_t len)
 {
-	if (dl_stream[cls].next + len > dl_stream[cls].end ||
-	    !dl_stream[cls].next) {
+	_dl_lock(&dl_stream[cls].lock);
+	while (!dl_stream[cls].next ||
+	       dl_stream[cls].next + len > dl_stream[cls].end) {
+		unsigned generation = dl_stream[cls].generation;
+		_dl_unlock(&dl_stream[cls].lock);
 		void *block = _dl_be->alias_reserve(DL_STREAM_SIZE, DL_SEG_SIZE);
 		if (!block)
 			return NULL;
+		_dl_lock(&dl_stream[cls].lock);
+		if (generation != dl_stream[cls].generation)
+			continue; /* reserved before a dedication: unused */
+		if (dl_stream[cls].next &&
+		    dl_stream[cls].next + len <= dl_stream[cls].end) {
+			_dl_unlock(&dl_stream[cls].lock);
+			return block;
+		}
 		dl_stream[cls].next = (uintptr_t)block;
 		dl_stream[cls].end = (uintptr_t)block + DL_STREAM_SIZE;
 	}
 	uintptr_t base = dl_stream[cls].next;
 	dl_stream[cls].next += len;
 	dl_assert(dl_stream[cls].next <= dl_stream[cls].end); /* I1 */
+	_dl_unlock(&dl_stream[cls].lock);
 	return (void *)base;
 }
 
 /* New alias space was dedicated: streams start over from it. */
 void _dl_segment_streams_reset(void)
 {
-	memset(dl_stream, 0, sizeof(dl_stream));
+	for (unsigned c = 0; c < DL_NCLASSES_MAX; c++) {
+		_dl_lock(&dl_stream[c].lock);
+		dl_stream[c].next = dl_stream[c].end = 0;
+		dl_stream[c].generation++;
+		_dl_unlock(&dl_stream[c].lock);
+	}
 }
 
 struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
@@ -127,7 +179,7 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 		*fail = (struct dl_failure){12, "alias address space"};
 		return NULL;
 	}
-	struct dl_segment *seg = _dl_pool_alloc(&dl_segment_pool);
+	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind));
 	if (!seg || !dl_live_add(seg)) {
 		*fail = (struct dl_failure){12, "metadata memory"};
 		return NULL;
@@ -172,7 +224,7 @@ void _dl_segment_retire(struct dl_segment *seg)
 		uint8_t cls = drop->kind == DL_SEG_SMALL ? drop->cls
 							 : DL_DEAD_LARGE;
 		dl_segmap_set(drop->base, drop->len, DL_DEAD_MARK(cls));
-		_dl_pool_free(&dl_segment_pool, drop);
+		_dl_pool_free(dl_segment_pool(drop->kind), drop);
 	}
 }
 
@@ -225,6 +277,8 @@ void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n)
 
 void _dl_segment_lock_all(void)
 {
+	for (unsigned c = 0; c < DL_NCLASSES_MAX; c++)
+		_dl_lock(&dl_stream[c].lock);
 	_dl_lock(&dl_live.lock);
 	_dl_lock(&dl_dead.lock);
 }
@@ -234,4 +288,6 @@ void _dl_segment_unlock_all(bool reset)
 	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
 	op(&dl_dead.lock);
 	op(&dl_live.lock);
+	for (unsigned c = 0; c < DL_NCLASSES_MAX; c++)
+		op(&dl_stream[c].lock);
 }

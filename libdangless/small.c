@@ -10,13 +10,32 @@
 
 #include "internal.h"
 
+/*
+ * A thread's slots of one class: the chunk it hands out now, and the
+ * chunks carved with it that come next (neighbours in the same segment).
+ */
 struct dl_cached_chunk {
 	struct dl_segment *seg;
-	struct dl_chunk *chunk;
-	uintptr_t alias;          /* the chunk's alias range */
+	struct dl_chunk *chunk;   /* handing out now */
+	uintptr_t alias;          /* its alias range */
 	uint32_t avail;           /* carved slots not yet handed out */
+	uint8_t next, n;          /* queued[next..n) follow chunk */
+	uint16_t refills;         /* of this class by this thread */
+	uint32_t queued[DL_REFILL_MAX - 1]; /* carved columns of the next ones */
 };
-static __thread struct dl_cached_chunk dl_cache[DL_NCLASSES_MAX]
+/*
+ * The thread's caches live in a metadata block, not in TLS: initial-exec
+ * TLS must fit the few KiB glibc keeps for libraries loaded later, or
+ * dlopen of libdangless.so (`dangless check`, --help) fails.  A thread
+ * gets its block on its first small allocation and gives it back at exit;
+ * one that allocates again later (another TLS destructor) gets another.
+ */
+struct dl_thread_cache {
+	struct dl_cached_chunk cls[DL_NCLASSES_MAX];
+};
+static struct dl_pool dl_cache_pool =
+	DL_POOL(struct dl_thread_cache, "thread caches");
+static __thread struct dl_thread_cache *dl_cache
 	__attribute__((tls_model("initial-exec")));
 
 /* ---- chunk address math ---- */
@@ -49,35 +68,84 @@ static uintptr_t dl_chunk_alias(struct dl_segment *seg, struct dl_chunk *ch)
 
 /* ---- allocation ---- */
 
+/*
+ * How many chunks a refill carves.  Each mapping costs a system call (and
+ * the process's mapping lock, shared by every thread), so a thread that
+ * keeps coming back for the same class gets up to DL_REFILL_MAX chunks
+ * mapped at once; a thread that allocates a class now and then takes one
+ * at a time and holds few slots it may never use.
+ */
+static unsigned dl_refill_size(const struct dl_cached_chunk *cc)
+{
+	unsigned want = 1u + cc->refills / 2u;
+	return want < DL_REFILL_MAX ? want : DL_REFILL_MAX;
+}
+
 static bool dl_refill(struct dl_cached_chunk *cc, unsigned cls,
 		      struct dl_failure *fail)
 {
 	const struct dl_class *c = &_dl_classes[cls];
-	struct dl_carve carve;
-	if (!_dl_chunk_carve(cls, &carve, fail))
-		return false;
 	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
-	/* I1: a chunk's range is mapped once, right after it is carved. */
-	int err = _dl_be->alias_map((void *)carve.alias,
-				    (void *)carve.chunk->run->canon, chunk_len,
-				    carve.populate);
+	if (cc->next < cc->n) {
+		/* The next chunk carved with this one: already mapped. */
+		cc->chunk++;
+		cc->alias += chunk_len;
+		cc->avail = cc->queued[cc->next++ - 1];
+		return true;
+	}
+	struct dl_carve carve[DL_REFILL_MAX];
+	unsigned n = _dl_chunk_carve(cls, dl_refill_size(cc), carve, fail);
+	if (!n)
+		return false;
+	unsigned slots = 0;
+	for (unsigned i = 0; i < n; i++)
+		slots += (unsigned)__builtin_popcount(carve[i].carved);
+	/* Making all the runs' page-table entries at once costs about a
+	 * quarter of faulting one page in: worth it when the chunks hand
+	 * out at least a quarter of their columns. */
+	bool populate = 4 * slots >= n * c->cols;
+	/* I1: the chunks' range is mapped once, right after it is carved. */
+	int err = _dl_be->alias_map((void *)carve[0].alias,
+				    (void *)carve[0].chunk->run->canon,
+				    n * chunk_len, populate);
 	if (err) {
 		/* Never handed out, so nothing to revoke (I2). */
-		_dl_slots_return(carve.seg, carve.chunk, carve.carved);
+		for (unsigned i = 0; i < n; i++)
+			_dl_slots_return(carve[i].seg, carve[i].chunk,
+					 carve[i].carved);
 		*fail = (struct dl_failure){-err, "mapping an alias"};
 		return false;
 	}
 	DL_STAT_ADD(alias_maps, 1);
-	cc->seg = carve.seg;
-	cc->chunk = carve.chunk;
-	cc->alias = carve.alias;
-	cc->avail = carve.carved;
+	if (cc->refills < UINT16_MAX)
+		cc->refills++;
+	cc->seg = carve[0].seg;
+	cc->chunk = carve[0].chunk;
+	cc->alias = carve[0].alias;
+	cc->avail = carve[0].carved;
+	for (unsigned i = 1; i < n; i++) {
+		dl_assert(carve[i].chunk == carve[0].chunk + i &&
+			  carve[i].alias == carve[0].alias + i * chunk_len &&
+			  carve[i].chunk->run->canon ==
+				  carve[0].chunk->run->canon + i * chunk_len);
+		cc->queued[i - 1] = carve[i].carved;
+	}
+	cc->next = 1;
+	cc->n = (uint8_t)n;
 	return true;
 }
 
 void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail)
 {
-	struct dl_cached_chunk *cc = &dl_cache[cls];
+	struct dl_thread_cache *tc = dl_cache;
+	if (unlikely(!tc)) {
+		tc = dl_cache = _dl_pool_alloc(&dl_cache_pool);
+		if (!tc) {
+			*fail = (struct dl_failure){12, NULL}; /* plain ENOMEM */
+			return NULL;
+		}
+	}
+	struct dl_cached_chunk *cc = &tc->cls[cls];
 	if (unlikely(!cc->avail) && !dl_refill(cc, cls, fail))
 		return NULL;
 	const struct dl_class *c = &_dl_classes[cls];
@@ -272,10 +340,19 @@ void _dl_small_for_each_revoked(struct dl_segment *seg,
 /* The thread's cached slots were never handed out: straight back. */
 void _dl_small_thread_exit(void)
 {
+	struct dl_thread_cache *tc = dl_cache;
+	if (!tc)
+		return;
+	dl_cache = NULL;
 	for (unsigned cls = 0; cls < _dl_nclasses; cls++) {
-		struct dl_cached_chunk *cc = &dl_cache[cls];
+		struct dl_cached_chunk *cc = &tc->cls[cls];
 		if (cc->avail)
 			_dl_slots_return(cc->seg, cc->chunk, cc->avail);
+		for (unsigned i = cc->next; i < cc->n; i++)
+			_dl_slots_return(cc->seg, cc->chunk + (i - cc->next + 1),
+					 cc->queued[i - 1]);
 		cc->avail = 0;
+		cc->next = cc->n = 0;
 	}
+	_dl_pool_free(&dl_cache_pool, tc);
 }

@@ -17,6 +17,12 @@ dangless_stats(struct dangless_stats *out)
 				? _dl_be->count_alias_mappings()
 				: -1;
 	out->alias_mappings_live = mappings > 0 ? (uint64_t)mappings : 0;
+	uint64_t canonical = 0, page_tables = 0;
+	if (_dl_be && _dl_be->memory_held &&
+	    !_dl_be->memory_held(&canonical, &page_tables))
+		canonical = page_tables = 0;
+	out->canonical_bytes_resident = canonical;
+	out->page_table_bytes = page_tables;
 	out->mappings_per_1000_live =
 		out->live_objects
 			? out->alias_mappings_live * 1000 / out->live_objects

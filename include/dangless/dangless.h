@@ -55,7 +55,7 @@ int dangless_dedicate_vmem(void *start, void *end);
 void *dangless_get_canonical(void *p);
 
 /* Bumped whenever a field is added: fields come in this order. */
-#define DANGLESS_STATS_VERSION 2
+#define DANGLESS_STATS_VERSION 3
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -79,7 +79,10 @@ void *dangless_get_canonical(void *p);
 	X(shootdown_signals, "signals sent for TLB shootdowns (kvm)")          \
 	X(vm_exits, "VM exits to the host: KVM_RUN returns (kvm)")             \
 	X(guest_syscalls, "system calls forwarded to the host (kvm)")          \
-	X(pt_pages, "page-table pages held for alias space (kvm)")
+	X(pt_pages, "page-table pages held for alias space (kvm)")             \
+	X(canonical_bytes_resident,                                            \
+	  "canonical memory the OS holds now, each page once")                \
+	X(page_table_bytes, "page tables of the whole process now")
 
 struct dangless_stats {
 	uint32_t version;

@@ -24,6 +24,12 @@ static void *host_reserve(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/*
+ * A new reservation block is mapped with alias_lock dropped (other threads
+ * carve meanwhile from what is left); if someone else installed a block
+ * while we mapped ours, ours goes back unused (nothing was handed out of
+ * it, so H1 does not hold it).
+ */
 void *host_alias_reserve(size_t len, size_t align)
 {
 	_dl_lock(&host.alias_lock);
@@ -43,14 +49,24 @@ void *host_alias_reserve(size_t len, size_t align)
 			size_t block = len + align > HOST_BLOCK_SIZE
 					       ? len + align
 					       : HOST_BLOCK_SIZE;
+			_dl_unlock(&host.alias_lock);
 			char *b = host_reserve(block);
-			if (!b) {
-				_dl_unlock(&host.alias_lock);
+			if (!b)
 				return NULL;
+			_dl_lock(&host.alias_lock);
+			start = DL_ALIGN_UP(host.block_next, align);
+			bool fits = host.block_next &&
+				    start + len <= host.block_end &&
+				    start + len >= start;
+			if (!fits && !host.ndedicated && !host.dedicated_only) {
+				host.block_next = (uintptr_t)b;
+				host.block_end = (uintptr_t)b + block;
+				DL_STAT_ADD(alias_bytes_reserved, block);
+			} else {
+				_dl_unlock(&host.alias_lock);
+				munmap(b, block);
+				_dl_lock(&host.alias_lock);
 			}
-			host.block_next = (uintptr_t)b;
-			host.block_end = (uintptr_t)b + block;
-			DL_STAT_ADD(alias_bytes_reserved, block);
 		}
 		start = DL_ALIGN_UP(host.block_next, align);
 	}

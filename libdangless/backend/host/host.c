@@ -75,6 +75,7 @@ const struct dl_backend _dl_backend_host = {
 	.fork_parent = host_fork_parent,
 	.fork_child = host_fork_child,
 	.count_alias_mappings = host_count_alias_mappings,
+	.memory_held = host_memory_held,
 	.explain_enomem = host_explain_enomem,
 	.check = host_check,
 	.revoke_splits = host_revoke_splits,

@@ -76,7 +76,8 @@ struct host_budget {
 };
 extern struct host_budget host_budget;
 
-/* host_for_each_mapping's buffer; held across fork by fork_prepare. */
+/* Held across fork by fork_prepare.  (host_for_each_mapping's buffer is on
+ * the stack now and needs no lock; fork.c still takes this one.) */
 extern dl_lock_t host_maps_lock;
 
 /* canon.c */
@@ -113,6 +114,7 @@ bool host_for_each_mapping(dev_t dev, ino_t ino,
 				      int prot, unsigned long off, void *ctx),
 			   void *ctx);
 long host_count_alias_mappings(void);
+bool host_memory_held(uint64_t *canonical, uint64_t *page_tables);
 bool host_explain_enomem(char *buf, size_t len);
 bool host_check(int fd);
 

@@ -37,28 +37,39 @@ static long host_headroom(long limit)
 
 bool host_map_budget_take(long mappings)
 {
-	bool ok = true;
 	_dl_lock(&host_budget.lock);
 	host_budget.since += mappings;
 	long headroom = host_headroom(host.map_limit);
-	if (host.map_limit > 0 &&
-	    host_budget.counted + host_budget.since + headroom >=
-		    host.map_limit) {
-		/* The limit may have been raised since we read it. */
-		host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
-		headroom = host_headroom(host.map_limit);
-		host_budget.counted = host_count_mappings();
-		host_budget.since = 0;
-		ok = host.map_limit <= 0 ||
-		     host_budget.counted + headroom < host.map_limit;
-		host.map_refused |= !ok;
-	}
+	bool recount = host.map_limit > 0 &&
+		       host_budget.counted + host_budget.since + headroom >=
+			       host.map_limit;
+	_dl_unlock(&host_budget.lock);
+	if (!recount)
+		return true;
+	/*
+	 * Near the limit: read it again (it may have been raised) and count
+	 * the real mappings, with no lock held across the reads, so other
+	 * threads' maps do not wait for /proc.  Two threads may count at
+	 * once; each count is a true reading, and maps made while one runs
+	 * are at most one per other thread, far inside the headroom.
+	 */
+	long limit = host_read_long("/proc/sys/vm/max_map_count");
+	long counted = host_count_mappings();
+	headroom = host_headroom(limit);
+	bool ok = limit <= 0 || counted + headroom < limit;
+	_dl_lock(&host_budget.lock);
+	host.map_limit = limit;
+	host_budget.counted = counted;
+	host_budget.since = 0;
+	host.map_refused |= !ok;
 	_dl_unlock(&host_budget.lock);
 	return ok;
 }
 
-
-
+/*
+ * The buffer is on the stack (it holds one line at least: a path is at
+ * most PATH_MAX), so that no lock is held across the reads of /proc.
+ */
 bool host_for_each_mapping(dev_t dev, ino_t ino,
 				  bool (*fn)(unsigned long start,
 					     unsigned long end, int prot,
@@ -68,8 +79,7 @@ bool host_for_each_mapping(dev_t dev, ino_t ino,
 	int maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (maps < 0)
 		return false;
-	static char buf[1 << 16];
-	_dl_lock(&host_maps_lock);
+	char buf[8192];
 	size_t have = 0;
 	bool ok = true;
 	for (;;) {
@@ -96,9 +106,14 @@ bool host_for_each_mapping(dev_t dev, ino_t ino,
 			line = nl + 1;
 		}
 		have -= (size_t)(line - buf);
+		if (have == sizeof(buf) - 1) {
+			/* A line longer than the buffer: the kernel prints
+			 * no such line; give up rather than misread one. */
+			ok = false;
+			break;
+		}
 		memmove(buf, line, have);
 	}
-	_dl_unlock(&host_maps_lock);
 	close(maps);
 	return ok;
 }
@@ -145,6 +160,33 @@ long host_count_alias_mappings(void)
 	    !host_for_each_mapping(st.st_dev, st.st_ino, host_count_one, &n))
 		return -1;
 	return n - 1; /* not the canonical view */
+}
+
+/*
+ * The memfd's allocated blocks are its pages, each once (RSS counts a page
+ * once per mapping that maps it); VmPTE is what the page tables of all
+ * those aliases cost.
+ */
+bool host_memory_held(uint64_t *canonical, uint64_t *page_tables)
+{
+	struct stat st;
+	if (fstat(host.fd, &st) != 0)
+		return false;
+	*canonical = (uint64_t)st.st_blocks * 512;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	const char *pte = strstr(buf, "\nVmPTE:");
+	if (!pte)
+		return false;
+	*page_tables = strtoull(pte + 7, NULL, 10) << 10;
+	return true;
 }
 
 bool host_explain_enomem(char *buf, size_t len)
