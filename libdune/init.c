@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The VM: dune_init() refuses what is not hardware KVM (no vmx/svm flag, no
- * XSAVE, then probe.c's timing), creates the VM with the host's CPUID and
- * XCR0, the page-table pool and its memslot, the IDT every vCPU shares, and
- * registers the memory libdune needs (or all of /proc/self/maps).
+ * dune_init(): picks the driver (DUNE_DEVICE / dune_set_device(): /dev/dune
+ * when present and usable, else /dev/kvm), lets it check the device, times
+ * a probe guest (probe.c), then creates the VM through the driver, the
+ * page-table pool and its memslot, the IDT every vCPU shares, and registers
+ * the memory libdune needs (or all of /proc/self/maps).
  */
 #include "internal.h"
 
@@ -21,33 +22,6 @@ struct dune_vm dune_vm;
 uint64_t *dune_idt;
 int dune_inited;
 
-/* ---- host checks ---- */
-
-static int cpu_has_hw_virt(void)
-{
-	FILE *f = fopen("/proc/cpuinfo", "re");
-	char line[4096];
-	int found = 0;
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "flags", 5) != 0)
-			continue;
-		if (strstr(line, " vmx") || strstr(line, " svm"))
-			found = 1;
-		break;
-	}
-	fclose(f);
-	return found;
-}
-
-static uint64_t host_xgetbv0(void)
-{
-	uint32_t lo, hi;
-	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-	return ((uint64_t)hi << 32) | lo;
-}
-
 /* ---- dune_init ---- */
 
 static void idt_build(void)
@@ -63,81 +37,13 @@ static void idt_build(void)
 	}
 }
 
-static int setup_cpuid(void)
-{
-	int n = 128;
-	struct kvm_cpuid2 *c;
-	for (;;) {
-		c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
-		if (!c)
-			return -ENOMEM;
-		c->nent = n;
-		if (ioctl(dune_vm.kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
-			break;
-		free(c);
-		if (errno != E2BIG)
-			return dune_fail(-ENOTSUP, "KVM_GET_SUPPORTED_CPUID: %s",
-					 strerror(errno));
-		n *= 2;
-	}
-	/* Never claim a feature the host CPU lacks: glibc chose its routines
-	 * from the host's CPUID. */
-	for (uint32_t i = 0; i < c->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &c->entries[i];
-		unsigned a, b, cc, d;
-		if (e->function != 1 && e->function != 7 &&
-		    e->function != 0x80000001)
-			continue;
-		__cpuid_count(e->function, e->index, a, b, cc, d);
-		if (e->function == 1) {
-			e->ecx &= cc | (1u << 27); /* OSXSAVE follows CR4 */
-			e->edx &= d;
-		} else {
-			e->ebx &= b;
-			e->ecx &= cc;
-			e->edx &= d;
-		}
-	}
-	dune_vm.cpuid = c;
-	unsigned a, b, cc, d;
-	__cpuid(0x80000008, a, b, cc, d);
-	for (uint32_t i = 0; i < c->nent; i++)
-		if (c->entries[i].function == 0x80000008)
-			a = c->entries[i].eax;
-	dune_vm.phys_bits = a & 0xff;
-	if (dune_vm.phys_bits < 36 || dune_vm.phys_bits > 52)
-		dune_vm.phys_bits = 36;
-	return 0;
-}
-
 /* Creates the VM, the pool and the memslots.  0 or negative errno. */
 int dune_vm_setup(int map_full)
 {
 	dune_vm.map_full = map_full;
-	dune_vm.vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
-	if (dune_vm.vm_fd < 0)
-		return dune_fail(-ENODEV, "KVM_CREATE_VM: %s", strerror(errno));
-	dune_vm.vm_fd = dune_hide_fd(dune_vm.vm_fd);
-	ioctl(dune_vm.vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL); /* Intel needs it */
-	dune_vm.run_size = ioctl(dune_vm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	int slots = ioctl(dune_vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
-	dune_vm.max_slots = slots > 0 ? slots : 32;
-	/* KVM_VCPU_TSC_OFFSET (vCPU attribute, Linux 5.16+) */
-	dune_vm.have_tsc_ctrl = ioctl(dune_vm.vm_fd, KVM_CHECK_EXTENSION,
-				      KVM_CAP_VCPU_ATTRIBUTES) > 0;
-	int r = setup_cpuid();
+	int r = dune_drv->vm_create();
 	if (r)
 		return r;
-	/* XCR0: the host's, limited to what KVM offers this process (no AMX
-	 * without a guest permission) and to state that fits libdune's 8 KiB
-	 * save areas (x87 SSE AVX MPX AVX-512 PKRU). */
-	uint64_t kvm_xcr0 = 0x3;
-	for (uint32_t i = 0; i < dune_vm.cpuid->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &dune_vm.cpuid->entries[i];
-		if (e->function == 0xd && e->index == 0)
-			kvm_xcr0 = e->eax | ((uint64_t)e->edx << 32);
-	}
-	dune_vm.xcr0 = host_xgetbv0() & kvm_xcr0 & 0x2ffULL;
 	dune_vm.next_gpa = 4ULL << 30; /* stay clear of the < 4 GiB holes */
 	dune_vm.next_slot = 0;
 
@@ -178,52 +84,79 @@ int dune_vm_setup(int map_full)
 	return 0;
 }
 
+const struct dune_driver *dune_drv;
+static const char *dune_device_wanted; /* dune_set_device(); NULL: env */
+
+int dune_set_device(const char *name)
+{
+	if (dune_inited)
+		return -EBUSY;
+	if (name && strcmp(name, "auto") && strcmp(name, "kvm") && strcmp(name, "dune"))
+		return -EINVAL;
+	dune_device_wanted = name ? name : "auto";
+	return 0;
+}
+
+const char *dune_device(void)
+{
+	return dune_inited ? dune_drv->name : NULL;
+}
+
+static int has_xsave(void)
+{
+	unsigned a, b, c, d;
+	__cpuid(1, a, b, c, d);
+	return (c & (1u << 26)) && (c & (1u << 27));
+}
+
+/* The driver's checks, then the probe: 0 if drv can run this process. */
+static int try_driver(const struct dune_driver *drv)
+{
+	dune_drv = drv;
+	int r = drv->check();
+	if (r)
+		return r;
+	r = dune_speed_probe();
+	if (r && dune_vm.kvm_fd >= 0)
+		dune_close_fd(dune_vm.kvm_fd);
+	return r;
+}
+
 int dune_init(int map_full)
 {
 	if (dune_inited)
 		return 0;
 	dune_errbuf[0] = 0;
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		int e = errno;
-		if (e == ENOENT)
-			return dune_fail(-ENOENT, "no /dev/kvm (KVM not available here)");
-		if (e == EACCES || e == EPERM)
-			return dune_fail(-EACCES, "no permission to open /dev/kvm "
-						  "(join the kvm group?)");
-		return dune_fail(-e, "cannot open /dev/kvm: %s", strerror(e));
-	}
-	int api = ioctl(fd, KVM_GET_API_VERSION, 0);
-	if (api != KVM_API_VERSION) {
-		close(fd);
-		return dune_fail(-ENOTSUP, "KVM API version %d, want %d", api,
-				 KVM_API_VERSION);
-	}
-	int hv = cpu_has_hw_virt();
-	if (hv == 0 && !getenv("DUNE_ALLOW_NO_HWVIRT")) {
-		close(fd);
-		return dune_fail(-ENODEV, "no hardware virtualisation: /proc/cpuinfo has "
-					  "no vmx or svm flag, so /dev/kvm is a software "
-					  "backend here (it emulates ring 0 and hangs on "
-					  "vmcall/vmmcall); refusing");
-	}
-	{
-		unsigned a, b, c, d;
-		__cpuid(1, a, b, c, d);
-		if (!(c & (1u << 26)) || !(c & (1u << 27))) {
-			close(fd);
-			return dune_fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
+	const char *want = dune_device_wanted ? dune_device_wanted : getenv("DUNE_DEVICE");
+	if (!want || !*want)
+		want = "auto";
+	if (strcmp(want, "auto") && strcmp(want, "kvm") && strcmp(want, "dune"))
+		return dune_fail(-EINVAL, "DUNE_DEVICE=%s: say kvm, dune or auto", want);
+	if (!has_xsave())
+		return dune_fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
+	dune_vm.kvm_fd = -1;
+	int r;
+	if (!strcmp(want, "auto")) {
+		/* /dev/dune when it is there and works; quietly /dev/kvm else */
+		r = -ENOENT;
+		if (access("/dev/dune", F_OK) == 0) {
+			dune_fail_quiet = 1;
+			r = try_driver(&dune_drv_dune);
+			dune_fail_quiet = 0;
 		}
+		if (r) {
+			dune_errbuf[0] = 0;
+			r = try_driver(&dune_drv_kvm);
+		}
+	} else {
+		r = try_driver(!strcmp(want, "dune") ? &dune_drv_dune : &dune_drv_kvm);
 	}
-	dune_vm.kvm_fd = fd = dune_hide_fd(fd);
-	int r = dune_speed_probe();
-	if (r) {
-		dune_close_fd(fd);
+	if (r)
 		return r;
-	}
 	r = dune_vm_setup(map_full);
 	if (r) {
-		dune_close_fd(fd);
+		if (dune_vm.kvm_fd >= 0)
+			dune_close_fd(dune_vm.kvm_fd);
 		return r;
 	}
 	dune_inited = 1;
