@@ -43,6 +43,15 @@ $(KMOD_OUT)/dune_load: $(KMOD_TEST_DIR)/dune_load.c
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $<
 
+# getpid() over /dev/kvm against /dev/dune, in the rig with dune.ko loaded
+BENCH_TARGETS += bench-dune
+.PHONY: bench-dune
+bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
+	@echo "# dune.ko against /dev/kvm in the QEMU rig (nested SVM under TCG: compare ratios, not absolutes)"
+	@BUILD=$(BUILD) DUNE_KO=$(KMOD_RIG_KO) VMRUN_SMP=2 $(CURDIR)/tools/vmrun -t 600 -- \
+		$(KMOD_DIR)/bench-in-rig || \
+		echo "# bench-dune: FAILED (exit $$?; the rig needs qemu-system-x86 and the Debian archive)"
+
 # run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it)
 TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig
 TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load
