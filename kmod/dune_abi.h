@@ -14,7 +14,10 @@
  * Versioning: DUNE_GET_ABI_VERSION returns DUNE_ABI_VERSION as the ioctl's
  * result.  A change to any structure or ioctl below bumps it; reserved
  * fields must be zero (the module refuses anything else with EINVAL) so that
- * later versions can give them a meaning.
+ * later versions can give them a meaning.  Version 2 (libdune's driver): the
+ * guest's TSS (tr_base, tr_limit), `out` exits (DUNE_EXIT_IO), the run's
+ * immediate_exit, 512 regions, and system calls run in the kernel
+ * (DUNE_SET_SYSCALLS).
  */
 #ifndef DUNE_ABI_H
 #define DUNE_ABI_H
@@ -22,7 +25,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define DUNE_ABI_VERSION 1
+#define DUNE_ABI_VERSION 2
 
 #define DUNE_IOC_MAGIC 0xD7
 
@@ -41,7 +44,7 @@
  * mremap, copy-on-write and reclaim (MMU notifiers).  Memory the kernel
  * cannot hand out by get_user_pages (PFNMAP/IO mappings) is not reachable.
  */
-#define DUNE_MAX_REGIONS 64
+#define DUNE_MAX_REGIONS 512
 #define DUNE_REGION_READONLY (1u << 0) /* the guest may only read */
 struct dune_region {
 	__u32 slot;  /* 0 .. DUNE_MAX_REGIONS-1 */
@@ -60,7 +63,7 @@ struct dune_region {
  * what it has done since it was loaded.  The "live" counts are how the
  * tests show that nothing leaks.
  */
-struct dune_stats {
+struct dune_module_stats {
 	__u64 live_vms;
 	__u64 live_vcpus;
 	__u64 live_pages;     /* pages the module allocated: VMCBs, NPT, ... */
@@ -68,9 +71,40 @@ struct dune_stats {
 	__u64 vmruns;         /* guest entries */
 	__u64 npt_faults;     /* nested page faults filled in the kernel */
 	__u64 npt_zaps;       /* NPT entries removed by MMU notifiers */
-	__u64 reserved[9];
+	__u64 syscalls;       /* guest system calls run in the kernel */
+	__u64 reserved[8];
 };
-#define DUNE_GET_STATS _IOR(DUNE_IOC_MAGIC, 0x03, struct dune_stats)
+#define DUNE_GET_STATS _IOR(DUNE_IOC_MAGIC, 0x03, struct dune_module_stats)
+
+/*
+ * System calls run in the kernel.  When the guest writes to port `port`
+ * with an `out` instruction, holding a system call as the `syscall`
+ * instruction would (RAX the number, RDI RSI RDX R10 R8 R9 the arguments),
+ * and the number's bit is set in `allowed`, the module makes that call as
+ * the process's own (same task, credentials and memory; pointers are the
+ * process's addresses), puts the result in the guest's RAX, sets its RCX to
+ * 1 and runs the guest on after the `out` without returning to user space.
+ * Otherwise the `out` is an ordinary DUNE_EXIT_IO.  A call interrupted by a
+ * signal before it did anything (the kernel's internal restart codes) ends
+ * the run with DUNE_EXIT_IO and DUNE_EXIT_F_SYSCALL_INTERRUPTED: user space
+ * decides whether it fails with EINTR (a handler will run) or is made again.
+ * While the thread is traced, audited or under seccomp, every call exits to
+ * user space, so that those apply.
+ *
+ * The module never runs in the kernel the calls that change the calling
+ * context or the process's image (clone*, fork, vfork, execve*, exit*,
+ * rt_sigreturn, arch_prctl, sigaltstack, iopl, ioperm, modify_ldt, seccomp,
+ * ioctl, and those that swap the signal mask while they wait): it clears
+ * their bits and returns in `allowed` the set it will run.  port 0 turns
+ * the feature off.  The set is the VM's (every vCPU).
+ */
+#define DUNE_SYSCALLS_MAX 512
+struct dune_syscalls {
+	__u32 port;     /* 1..255 (the `out imm8` form), 0 = off */
+	__u32 flags;    /* none yet: 0 */
+	__u64 allowed[DUNE_SYSCALLS_MAX / 64];
+};
+#define DUNE_SET_SYSCALLS _IOWR(DUNE_IOC_MAGIC, 0x04, struct dune_syscalls)
 
 /* ---- on a vCPU descriptor ---- */
 
@@ -87,14 +121,19 @@ struct dune_regs {
 	__u64 rip, rflags;
 };
 
+/*
+ * TR is selector 0x18, a busy 64-bit TSS at tr_base with limit tr_limit
+ * (at least 0x67): the CPU takes its IST stacks from there.
+ */
 struct dune_sregs {
 	__u64 cr0, cr2, cr3, cr4, efer;
 	__u64 gdt_base, idt_base;
 	__u16 gdt_limit, idt_limit;
-	__u32 reserved0;
+	__u32 tr_limit;
 	__u64 fs_base, gs_base, kernel_gs_base;
 	__u64 star, lstar, cstar, sfmask;
-	__u64 reserved[4];
+	__u64 tr_base;
+	__u64 reserved[3];
 };
 
 struct dune_vcpu_state {
@@ -113,8 +152,8 @@ struct dune_vcpu_state {
 #define DUNE_VCPU_SET_STATE _IOW(DUNE_IOC_MAGIC, 0x11, struct dune_vcpu_state)
 
 /*
- * Why DUNE_VCPU_RUN returned 0.  The guest's RIP is already past a vmmcall
- * or hlt, so running again continues after it.
+ * Why DUNE_VCPU_RUN returned 0.  The guest's RIP is already past a vmmcall,
+ * hlt or out, so running again continues after it.
  */
 enum dune_exit_reason {
 	DUNE_EXIT_VMMCALL = 1,   /* hypercall: number and arguments in the registers */
@@ -124,33 +163,54 @@ enum dune_exit_reason {
 				    the process cannot access: gpa, error_code */
 	DUNE_EXIT_SHUTDOWN = 4,  /* triple fault */
 	DUNE_EXIT_INVALID = 5,   /* the CPU refused the guest state */
-	DUNE_EXIT_INTERCEPT = 6, /* an instruction the guest may not run (I/O,
-				    MSR, debug registers, xsetbv, ...):
-				    svm_exit_code, info1, info2 as the CPU gave them */
+	DUNE_EXIT_INTERCEPT = 6, /* an instruction the guest may not run (in,
+				    string I/O, MSR, debug registers, xsetbv,
+				    ...): svm_exit_code, info1, info2 as the
+				    CPU gave them */
+	DUNE_EXIT_IO = 7,        /* an `out` (not a string one) to `port`;
+				    nothing reached any device: the guest's
+				    registers (DUNE_VCPU_GET_STATE) say the rest */
 };
 
+#define DUNE_EXIT_F_SYSCALL_INTERRUPTED (1u << 0) /* see DUNE_SET_SYSCALLS */
+
+/*
+ * immediate_exit is the one field user space writes: when it is non-zero
+ * at the start of DUNE_VCPU_RUN the call fails with EINTR at once, without
+ * entering the guest (a signal handler sets it so that a signal which
+ * arrived just before the call is not held up until the guest's next exit;
+ * the module never clears it).  The module fills the rest.
+ */
 struct dune_exit {
 	__u32 reason;            /* enum dune_exit_reason */
-	__u32 reserved0;
+	__u8 immediate_exit;
+	__u8 reserved0[3];
 	__u64 svm_exit_code;     /* the VMCB exit code (AMD APM vol. 2, app. C) */
 	__u64 info1, info2;      /* EXITINFO1/2 */
 	__u64 gpa;               /* DUNE_EXIT_NPF */
 	__u64 error_code;        /* DUNE_EXIT_NPF: the #NPF error code */
-	__u64 reserved[3];
+	__u16 port;              /* DUNE_EXIT_IO */
+	__u16 size;              /* DUNE_EXIT_IO: 1, 2 or 4 bytes */
+	__u32 flags;             /* DUNE_EXIT_F_* */
+	__u64 reserved[2];
 };
 
 /*
  * Runs the guest until an exit the module does not handle itself; 0 with
- * *exit filled.  Nested page faults inside a region, host interrupts and
- * rescheduling are handled in the kernel.  A pending signal ends the call
- * with EINTR before or during the guest's run (the guest's state is kept:
- * call again to continue).  EBUSY: another hypervisor (a KVM VM) holds SVM
+ * *exit filled.  Nested page faults inside a region, host interrupts,
+ * rescheduling and the allowed system calls (DUNE_SET_SYSCALLS) are handled
+ * in the kernel.  A pending signal, work the kernel must do on the way back
+ * to user space (task work), or immediate_exit ends the call with EINTR
+ * before or during the guest's run (the guest's state is kept: call again
+ * to continue).  The guest's FPU and vector registers are the calling
+ * thread's own: what the guest left in them is there when the call returns,
+ * and what the thread has in them is what the guest finds.  EBUSY: another hypervisor (a KVM VM) holds SVM
  * on this CPU; EINVAL: after DUNE_EXIT_SHUTDOWN, until DUNE_VCPU_SET_STATE.
  *
  * Every ioctl but DUNE_GET_ABI_VERSION and DUNE_GET_STATS fails with EPERM
  * in a process other than the one that opened /dev/dune; malformed
  * arguments give EINVAL, unreadable ones EFAULT, unknown requests ENOTTY.
  */
-#define DUNE_VCPU_RUN _IOR(DUNE_IOC_MAGIC, 0x12, struct dune_exit)
+#define DUNE_VCPU_RUN _IOWR(DUNE_IOC_MAGIC, 0x12, struct dune_exit)
 
 #endif

@@ -18,7 +18,7 @@
 /* Module-wide counters (DUNE_GET_STATS); live_* must be 0 at unload. */
 struct dune_counters {
 	atomic64_t live_vms, live_vcpus, live_pages;
-	atomic64_t vmruns, npt_faults, npt_zaps;
+	atomic64_t vmruns, npt_faults, npt_zaps, syscalls;
 };
 extern struct dune_counters dune_counters;
 extern unsigned int dune_svm_users;
@@ -45,6 +45,7 @@ struct dune_vm {
 	 */
 	spinlock_t mmu_lock;
 	struct dune_region_slot regions[DUNE_MAX_REGIONS];
+	unsigned int regions_end;       /* slots at and above are unused */
 	struct page *npt_root;
 	unsigned long invalidations_running; /* notifier start..end pairs open */
 	unsigned long invalidation_seq;      /* bumped by every start and end */
@@ -55,6 +56,11 @@ struct dune_vm {
 	spinlock_t vcpus_lock;
 	struct list_head vcpus;
 	unsigned int nr_vcpus;
+
+	/* DUNE_SET_SYSCALLS */
+	spinlock_t syscalls_lock;
+	unsigned int syscall_port;
+	DECLARE_BITMAP(syscalls_allowed, DUNE_SYSCALLS_MAX);
 
 	/* Page-table pages allocated before mmu_lock is taken. */
 	struct page *pt_cache[4];
@@ -101,6 +107,12 @@ void dune_npt_destroy(struct dune_vm *vm);
 int dune_npt_set_region(struct dune_vm *vm, const struct dune_region *r);
 /* 0: mapped (re-enter); 1: not ours to map (exit to user space); <0: error */
 int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code);
+
+/* syscall.c */
+enum { DUNE_SYSCALL_USER, DUNE_SYSCALL_DONE, DUNE_SYSCALL_INTERRUPTED };
+void dune_syscalls_module_init(void);
+int dune_set_syscalls(struct dune_vm *vm, struct dune_syscalls *req);
+int dune_syscall_in_kernel(struct dune_vcpu *vcpu);
 
 /* svm_run.S */
 void dune_svm_enter(struct dune_guest_gprs *gprs, u64 guest_vmcb_pa,

@@ -13,7 +13,7 @@
 KMOD_DIR      := $(CURDIR)/kmod
 KMOD_OUT      := $(BUILD)/kmod
 KMOD_SRCS     := $(addprefix $(KMOD_DIR)/,Kbuild dune_abi.h dune_internal.h \
-		 main.c svm.c npt.c svm_run.S)
+		 main.c svm.c npt.c syscall.c svm_run.S)
 KMOD_RIG_KO   := $(KMOD_OUT)/rig/dune.ko
 KMOD_HOST_KV  := $(shell uname -r)
 KMOD_HOST_KDIR := /lib/modules/$(KMOD_HOST_KV)/build
@@ -39,8 +39,22 @@ $(KMOD_TEST): $(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S \
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(CURDIR)/selftests -o $@ \
 		$(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S
 
+$(KMOD_OUT)/dune_load: $(KMOD_TEST_DIR)/dune_load.c
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $<
+
+# getpid() over /dev/kvm against /dev/dune, in the rig with dune.ko loaded
+BENCH_TARGETS += bench-dune
+.PHONY: bench-dune
+bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
+	@echo "# dune.ko against /dev/kvm in the QEMU rig (nested SVM under TCG: compare ratios, not absolutes)"
+	@BUILD=$(BUILD) DUNE_KO=$(KMOD_RIG_KO) VMRUN_SMP=2 $(CURDIR)/tools/vmrun -t 600 -- \
+		$(KMOD_DIR)/bench-in-rig || \
+		echo "# bench-dune: FAILED (exit $$?; the rig needs qemu-system-x86 and the Debian archive)"
+
+# run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it)
 TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig
-TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST)
+TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load
 
 # The module where it can be built for the running kernel; its source
 # always (to build it later with `make -C /lib/modules/VERSION/build

@@ -89,6 +89,14 @@ static long dune_vcpu_ioctl(struct file *file, unsigned int cmd,
 		return -ENOTTY;
 	if (cmd == DUNE_VCPU_SET_STATE && copy_from_user(&state, uarg, sizeof(state)))
 		return -EFAULT;
+	if (cmd == DUNE_VCPU_RUN) {
+		/* The one field user space writes: read it now, before the run. */
+		if (get_user(exit.immediate_exit,
+			     (u8 __user *)uarg + offsetof(struct dune_exit, immediate_exit)))
+			return -EFAULT;
+		if (exit.immediate_exit)
+			return -EINTR;
+	}
 	if (mutex_lock_killable(&vcpu->run_lock))
 		return -EINTR;
 	switch (cmd) {
@@ -165,7 +173,7 @@ free:
 
 /* ---- /dev/dune ---- */
 
-static void dune_get_stats(struct dune_stats *st)
+static void dune_get_stats(struct dune_module_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->live_vms = atomic64_read(&dune_counters.live_vms);
@@ -175,6 +183,7 @@ static void dune_get_stats(struct dune_stats *st)
 	st->vmruns = atomic64_read(&dune_counters.vmruns);
 	st->npt_faults = atomic64_read(&dune_counters.npt_faults);
 	st->npt_zaps = atomic64_read(&dune_counters.npt_zaps);
+	st->syscalls = atomic64_read(&dune_counters.syscalls);
 }
 
 static int dune_open(struct inode *inode, struct file *file)
@@ -191,6 +200,7 @@ static int dune_open(struct inode *inode, struct file *file)
 	mutex_init(&vm->regions_lock);
 	spin_lock_init(&vm->mmu_lock);
 	spin_lock_init(&vm->vcpus_lock);
+	spin_lock_init(&vm->syscalls_lock);
 	INIT_LIST_HEAD(&vm->vcpus);
 	atomic64_set(&vm->tlb_gen, 1);
 	vm->mm = current->mm;
@@ -227,7 +237,7 @@ static long dune_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case DUNE_GET_ABI_VERSION:
 		return DUNE_ABI_VERSION;
 	case DUNE_GET_STATS: {
-		struct dune_stats st;
+		struct dune_module_stats st;
 
 		dune_get_stats(&st);
 		return copy_to_user(uarg, &st, sizeof(st)) ? -EFAULT : 0;
@@ -245,6 +255,19 @@ static long dune_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (vm->mm != current->mm)
 			return -EPERM;
 		return dune_create_vcpu(vm);
+	case DUNE_SET_SYSCALLS: {
+		struct dune_syscalls sc;
+		int ret;
+
+		if (vm->mm != current->mm)
+			return -EPERM;
+		if (copy_from_user(&sc, uarg, sizeof(sc)))
+			return -EFAULT;
+		ret = dune_set_syscalls(vm, &sc);
+		if (ret)
+			return ret;
+		return copy_to_user(uarg, &sc, sizeof(sc)) ? -EFAULT : 0;
+	}
 	default:
 		return -ENOTTY;
 	}
@@ -276,6 +299,7 @@ static int __init dune_init(void)
 	ret = dune_svm_module_init();
 	if (ret)
 		return ret;
+	dune_syscalls_module_init();
 	ret = misc_register(&dune_misc);
 	if (ret) {
 		pr_err("cannot register /dev/dune (%d)\n", ret);

@@ -3,9 +3,11 @@
  * Nested page tables: guest-physical -> the process's own pages.
  *
  * Filled on demand: a nested page fault in a region looks the page up with
- * get_user_pages_fast (so the process's own protections apply, and PFNMAP or
- * I/O mappings are refused) and installs a 4 KiB entry, writable only after
- * a write fault.  No page reference is kept: an MMU notifier removes the
+ * get_user_pages_fast (so the process's own protections apply) and installs
+ * a 4 KiB entry, writable only after a write fault.  PFNMAP/IO mappings
+ * (get_user_pages refuses them) are reached for reading only, and only
+ * where they map RAM: that is the vDSO's data page (vvar), which the
+ * guest's clock_gettime reads; device memory stays out of reach.  No page reference is kept: an MMU notifier removes the
  * entries of every range the process's page tables change (munmap, mremap,
  * mprotect, copy-on-write, reclaim, migration) before the page can go
  * elsewhere, and kicks the vCPUs that run so that none keeps a stale
@@ -13,8 +15,10 @@
  */
 #define pr_fmt(fmt) "dune: " fmt
 
+#include <linux/ioport.h>
 #include <linux/mm.h>
 #include <linux/mem_encrypt.h>
+#include <linux/version.h>
 #include <linux/sched/signal.h>
 #include <asm/io.h>
 #include <asm/trap_pf.h>
@@ -148,7 +152,7 @@ static struct dune_region_slot *npt_region_of(struct dune_vm *vm, u64 gpa)
 {
 	unsigned int i;
 
-	for (i = 0; i < DUNE_MAX_REGIONS; i++) {
+	for (i = 0; i < vm->regions_end; i++) {
 		struct dune_region_slot *r = &vm->regions[i];
 
 		if (r->used && gpa >= r->gpa && gpa - r->gpa < r->size)
@@ -157,12 +161,68 @@ static struct dune_region_slot *npt_region_of(struct dune_vm *vm, u64 gpa)
 	return NULL;
 }
 
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 10, 0)
+static int npt_follow_pfn(struct vm_area_struct *vma, unsigned long hva,
+			  unsigned long *pfn)
+{
+	return follow_pfn(vma, hva, pfn);
+}
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+static int npt_follow_pfn(struct vm_area_struct *vma, unsigned long hva,
+			  unsigned long *pfn)
+{
+	struct follow_pfnmap_args args = { .vma = vma, .address = hva };
+	int ret = follow_pfnmap_start(&args);
+
+	if (!ret) {
+		*pfn = args.pfn;
+		follow_pfnmap_end(&args);
+	}
+	return ret;
+}
+#else
+static int npt_follow_pfn(struct vm_area_struct *vma, unsigned long hva,
+			  unsigned long *pfn)
+{
+	return -EFAULT; /* 6.10 and 6.11: PFNMAP mappings stay out of reach */
+}
+#endif
+
+/*
+ * The RAM frame behind hva in a PFNMAP/IO mapping the process may read,
+ * faulting it in on the host first; for a read only.  0 or -EFAULT.
+ */
+static int npt_pfnmap_frame(unsigned long hva, unsigned long *pfn)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	int ret = -EFAULT;
+
+	mmap_read_lock(mm);
+	vma = vma_lookup(mm, hva);
+	if (vma && (vma->vm_flags & (VM_IO | VM_PFNMAP)) && (vma->vm_flags & VM_READ)) {
+		ret = npt_follow_pfn(vma, hva, pfn);
+		if (ret) {
+			bool unlocked = false;
+
+			ret = fixup_user_fault(mm, hva, 0, &unlocked);
+			vma = ret ? NULL : vma_lookup(mm, hva);
+			ret = vma && (vma->vm_flags & (VM_IO | VM_PFNMAP)) ?
+				npt_follow_pfn(vma, hva, pfn) : -EFAULT;
+		}
+		if (!ret && !page_is_ram(*pfn))
+			ret = -EFAULT;
+	}
+	mmap_read_unlock(mm);
+	return ret ? -EFAULT : 0;
+}
+
 int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 {
 	bool write = error_code & X86_PF_WRITE;
 	struct dune_region_slot *r;
-	unsigned long seq, hva;
-	struct page *page;
+	unsigned long seq, hva, pfn;
+	struct page *page = NULL;
 	u64 *leaf, entry;
 	int ret;
 
@@ -184,28 +244,33 @@ int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 		return ret;
 	smp_rmb(); /* seq read before the host page tables are */
 	ret = get_user_pages_fast(hva, 1, write ? FOLL_WRITE : 0, &page);
-	if (ret != 1) {
+	if (ret == 1) {
+		pfn = page_to_pfn(page);
+	} else {
+		page = NULL;
 		if (fatal_signal_pending(current))
 			return -EINTR;
-		return 1; /* the process has no such page: user space decides */
+		if (write || npt_pfnmap_frame(hva, &pfn))
+			return 1; /* the process has no such page: user space decides */
 	}
 
 	spin_lock(&vm->mmu_lock);
 	if (vm->invalidations_running || vm->invalidation_seq != seq) {
 		/* The host mapping changed meanwhile: fault again. */
 		spin_unlock(&vm->mmu_lock);
-		put_page(page);
+		if (page)
+			put_page(page);
 		return 0;
 	}
 	leaf = npt_leaf(vm, gpa);
 	if (leaf) {
-		entry = __sme_set(page_to_phys(page)) | NPT_P | NPT_U |
-			(write ? NPT_W : 0);
+		entry = __sme_set(PFN_PHYS(pfn)) | NPT_P | NPT_U | (write ? NPT_W : 0);
 		WRITE_ONCE(*leaf, entry);
 		atomic64_inc(&dune_counters.npt_faults);
 	}
 	spin_unlock(&vm->mmu_lock);
-	put_page(page);
+	if (page)
+		put_page(page);
 	return 0;
 }
 
@@ -238,7 +303,7 @@ int dune_npt_set_region(struct dune_vm *vm, const struct dune_region *req)
 	}
 
 	mutex_lock(&vm->regions_lock);
-	for (i = 0; new.used && i < DUNE_MAX_REGIONS; i++) {
+	for (i = 0; new.used && i < vm->regions_end; i++) {
 		const struct dune_region_slot *o = &vm->regions[i];
 
 		if (i != req->slot && o->used && new.gpa < o->gpa + o->size &&
@@ -252,6 +317,10 @@ int dune_npt_set_region(struct dune_vm *vm, const struct dune_region *req)
 	if (slot->used)
 		zapped = npt_zap(vm, slot->gpa, slot->gpa + slot->size);
 	*slot = new;
+	if (new.used && req->slot >= vm->regions_end)
+		vm->regions_end = req->slot + 1;
+	while (vm->regions_end && !vm->regions[vm->regions_end - 1].used)
+		vm->regions_end--;
 	vm->invalidation_seq++;
 	spin_unlock(&vm->mmu_lock);
 	mutex_unlock(&vm->regions_lock);
@@ -275,7 +344,7 @@ static int dune_mn_invalidate_range_start(struct mmu_notifier *mn,
 	spin_lock(&vm->mmu_lock);
 	vm->invalidations_running++;
 	vm->invalidation_seq++;
-	for (i = 0; i < DUNE_MAX_REGIONS; i++) {
+	for (i = 0; i < vm->regions_end; i++) {
 		const struct dune_region_slot *r = &vm->regions[i];
 		u64 lo, hi;
 

@@ -355,6 +355,7 @@ void dune_vcpu_get_state(struct dune_vcpu *vcpu, struct dune_vcpu_state *st)
 	sr->kernel_gs_base = s->kernel_gs_base;
 	sr->star = s->star, sr->lstar = s->lstar, sr->cstar = s->cstar;
 	sr->sfmask = s->sfmask;
+	sr->tr_base = s->tr.base, sr->tr_limit = s->tr.limit;
 }
 
 static bool dune_canonical(u64 addr)
@@ -377,8 +378,6 @@ int dune_vcpu_set_state(struct dune_vcpu *vcpu, const struct dune_vcpu_state *st
 	struct dune_guest_gprs *g = &vcpu->gprs;
 	unsigned int i;
 
-	if (sr->reserved0)
-		return -EINVAL;
 	for (i = 0; i < ARRAY_SIZE(sr->reserved); i++)
 		if (sr->reserved[i])
 			return -EINVAL;
@@ -399,7 +398,10 @@ int dune_vcpu_set_state(struct dune_vcpu *vcpu, const struct dune_vcpu_state *st
 	    !dune_canonical(sr->idt_base) || !dune_canonical(sr->fs_base) ||
 	    !dune_canonical(sr->gs_base) || !dune_canonical(sr->kernel_gs_base) ||
 	    !dune_canonical(sr->lstar) || !dune_canonical(sr->cstar) ||
-	    (sr->sfmask >> 32))
+	    !dune_canonical(sr->tr_base) || (sr->sfmask >> 32))
+		return -EINVAL;
+	/* A 64-bit TSS is 0x68 bytes; a larger limit covers an I/O bitmap. */
+	if (sr->tr_limit < 0x67 || sr->tr_limit > 0xffff)
 		return -EINVAL;
 
 	if (vcpu->state_undefined)
@@ -418,6 +420,7 @@ int dune_vcpu_set_state(struct dune_vcpu *vcpu, const struct dune_vcpu_state *st
 	s->kernel_gs_base = sr->kernel_gs_base;
 	s->star = sr->star, s->lstar = sr->lstar, s->cstar = sr->cstar;
 	s->sfmask = sr->sfmask;
+	s->tr.base = sr->tr_base, s->tr.limit = sr->tr_limit;
 	return 0;
 }
 
@@ -490,7 +493,12 @@ int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		u32 code;
 		int cpu;
 
-		if (signal_pending(current))
+		/*
+		 * Signals, and work the kernel does on the way back to user mode
+		 * (task work such as a deferred fput, rseq): user space, then
+		 * run again.
+		 */
+		if (signal_pending(current) || test_thread_flag(TIF_NOTIFY_RESUME))
 			return -EINTR;
 		cond_resched();
 
@@ -541,6 +549,30 @@ int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 			dune_skip_instruction(vmcb, 3);
 			exit->reason = DUNE_EXIT_VMMCALL;
 			break;
+		case SVM_EXIT_IOIO: {
+			u32 io = vmcb->control.exit_info_1;
+			u16 port = io >> 16;
+
+			/* `in` and string I/O: nothing here to emulate them with */
+			if (io & (SVM_IOIO_TYPE_MASK | SVM_IOIO_STR_MASK | SVM_IOIO_REP_MASK)) {
+				exit->reason = DUNE_EXIT_INTERCEPT;
+				break;
+			}
+			vmcb->save.rip = vmcb->control.exit_info_2; /* the next instruction */
+			if (port && port == READ_ONCE(vm->syscall_port)) {
+				switch (dune_syscall_in_kernel(vcpu)) {
+				case DUNE_SYSCALL_DONE:
+					continue;
+				case DUNE_SYSCALL_INTERRUPTED:
+					exit->flags |= DUNE_EXIT_F_SYSCALL_INTERRUPTED;
+					break;
+				}
+			}
+			exit->reason = DUNE_EXIT_IO;
+			exit->port = port;
+			exit->size = (io >> SVM_IOIO_SIZE_SHIFT) & 7;
+			break;
+		}
 		case SVM_EXIT_HLT:
 			dune_skip_instruction(vmcb, 1);
 			exit->reason = DUNE_EXIT_HLT;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libdune: process virtualization on /dev/kvm, no kernel module.
+ * libdune: process virtualization on /dev/kvm (no kernel module), or on
+ * /dev/dune (our dune.ko) where it is loaded: see dune_set_device().
  *
  *   if (dune_init(1) == 0 && dune_enter() == 0) {
  *       // this thread now runs in guest ring 0 of a KVM virtual machine
@@ -28,11 +29,15 @@ extern "C" {
  * and the rest on first touch.  (Regions mmapped later are always mapped as
  * they appear.)  Returns 0, or a negative errno with a one-line reason in
  * dune_strerror() (also printed on stderr unless DUNE_QUIET is set):
- *   -ENOENT   no /dev/kvm
- *   -EACCES   no permission to open /dev/kvm
+ *   -ENOENT   no /dev/kvm (or /dev/dune when that was asked for)
+ *   -EACCES   no permission to open the device
  *   -ENODEV   no hardware virtualisation (no vmx/svm in /proc/cpuinfo), or a
  *             software KVM backend (too slow to be of any use, or hangs)
- *   -ENOTSUP  KVM lacks something libdune needs
+ *   -ENOTSUP  KVM lacks something libdune needs, or dune.ko speaks another
+ *             ABI version
+ *   -EBUSY    /dev/dune: a KVM virtual machine holds the CPU's
+ *             virtualisation
+ *   -EINVAL   DUNE_DEVICE is not kvm, dune or auto
  * Calling it again after success returns 0.
  */
 int dune_init(int map_full);
@@ -47,6 +52,21 @@ int dune_init(int map_full);
  * in the guest returns 0.
  */
 int dune_enter(void);
+
+/*
+ * Which hypervisor device dune_init() uses; call it before dune_init():
+ *   "kvm"   /dev/kvm, no module needed
+ *   "dune"  /dev/dune, our module dune.ko (kmod/): guest system calls run
+ *           in the kernel, much cheaper than /dev/kvm's exit to user space
+ *   "auto"  (or NULL, the default) /dev/dune when it is present and usable,
+ *           else /dev/kvm
+ * Without a call the environment variable DUNE_DEVICE says the same.
+ * 0, -EINVAL for another name, -EBUSY after dune_init() succeeded.
+ */
+int dune_set_device(const char *name);
+
+/* "kvm" or "dune" once dune_init() has succeeded, else NULL. */
+const char *dune_device(void);
 
 /* dune_init(map_full) then dune_enter(). */
 int dune_init_and_enter(int map_full);

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 
 char dune_errbuf[256];
+int dune_fail_quiet;
 
 void dune_write_str(const char *s)
 {
@@ -28,7 +29,7 @@ int dune_fail(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(dune_errbuf + n, sizeof(dune_errbuf) - n, fmt, ap);
 	va_end(ap);
-	if (!getenv("DUNE_QUIET")) {
+	if (!dune_fail_quiet && !getenv("DUNE_QUIET")) {
 		dune_write_str(dune_errbuf);
 		dune_write_str("\n");
 	}

@@ -45,6 +45,28 @@ static inline void kernel_exit(struct dune_vcpu *v, struct dune_tf *tf)
 	v->in_kernel--;
 }
 
+/*
+ * Leaves the guest for the host's side of a system call, with the call in
+ * the registers as `syscall` has them: dune.ko then makes most calls in the
+ * kernel without leaving at all (RCX = 1, the result in RAX).  Otherwise
+ * (KVM, or a call libdune makes itself) the host wrote the result into tf.
+ */
+static inline void syscall_exit(struct dune_tf *tf)
+{
+	register uint64_t r10 __asm__("r10") = tf->r10;
+	register uint64_t r8 __asm__("r8") = tf->r8;
+	register uint64_t r9 __asm__("r9") = tf->r9;
+	uint64_t rax = tf->rax, rdi = tf->rdi, rsi = tf->rsi, rdx = tf->rdx;
+	uint64_t done = 0;
+	__asm__ volatile("outb %%al, %[port]"
+			 : "+a"(rax), "+c"(done), "+D"(rdi), "+S"(rsi), "+d"(rdx),
+			   "+r"(r10), "+r"(r8), "+r"(r9)
+			 : [port] "N"(DUNE_PORT_SYSCALL)
+			 : "memory");
+	if (done)
+		tf->rax = rax;
+}
+
 static void guest_syscall(struct dune_vcpu *v, struct dune_tf *tf);
 
 void dune_guest_syscall(struct dune_tf *tf)
@@ -72,7 +94,7 @@ static void guest_syscall(struct dune_vcpu *v, struct dune_tf *tf)
 	tf->err = tf->rax; /* the number, for the post-hook */
 	if (!skip) {
 		v->tf = tf;
-		dune_outb(DUNE_PORT_SYSCALL);
+		syscall_exit(tf);
 	}
 	if (hooks && post) {
 		v->in_hook = 1;

@@ -61,8 +61,12 @@ struct dune_vcpu {
 	uint64_t sig_pending;   /* host: signals for this thread's guest */
 	int fd;
 	int id;
-	struct kvm_run *run;
+	void *run;              /* the driver's run area (KVM: struct kvm_run) */
 	size_t run_size;
+	volatile uint8_t *kick; /* in run: non-zero makes the next run return
+				   EINTR at once (a signal for the guest) */
+	uint32_t last_exit;     /* the driver's code of the last exit, for
+				   reports */
 	void *host_stack;
 	size_t host_stack_size;
 	uint64_t fs_base;
@@ -79,9 +83,70 @@ struct dune_enter_regs {
 	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip, rflags;
 };
 
+/* ---- drivers: the hypervisor device (drv_kvm.c, drv_dune.c) ----
+ *
+ * Everything libdune asks of /dev/kvm or /dev/dune goes through one of
+ * these, kvmtool-style.  Registers travel as struct kvm_regs and FPU state
+ * as struct kvm_xsave (standard XSAVE layout) whatever the driver.  The
+ * operations used on the vCPU loop's path (run, regs, xsave, memslots) make
+ * raw system calls and return 0 or -errno, never touching errno.
+ */
+enum dune_exit_kind {
+	DUNE_X_IO,         /* an `out` to port */
+	DUNE_X_HLT,
+	DUNE_X_SHUTDOWN,   /* triple fault */
+	DUNE_X_UNMAPPED,   /* guest-physical address outside every memslot */
+	DUNE_X_FAIL_ENTRY, /* the CPU refused the guest's state */
+	DUNE_X_INTERNAL,   /* the hypervisor's own trouble */
+	DUNE_X_OTHER,
+};
+struct dune_run_exit {
+	int kind;
+	uint16_t port;               /* DUNE_X_IO */
+	int syscall_interrupted;     /* DUNE_X_IO at DUNE_PORT_SYSCALL: dune.ko's
+					in-kernel call was stopped by a signal */
+	uint64_t code;               /* for the report: address or reason */
+};
+/* What a vCPU starts with, besides its general registers. */
+struct dune_cpu_setup {
+	uint64_t cr0, cr3, cr4, efer;
+	uint64_t gdt_base, idt_base, tr_base, fs_base, gs_base;
+	uint16_t gdt_limit, idt_limit, tr_sel;
+	uint32_t tr_limit;
+	uint64_t star, lstar, cstar, sfmask, kernel_gs_base;
+};
+struct dune_driver {
+	const char *name;   /* "kvm", "dune": DUNE_DEVICE's values */
+	const char *device; /* "/dev/kvm" */
+	/* dune_init's checks: 0, or a dune_fail() code */
+	int (*check)(void);
+	/* a VM for the calling process: dune_vm.vm_fd, max_slots, xcr0,
+	 * phys_bits; 0 or a dune_fail() code */
+	int (*vm_create)(void);
+	int (*set_memslot)(int slot, uint64_t gpa, uint64_t va, uint64_t size);
+	/* a new vCPU (v->id is set): v->fd, run, run_size, kick */
+	int (*vcpu_create)(struct dune_vcpu *v);
+	int (*vcpu_setup)(struct dune_vcpu *v, const struct dune_cpu_setup *cs);
+	void (*vcpu_release)(struct dune_vcpu *v); /* its fd and run area */
+	int (*get_regs)(struct dune_vcpu *v, struct kvm_regs *r);
+	int (*set_regs)(struct dune_vcpu *v, const struct kvm_regs *r);
+	int (*set_fs_base)(struct dune_vcpu *v, uint64_t base);
+	uint64_t (*get_cr2)(struct dune_vcpu *v);
+	int (*get_xsave)(struct dune_vcpu *v, struct kvm_xsave *xs);
+	int (*set_xsave)(struct dune_vcpu *v, const struct kvm_xsave *xs);
+	/* 0 with *x, -EINTR/-EAGAIN for a signal, -EFAULT for guest access to
+	 * host memory that is not there, another -errno on failure */
+	long (*run)(struct dune_vcpu *v, struct dune_run_exit *x);
+	/* after an `out` exit, before the registers are set (KVM finishes the
+	 * instruction on the next run; dune.ko is past it already) */
+	void (*complete_io)(struct dune_vcpu *v);
+};
+extern const struct dune_driver dune_drv_kvm DUNE_HIDDEN, dune_drv_dune DUNE_HIDDEN;
+extern const struct dune_driver *dune_drv DUNE_HIDDEN; /* the one in use */
+
 /* ---- shared state (defined in kvm.c, memslot.c and api.c) ---- */
 struct dune_vm {
-	int kvm_fd;
+	int kvm_fd; /* KVM's system descriptor (-1 with dune.ko) */
 	int vm_fd;
 	int map_full;
 	int next_vcpu_id;
@@ -148,7 +213,7 @@ extern int dune_inited DUNE_HIDDEN;    /* dune_init() succeeded */
 int dune_vm_setup(int map_full) DUNE_HIDDEN; /* the VM, pool and memslots */
 
 /* memslot.c: guest memory, 1 GiB chunks as memslots (host side) */
-int dune_set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va) DUNE_HIDDEN;
+int dune_set_memslot(int slot, uint64_t gpa, uint64_t va) DUNE_HIDDEN;
 int dune_map_chunk(uint64_t va) DUNE_HIDDEN;
 /* registers every chunk [start, start + len) touches */
 void dune_map_range(uint64_t start, uint64_t len) DUNE_HIDDEN;
@@ -156,8 +221,10 @@ int dune_map_proc_self_maps(void) DUNE_HIDDEN;
 
 /* vcpu.c */
 struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;
-/* a KVM vCPU (a spare one if vm_fd is the VM's) for v, in guest ring 0 */
-int dune_vcpu_create(struct dune_vcpu *v, int vm_fd, uint64_t fs_base) DUNE_HIDDEN;
+/* a vCPU of the VM (a spare one if there is one) for v, in guest ring 0 */
+int dune_vcpu_create(struct dune_vcpu *v, uint64_t fs_base) DUNE_HIDDEN;
+/* the vCPU's descriptor and run area, where one is held (driver's) */
+void dune_vcpu_release(struct dune_vcpu *v) DUNE_HIDDEN;
 void dune_vcpu_free(struct dune_vcpu *v) DUNE_HIDDEN;
 int dune_vcpu_spare_put(struct dune_vcpu *v) DUNE_HIDDEN;
 void dune_vcpu_forget_spares(void) DUNE_HIDDEN;
@@ -170,6 +237,9 @@ void dune_vcpu_loop(void *v) DUNE_HIDDEN;
 /* syscall.c: performs the guest's system call in v->tf; 1 if the frame
  * must not be written back (the vCPU's registers were set instead) */
 int dune_handle_syscall(struct dune_vcpu *v) DUNE_HIDDEN;
+/* the calls dune_handle_syscall() need not see (bit per number): dune.ko
+ * may make them in the kernel */
+void dune_syscalls_not_special(uint64_t allowed[8]) DUNE_HIDDEN;
 
 /* probe.c: 0 if /dev/kvm runs guest code at hardware speed, else a
  * dune_fail() code */
@@ -190,6 +260,18 @@ void dune_write_str(const char *s) DUNE_HIDDEN; /* to stderr */
 __attribute__((format(printf, 2, 3))) int dune_fail(int err, const char *fmt,
 						     ...) DUNE_HIDDEN;
 __attribute__((noreturn)) void dune_die_by_signal(int sig) DUNE_HIDDEN;
+extern int dune_fail_quiet DUNE_HIDDEN; /* dune_fail() records, never prints */
+
+/* the host's own XCR0 (what user mode runs with) */
+static inline uint64_t dune_host_xcr0(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	return ((uint64_t)hi << 32) | lo;
+}
+/* XCR0 components libdune's 8 KiB (and KVM's 4 KiB) save areas hold:
+ * x87 SSE AVX MPX AVX-512 PKRU, no AMX */
+#define DUNE_XCR0_MAX 0x2ffULL
 
 /* vm.c */
 ptent_t *dune_pool_alloc(void) DUNE_HIDDEN;

@@ -11,12 +11,13 @@ LIBDUNE_CFLAGS  := $(BASE_CFLAGS) $(CFLAGS) -fPIC -pthread -I$(LIBDUNE_DIR)
 # interrupted code's vector registers alone.
 LIBDUNE_GUEST_CFLAGS := -mgeneral-regs-only -fno-stack-protector
 # Host side: the VM, vCPUs and their loop, system-call forwarding, signals.
-LIBDUNE_HOST_OBJS  := $(addprefix $(LIBDUNE_OUT)/,kvm.o memslot.o vcpu.o \
-		      vcpu_run.o syscall.o signal.o probe.o fd.o error.o api.o)
+LIBDUNE_HOST_OBJS  := $(addprefix $(LIBDUNE_OUT)/,init.o drv_kvm.o drv_dune.o \
+		      memslot.o vcpu.o vcpu_run.o syscall.o signal.o probe.o fd.o \
+		      error.o api.o)
 # Guest side (and helpers the guest's trap path calls): LIBDUNE_GUEST_CFLAGS.
 LIBDUNE_GUEST_OBJS := $(addprefix $(LIBDUNE_OUT)/,vm.o guest.o)
 LIBDUNE_OBJS    := $(LIBDUNE_HOST_OBJS) $(LIBDUNE_GUEST_OBJS) $(LIBDUNE_OUT)/entry.o
-LIBDUNE_HDRS    := $(LIBDUNE_DIR)/dune.h $(LIBDUNE_DIR)/internal.h
+LIBDUNE_HDRS    := $(LIBDUNE_DIR)/dune.h $(LIBDUNE_DIR)/internal.h $(CURDIR)/kmod/dune_abi.h
 
 LIBDUNE_TEST_DIR := $(CURDIR)/selftests/libdune
 LIBDUNE_TESTS   := $(LIBDUNE_OUT)/dune_test $(LIBDUNE_OUT)/hello \

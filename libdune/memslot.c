@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Guest memory: the process's address space, 1 GiB chunk by chunk, as KVM
- * memslots (guest-physical addresses handed out from 4 GiB up), each
- * registered when the host first has memory there, and its default mapping
- * in the guest's page tables.
+ * Guest memory: the process's address space, 1 GiB chunk by chunk, as
+ * memslots (KVM's, or dune.ko's regions; guest-physical addresses handed
+ * out from 4 GiB up), each registered when the host first has memory there,
+ * and its default mapping in the guest's page tables.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
 volatile int dune_chunk_lock;
@@ -26,19 +25,12 @@ static void chunk_unlock(void)
 	__atomic_store_n(&dune_chunk_lock, 0, __ATOMIC_RELEASE);
 }
 
-int dune_set_memslot(int vm_fd, int slot, uint64_t gpa, uint64_t va)
+int dune_set_memslot(int slot, uint64_t gpa, uint64_t va)
 {
 	uint64_t size = DUNE_CHUNK_SIZE;
 	if (va + size > DUNE_TASK_SIZE)
 		size = DUNE_TASK_SIZE - va;
-	struct kvm_userspace_memory_region reg = {
-		.slot = (uint32_t)slot,
-		.flags = 0,
-		.guest_phys_addr = gpa,
-		.memory_size = size,
-		.userspace_addr = va,
-	};
-	return (int)dune_sys3(SYS_ioctl, vm_fd, KVM_SET_USER_MEMORY_REGION, &reg);
+	return dune_drv->set_memslot(slot, gpa, va, size);
 }
 
 /* Registers the chunk of va (va | 1: even if the host has nothing mapped at
@@ -70,8 +62,7 @@ int dune_map_chunk(uint64_t va)
 			r = -ENOSPC;
 			goto out;
 		}
-		r = dune_set_memslot(dune_vm.vm_fd, dune_vm.next_slot, gpa,
-				     c << DUNE_CHUNK_SHIFT);
+		r = dune_set_memslot(dune_vm.next_slot, gpa, c << DUNE_CHUNK_SHIFT);
 		if (r)
 			goto out;
 		dune_vm.next_slot++;

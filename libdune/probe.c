@@ -4,7 +4,8 @@
  * guest ring-0 code in a throw-away child, timed against the same loop on
  * the host, so that a software /dev/kvm (kvm_pvm: ring 0 emulated at ~1 us
  * an instruction, hangs on some instructions) is refused with a clear
- * reason instead of running the program thousands of times slower.
+ * reason instead of running the program thousands of times slower.  With
+ * /dev/dune it also finds the CPU's virtualisation held by KVM.
  */
 #include "internal.h"
 
@@ -16,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,14 +70,15 @@ int dune_speed_probe(void)
 	}
 	if (pid == 0) {
 		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
-		char res[64] = "setup";
+		char res[sizeof(dune_errbuf) + 16] = "setup";
 		close(pfd[0]);
 		signal(SIGALRM, SIG_DFL);
 		alarm(5);
+		dune_fail_quiet = 1;
 		if (dune_vm_setup(0) == 0) {
 			struct dune_vcpu *v = dune_vcpu_alloc();
 			dune_map_range((uint64_t)dune_probe_code, 1);
-			if (v && dune_vcpu_create(v, dune_vm.vm_fd, 0) == 0) {
+			if (v && dune_vcpu_create(v, 0) == 0) {
 				double guest = 1e9, host = 1e9;
 				int ok = 1;
 				for (int k = 0; k < 3; k++) {
@@ -88,36 +89,42 @@ int dune_speed_probe(void)
 				}
 				for (int k = 0; k < 3 && ok; k++) {
 					struct kvm_regs r;
+					struct dune_run_exit x;
 					memset(&r, 0, sizeof(r));
+					memset(&x, 0, sizeof(x));
 					r.rip = (uint64_t)dune_probe_code;
 					r.rsp = v->tss.ist[0];
 					r.rflags = 2;
-					ioctl(v->fd, KVM_SET_REGS, &r);
+					dune_drv->set_regs(v, &r);
 					double t0 = now_s();
-					int rc = ioctl(v->fd, KVM_RUN, 0);
+					long rc = dune_drv->run(v, &x);
 					double t = now_s() - t0;
 					guest = t < guest ? t : guest;
-					ok = rc == 0 && v->run->exit_reason == KVM_EXIT_IO &&
-					     v->run->io.port == DUNE_PORT_PROBE;
-					if (!ok)
-						snprintf(res, sizeof(res), "exit %d %d", rc,
-							 v->run->exit_reason);
+					ok = rc == 0 && x.kind == DUNE_X_IO &&
+					     x.port == DUNE_PORT_PROBE;
+					if (rc == -EBUSY)
+						snprintf(res, sizeof(res), "busy");
+					else if (!ok)
+						snprintf(res, sizeof(res), "exit %ld %d",
+							 rc, x.kind);
 					/* finish the out before setting rip again */
-					v->run->immediate_exit = 1;
-					ioctl(v->fd, KVM_RUN, 0);
-					v->run->immediate_exit = 0;
+					dune_drv->complete_io(v);
 				}
 				if (ok)
 					snprintf(res, sizeof(res), "ok %.6f %.6f", guest,
 						 host);
+			} else if (v) {
+				snprintf(res, sizeof(res), "no vCPU");
 			}
+		} else {
+			snprintf(res, sizeof(res), "no VM: %s", dune_errbuf);
 		}
 		if (write(pfd[1], res, strlen(res) + 1) < 0)
 			_exit(2);
 		_exit(0);
 	}
 	close(pfd[1]);
-	char buf[64] = "";
+	char buf[sizeof(dune_errbuf) + 16] = "";
 	ssize_t got = 0;
 	struct pollfd pf = {pfd[0], POLLIN, 0};
 	double t0 = now_s();
@@ -142,19 +149,25 @@ int dune_speed_probe(void)
 	}
 	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	double tg, th;
+	const char *dev = dune_drv->device;
 	if (got > 0 && sscanf(buf, "ok %lf %lf", &tg, &th) == 2) {
 		if (th < 1e-6)
 			th = 1e-6;
 		if (tg / th > max_ratio || tg > 2.0)
 			return dune_fail(-ENODEV,
-					 "/dev/kvm is a software backend: guest ring-0 "
+					 "%s is a software backend: guest ring-0 "
 					 "code ran %.0fx slower than the same loop on the "
 					 "host (%.2f ms against %.3f ms)",
-					 tg / th, tg * 1e3, th * 1e3);
+					 dev, tg / th, tg * 1e3, th * 1e3);
 		return 0;
 	}
 	if (got <= 0)
-		return dune_fail(-ENODEV, "/dev/kvm is not usable: a guest probe did "
-					  "not finish in time (software KVM backend?)");
-	return dune_fail(-ENODEV, "/dev/kvm is not usable: probe said \"%s\"", buf);
+		return dune_fail(-ENODEV, "%s is not usable: a guest probe did "
+					  "not finish in time (software KVM backend?)", dev);
+	if (!strcmp(buf, "busy"))
+		return dune_fail(-EBUSY, "%s is busy: another hypervisor holds the "
+					 "CPU's virtualisation (a KVM virtual machine "
+					 "is running?); try again when it has stopped, "
+					 "or DUNE_DEVICE=kvm", dev);
+	return dune_fail(-ENODEV, "%s is not usable: probe said \"%s\"", dev, buf);
 }

@@ -4,7 +4,7 @@
  *
  * For every signal the program handles (other than glibc's internal 32/33),
  * libdune installs its own small host handler.  On an entered thread it only
- * records the signal and kicks the vCPU out of KVM_RUN (immediate_exit);
+ * records the signal and kicks the vCPU out of its run (immediate_exit);
  * the vCPU loop then builds a signal frame on the guest's stack like the
  * kernel would (rt_sigframe: return address = the program's restorer,
  * ucontext with the interrupted registers, FPU state, siginfo) and points the
@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 
@@ -85,8 +84,8 @@ static void host_handler(int sig, siginfo_t *info, void *uc)
 	}
 	v->siginfo[sig] = *info;
 	__atomic_or_fetch(&v->sig_pending, sigbit(sig), __ATOMIC_SEQ_CST);
-	if (v->run)
-		v->run->immediate_exit = 1;
+	if (v->kick)
+		*v->kick = 1;
 }
 
 static long install_host(int sig, const struct ksigaction *prog)
@@ -158,13 +157,10 @@ long dune_sys_rt_sigaction(long sig, const void *act, void *oact, long size)
 	return 0;
 }
 
-/* Finishes a pending `out` so that registers can be set: KVM completes it on
- * the next KVM_RUN, which immediate_exit ends before any guest instruction. */
+/* Finishes a pending `out` so that registers can be set. */
 void dune_vcpu_complete_io(struct dune_vcpu *v)
 {
-	v->run->immediate_exit = 1;
-	dune_sys3(SYS_ioctl, v->fd, KVM_RUN, 0);
-	v->run->immediate_exit = 0;
+	dune_drv->complete_io(v);
 }
 
 static uint64_t host_mask(void)
@@ -190,7 +186,7 @@ static void inject(struct dune_vcpu *v, const struct kvm_regs *ctx, int sig,
 	struct kvm_xsave xs;
 	stack_t ss;
 	memset(&xs, 0, sizeof(xs));
-	dune_sys3(SYS_ioctl, v->fd, KVM_GET_XSAVE, &xs);
+	dune_drv->get_xsave(v, &xs);
 	memset(&ss, 0, sizeof(ss));
 	ss.ss_flags = SS_DISABLE;
 	dune_sys2(SYS_sigaltstack, 0, &ss);
@@ -258,7 +254,7 @@ static void inject(struct dune_vcpu *v, const struct kvm_regs *ctx, int sig,
 	r.rax = 0;
 	r.rsp = sp;
 	r.rflags = (ctx->rflags & ~0x500ULL) | 2; /* clear TF and DF */
-	dune_sys3(SYS_ioctl, v->fd, KVM_SET_REGS, &r);
+	dune_drv->set_regs(v, &r);
 	v->in_kernel = v->in_trap = v->in_hook = 0;
 	v->sig_check = 0;
 }
@@ -284,7 +280,7 @@ static void after_inject(struct dune_vcpu *v)
 	/* more to deliver: come straight back out (nested frames, like the
 	 * kernel) */
 	if (v->sig_pending)
-		v->run->immediate_exit = 1;
+		*v->kick = 1;
 }
 
 /*
@@ -321,13 +317,13 @@ static struct dune_tf *tail_frame(const struct kvm_regs *r, struct kvm_regs *ctx
 	return NULL;
 }
 
-/* KVM_RUN returned EINTR: the guest is stopped between two instructions. */
+/* The run returned EINTR: the guest is stopped between two instructions. */
 void dune_signals_at_exit(struct dune_vcpu *v)
 {
 	struct kvm_regs r, ctx;
 	if (!v->sig_pending)
 		return;
-	if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_REGS, &r))
+	if (dune_drv->get_regs(v, &r))
 		return;
 	if (v->in_kernel == 0) {
 		int in_regs;
@@ -398,7 +394,7 @@ void dune_signals_at_frame(struct dune_vcpu *v)
 }
 
 /* A guest fault (tf != NULL: a trap frame; else the current registers, for
- * KVM's EFAULT) for which the program has a handler: deliver it as the
+ * the run's EFAULT) for which the program has a handler: deliver it as the
  * kernel would.  0 if delivered; -1 if the process must die instead. */
 int dune_signal_fault(struct dune_vcpu *v, struct dune_tf *tf, int sig,
 		      uint64_t addr, int from_regs)
@@ -412,7 +408,7 @@ int dune_signal_fault(struct dune_vcpu *v, struct dune_tf *tf, int sig,
 	info.si_signo = sig;
 	uint64_t vec = 0, err = 0;
 	if (from_regs) {
-		if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_REGS, &r))
+		if (dune_drv->get_regs(v, &r))
 			return -1;
 		info.si_code = SEGV_MAPERR;
 		vec = 14;
@@ -475,11 +471,11 @@ void dune_sys_rt_sigreturn(struct dune_vcpu *v)
 	r.rsp = g[REG_RSP];
 	r.rip = g[REG_RIP];
 	r.rflags = (g[REG_EFL] & ~0x100ULL) | 2;
-	dune_sys3(SYS_ioctl, v->fd, KVM_SET_REGS, &r);
+	dune_drv->set_regs(v, &r);
 	if (uc->uc_mcontext.fpregs) {
 		struct kvm_xsave xs;
 		memcpy(xs.region, uc->uc_mcontext.fpregs, sizeof(xs.region));
-		dune_sys3(SYS_ioctl, v->fd, KVM_SET_XSAVE, &xs);
+		dune_drv->set_xsave(v, &xs);
 	}
 	v->in_kernel = v->in_trap = v->in_hook = 0;
 	v->sig_check = 0;

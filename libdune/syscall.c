@@ -19,13 +19,12 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
 static uint64_t dune_brk_last;
 
-/* KVM's registers from a trap frame as a system call leaves them:
+/* The registers of a trap frame as a system call leaves them:
  * rcx = rip, r11 = rflags. */
 static void regs_from_tf(struct kvm_regs *r, const struct dune_tf *tf)
 {
@@ -53,21 +52,21 @@ static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
 	long ret;
 	if (!nv)
 		return -ENOMEM;
-	ret = dune_vcpu_create(nv, dune_vm.vm_fd,
-			       (flags & CLONE_SETTLS) ? tls : v->fs_base);
+	ret = dune_vcpu_create(nv, (flags & CLONE_SETTLS) ? tls : v->fs_base);
 	if (ret)
 		goto fail;
 	regs_from_tf(&r, tf);
 	r.rax = 0;
 	if (newsp)
 		r.rsp = newsp;
-	if (ioctl(nv->fd, KVM_SET_REGS, &r) < 0 ||
-	    ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0 ||
-	    ioctl(nv->fd, KVM_SET_XSAVE, &xs) < 0) {
-		ret = -errno;
+	if ((ret = dune_drv->set_regs(nv, &r)) || (ret = dune_drv->get_xsave(v, &xs)) ||
+	    (ret = dune_drv->set_xsave(nv, &xs)))
 		goto fail;
-	}
-	nv->vfork_child = (flags & CLONE_VFORK) && !(flags & CLONE_THREAD);
+	/* A new thread may have run and exited, and unmapped nv, by the time
+	 * clone returns here: nothing of nv is read after it but for a vfork
+	 * child, whose parent we are and which has stopped running. */
+	int vfork_child = (flags & CLONE_VFORK) && !(flags & CLONE_THREAD);
+	nv->vfork_child = vfork_child;
 	/* A vfork child runs on our stack, over the system-call frame the
 	 * stub left below our red zone: keep our context here instead. */
 	struct dune_tf saved = *tf;
@@ -76,20 +75,21 @@ static long do_clone_vm(struct dune_vcpu *v, struct dune_tf *tf,
 	/* Without CLONE_SETTLS the child's host side ran on our TLS. */
 	if (!(flags & CLONE_SETTLS))
 		dune_signals_set_self(v);
-	if (ret >= 0 && nv->vfork_child) {
+	if (ret >= 0 && vfork_child) {
 		/* it has exec'd or exited: its vCPU's resources are ours (the
 		 * vCPU itself goes to the spares), and we return to the program
 		 * straight from the saved context */
 		dune_vcpu_complete_io(nv);
 		if (dune_vcpu_spare_put(nv) == 0) {
 			nv->run = NULL;
+			nv->kick = NULL;
 			nv->fd = -1;
 		}
 		dune_vcpu_free(nv);
 		dune_vcpu_complete_io(v);
 		regs_from_tf(&r, &saved);
 		r.rax = ret;
-		ioctl(v->fd, KVM_SET_REGS, &r);
+		dune_drv->set_regs(v, &r);
 		v->in_kernel = v->in_hook = v->in_trap = 0;
 		return DUNE_REGS_SET;
 	}
@@ -100,37 +100,39 @@ fail:
 	return ret;
 }
 
-/* fork: KVM will not run a VM from another mm, so the child builds its own
- * VM with the same memslots and (its copy of) the same page tables. */
+/* fork: neither KVM nor dune.ko runs a VM from another mm, so the child
+ * builds its own VM with the same memslots and (its copy of) the same page
+ * tables. */
 static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 		    unsigned long flags, unsigned long ptid, unsigned long ctid,
 		    unsigned long tls)
 {
 	struct kvm_xsave xs;
-	if (ioctl(v->fd, KVM_GET_XSAVE, &xs) < 0)
-		return -errno;
+	long e = dune_drv->get_xsave(v, &xs);
+	if (e)
+		return e;
 	flags &= ~(unsigned long)(CLONE_VM | CLONE_VFORK);
 	long pid = dune_sys6(SYS_clone, flags, 0, ptid, ctid, tls, 0);
 	if (pid != 0)
 		return pid;
 
 	/* child: a fresh VM */
-	char msg[160];
-	int vm_fd = ioctl(dune_vm.kvm_fd, KVM_CREATE_VM, 0);
-	if (vm_fd < 0) {
-		snprintf(msg, sizeof(msg), "dune: fork child: KVM_CREATE_VM: %s\n",
-			 strerror(errno));
+	char msg[sizeof(dune_errbuf) + 64];
+	int parent_vm = dune_vm.vm_fd;
+	dune_fail_quiet = 1;
+	if (dune_drv->vm_create()) {
+		snprintf(msg, sizeof(msg), "dune: fork child: no VM of its own: %s\n",
+			 dune_errbuf);
 		goto die;
 	}
-	vm_fd = dune_hide_fd(vm_fd);
-	dune_close_fd(dune_vm.vm_fd);
-	dune_vm.vm_fd = vm_fd;
+	dune_fail_quiet = 0;
+	dune_close_fd(parent_vm);
 	dune_chunk_lock = 0;
 	int slot = 0;
 	for (uint64_t c = 0; c < DUNE_NCHUNKS; c++) {
 		if (!dune_chunk_gpa[c])
 			continue;
-		if (dune_set_memslot(vm_fd, slot++, dune_chunk_gpa[c] - 1,
+		if (dune_set_memslot(slot++, dune_chunk_gpa[c] - 1,
 				     c << DUNE_CHUNK_SHIFT)) {
 			snprintf(msg, sizeof(msg), "dune: fork child: memslot failed\n");
 			goto die;
@@ -138,19 +140,15 @@ static long do_fork(struct dune_vcpu *v, struct dune_tf *tf,
 	}
 	dune_vm.next_slot = slot;
 	dune_vcpu_forget_spares(); /* the parent's */
-	if (v->run)
-		munmap(v->run, v->run_size);
-	dune_close_fd(v->fd);
-	v->run = NULL;
+	dune_vcpu_release(v);
 	v->in_hook = v->in_trap = v->in_kernel = v->sig_check = 0;
 	v->sig_pending = 0;
 	dune_vm.next_vcpu_id = 0;
-	int r = dune_vcpu_create(v, vm_fd, v->fs_base);
+	int r = dune_vcpu_create(v, v->fs_base);
 	struct kvm_regs regs;
 	regs_from_tf(&regs, tf);
 	regs.rax = 0;
-	if (r || ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
-	    ioctl(v->fd, KVM_SET_XSAVE, &xs) < 0) {
+	if (r || dune_drv->set_regs(v, &regs) || dune_drv->set_xsave(v, &xs)) {
 		snprintf(msg, sizeof(msg), "dune: fork child: vCPU setup failed\n");
 		goto die;
 	}
@@ -164,17 +162,29 @@ die:
 
 static void set_guest_fs(struct dune_vcpu *v, uint64_t base)
 {
-	struct kvm_sregs s;
-	if (dune_sys3(SYS_ioctl, v->fd, KVM_GET_SREGS, &s) == 0) {
-		s.fs.base = base;
-		dune_sys3(SYS_ioctl, v->fd, KVM_SET_SREGS, &s);
-	}
+	dune_drv->set_fs_base(v, base);
 	v->fs_base = base;
 }
 
 static int is_err(long r)
 {
 	return (unsigned long)r > -4096UL;
+}
+
+/* The calls dune_handle_syscall() does something of its own for (its
+ * switch below); dune.ko may make every other one in the kernel. */
+static const int dune_special_calls[] = {
+	SYS_exit, SYS_exit_group, SYS_arch_prctl, SYS_clone, SYS_close,
+	SYS_close_range, SYS_dup2, SYS_dup3, SYS_clone3, SYS_fork, SYS_vfork,
+	SYS_rt_sigreturn, SYS_rt_sigaction, SYS_mmap, SYS_mremap, SYS_shmat,
+	SYS_brk,
+};
+
+void dune_syscalls_not_special(uint64_t allowed[8])
+{
+	memset(allowed, 0xff, 8 * sizeof(uint64_t));
+	for (size_t i = 0; i < sizeof(dune_special_calls) / sizeof(dune_special_calls[0]); i++)
+		allowed[dune_special_calls[i] / 64] &= ~(1ULL << (dune_special_calls[i] % 64));
 }
 
 /* Performs the guest's system call on the host.  Returns 1 if the vCPU was
@@ -201,10 +211,8 @@ int dune_handle_syscall(struct dune_vcpu *v)
 		/* finish the `out` of this call, then keep the vCPU for the next
 		 * thread */
 		dune_vcpu_complete_io(v);
-		if (dune_vcpu_spare_put(v) != 0) {
-			dune_sys2(SYS_munmap, v->run, v->run_size);
-			dune_close_fd(v->fd);
-		}
+		if (dune_vcpu_spare_put(v) != 0)
+			dune_vcpu_release(v);
 		dune_sys2(SYS_munmap, v->ist_mem, DUNE_NIST * DUNE_IST_SIZE);
 		{
 			void *stack = v->host_stack;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The loop that runs a vCPU (KVM_RUN) and dispatches its exits: the guest's
+ * The loop that runs a vCPU (the driver's run: KVM_RUN or DUNE_VCPU_RUN)
+ * and dispatches its exits: the guest's
  * port writes (system call, chunk to map, signal delivery, unhandled
  * exception), signals that interrupted KVM_RUN, and the fatal ones, which
  * end the process with a one-line report and the signal the host kernel
@@ -86,16 +87,14 @@ __attribute__((noreturn)) static void fatal_exit(struct dune_vcpu *v,
 						  const char *what, long err)
 {
 	struct kvm_regs r;
-	struct kvm_sregs s;
 	char msg[320];
 	memset(&r, 0, sizeof(r));
-	memset(&s, 0, sizeof(s));
-	dune_sys3(SYS_ioctl, v->fd, KVM_GET_REGS, &r);
-	dune_sys3(SYS_ioctl, v->fd, KVM_GET_SREGS, &s);
+	dune_drv->get_regs(v, &r);
 	snprintf(msg, sizeof(msg),
-		 "dune: %s (exit reason %u, error %ld) at rip 0x%llx rsp 0x%llx "
+		 "dune: %s (%s exit %u, error %ld) at rip 0x%llx rsp 0x%llx "
 		 "cr2 0x%llx\n",
-		 what, v->run ? v->run->exit_reason : 0, err, r.rip, r.rsp, s.cr2);
+		 what, dune_drv->name, v->last_exit, err, r.rip, r.rsp,
+		 (unsigned long long)dune_drv->get_cr2(v));
 	dune_write_str(msg);
 	dune_die_by_signal(SIGSEGV);
 }
@@ -103,10 +102,11 @@ __attribute__((noreturn)) static void fatal_exit(struct dune_vcpu *v,
 void dune_vcpu_loop(void *arg)
 {
 	struct dune_vcpu *v = arg;
+	struct dune_run_exit x;
 	dune_signals_set_self(v);
 	for (;;) {
-		long r = dune_sys3(SYS_ioctl, v->fd, KVM_RUN, 0);
-		v->run->immediate_exit = 0;
+		long r = dune_drv->run(v, &x);
+		*v->kick = 0;
 		dune_stat_exits++;
 		if (r == -EINTR || r == -EAGAIN) {
 			/* a signal: to the program's handler in the guest */
@@ -121,13 +121,20 @@ void dune_vcpu_loop(void *arg)
 					      "not mapped or protects",
 					   r);
 			}
-			fatal_exit(v, "KVM_RUN failed", r);
+			fatal_exit(v, "running the vCPU failed", r);
 		}
-		struct kvm_run *run = v->run;
-		switch (run->exit_reason) {
-		case KVM_EXIT_IO:
-			switch (run->io.port) {
+		switch (x.kind) {
+		case DUNE_X_IO:
+			switch (x.port) {
 			case DUNE_PORT_SYSCALL:
+				if (x.syscall_interrupted && v->sig_pending) {
+					/* dune.ko's call met a signal with a
+					 * handler: it fails as the host's own
+					 * call would (SA_RESTART makes it again) */
+					v->tf->rax = (uint64_t)-EINTR;
+					v->sig_check = 1;
+					continue;
+				}
 				if (dune_handle_syscall(v) == 0 && v->sig_pending)
 					v->sig_check = 1; /* deliver on the way out */
 				continue;
@@ -144,21 +151,20 @@ void dune_vcpu_loop(void *arg)
 					continue;
 				fatal_trap(v);
 			}
-			fatal_exit(v, "unexpected port I/O", run->io.port);
-		case KVM_EXIT_HLT:
+			fatal_exit(v, "unexpected port I/O", x.port);
+		case DUNE_X_HLT:
 			fatal_exit(v, "hlt in the guest", 0);
-		case KVM_EXIT_SHUTDOWN:
+		case DUNE_X_SHUTDOWN:
 			fatal_exit(v, "triple fault in the guest", 0);
-		case KVM_EXIT_MMIO:
+		case DUNE_X_UNMAPPED:
 			fatal_exit(v, "guest touched guest-physical memory "
-				      "outside every memslot", (long)run->mmio.phys_addr);
-		case KVM_EXIT_FAIL_ENTRY:
-			fatal_exit(v, "VM entry failed",
-				   (long)run->fail_entry.hardware_entry_failure_reason);
-		case KVM_EXIT_INTERNAL_ERROR:
-			fatal_exit(v, "KVM internal error", run->internal.suberror);
+				      "outside every memslot", (long)x.code);
+		case DUNE_X_FAIL_ENTRY:
+			fatal_exit(v, "VM entry failed", (long)x.code);
+		case DUNE_X_INTERNAL:
+			fatal_exit(v, "hypervisor internal error", (long)x.code);
 		default:
-			fatal_exit(v, "unexpected exit", 0);
+			fatal_exit(v, "unexpected exit", (long)x.code);
 		}
 	}
 }

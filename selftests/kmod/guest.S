@@ -28,6 +28,8 @@ kmod_guest_start:
 	je g_store_rsi
 	cmp $8, %rdi
 	je g_wait_value
+	cmp $9, %rdi
+	je g_syscall
 	mov $0xbad, %rax
 	vmmcall
 	hlt
@@ -123,5 +125,19 @@ g_triple_fault:
 	mov $0xbad, %rax
 	vmmcall
 	hlt
+
+/* System call rsi with arguments r12 r13 r14 through an `out` to port
+   0xd0, libdune's way; then vmmcall with rax = the result (if the module
+   made the call) and rcx = 1 if it did, 0 if the exit went to user space. */
+g_syscall:
+	mov %rsi, %rax
+	mov %r12, %rdi
+	mov %r13, %rsi
+	mov %r14, %rdx
+	xor %ecx, %ecx
+	out %al, $0xd0
+	vmmcall
+	hlt
+
 kmod_guest_end:
 	.section .note.GNU-stack,"",@progbits

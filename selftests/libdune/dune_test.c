@@ -830,6 +830,14 @@ TEST(init_refuses_a_slow_kvm)
 	th_child_free(&res);
 }
 
+/* The device this run of the suite asked for (DUNE_DEVICE): /dev/kvm, or
+ * /dev/dune. */
+static const char *device_path(void)
+{
+	const char *d = getenv("DUNE_DEVICE");
+	return d && !strcmp(d, "dune") ? "/dev/dune" : "/dev/kvm";
+}
+
 static void no_kvm_body(void *arg)
 {
 	(void)arg;
@@ -849,7 +857,9 @@ TEST(init_without_dev_kvm)
 	th_run(no_kvm_body, NULL, 60, &res);
 	ASSERT_EXITED(0, res);
 	EXPECT_STREQ("-2\n", res.out);
-	EXPECT_CONTAINS("no /dev/kvm", res.err);
+	char want[64];
+	snprintf(want, sizeof(want), "no %s", device_path());
+	EXPECT_CONTAINS(want, res.err);
 	th_child_free(&res);
 }
 
@@ -869,9 +879,9 @@ TEST(init_without_permission)
 	struct stat st;
 	if (geteuid() != 0)
 		SKIP(return, "needs root to drop to nobody");
-	ASSERT_EQ(0, stat("/dev/kvm", &st));
+	ASSERT_EQ(0, stat(device_path(), &st));
 	if (st.st_mode & 0006)
-		SKIP(return, "/dev/kvm is world-accessible here");
+		SKIP(return, "the device is world-accessible here");
 	th_run(no_perm_body, NULL, 60, &res);
 	ASSERT_EXITED(0, res);
 	EXPECT_STREQ("-13\n", res.out);
@@ -1135,6 +1145,108 @@ TEST(signal_storm_during_syscalls_keeps_registers)
 	TH_LOG("%ld system calls, %ld signals handled", calls, storm_hits);
 	EXPECT_EQ(0, bad);
 	EXPECT_GT(storm_hits, 10);
+}
+
+/* Both ends of a ping-pong run guest code at once, each in its own VM. */
+TEST(two_processes_in_the_guest_at_once)
+{
+	enter();
+	int up[2], down[2];
+	ASSERT_EQ(0, pipe(up));
+	ASSERT_EQ(0, pipe(down));
+	const int rounds = 300;
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		int bad = 0;
+		for (int i = 0; i < rounds; i++) {
+			int got = -1;
+			if (read(down[0], &got, sizeof(got)) != sizeof(got))
+				_exit(2);
+			bad += got != i || !dune_in_guest();
+			got = i * 3;
+			if (write(up[1], &got, sizeof(got)) != sizeof(got))
+				_exit(3);
+		}
+		_exit(bad ? 4 : 0);
+	}
+	int bad = 0;
+	for (int i = 0; i < rounds; i++) {
+		int v = i, got = -1;
+		ASSERT_EQ((ssize_t)sizeof(v), write(down[1], &v, sizeof(v)));
+		ASSERT_EQ((ssize_t)sizeof(got), read(up[0], &got, sizeof(got)));
+		bad += got != i * 3 || !dune_in_guest();
+	}
+	EXPECT_EQ(0, bad);
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+}
+
+struct sys_thread {
+	int fds[2];
+	long bad, calls;
+};
+
+static void *syscall_thread(void *arg)
+{
+	struct sys_thread *t = arg;
+	pid_t pid = getpid(), tid = (pid_t)syscall(SYS_gettid);
+	for (int i = 0; i < 500; i++, t->calls += 4) {
+		char c = (char)i, got = 0;
+		t->bad += getpid() != pid || (pid_t)syscall(SYS_gettid) != tid ||
+			  write(t->fds[1], &c, 1) != 1 || read(t->fds[0], &got, 1) != 1 ||
+			  got != c || !dune_in_guest();
+	}
+	return NULL;
+}
+
+/* Four threads, each on its own vCPU, making system calls at the same
+ * time (over /dev/dune: in the kernel, concurrently). */
+TEST(threads_make_system_calls_at_once)
+{
+	enter();
+	pthread_t th[4];
+	struct sys_thread t[4];
+	memset(t, 0, sizeof(t));
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(0, pipe(t[i].fds));
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, syscall_thread, &t[i]));
+	}
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(0, pthread_join(th[i], NULL));
+		EXPECT_EQ(0, t[i].bad);
+		EXPECT_EQ(2000, t[i].calls);
+	}
+}
+
+/* Over /dev/dune the module makes the guest's ordinary system calls in the
+ * kernel: they leave the vCPU loop neither as forwarded calls nor as exits;
+ * libdune's own (mmap here) still come to it. */
+TEST(dune_ko_makes_system_calls_in_the_kernel)
+{
+	enter();
+	if (strcmp(dune_device(), "dune"))
+		SKIP(return, "runs on /dev/dune (DUNE_DEVICE=dune), not %s", dune_device());
+	struct dune_stats st0, st1;
+	long ppid = getppid();
+	dune_get_stats(&st0);
+	long bad = 0;
+	for (int i = 0; i < 1000; i++)
+		bad += syscall(SYS_getppid) != ppid;
+	dune_get_stats(&st1);
+	EXPECT_EQ(0, bad);
+	TH_LOG("1000 getppid: %llu forwarded, %llu exits",
+	       (unsigned long long)(st1.syscalls - st0.syscalls),
+	       (unsigned long long)(st1.exits - st0.exits));
+	EXPECT_LT(st1.syscalls - st0.syscalls, 10ULL);
+	EXPECT_LT(st1.exits - st0.exits, 100ULL);
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	struct dune_stats st2;
+	dune_get_stats(&st2);
+	EXPECT_LE(st1.syscalls + 1, st2.syscalls);
 }
 
 TEST_HARNESS_MAIN
