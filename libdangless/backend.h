@@ -192,5 +192,6 @@ extern const char *_dl_be_name;
 
 extern const struct dl_backend _dl_backend_host;
 extern const struct dl_backend _dl_backend_kvm;
+extern const struct dl_backend _dl_backend_dune;
 
 #endif

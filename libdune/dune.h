@@ -64,6 +64,8 @@ int dune_enter(void);
  * 0, -EINVAL for another name, -EBUSY after dune_init() succeeded.
  */
 int dune_set_device(const char *name);
+#define DUNE_DEVICE_KVM "kvm"
+#define DUNE_DEVICE_DUNE "dune"
 
 /* "kvm" or "dune" once dune_init() has succeeded, else NULL. */
 const char *dune_device(void);

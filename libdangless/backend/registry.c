@@ -21,8 +21,10 @@ const struct dl_backend_entry _dl_backends[] = {
 	 "the process runs in guest ring 0 on /dev/kvm (libdune) and writes "
 	 "its own page-table entries; needs hardware virtualisation",
 	 NULL},
-	{"dune", NULL, "the kvm backend over the dune.ko module (/dev/dune)",
-	 "not built yet"},
+	{"dune", &_dl_backend_dune,
+	 "the kvm backend over our dune.ko module (/dev/dune): guest system "
+	 "calls run in the kernel",
+	 NULL},
 };
 const unsigned _dl_nbackends = sizeof(_dl_backends) / sizeof(_dl_backends[0]);
 

@@ -14,6 +14,9 @@
 #include "kvm.h"
 
 static char kvm_refusal[300];
+/* Which of libdune's devices: DUNE_DEVICE_KVM (/dev/kvm) or DUNE_DEVICE_DUNE
+ * (dune.ko's /dev/dune); the backend is the same over either. */
+static const char *kvm_device = DUNE_DEVICE_KVM;
 
 /*
  * dune_init(0): nothing of the address space is registered with KVM up
@@ -30,7 +33,11 @@ static int kvm_dune_init(void)
 	bool quiet_set = !getenv("DUNE_QUIET");
 	if (quiet_set)
 		setenv("DUNE_QUIET", "1", 1);
-	int err = dune_init(0);
+	/* Never libdune's "auto": backend=kvm means /dev/kvm, even where
+	 * dune.ko is loaded. */
+	int err = dune_set_device(kvm_device);
+	if (!err)
+		err = dune_init(0);
 	if (quiet_set)
 		unsetenv("DUNE_QUIET");
 	if (err) {
@@ -38,7 +45,9 @@ static int kvm_dune_init(void)
 		if (!strncmp(why, "dune: ", 6))
 			why += 6;
 		struct dl_buf b = {kvm_refusal, 0, sizeof(kvm_refusal) - 1};
-		_dl_buf_str(&b, "libdune cannot use /dev/kvm (");
+		_dl_buf_str(&b, "libdune cannot use /dev/");
+		_dl_buf_str(&b, kvm_device);
+		_dl_buf_str(&b, " (");
 		_dl_buf_str(&b, why);
 		_dl_buf_str(&b, ")");
 		kvm_refusal[b.len] = 0;
@@ -95,20 +104,43 @@ static void kvm_put(int fd, const char *s)
 static bool kvm_check(int fd)
 {
 	if (dune_in_guest()) {
-		kvm_put(fd, "  /dev/kvm works: this process runs in the guest\n");
+		kvm_put(fd, "  works: this process runs in the guest\n");
 		return true;
 	}
 	if (kvm_dune_init()) {
 		kvm_put(fd, "  ");
 		kvm_put(fd, kvm_refusal);
-		kvm_put(fd, "\n  needs /dev/kvm with hardware virtualisation "
-			    "(Intel VT-x or AMD-V; nested virtualisation in a "
-			    "VM), readable and writable by the user\n");
+		kvm_put(fd, !strcmp(kvm_device, DUNE_DEVICE_KVM)
+				    ? "\n  needs /dev/kvm with hardware "
+				      "virtualisation (Intel VT-x or AMD-V; nested "
+				      "virtualisation in a VM), readable and "
+				      "writable by the user\n"
+				    : "\n  needs dune.ko loaded (an AMD CPU with SVM "
+				      "and NPT; dangless-setup, README 'dune.ko') "
+				      "and /dev/dune readable and writable by the "
+				      "user (group dune)\n");
 		return false;
 	}
-	kvm_put(fd, "  /dev/kvm works (hardware virtualisation, libdune "
-		    "accepts it)\n");
+	kvm_put(fd, "  /dev/");
+	kvm_put(fd, kvm_device);
+	kvm_put(fd, " works (hardware virtualisation, libdune accepts it)\n");
 	return true;
+}
+
+/* backend=dune: this backend over dune.ko's /dev/dune. */
+static int kvm_init_over_dune(void)
+{
+	kvm_device = DUNE_DEVICE_DUNE;
+	return kvm_init();
+}
+
+static bool kvm_check_over_dune(int fd)
+{
+	const char *was = kvm_device;
+	kvm_device = DUNE_DEVICE_DUNE;
+	bool ok = kvm_check(fd);
+	kvm_device = was;
+	return ok;
 }
 
 static void kvm_refresh_stats(void)
@@ -161,21 +193,25 @@ static bool kvm_fork_child(void)
 	return false;
 }
 
+#define KVM_BACKEND_HOOKS                                                      \
+	.why_refused = kvm_why_refused, .canon_alloc = kvm_canon_alloc,        \
+	.canon_free = kvm_canon_free, .canon_discard = kvm_canon_discard,      \
+	.alias_reserve = kvm_alias_reserve, .alias_map = kvm_alias_map,        \
+	.alias_revoke = kvm_alias_revoke,                                      \
+	.alias_revoke_many = kvm_alias_revoke_many,                            \
+	.alias_release = kvm_alias_release,                                    \
+	.fork_prepare = kvm_fork_prepare, .fork_parent = kvm_fork_parent,      \
+	.fork_child = kvm_fork_child, .refresh_stats = kvm_refresh_stats,      \
+	.die_after_report = kvm_die_after_report
+
 const struct dl_backend _dl_backend_kvm = {
 	.init = kvm_init,
-	.why_refused = kvm_why_refused,
-	.canon_alloc = kvm_canon_alloc,
-	.canon_free = kvm_canon_free,
-	.canon_discard = kvm_canon_discard,
-	.alias_reserve = kvm_alias_reserve,
-	.alias_map = kvm_alias_map,
-	.alias_revoke = kvm_alias_revoke,
-	.alias_revoke_many = kvm_alias_revoke_many,
-	.alias_release = kvm_alias_release,
-	.fork_prepare = kvm_fork_prepare,
-	.fork_parent = kvm_fork_parent,
-	.fork_child = kvm_fork_child,
-	.refresh_stats = kvm_refresh_stats,
 	.check = kvm_check,
-	.die_after_report = kvm_die_after_report,
+	KVM_BACKEND_HOOKS,
+};
+
+const struct dl_backend _dl_backend_dune = {
+	.init = kvm_init_over_dune,
+	.check = kvm_check_over_dune,
+	KVM_BACKEND_HOOKS,
 };
