@@ -13,18 +13,22 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <limits.h>
 #include <linux/kvm.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "../kmod/dune_abi.h"
 #include "dangless/dangless.h"
 
 #ifndef MADV_GUARD_INSTALL
@@ -228,9 +232,61 @@ static void check_kvm(void)
 			    "backend, too slow for the kvm backend");
 		close(fd);
 	}
-	printf("/dev/dune: %s\n", access("/dev/dune", F_OK) == 0
-					  ? "present"
-					  : "absent (dune.ko not loaded)");
+}
+
+/* The module, its ABI and who may open /dev/dune (README.md, "dune.ko"). */
+static void check_dune(void)
+{
+	struct stat st;
+	if (stat("/dev/dune", &st) != 0) {
+		printf("/dev/dune: absent (%s: sudo dangless-setup)\n",
+		       access("/sys/module/dune", F_OK) == 0
+			       ? "dune.ko is loaded but its device is missing"
+			       : "dune.ko is not loaded");
+		return;
+	}
+	const struct passwd *pw = getpwuid(st.st_uid);
+	char owner[64], group[64];
+	if (pw)
+		snprintf(owner, sizeof(owner), "%s", pw->pw_name);
+	else
+		snprintf(owner, sizeof(owner), "%u", (unsigned)st.st_uid);
+	const struct group *gr = getgrgid(st.st_gid);
+	if (gr)
+		snprintf(group, sizeof(group), "%s", gr->gr_name);
+	else
+		snprintf(group, sizeof(group), "%u", (unsigned)st.st_gid);
+	unsigned mode = st.st_mode & 07777;
+	printf("/dev/dune: %s:%s %04o%s\n", owner, group, mode,
+	       st.st_uid == 0 && gr && !strcmp(gr->gr_name, "dune") &&
+			       mode == 0660
+		       ? " (group dune may use it)"
+		       : " (not root:dune 0660: sudo dangless-setup gives it "
+			 "to group dune)");
+	int fd = open("/dev/dune", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		printf("/dev/dune: cannot open it: %s%s\n", strerror(e),
+		       e == EACCES || e == EPERM
+			       ? " (join group dune: sudo usermod -aG dune "
+				 "$USER, then log in again)"
+			       : "");
+		return;
+	}
+	int abi = ioctl(fd, DUNE_GET_ABI_VERSION);
+	if (abi == DUNE_ABI_VERSION)
+		printf("/dev/dune: opens, dune.ko ABI %d (the one this Dangless "
+		       "speaks)\n",
+		       abi);
+	else if (abi < 0)
+		printf("/dev/dune: opens, but DUNE_GET_ABI_VERSION failed: %s "
+		       "(not our dune.ko?)\n",
+		       strerror(errno));
+	else
+		printf("/dev/dune: opens, dune.ko ABI %d, but this Dangless "
+		       "speaks %d: load the dune.ko built with it\n",
+		       abi, DUNE_ABI_VERSION);
+	close(fd);
 }
 
 int main(int argc, char **argv)
@@ -252,6 +308,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "check")) {
 		int status = check_backends();
 		check_kvm();
+		check_dune();
 		return status;
 	}
 	fprintf(stderr, "dangless: unknown command '%s'\n", argv[1]);

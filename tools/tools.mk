@@ -1,6 +1,6 @@
 # The dangless command, dangless-setup and install.  (The demo rule is in
 # the top Makefile: it needs DEMO_DEPS complete.)
-$(DANGLESS_BIN): tools/dangless.c include/dangless/dangless.h
+$(DANGLESS_BIN): tools/dangless.c include/dangless/dangless.h kmod/dune_abi.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< -ldl
 
