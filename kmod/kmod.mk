@@ -8,7 +8,9 @@
 #                  (build/kmod/host/dune.ko)
 #   make install   also installs the udev rule for /dev/dune, the module's
 #                  source, and the module where the running kernel's headers
-#                  are installed
+#                  are installed; then, without DESTDIR, loads it and gives
+#                  /dev/dune to group dune (tools/dangless-setup --install:
+#                  one line saying why not where it cannot)
 
 KMOD_DIR      := $(CURDIR)/kmod
 KMOD_OUT      := $(BUILD)/kmod
@@ -58,7 +60,8 @@ TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load
 
 # The module where it can be built for the running kernel; its source
 # always (to build it later with `make -C /lib/modules/VERSION/build
-# M=$(PREFIX)/src/dune-VERSION`); the udev rule for /dev/dune.
+# M=$(PREFIX)/src/dune-VERSION`); the udev rule for /dev/dune.  Then the
+# module is loaded (as root on an SVM CPU, never for a DESTDIR install).
 install: install-kmod
 install-kmod: $(if $(KMOD_HAVE_HOST_HEADERS),$(KMOD_HOST_KO))
 	install -d $(DESTDIR)$(PREFIX)/src/dune-$(VERSION) $(DESTDIR)/etc/udev/rules.d
@@ -70,4 +73,10 @@ ifneq ($(KMOD_HAVE_HOST_HEADERS),)
 	@[ -n "$(DESTDIR)" ] || ! command -v depmod >/dev/null || depmod $(KMOD_HOST_KV)
 else
 	@echo "dune.ko: not built or installed: no headers for the running kernel $(KMOD_HOST_KV) ($(KMOD_HOST_KDIR) is missing; on Debian: apt-get install linux-headers-$(KMOD_HOST_KV)); its source is in $(PREFIX)/src/dune-$(VERSION)"
+endif
+ifeq ($(DESTDIR),)
+	@$(CURDIR)/tools/dangless-setup --install || \
+		echo "dune.ko: installed but not loaded (see above); then: sudo dangless-setup"
+else
+	@echo "dune.ko: not loaded: a DESTDIR install (run dangless-setup on the target system)"
 endif

@@ -56,6 +56,29 @@ $(LIBDUNE_OUT)/preload.o: $(LIBDUNE_DIR)/preload.c $(LIBDUNE_HDRS)
 $(LIBDUNE_PRELOAD): $(LIBDUNE_OUT)/preload.o $(LIBDUNE_OBJS)
 	$(CC) -shared -pthread -o $@ $^
 
+# ---- make install: next to libdangless (LIBDIR, INCDIR: tools/tools.mk) ----
+define LIBDUNE_PC
+prefix=$(PREFIX)
+libdir=$(LIBDIR)
+includedir=$(INCDIR)
+
+Name: libdune
+Description: process virtualization on /dev/kvm or dune.ko's /dev/dune
+Version: $(VERSION)
+Cflags: -I$${includedir}
+Libs: -L$${libdir} -Wl,-rpath,$${libdir} -ldune -pthread
+endef
+export LIBDUNE_PC
+
+.PHONY: install-libdune
+install: install-libdune
+install-libdune: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -m 755 $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(LIBDUNE_A) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(LIBDUNE_DIR)/dune.h $(DESTDIR)$(INCDIR)/
+	printf '%s\n' "$$LIBDUNE_PC" > $(DESTDIR)$(LIBDIR)/pkgconfig/libdune.pc
+
 # ---- tests (run inside the QEMU rig: selftests/libdune/run-in-rig) ----
 $(LIBDUNE_OUT)/dune_test: $(LIBDUNE_TEST_DIR)/dune_test.c $(LIBDUNE_A) $(CURDIR)/selftests/harness.h $(LIBDUNE_HDRS)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(LIBDUNE_DIR) -I$(CURDIR)/selftests -o $@ $< $(LIBDUNE_A)
