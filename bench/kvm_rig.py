@@ -63,10 +63,10 @@ def fmt(x, digits=2):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", required=True)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--pair", type=int, default=5000,
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--pair", type=int, default=20000,
                     help="malloc(64)+free pairs timed per run")
-    ap.add_argument("--scattered", type=int, default=3000,
+    ap.add_argument("--scattered", type=int, default=10000,
                     help="scattered replacements timed per run")
     ap.add_argument("--timeout", type=int, default=180)
     a = ap.parse_args()
@@ -104,15 +104,16 @@ def main():
     print()
     print("## Time per operation (TCG: ratios only; medians of %d rounds)" % a.rounds)
     print()
-    print("| workload | ops timed | glibc | host / glibc | kvm / glibc | host / kvm |")
+    print("| workload | ops timed | host / glibc | kvm / glibc | host / kvm | TCG ns per op: glibc, host, kvm |")
     print("|---|---|---|---|---|---|")
     verdicts = []
     for w, n, what in workloads:
         g, h, k = (med(w, al, "ns_per_op") for al in ALLOCATORS)
         hk = h / k if h and k else None
-        print("| %s (%s) | %d | 1 | %s | %s | %s |" % (
+        print("| %s (%s) | %d | %s | %s | %s | %s |" % (
             w, what, n, fmt(h / g if h and g else None, 1),
-            fmt(k / g if k and g else None, 1), fmt(hk, 1)))
+            fmt(k / g if k and g else None, 1), fmt(hk, 1),
+            ", ".join(fmt(x, 0) for x in (g, h, k))))
         if hk is None:
             verdicts.append("%s: kvm at least 10x cheaper than host: not measured (%s)" % (
                 w, errors.get((w, "kvm")) or errors.get((w, "host")) or "no runs"))
