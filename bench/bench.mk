@@ -41,3 +41,28 @@ bench-run: | $(LIBDUNE_OUT)/dune_bench
 bench-libdune: | bench-run
 endif
 endif
+
+# ---- glibc, Dangless host and Dangless kvm side by side in the QEMU rig ----
+# make bench-kvm: one boot of the rig (tools/vmrun), bench/kvm_rig.py runs
+# build/bench/steady there under each allocator and prints ratios and the
+# counters per 1000 operations (bench/results/notes.md: what they showed).
+# The output is kept in $(BENCH_OUT)/kvm-rig.md.  BENCH_KVM_ARGS="--rounds 5"
+BENCH_KVM_ARGS ?=
+BENCH_TARGETS += bench-kvm
+.PHONY: bench-kvm
+bench-kvm: $(BENCH_OUT)/steady $(DANGLESS_SO) | all
+	@echo "# glibc, Dangless host and kvm in the QEMU rig (TCG: compare ratios, not absolutes)"
+	@$(CURDIR)/tools/vmrun -t 1500 -- $(BENCH_PYTHON) $(BENCH_DIR)/kvm_rig.py --build $(BUILD) \
+		$(BENCH_KVM_ARGS) 2>&1 | tee $(BENCH_OUT)/kvm-rig.md; \
+	grep -q '^## Targets' $(BENCH_OUT)/kvm-rig.md || \
+		echo "# bench-kvm: FAILED (see above; the rig needs qemu-system-x86 and the Debian archive)"
+
+# The rig takes both cores for minutes: when one make also runs the timing
+# harness or another rig measurement, bench-kvm starts after them, and its
+# program is built before the harness starts timing.
+bench_kvm_others := $(filter-out bench-kvm,$(BENCH_TARGETS))
+bench_kvm_after := $(if $(filter bench,$(MAKECMDGOALS)),$(bench_kvm_others),$(if $(filter bench-kvm,$(MAKECMDGOALS)),$(filter $(bench_kvm_others),$(MAKECMDGOALS))))
+ifneq ($(bench_kvm_after),)
+bench-kvm: | $(bench_kvm_after)
+bench-run: | $(BENCH_OUT)/steady
+endif

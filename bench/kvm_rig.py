@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""glibc, Dangless host and Dangless kvm side by side, inside the QEMU rig.
+
+make bench-kvm boots the rig once (tools/vmrun) and runs this there.  It runs
+build/bench/steady (bench/workloads/steady.c) for each workload under each
+allocator, the order rotated between rounds, and prints:
+
+- time per operation as ratios (the rig is TCG: its absolute times say
+  nothing of hardware, its ratios within one run do), medians over rounds;
+- per 1000 operations in steady state, the counters of Dangless's own
+  dangless_stats() over the timed window: for kvm VM exits, system calls
+  forwarded to the host, PTE writes, invlpgs, whole flushes and shootdowns;
+  for host its mapping and revocation calls (one system call each);
+- the issue's targets, met or missed and by how much.
+
+Usage (in the rig; outside it there is no kvm to run):
+  bench/kvm_rig.py --build BUILD [--rounds N] [--pair N] [--scattered N]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+ALLOCATORS = ["glibc", "host", "kvm"]
+KVM_COUNTERS = ["vm_exits", "guest_syscalls", "pte_writes", "tlb_invlpgs",
+                "tlb_flushes", "shootdowns"]
+HOST_COUNTERS = ["alias_maps", "revokes", "revoked_pages"]
+
+
+def run_one(prog, workload, n, alloc, so, timeout):
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env.pop("DANGLESS_OPTIONS", None)
+    if alloc != "glibc":
+        env["LD_PRELOAD"] = so
+        # fallback=0: a refused kvm backend fails instead of timing host
+        env["DANGLESS_OPTIONS"] = "backend=%s:fallback=0" % alloc
+    try:
+        p = subprocess.run([prog, workload, str(n)], env=env, timeout=timeout,
+                           capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return None, "timed out after %d s" % timeout
+    line = next((l for l in p.stdout.splitlines() if l.startswith("steady ")), None)
+    if p.returncode != 0 or line is None:
+        last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return None, "exit %d: %s" % (p.returncode, last)
+    words = line.split()[2:]
+    vals = {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+    if alloc == "kvm" and not vals.get("pte_writes"):
+        return None, "no PTE writes: the kvm backend did not run"
+    return vals, None
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return "%.0f" % x
+    return "%.*f" % (digits, x)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--pair", type=int, default=20000,
+                    help="malloc(64)+free pairs timed per run")
+    ap.add_argument("--scattered", type=int, default=10000,
+                    help="scattered replacements timed per run")
+    ap.add_argument("--timeout", type=int, default=180)
+    a = ap.parse_args()
+    prog = os.path.join(a.build, "bench", "steady")
+    so = os.path.join(a.build, "libdangless.so")
+    for f in (prog, so):
+        if not os.path.exists(f):
+            sys.exit("kvm_rig: %s is not built (make bench-kvm builds it)" % f)
+
+    workloads = [("pair", a.pair, "malloc(64)+free, first and last byte written"),
+                 ("scattered", a.scattered,
+                  "free a random one of 2,000 live objects (16 B-64 KiB), allocate its replacement")]
+    runs = {(w, al): [] for w, _, _ in workloads for al in ALLOCATORS}
+    errors = {}
+    for r in range(a.rounds):
+        for wi, (w, n, _) in enumerate(workloads):
+            k = (r + wi) % len(ALLOCATORS)
+            for al in ALLOCATORS[k:] + ALLOCATORS[:k]:
+                vals, err = run_one(prog, w, n, al, so, a.timeout)
+                if err:
+                    errors[(w, al)] = err
+                    print("# %s under %s: %s" % (w, al, err), flush=True)
+                else:
+                    runs[(w, al)].append(vals)
+        print("# round %d of %d done" % (r + 1, a.rounds), flush=True)
+
+    def med(w, al, key):
+        v = [x[key] for x in runs[(w, al)] if key in x]
+        return statistics.median(v) if v else None
+
+    def per1000(w, al, key, n, agg=statistics.median):
+        v = [x[key] for x in runs[(w, al)] if key in x]
+        return agg(v) * 1000.0 / n if v else None
+
+    print()
+    print("## Time per operation (TCG: ratios only; medians of %d rounds)" % a.rounds)
+    print()
+    print("| workload | ops timed | host / glibc | kvm / glibc | host / kvm | TCG ns per op: glibc, host, kvm |")
+    print("|---|---|---|---|---|---|")
+    verdicts = []
+    for w, n, what in workloads:
+        g, h, k = (med(w, al, "ns_per_op") for al in ALLOCATORS)
+        hk = h / k if h and k else None
+        print("| %s (%s) | %d | %s | %s | %s | %s |" % (
+            w, what, n, fmt(h / g if h and g else None, 1),
+            fmt(k / g if k and g else None, 1), fmt(hk, 1),
+            ", ".join(fmt(x, 0) for x in (g, h, k))))
+        if hk is None:
+            verdicts.append("%s: kvm at least 10x cheaper than host: not measured (%s)" % (
+                w, errors.get((w, "kvm")) or errors.get((w, "host")) or "no runs"))
+        else:
+            verdicts.append("%s: kvm at least 10x cheaper than host: %s (host/kvm = %.1f)" % (
+                w, "met" if hk >= 10 else "missed by %.1fx" % (10 / hk), hk))
+    print()
+    print("## Per 1000 operations in steady state (medians; worst round in brackets)")
+    print()
+    print("| workload | backend | " + " | ".join(KVM_COUNTERS) + " |")
+    print("|---|---|" + "---|" * len(KVM_COUNTERS))
+    for w, n, _ in workloads:
+        cells = []
+        for c in KVM_COUNTERS:
+            m = per1000(w, "kvm", c, n)
+            mx = per1000(w, "kvm", c, n, max)
+            cells.append("-" if m is None else
+                         fmt(m, 1) + ("" if mx == m else " (%s)" % fmt(mx, 1)))
+        print("| %s | kvm | %s |" % (w, " | ".join(cells)))
+        exits = per1000(w, "kvm", "vm_exits", n, max)
+        calls = per1000(w, "kvm", "guest_syscalls", n, max)
+        if exits is None:
+            verdicts.append("%s: zero VM exits and system calls per malloc/free: not measured" % w)
+        else:
+            ok = exits == 0 and calls == 0
+            verdicts.append("%s: zero VM exits and system calls per malloc/free: %s "
+                            "(worst round: %s exits, %s calls per 1000)" % (
+                                w, "met" if ok else "missed", fmt(exits, 1), fmt(calls, 1)))
+    print()
+    print("| workload | backend | mapping calls (mmap) | revocation calls | pages revoked | system calls, at least |")
+    print("|---|---|---|---|---|---|")
+    for w, n, _ in workloads:
+        m, r, p = (per1000(w, "host", c, n) for c in HOST_COUNTERS)
+        print("| %s | host | %s | %s | %s | %s |" % (
+            w, fmt(m, 1), fmt(r, 1), fmt(p, 1),
+            fmt(m + r if m is not None and r is not None else None, 1)))
+    print()
+    print("## Targets (issue 9, item 8)")
+    print()
+    for v in verdicts:
+        print("- " + v)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
