@@ -26,6 +26,8 @@
 #include <linux/types.h>
 
 #define DUNE_ABI_VERSION 2
+/* The group that may open /dev/dune (kmod/60-dune.rules, dangless-setup). */
+#define DUNE_GROUP "dune"
 
 #define DUNE_IOC_MAGIC 0xD7
 

@@ -258,7 +258,7 @@ static void check_dune(void)
 		snprintf(group, sizeof(group), "%u", (unsigned)st.st_gid);
 	unsigned mode = st.st_mode & 07777;
 	printf("/dev/dune: %s:%s %04o%s\n", owner, group, mode,
-	       st.st_uid == 0 && gr && !strcmp(gr->gr_name, "dune") &&
+	       st.st_uid == 0 && gr && !strcmp(gr->gr_name, DUNE_GROUP) &&
 			       mode == 0660
 		       ? " (group dune may use it)"
 		       : " (not root:dune 0660: sudo dangless-setup gives it "
