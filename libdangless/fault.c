@@ -10,7 +10,6 @@
  * to chain to, and ours stays installed.
  */
 #include <errno.h>
-#include <execinfo.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +158,7 @@ static void dl_fault(int sig, siginfo_t *info, void *ucv)
 	_dl_write_all(_dl_out_fd(), msg, b.len);
 
 	void *frames[DL_MAX_FRAMES + 1];
-	int n = backtrace(frames, DL_MAX_FRAMES + 1);
+	int n = _dl_backtrace(frames, DL_MAX_FRAMES + 1);
 	/* Start at the faulting instruction, not in the handler. */
 	void *pc = (void *)uc->uc_mcontext.gregs[REG_RIP];
 	int first = 0;

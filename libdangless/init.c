@@ -176,9 +176,7 @@ static int dl_start(void)
 	}
 	_dl_release_dead_chunks = _dl_be->revoke_splits &&
 				  _dl_be->revoke_splits();
-	/* backtrace() loads its unwinder on first use: do it while our own
-	 * re-entrant allocations still go to the early arena, and not in a
-	 * signal handler. */
+	/* The unwinder sets itself up on first use: not in a signal handler. */
 	_dl_stack_warm();
 	_dl_fault_init();
 	pthread_atfork(dl_fork_prepare, dl_fork_parent, dl_fork_child);

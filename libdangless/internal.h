@@ -405,7 +405,10 @@ int _dl_symbolize(void *const *frames, int n, bool first_is_pc,
 /* ---- stack.c: stacks, captured into a depot and printed ---- */
 /* Where the program called the current malloc-family function from. */
 extern __thread void *_dl_api_caller;
-/* Loads backtrace()'s unwinder now (it allocates on first use). */
+/* Like backtrace(): return addresses from the caller on; async-signal-safe
+ * once _dl_stack_warm has run. */
+int _dl_backtrace(void **frames, int max);
+/* The unwinder's one-time set-up, before a signal handler needs it. */
 void _dl_stack_warm(void);
 uint32_t _dl_stack_capture(void);
 /*

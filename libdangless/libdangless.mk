@@ -19,9 +19,12 @@ $(BUILD)/obj/a/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(DL_CFLAGS) -DDL_STATIC -MMD -MP -c $< -o $@
 
+# -static-libgcc: the unwinder for stacks is linked in, hidden (stack.c,
+# _dl_backtrace), rather than dlopened from libgcc_s by backtrace().
 $(DANGLESS_SO): $(DL_SO_OBJS) $(LIBDUNE_A) libdangless/libdangless.mk
-	$(CC) -shared -Wl,-soname,libdangless.so -Wl,-z,now \
+	$(CC) -shared -Wl,-soname,libdangless.so -Wl,-z,now -static-libgcc \
 		-o $@ $(DL_SO_OBJS) $(LIBDUNE_A) -Wl,--exclude-libs,libdune.a \
+		-Wl,--exclude-libs,libgcc_eh.a -Wl,--exclude-libs,libgcc.a \
 		-pthread -ldl
 
 # q, not r: libdune's kvm.o and the backend's kvm.o share a name.

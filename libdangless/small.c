@@ -102,8 +102,12 @@ static bool dl_refill(struct dl_cached_chunk *cc, unsigned cls,
 		slots += (unsigned)__builtin_popcount(carve[i].carved);
 	/* Making all the runs' page-table entries at once costs about a
 	 * quarter of faulting one page in: worth it when the chunks hand
-	 * out at least a quarter of their columns. */
-	bool populate = 4 * slots >= n * c->cols;
+	 * out at least a quarter of their columns, and once this thread has
+	 * used up a chunk of the class.  The first chunk is faulted in page
+	 * by page: populating it made a shmem page for every column of every
+	 * class a program ever touched, ~2 ms of /bin/ls's start-up (450
+	 * page faults) for objects most short-lived programs never make. */
+	bool populate = cc->refills > 0 && 4 * slots >= n * c->cols;
 	/* I1: the chunks' range is mapped once, right after it is carved. */
 	int err = _dl_be->alias_map((void *)carve[0].alias,
 				    (void *)carve[0].chunk->run->canon,

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Stacks: captured with backtrace() (warmed up at start-up, so it no longer
- * loads anything) into a deduplicating depot, and printed when a report is
+ * Stacks: captured with libgcc's unwinder (linked into libdangless.so, see
+ * _dl_backtrace) into a deduplicating depot, and printed when a report is
  * made: with function, file and line from a symboliser (symbolize.c), else
  * with dladdr's names and object offsets.
  */
 #include <dlfcn.h>
-#include <execinfo.h>
 #include <string.h>
+#include <unwind.h>
 
 #include "internal.h"
 
@@ -50,17 +50,60 @@ static int dl_skip_own_frames(void *const *frames, int n)
 	return 0;
 }
 
+/*
+ * glibc's backtrace() dlopens libgcc_s on its first call: ~0.2 ms of every
+ * process's start-up here (the warm-up had to run at start, since dlopen
+ * allocates and is no business of a signal handler), most of it
+ * libgcc_s's constructor running cpuid, which traps to the hypervisor.
+ * The same unwinder is linked into libdangless.so instead (-static-libgcc,
+ * its symbols hidden so that the program's C++ exceptions keep using
+ * libgcc_s); it finds every object's unwind tables through
+ * _dl_find_object, loads nothing and allocates nothing.  The static
+ * library leaves _Unwind_Backtrace to the program's link, which brings
+ * libgcc_eh (static) or libgcc_s (dynamic, loaded with the program).
+ * Same frames as backtrace(): return addresses, from our caller on.
+ */
+struct dl_unwind_state {
+	void **frames;
+	int n, max;
+	bool skipped_self;
+};
+
+static _Unwind_Reason_Code dl_unwind_frame(struct _Unwind_Context *ctx,
+					   void *arg)
+{
+	struct dl_unwind_state *st = arg;
+	if (!st->skipped_self) {
+		st->skipped_self = true; /* _dl_backtrace's own frame */
+		return _URC_NO_REASON;
+	}
+	if (st->n == st->max)
+		return _URC_END_OF_STACK;
+	void *ip = (void *)_Unwind_GetIP(ctx);
+	if (!ip)
+		return _URC_END_OF_STACK;
+	st->frames[st->n++] = ip;
+	return _URC_NO_REASON;
+}
+
+__attribute__((noinline)) int _dl_backtrace(void **frames, int max)
+{
+	struct dl_unwind_state st = {frames, 0, max, false};
+	_Unwind_Backtrace(dl_unwind_frame, &st);
+	return st.n;
+}
+
 /* Returns 0 when nothing could be kept. */
 uint32_t _dl_stack_capture(void)
 {
-	/* backtrace() may allocate (its unwinder's first use): no recursion */
+	/* no recursion, should the unwinder ever come back into malloc */
 	static __thread bool capturing
 		__attribute__((tls_model("initial-exec")));
 	if (capturing)
 		return 0;
 	capturing = true;
 	void *all[DL_MAX_FRAMES + 8];
-	int n = backtrace(all, DL_MAX_FRAMES + 8);
+	int n = _dl_backtrace(all, DL_MAX_FRAMES + 8);
 	capturing = false;
 	int skip = dl_skip_own_frames(all, n);
 	if (!skip)
@@ -235,14 +278,16 @@ void _dl_stack_print(const char *title, uint32_t id, struct dl_top_frame *top)
 
 void _dl_stack_warm(void)
 {
+	/* Only the unwinder's one-time set-up (a register-size table):
+	 * microseconds, and done before any signal handler needs it. */
 	void *warm[2];
-	backtrace(warm, 2);
+	_dl_backtrace(warm, 2);
 }
 
 void _dl_backtrace_here(struct dl_top_frame *top)
 {
 	void *frames[DL_MAX_FRAMES + 8];
-	int n = backtrace(frames, DL_MAX_FRAMES + 8);
+	int n = _dl_backtrace(frames, DL_MAX_FRAMES + 8);
 	int skip = dl_skip_own_frames(frames, n);
 	_dl_printf("dangless: at:");
 	_dl_backtrace_print(frames + skip,

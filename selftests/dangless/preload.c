@@ -121,6 +121,27 @@ TEST_TIMEOUT(execve_keeps_the_preload, ST_CHILDREN_BUDGET(2))
 	}
 }
 
+/*
+ * Stacks come from the unwinder linked into libdangless.so: starting
+ * Dangless loads no libgcc_s (glibc's backtrace() did, ~0.2 ms of every
+ * process), and C++ programs keep their own for exceptions.
+ */
+TEST_TIMEOUT(start_up_loads_no_unwinder_library, ST_CHILDREN_BUDGET(1))
+{
+	struct th_child res;
+	const char *const envv[] = {st_preload_env(), NULL};
+	const char *const argv[] = {"/bin/cat", "/proc/self/maps", NULL};
+	th_exec(argv, envv, NULL, ST_CHILD_S, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("libdangless.so", res.out);
+	/* its canonical memfd: Dangless did start in cat */
+	ASSERT_CONTAINS("/memfd:dangless", res.out);
+	EXPECT_FALSE(strstr(res.out, "libgcc_s") != NULL);
+	if (th_failed_expectations)
+		th_print_quoted(res.out);
+	th_child_free(&res);
+}
+
 TEST(execve_through_a_shell)
 {
 	/* dangless run -- sh -c '...': the shell's children are covered too */

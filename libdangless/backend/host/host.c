@@ -49,8 +49,7 @@ static int host_init(void)
 	int err = host_probe_guard();
 	if (err)
 		return err;
-	host.map_limit = host_read_long("/proc/sys/vm/max_map_count");
-	host_budget.counted = host_count_mappings();
+	/* The limit and the count are read when first needed (limits.c). */
 	/* Offset 0 was touched by the probe's mapping only; skip it anyway. */
 	host.canon_bump = DL_PAGE;
 	if (!host.guard)

@@ -63,7 +63,7 @@ struct host_state {
 	unsigned ndedicated;
 	bool dedicated_only;
 	int fork_pipe[2];
-	long map_limit;           /* vm.max_map_count when last read */
+	long map_limit;           /* vm.max_map_count when last read; 0 before */
 	bool map_refused;         /* alias_map said no to keep headroom */
 };
 extern struct host_state host;
@@ -73,6 +73,7 @@ struct host_budget {
 	dl_lock_t lock;
 	long counted;
 	long since;
+	bool ever_counted; /* the first count is deferred (limits.c) */
 };
 extern struct host_budget host_budget;
 

@@ -35,21 +35,36 @@ static long host_headroom(long limit)
 	return limit / 4 > 4096 ? limit / 4 : 4096;
 }
 
+/*
+ * The first count waits until this many mappings were taken: reading
+ * /proc/self/maps and the limit is ~70 us of every process's start-up,
+ * and most short-lived ones never map that many.  It is safe because
+ * the wait is at most 1/16 of the smallest headroom (1024): what a program
+ * starting at the headroom's edge loses is 64 mappings of its own room,
+ * and only one that starts within 64 mappings of the limit itself (which
+ * its own next mmaps would hit anyway) could see an alias refused by the
+ * kernel (ENOMEM, reported as ever) instead of by us.
+ */
+#define HOST_UNCOUNTED_MAPS 64
+
 bool host_map_budget_take(long mappings)
 {
 	_dl_lock(&host_budget.lock);
 	host_budget.since += mappings;
 	long headroom = host_headroom(host.map_limit);
-	bool recount = host.map_limit > 0 &&
-		       host_budget.counted + host_budget.since + headroom >=
-			       host.map_limit;
+	long expected = host_budget.counted + host_budget.since + headroom;
+	bool recount = host_budget.ever_counted
+			       ? host.map_limit > 0 && expected >= host.map_limit
+			       : host_budget.since >= HOST_UNCOUNTED_MAPS;
+	if (recount)
+		host_budget.ever_counted = true;
 	_dl_unlock(&host_budget.lock);
 	if (!recount)
 		return true;
 	/*
-	 * Near the limit: read it again (it may have been raised) and count
-	 * the real mappings, with no lock held across the reads, so other
-	 * threads' maps do not wait for /proc.  Two threads may count at
+	 * Near the limit, or the first time: read the limit (it may have
+	 * been raised) and count the real mappings, with no lock held across
+	 * the reads, so other threads' maps do not wait for /proc.  Two threads may count at
 	 * once; each count is a true reading, and maps made while one runs
 	 * are at most one per other thread, far inside the headroom.
 	 */
