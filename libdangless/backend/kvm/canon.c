@@ -2,8 +2,19 @@
 /*
  * Canonical memory: one arena of private anonymous memory, reserved once
  * (MAP_NORESERVE, 1 GiB aligned so that its chunks are libdune's chunks),
- * carved into extents with a free list.  Freed and discarded extents are
- * given back with MADV_DONTNEED and read zero again.
+ * carved into extents with a free list.
+ *
+ * Freed and discarded ranges become *stale*: they keep their old bytes and
+ * their host pages for now, and read zero again by the time anything can
+ * see them.  Each MADV_DONTNEED is a VM exit and a host system call, and
+ * the pages it drops fault back in through nested paging when the range is
+ * reused, which in a churning program is soon; zeroing in the guest costs
+ * neither.  So a stale range is zeroed in the guest when alias_map first
+ * maps part of it again (every use of canonical memory starts there: the
+ * core reaches its memory through aliases only), and what stays stale is
+ * given back to the host in one burst of MADV_DONTNEED (one call per
+ * coalesced range) once more than KVM_STALE_BYTES_MAX bytes or
+ * KVM_STALE_RANGES_MAX ranges are stale: at most that much is held back.
  *
  * Guest-physical addresses: each 1 GiB chunk of the arena becomes a KVM
  * memslot when it is first touched (dune_init(0) registers nothing of it
@@ -34,6 +45,34 @@ static struct {
 	_Atomic uint32_t *pa_chunk;
 	size_t pa_chunks;
 } canon;
+
+/* Held back from the host at most: past either bound, every stale range
+ * is given back at once. */
+#define KVM_STALE_BYTES_MAX ((size_t)16 << 20)
+#define KVM_STALE_RANGES_MAX 256u
+/* Room for the ranges being given back merged into the stale ones (a
+ * forked child whose parent was giving back, kvm_canon_fork_child). */
+#define KVM_STALE_CAP (2 * KVM_STALE_RANGES_MAX + 2)
+
+struct kvm_stale_range {
+	uintptr_t start, end;
+};
+
+/*
+ * Stale ranges (see the top), address-ordered, disjoint and not touching,
+ * and the batch being given back: the giving thread drops the lock for the
+ * system calls, and alias_map of a range in the batch waits until it is
+ * done (the pages must be gone before anyone writes to them).  `any` is
+ * how many of both there are, for alias_map's lock-free fast path.
+ */
+static struct {
+	dl_lock_t lock;
+	struct kvm_stale_range *ranges, *giving;
+	unsigned n, ngiving;
+	size_t bytes;
+	atomic_uint any;
+	atomic_bool busy; /* a batch is being given back */
+} stale;
 
 static struct dl_pool kvm_extent_pool =
 	DL_POOL(struct kvm_extent, "kvm extents");
@@ -72,7 +111,10 @@ int kvm_canon_init(void)
 					sizeof(*canon.chunk_pa));
 	canon.pa_chunk = _dl_meta_pages(canon.pa_chunks *
 					sizeof(*canon.pa_chunk));
-	if (!canon.chunk_pa || !canon.pa_chunk) {
+	stale.ranges = _dl_meta_pages(KVM_STALE_CAP * sizeof(*stale.ranges));
+	stale.giving = _dl_meta_pages(KVM_STALE_CAP * sizeof(*stale.giving));
+	if (!canon.chunk_pa || !canon.pa_chunk || !stale.ranges ||
+	    !stale.giving) {
 		munmap(base, size);
 		_dl_warn("kvm backend: no memory for the canonical chunk map");
 		return -ENOMEM;
@@ -199,17 +241,182 @@ void *kvm_canon_alloc(size_t len)
 	return off ? canon.base + off : NULL;
 }
 
-void kvm_canon_discard(void *c, size_t len)
+/* ---- stale ranges ---- */
+
+static void kvm_stale_publish(void)
+{
+	atomic_store_explicit(&stale.any, stale.n + stale.ngiving,
+			      memory_order_release);
+}
+
+/* The first range that ends at or after a (a range ending at a touches
+ * [a, ...) and is merged with it). */
+static unsigned kvm_stale_find(uintptr_t a)
+{
+	unsigned lo = 0, hi = stale.n;
+	while (lo < hi) {
+		unsigned mid = (lo + hi) / 2;
+		if (stale.ranges[mid].end < a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Adds [a, b) to the stale ranges, merged with any it overlaps or touches.
+ * Under the lock, with room for one more range. */
+static void kvm_stale_insert(uintptr_t a, uintptr_t b)
+{
+	unsigned i = kvm_stale_find(a), j = i;
+	while (j < stale.n && stale.ranges[j].start <= b) {
+		if (stale.ranges[j].start < a)
+			a = stale.ranges[j].start;
+		if (stale.ranges[j].end > b)
+			b = stale.ranges[j].end;
+		stale.bytes -= stale.ranges[j].end - stale.ranges[j].start;
+		j++;
+	}
+	if (j == i) {
+		memmove(&stale.ranges[i + 1], &stale.ranges[i],
+			(stale.n - i) * sizeof(*stale.ranges));
+		stale.n++;
+	} else if (j > i + 1) {
+		memmove(&stale.ranges[i + 1], &stale.ranges[j],
+			(stale.n - j) * sizeof(*stale.ranges));
+		stale.n -= j - i - 1;
+	}
+	stale.ranges[i] = (struct kvm_stale_range){a, b};
+	stale.bytes += b - a;
+}
+
+static void kvm_give_back(uintptr_t a, uintptr_t b)
 {
 	/* Private anonymous memory reads zero after this; KVM's MMU notifier
 	 * drops the guest-physical translations of the old pages. */
-	if (madvise(c, len, MADV_DONTNEED) == 0)
-		DL_STAT_ADD(canonical_bytes_released, len);
+	if (madvise((void *)a, b - a, MADV_DONTNEED) == 0)
+		DL_STAT_ADD(canonical_bytes_released, b - a);
+}
+
+/*
+ * [c, c+len) holds nothing anyone needs and must read zero when it is next
+ * used.  Kept stale within the bounds; past them, every stale range goes
+ * back to the host now, with the lock dropped.
+ */
+static void kvm_stale_add(void *c, size_t len)
+{
+	uintptr_t a = (uintptr_t)c, b = a + len;
+	_dl_lock(&stale.lock);
+	bool over = stale.n >= KVM_STALE_RANGES_MAX ||
+		    stale.bytes + len > KVM_STALE_BYTES_MAX;
+	if (!over) {
+		kvm_stale_insert(a, b);
+		kvm_stale_publish();
+		_dl_unlock(&stale.lock);
+		return;
+	}
+	if (atomic_load_explicit(&stale.busy, memory_order_relaxed)) {
+		/* Another thread is giving a batch back: this one goes alone. */
+		_dl_unlock(&stale.lock);
+		kvm_give_back(a, b);
+		return;
+	}
+	kvm_stale_insert(a, b);
+	struct kvm_stale_range *batch = stale.ranges;
+	unsigned n = stale.n;
+	stale.ranges = stale.giving;
+	stale.giving = batch;
+	stale.ngiving = n;
+	stale.n = 0;
+	stale.bytes = 0;
+	atomic_store_explicit(&stale.busy, true, memory_order_relaxed);
+	kvm_stale_publish();
+	_dl_unlock(&stale.lock);
+	/* One exit per coalesced range: process_madvise(MADV_DONTNEED) over
+	 * an iovec would make it one per batch, but needs Linux 6.13 on the
+	 * host (the rig runs 6.1). */
+	for (unsigned i = 0; i < n; i++)
+		kvm_give_back(batch[i].start, batch[i].end);
+	_dl_lock(&stale.lock);
+	stale.ngiving = 0;
+	atomic_store_explicit(&stale.busy, false, memory_order_release);
+	kvm_stale_publish();
+	_dl_unlock(&stale.lock);
+}
+
+static bool kvm_stale_giving_overlaps(uintptr_t a, uintptr_t b)
+{
+	for (unsigned i = 0; i < stale.ngiving; i++)
+		if (stale.giving[i].start < b && a < stale.giving[i].end)
+			return true;
+	return false;
+}
+
+/*
+ * [c, c+len) is about to be mapped (alias_map): whatever of it is stale is
+ * zeroed here, in the guest, before any alias can reach it.  Zeroed under
+ * the lock, so that a second thread mapping another part of a stale range
+ * does not write before the zeroing is done.
+ */
+void kvm_canon_reuse(void *c, size_t len)
+{
+	if (likely(!atomic_load_explicit(&stale.any, memory_order_acquire)))
+		return;
+	uintptr_t a = (uintptr_t)c, b = a + len;
+	_dl_lock(&stale.lock);
+	while (atomic_load_explicit(&stale.busy, memory_order_relaxed) &&
+	       kvm_stale_giving_overlaps(a, b)) {
+		/* Its pages are being dropped: wait, then it reads zero. */
+		_dl_unlock(&stale.lock);
+		while (atomic_load_explicit(&stale.busy, memory_order_acquire))
+			__builtin_ia32_pause();
+		_dl_lock(&stale.lock);
+	}
+	unsigned i = kvm_stale_find(a + 1);
+	while (i < stale.n && stale.ranges[i].start < b) {
+		struct kvm_stale_range *r = &stale.ranges[i];
+		uintptr_t lo = r->start > a ? r->start : a;
+		uintptr_t hi = r->end < b ? r->end : b;
+		if (lo > r->start && hi < r->end &&
+		    stale.n >= KVM_STALE_RANGES_MAX) {
+			/* No room to split it: all of it is zeroed. */
+			lo = r->start;
+			hi = r->end;
+		}
+		memset((void *)lo, 0, hi - lo);
+		stale.bytes -= hi - lo;
+		if (lo > r->start && hi < r->end) {
+			memmove(r + 1, r, (stale.n - i) * sizeof(*r));
+			stale.n++;
+			r[0].end = lo;
+			r[1].start = hi;
+			break;
+		}
+		if (lo > r->start) {
+			r->end = lo;
+			i++;
+		} else if (hi < r->end) {
+			r->start = hi;
+			i++;
+		} else {
+			memmove(r, r + 1, (stale.n - i - 1) * sizeof(*r));
+			stale.n--;
+		}
+	}
+	kvm_stale_publish();
+	_dl_unlock(&stale.lock);
+}
+
+void kvm_canon_discard(void *c, size_t len)
+{
+	kvm_stale_add(c, len);
 }
 
 void kvm_canon_free(void *c, size_t len)
 {
-	kvm_canon_discard(c, len);
+	/* Stale before it is free: once another thread can take the extent,
+	 * its alias_map must find it stale. */
+	kvm_stale_add(c, len);
 	_dl_lock(&canon.lock);
 	kvm_give_extent((uintptr_t)((char *)c - canon.base), len);
 	_dl_unlock(&canon.lock);
@@ -218,12 +425,32 @@ void kvm_canon_free(void *c, size_t len)
 void kvm_canon_lock(void)
 {
 	_dl_lock(&canon.lock);
+	_dl_lock(&stale.lock);
 }
 
 void kvm_canon_unlock(bool reset)
 {
-	if (reset)
+	if (reset) {
+		_dl_lock_reset(&stale.lock);
 		_dl_lock_reset(&canon.lock);
-	else
+	} else {
+		_dl_unlock(&stale.lock);
 		_dl_unlock(&canon.lock);
+	}
+}
+
+/*
+ * In a forked child.  A batch the parent was giving back has no thread to
+ * finish it here: its ranges (zero or not in the child's copy) are stale
+ * again, so that alias_map zeroes them instead of waiting forever.
+ */
+void kvm_canon_fork_child(void)
+{
+	if (!atomic_load_explicit(&stale.busy, memory_order_relaxed))
+		return;
+	for (unsigned i = 0; i < stale.ngiving; i++)
+		kvm_stale_insert(stale.giving[i].start, stale.giving[i].end);
+	stale.ngiving = 0;
+	atomic_store_explicit(&stale.busy, false, memory_order_relaxed);
+	kvm_stale_publish();
 }

@@ -188,6 +188,7 @@ static void kvm_fork_parent(void)
 static bool kvm_fork_child(void)
 {
 	kvm_pt_unlock(true);
+	kvm_canon_fork_child();
 	kvm_canon_unlock(true);
 	kvm_shootdown_fork_child();
 	return false;

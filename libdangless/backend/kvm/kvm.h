@@ -78,6 +78,10 @@ void kvm_canon_unlock(bool reset);
 void *kvm_canon_alloc(size_t len);
 void kvm_canon_free(void *canon, size_t len);
 void kvm_canon_discard(void *canon, size_t len);
+/* Before alias_map: what of [canon, canon+len) was freed or discarded is
+ * zeroed now. */
+void kvm_canon_reuse(void *canon, size_t len);
+void kvm_canon_fork_child(void);
 /* Guest-physical address of a canonical address (its chunk is registered
  * with KVM first if it was not), or UINT64_MAX. */
 uint64_t kvm_canon_pa(uintptr_t canon);

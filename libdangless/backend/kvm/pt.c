@@ -185,6 +185,7 @@ int kvm_alias_map(void *alias, void *canon_v, size_t len, bool populate)
 	uintptr_t a = (uintptr_t)alias, c = (uintptr_t)canon_v;
 	if (!kvm_is_alias(a) || !kvm_is_alias(a + len - 1))
 		return -EINVAL;
+	kvm_canon_reuse(canon_v, len);
 	for (size_t off = 0; off < len;) {
 		uintptr_t va = a + off;
 		ptent_t *t = pt_leaf(va, true);
