@@ -80,6 +80,14 @@ void *dangless_get_canonical(void *p);
 	X(vm_exits, "VM exits to the host: KVM_RUN returns (kvm)")             \
 	X(guest_syscalls, "system calls forwarded to the host (kvm)")          \
 	X(pt_pages, "page-table pages held for alias space (kvm)")             \
+	X(syscalls_fixed, "system calls whose pointers were rewritten (kvm)")  \
+	X(fixup_pointers, "pointers passed by their canonical address (kvm)")  \
+	X(fixup_bounced, "buffers copied through scratch (kvm)")               \
+	X(fixup_nested, "structs and arrays copied with inner pointers (kvm)") \
+	X(fixup_efault, "calls answered EFAULT: a revoked alias (kvm)")        \
+	X(fixup_refused, "calls refused: kept pointer, no scratch (kvm)")      \
+	X(unknown_syscalls, "system calls the table does not know (kvm)")      \
+	X(unknown_commands, "ioctl/fcntl commands translated best effort (kvm)")  \
 	X(canonical_bytes_resident,                                            \
 	  "canonical memory the OS holds now, each page once")                \
 	X(page_table_bytes, "page tables of the whole process now")

@@ -151,6 +151,19 @@ static void kvm_refresh_stats(void)
 			      memory_order_relaxed);
 	atomic_store_explicit(&_dl_stats.guest_syscalls, st.syscalls,
 			      memory_order_relaxed);
+	struct dl_kvm_fixup_stats fx;
+	dl_kvm_fixup_get_stats(&fx);
+#define KVM_FIXUP_STAT(field, from)                                            \
+	atomic_store_explicit(&_dl_stats.field, fx.from, memory_order_relaxed)
+	KVM_FIXUP_STAT(syscalls_fixed, calls_rewritten);
+	KVM_FIXUP_STAT(fixup_pointers, translated);
+	KVM_FIXUP_STAT(fixup_bounced, bounced);
+	KVM_FIXUP_STAT(fixup_nested, nested);
+	KVM_FIXUP_STAT(fixup_efault, efault);
+	KVM_FIXUP_STAT(fixup_refused, refused);
+	KVM_FIXUP_STAT(unknown_syscalls, unknown_syscalls);
+	KVM_FIXUP_STAT(unknown_commands, unknown_commands);
+#undef KVM_FIXUP_STAT
 }
 
 /*
