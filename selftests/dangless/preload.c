@@ -134,8 +134,10 @@ TEST_TIMEOUT(start_up_loads_no_unwinder_library, ST_CHILDREN_BUDGET(1))
 	th_exec(argv, envv, NULL, ST_CHILD_S, &res);
 	ASSERT_EXITED(0, res);
 	ASSERT_CONTAINS("libdangless.so", res.out);
-	/* its canonical memfd: Dangless did start in cat */
-	ASSERT_CONTAINS("/memfd:dangless", res.out);
+	/* Dangless did start in cat: its canonical memfd (host backend), or
+	 * the vCPU libdune made for it (backend=kvm, as the rig runs it) */
+	ASSERT_TRUE(strstr(res.out, "/memfd:dangless") ||
+		    strstr(res.out, "anon_inode:kvm-vcpu"));
 	EXPECT_FALSE(strstr(res.out, "libgcc_s") != NULL);
 	if (th_failed_expectations)
 		th_print_quoted(res.out);
