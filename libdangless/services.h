@@ -84,6 +84,17 @@ void _dl_pool_free(struct dl_pool *pool, void *p);
 void _dl_pools_lock_all(void);
 void _dl_pools_unlock_all(bool reset);
 
+/* ---- free ranges of a bump-carved range (extent.c); caller locks ---- */
+struct dl_extent;
+struct dl_extents {
+	struct dl_extent *free;   /* address-ordered, coalesced */
+	uintptr_t bump, end;      /* never carved: [bump, end) */
+};
+/* A range of len from the free list (first fit) or the bump; false when
+ * there is no room. */
+bool _dl_extents_take(struct dl_extents *x, size_t len, uintptr_t *off);
+void _dl_extents_give(struct dl_extents *x, uintptr_t off, size_t len);
+
 /* ---- counters (meta.c); the fields are the public stats' ---- */
 struct dl_stats_atomic {
 #define DL_STAT_ATOMIC(name, what) _Atomic uint64_t name;

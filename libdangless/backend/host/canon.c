@@ -9,9 +9,6 @@
 
 #include "host.h"
 
-static struct dl_pool host_extent_pool =
-	DL_POOL(struct host_extent, "host extents");
-
 /* ---- canonical extents ---- */
 
 static void host_punch(uintptr_t off, size_t len)
@@ -20,57 +17,6 @@ static void host_punch(uintptr_t off, size_t len)
 	if (fallocate(host.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      (off_t)off, (off_t)len) == 0)
 		DL_STAT_ADD(canonical_bytes_released, len);
-}
-
-static uintptr_t host_take_extent(size_t len)
-{
-	struct host_extent **link = &host.free_extents;
-	for (struct host_extent *e = *link; e; link = &e->next, e = *link) {
-		if (e->len < len)
-			continue;
-		uintptr_t off = e->off;
-		e->off += len;
-		e->len -= len;
-		if (e->len == 0) {
-			*link = e->next;
-			_dl_pool_free(&host_extent_pool, e);
-		}
-		return off;
-	}
-	if (len > HOST_CANON_SIZE - host.canon_bump)
-		return UINTPTR_MAX;
-	uintptr_t off = host.canon_bump;
-	host.canon_bump += len;
-	return off;
-}
-
-static void host_give_extent(uintptr_t off, size_t len)
-{
-	struct host_extent **link = &host.free_extents, *prev = NULL;
-	while (*link && (*link)->off < off) {
-		prev = *link;
-		link = &(*link)->next;
-	}
-	struct host_extent *next = *link;
-	if (prev && prev->off + prev->len == off) {
-		prev->len += len;
-		if (next && prev->off + prev->len == next->off) {
-			prev->len += next->len;
-			prev->next = next->next;
-			_dl_pool_free(&host_extent_pool, next);
-		}
-		return;
-	}
-	if (next && off + len == next->off) {
-		next->off = off;
-		next->len += len;
-		return;
-	}
-	struct host_extent *e = _dl_pool_alloc(&host_extent_pool);
-	if (!e)
-		return; /* leaks the range: it stays punched and unused */
-	*e = (struct host_extent){off, len, next};
-	*link = e;
 }
 
 /*
@@ -94,10 +40,10 @@ void *host_canon_alloc(size_t len)
 {
 	uintptr_t off;
 	_dl_lock(&host.canon_lock);
-	if (!host_take_recent(len, &off))
-		off = host_take_extent(len);
+	bool ok = host_take_recent(len, &off) ||
+		  _dl_extents_take(&host.extents, len, &off);
 	_dl_unlock(&host.canon_lock);
-	if (off == UINTPTR_MAX)
+	if (!ok)
 		return NULL;
 	return host.canon + off;
 }
@@ -115,7 +61,8 @@ void host_canon_free(void *canon, size_t len)
 	_dl_lock(&host.canon_lock);
 	if (host.nrecent == keep) {
 		/* The oldest goes to the free list. */
-		host_give_extent(host.recent[0].off, host.recent[0].len);
+		_dl_extents_give(&host.extents, host.recent[0].off,
+				 host.recent[0].len);
 		memmove(host.recent, host.recent + 1,
 			(keep - 1) * sizeof(host.recent[0]));
 		host.nrecent--;

@@ -195,7 +195,7 @@ bool host_fork_child(void)
 	int newfd = (int)syscall(SYS_memfd_create, "dangless", MFD_CLOEXEC);
 	bool ok = newfd >= 0 && fstat(host.fd, &old) == 0 &&
 		  ftruncate(newfd, (off_t)HOST_CANON_SIZE) == 0 &&
-		  host_copy_file(host.fd, newfd, host.canon_bump);
+		  host_copy_file(host.fd, newfd, host.extents.bump);
 	if (host.fork_pipe[1] >= 0) {
 		(void)!write(host.fork_pipe[1], "c", 1);
 		close(host.fork_pipe[1]);

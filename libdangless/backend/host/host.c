@@ -51,7 +51,8 @@ static int host_init(void)
 		return err;
 	/* The limit and the count are read when first needed (limits.c). */
 	/* Offset 0 was touched by the probe's mapping only; skip it anyway. */
-	host.canon_bump = DL_PAGE;
+	host.extents.bump = DL_PAGE;
+	host.extents.end = HOST_CANON_SIZE;
 	if (!host.guard)
 		_dl_info("host backend: no guard regions on this kernel "
 			 "(Linux < 6.15); revoking with mprotect, which uses "

@@ -35,11 +35,6 @@
 #define HOST_CANON_SIZE ((size_t)1 << 40)
 #define HOST_BLOCK_SIZE ((size_t)1 << 40)
 
-struct host_extent {
-	uintptr_t off, len;
-	struct host_extent *next;
-};
-
 struct host_state {
 	int fd;
 	char *canon;              /* canonical view of the whole memfd */
@@ -49,8 +44,7 @@ struct host_state {
 	int self_pidfd;
 	bool self_pidfd_owned;    /* a pidfd_open fd: reopened after fork */
 	dl_lock_t canon_lock;
-	uintptr_t canon_bump;     /* file offsets below are in use or free-listed */
-	struct host_extent *free_extents; /* address-ordered, coalesced */
+	struct dl_extents extents; /* file offsets: free ones, and the bump */
 	struct host_recent {      /* recently freed extents, reused by size */
 		uintptr_t off, len;
 	} recent[64];

@@ -28,17 +28,11 @@
 
 #include "kvm.h"
 
-struct kvm_extent {
-	uintptr_t off, len;
-	struct kvm_extent *next;
-};
-
 static struct {
 	char *base;
 	size_t size;
 	dl_lock_t lock;
-	uintptr_t bump;                   /* offsets below are in use or free */
-	struct kvm_extent *free_extents;  /* address-ordered, coalesced */
+	struct dl_extents extents;        /* offsets: free ones, and the bump */
 	/* per GiB of the arena: its guest-physical base + 1 (0: not known) */
 	_Atomic uint64_t *chunk_pa;
 	/* per GiB of guest-physical space: arena GiB index + 1 */
@@ -73,9 +67,6 @@ static struct {
 	atomic_uint any;
 	atomic_bool busy; /* a batch is being given back */
 } stale;
-
-static struct dl_pool kvm_extent_pool =
-	DL_POOL(struct kvm_extent, "kvm extents");
 
 /* Guest-physical addresses stay below 2^52 on x86-64. */
 #define KVM_PA_BITS 52
@@ -122,7 +113,8 @@ int kvm_canon_init(void)
 	canon.base = base;
 	canon.size = size;
 	/* Offset 0 stays unused: a zero offset never means "no extent". */
-	canon.bump = DL_PAGE;
+	canon.extents.bump = DL_PAGE;
+	canon.extents.end = size;
 	return 0;
 }
 
@@ -180,65 +172,13 @@ uintptr_t kvm_canon_of_pa(uint64_t pa)
 	       (pa & (KVM_GIB - 1));
 }
 
-/* ---- extents ---- */
-
-static uintptr_t kvm_take_extent(size_t len)
-{
-	struct kvm_extent **link = &canon.free_extents;
-	for (struct kvm_extent *e = *link; e; link = &e->next, e = *link) {
-		if (e->len < len)
-			continue;
-		uintptr_t off = e->off;
-		e->off += len;
-		e->len -= len;
-		if (e->len == 0) {
-			*link = e->next;
-			_dl_pool_free(&kvm_extent_pool, e);
-		}
-		return off;
-	}
-	if (len > canon.size - canon.bump)
-		return 0;
-	uintptr_t off = canon.bump;
-	canon.bump += len;
-	return off;
-}
-
-static void kvm_give_extent(uintptr_t off, size_t len)
-{
-	struct kvm_extent **link = &canon.free_extents, *prev = NULL;
-	while (*link && (*link)->off < off) {
-		prev = *link;
-		link = &(*link)->next;
-	}
-	struct kvm_extent *next = *link;
-	if (prev && prev->off + prev->len == off) {
-		prev->len += len;
-		if (next && prev->off + prev->len == next->off) {
-			prev->len += next->len;
-			prev->next = next->next;
-			_dl_pool_free(&kvm_extent_pool, next);
-		}
-		return;
-	}
-	if (next && off + len == next->off) {
-		next->off = off;
-		next->len += len;
-		return;
-	}
-	struct kvm_extent *e = _dl_pool_alloc(&kvm_extent_pool);
-	if (!e)
-		return; /* the range stays unused: zero pages, no memory */
-	*e = (struct kvm_extent){off, len, next};
-	*link = e;
-}
-
 void *kvm_canon_alloc(size_t len)
 {
 	_dl_lock(&canon.lock);
-	uintptr_t off = kvm_take_extent(len);
+	uintptr_t off;
+	bool ok = _dl_extents_take(&canon.extents, len, &off);
 	_dl_unlock(&canon.lock);
-	return off ? canon.base + off : NULL;
+	return ok ? canon.base + off : NULL;
 }
 
 /* ---- stale ranges ---- */
@@ -418,7 +358,8 @@ void kvm_canon_free(void *c, size_t len)
 	 * its alias_map must find it stale. */
 	kvm_stale_add(c, len);
 	_dl_lock(&canon.lock);
-	kvm_give_extent((uintptr_t)((char *)c - canon.base), len);
+	_dl_extents_give(&canon.extents, (uintptr_t)((char *)c - canon.base),
+			 len);
 	_dl_unlock(&canon.lock);
 }
 
