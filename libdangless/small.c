@@ -169,6 +169,18 @@ void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail)
 
 /* ---- what a pointer is ---- */
 
+/* What reports say of slot col of ch, which starts at start. */
+static void dl_slot_obj(const struct dl_chunk *ch, unsigned col,
+			uintptr_t start, struct dl_obj *o)
+{
+	o->start = start;
+	o->size = ch->req[col];
+	if (ch->stacks) {
+		o->alloc_stack = ch->stacks->alloc[col];
+		o->free_stack = ch->stacks->freed[col];
+	}
+}
+
 static enum dl_verdict dl_small_find(struct dl_segment *seg, void *p,
 				     struct dl_obj *o, struct dl_chunk **ch_out,
 				     unsigned *col_out)
@@ -182,12 +194,7 @@ static enum dl_verdict dl_small_find(struct dl_segment *seg, void *p,
 	uint32_t bit = 1u << col;
 	if (!(atomic_load_explicit(&ch->handed, memory_order_acquire) & bit))
 		return DL_PTR_UNKNOWN;
-	o->start = start;
-	o->size = ch->req[col];
-	if (ch->stacks) {
-		o->alloc_stack = ch->stacks->alloc[col];
-		o->free_stack = ch->stacks->freed[col];
-	}
+	dl_slot_obj(ch, col, start, o);
 	*ch_out = ch;
 	*col_out = col;
 	if (atomic_load(&ch->freed) & bit)
@@ -304,12 +311,7 @@ enum dl_fault_kind _dl_small_describe(struct dl_segment *seg, uintptr_t addr,
 	if (!ch)
 		return DL_FAULT_NOT_OURS;
 	uint32_t bit = 1u << col;
-	o->start = start;
-	o->size = ch->req[col];
-	if (ch->stacks) {
-		o->alloc_stack = ch->stacks->alloc[col];
-		o->free_stack = ch->stacks->freed[col];
-	}
+	dl_slot_obj(ch, col, start, o);
 	if (atomic_load(&ch->freed) & bit)
 		return DL_FAULT_FREED;
 	const struct dl_class *c = &_dl_classes[seg->cls];
