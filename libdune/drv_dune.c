@@ -178,17 +178,6 @@ static int dd_vcpu_setup(struct dune_vcpu *v, const struct dune_cpu_setup *cs)
 	return dd_set_state(v, &st);
 }
 
-static void dd_vcpu_release(struct dune_vcpu *v)
-{
-	if (v->run)
-		dune_sys2(SYS_munmap, v->run, v->run_size);
-	if (v->fd >= 0)
-		dune_close_fd(v->fd);
-	v->run = NULL;
-	v->kick = NULL;
-	v->fd = -1;
-}
-
 static int dd_get_regs(struct dune_vcpu *v, struct kvm_regs *r)
 {
 	struct dune_vcpu_state st;
@@ -363,7 +352,6 @@ const struct dune_driver dune_drv_dune = {
 	.set_memslot = dd_set_memslot,
 	.vcpu_create = dd_vcpu_create,
 	.vcpu_setup = dd_vcpu_setup,
-	.vcpu_release = dd_vcpu_release,
 	.get_regs = dd_get_regs,
 	.set_regs = dd_set_regs,
 	.set_fs_base = dd_set_fs_base,

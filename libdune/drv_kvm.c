@@ -262,17 +262,6 @@ static int kvm_vcpu_setup(struct dune_vcpu *v, const struct dune_cpu_setup *cs)
 	return 0;
 }
 
-static void kvm_vcpu_release(struct dune_vcpu *v)
-{
-	if (v->run)
-		dune_sys2(SYS_munmap, v->run, v->run_size);
-	if (v->fd >= 0)
-		dune_close_fd(v->fd);
-	v->run = NULL;
-	v->kick = NULL;
-	v->fd = -1;
-}
-
 static int kvm_get_regs(struct dune_vcpu *v, struct kvm_regs *r)
 {
 	return (int)dune_sys3(SYS_ioctl, v->fd, KVM_GET_REGS, r);
@@ -367,7 +356,6 @@ const struct dune_driver dune_drv_kvm = {
 	.set_memslot = kvm_set_memslot,
 	.vcpu_create = kvm_vcpu_create,
 	.vcpu_setup = kvm_vcpu_setup,
-	.vcpu_release = kvm_vcpu_release,
 	.get_regs = kvm_get_regs,
 	.set_regs = kvm_set_regs,
 	.set_fs_base = kvm_set_fs_base,

@@ -127,7 +127,6 @@ struct dune_driver {
 	/* a new vCPU (v->id is set): v->fd, run, run_size, kick */
 	int (*vcpu_create)(struct dune_vcpu *v);
 	int (*vcpu_setup)(struct dune_vcpu *v, const struct dune_cpu_setup *cs);
-	void (*vcpu_release)(struct dune_vcpu *v); /* its fd and run area */
 	int (*get_regs)(struct dune_vcpu *v, struct kvm_regs *r);
 	int (*set_regs)(struct dune_vcpu *v, const struct kvm_regs *r);
 	int (*set_fs_base)(struct dune_vcpu *v, uint64_t base);

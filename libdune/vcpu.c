@@ -64,7 +64,15 @@ struct dune_vcpu *dune_vcpu_alloc(void)
 
 void dune_vcpu_release(struct dune_vcpu *v)
 {
-	dune_drv->vcpu_release(v);
+	/* the same for both drivers: the run area mmapped from the vCPU's
+	 * descriptor, and the descriptor */
+	if (v->run)
+		dune_sys2(SYS_munmap, v->run, v->run_size);
+	if (v->fd >= 0)
+		dune_close_fd(v->fd);
+	v->run = NULL;
+	v->kick = NULL;
+	v->fd = -1;
 }
 
 void dune_vcpu_free(struct dune_vcpu *v)
