@@ -150,6 +150,9 @@ struct dune_vcpu_state {
 #define DUNE_CR4_ALLOWED  0x00370ff8ull
 #define DUNE_EFER_ALLOWED 0x00000d01ull          /* SCE | LME | LMA | NXE */
 
+/* An exception whose delivery an exit interrupted is delivered when the
+ * guest runs again, unless DUNE_VCPU_SET_STATE replaces the state first
+ * (as the guest's re-executed instruction raises most of them again). */
 #define DUNE_VCPU_GET_STATE _IOR(DUNE_IOC_MAGIC, 0x10, struct dune_vcpu_state)
 #define DUNE_VCPU_SET_STATE _IOW(DUNE_IOC_MAGIC, 0x11, struct dune_vcpu_state)
 

@@ -28,7 +28,15 @@
 #define NPT_P  (1ull << 0)
 #define NPT_W  (1ull << 1)
 #define NPT_U  (1ull << 2) /* the nested walk counts as a user access */
-#define NPT_TABLE (NPT_P | NPT_W | NPT_U)
+/*
+ * Accessed (and, when writable, dirty) are set when an entry is made, as
+ * KVM does: nothing reads them, and the CPU's walker then never writes an
+ * entry the zap path may be clearing (TCG's walker sets them with a plain
+ * read-modify-write that could put a zapped entry back).
+ */
+#define NPT_A  (1ull << 5)
+#define NPT_D  (1ull << 6)
+#define NPT_TABLE (NPT_P | NPT_W | NPT_U | NPT_A)
 #define NPT_ADDR_MASK 0x000ffffffffff000ull
 #define NPT_LEVELS 4
 
@@ -264,7 +272,7 @@ int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 	}
 	leaf = npt_leaf(vm, gpa);
 	if (leaf) {
-		entry = __sme_set(PFN_PHYS(pfn)) | NPT_P | NPT_U | (write ? NPT_W : 0);
+		entry = __sme_set(PFN_PHYS(pfn)) | NPT_P | NPT_U | NPT_A | (write ? NPT_W | NPT_D : 0);
 		WRITE_ONCE(*leaf, entry);
 		atomic64_inc(&dune_counters.npt_faults);
 	}

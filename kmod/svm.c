@@ -406,6 +406,9 @@ int dune_vcpu_set_state(struct dune_vcpu *vcpu, const struct dune_vcpu_state *st
 
 	if (vcpu->state_undefined)
 		dune_vmcb_init(vcpu);
+	/* The caller's state replaces the guest's: an event that was being
+	 * delivered belongs to the old one (see dune_requeue_event). */
+	vcpu->vmcb->control.event_inj = 0;
 	s->rax = r->rax, s->rsp = r->rsp, s->rip = r->rip;
 	s->rflags = r->rflags | X86_EFLAGS_FIXED;
 	g->rbx = r->rbx, g->rcx = r->rcx, g->rdx = r->rdx, g->rsi = r->rsi;
@@ -478,6 +481,28 @@ static void dune_skip_instruction(struct vmcb *vmcb, unsigned int len)
 		vmcb->save.rip += len;
 }
 
+/*
+ * An exit can interrupt the delivery of an event through the guest's IDT
+ * (a nested page fault on the IDT or the stack, a host interrupt): the CPU
+ * reports it in EXITINTINFO and, as the APM (15.7.2) requires of the
+ * hypervisor, it is injected again at the next VMRUN.  Software interrupts
+ * and the #BP/#OF traps of INT3/INTO are left out: RIP still points at
+ * their instruction, which raises them again when it runs.
+ */
+static void dune_requeue_event(struct vmcb *vmcb)
+{
+	u32 info = vmcb->control.exit_int_info;
+	u32 type = info & SVM_EXITINTINFO_TYPE_MASK;
+	u8 vector = info & SVM_EXITINTINFO_VEC_MASK;
+
+	vmcb->control.event_inj = 0;
+	if (!(info & SVM_EXITINTINFO_VALID) || type == SVM_EXITINTINFO_TYPE_SOFT ||
+	    (type == SVM_EXITINTINFO_TYPE_EXEPT && (vector == BP_VECTOR || vector == OF_VECTOR)))
+		return;
+	vmcb->control.event_inj = info;
+	vmcb->control.event_inj_err = vmcb->control.exit_int_info_err;
+}
+
 int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 {
 	struct dune_vm *vm = vcpu->vm;
@@ -530,6 +555,7 @@ int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		atomic64_inc(&dune_counters.vmruns);
 
 		code = vmcb->control.exit_code;
+		dune_requeue_event(vmcb);
 		switch (code) {
 		case SVM_EXIT_INTR:
 		case SVM_EXIT_NMI:

@@ -30,6 +30,8 @@ kmod_guest_start:
 	je g_wait_value
 	cmp $9, %rdi
 	je g_syscall
+	cmp $10, %rdi
+	je g_single_step
 	mov $0xbad, %rax
 	vmmcall
 	hlt
@@ -136,6 +138,29 @@ g_syscall:
 	mov %r14, %rdx
 	xor %ecx, %ecx
 	out %al, $0xd0
+	vmmcall
+	hlt
+
+/* Single-steps one instruction that moves the stack to a page the guest
+   has never touched (rsi: its top), so that delivering the #DB trap stops
+   on a nested page fault.  The handler (IDT by the test) reports
+   rax = 0xdb, rbx = the RIP the trap saved: kmod_guest_stepped if the
+   trap survived the exit, a later one if it was lost and TF trapped again. */
+	.globl kmod_guest_stepped, kmod_guest_db_handler
+g_single_step:
+	pushfq
+	orq $0x100, (%rsp)
+	popfq
+	mov %rsi, %rsp
+kmod_guest_stepped:
+	nop
+	nop
+	mov $0xbad1, %rax
+	vmmcall
+	hlt
+kmod_guest_db_handler:
+	mov (%rsp), %rbx
+	mov $0xdb, %rax
 	vmmcall
 	hlt
 

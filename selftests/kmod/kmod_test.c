@@ -21,6 +21,7 @@
 #include "../../kmod/dune_abi.h"
 
 extern const char kmod_guest_start[], kmod_guest_end[];
+extern const char kmod_guest_stepped[], kmod_guest_db_handler[];
 
 #define MEM_SIZE (2ul << 20)      /* region 0: gpa 0, code, tables, stack */
 #define DATA_GPA (4ull << 30)     /* region 1: gpa 4 GiB, guest VA 1 GiB */
@@ -30,7 +31,7 @@ extern const char kmod_guest_start[], kmod_guest_end[];
 #define STACK_TOP 0x80000
 
 enum { G_WRITE_PAGES, G_REREAD, G_SPIN, G_LOAD, G_WRMSR, G_OUT, G_TRIPLE, G_STORE, G_WAIT_VALUE,
-       G_SYSCALL };
+       G_SYSCALL, G_SINGLE_STEP };
 
 struct guest {
 	int dune, vcpu;
@@ -243,6 +244,12 @@ static struct dune_exit run(struct guest *g)
 		th_fail(true);
 	}
 	return ex;
+}
+
+/* Where the code of guest.S label `sym` is in the guest. */
+static uint64_t guest_addr(const char *sym)
+{
+	return CODE_GPA + (uint64_t)(sym - kmod_guest_start);
 }
 
 static struct dune_regs regs_of(struct guest *g)
@@ -481,6 +488,42 @@ TEST(triple_fault_is_a_shutdown_exit)
 	memset(&ex, 0, sizeof(ex));
 	ASSERT_EQ(-1, ioctl(g.vcpu, DUNE_VCPU_RUN, &ex));
 	ASSERT_EQ(EINVAL, errno); /* a new state first */
+	guest_close(&g);
+}
+
+/*
+ * The APM (15.7.2) has the hypervisor deliver again an event whose
+ * delivery an intercept stopped: here a single-step #DB whose frame goes
+ * to a page the NPT does not have yet.  Lost, the trap would come one
+ * instruction late (TF is still set), at the wrong RIP.
+ */
+TEST(event_stopped_by_a_nested_page_fault_is_delivered_after_it)
+{
+	ensure_loaded();
+	struct guest g;
+	const uint64_t fresh_stack_top = 1ull << 20; /* untouched until the trap */
+	guest_setup(&g, G_SINGLE_STEP, fresh_stack_top, NULL, 0);
+	uint64_t *gdt = (uint64_t *)(g.mem + 0x5000), *idt = (uint64_t *)(g.mem + 0x6000);
+	uint64_t handler = guest_addr(kmod_guest_db_handler);
+	gdt[1] = 0x00af9b000000ffffull; /* the 64-bit code segment, selector 0x08 */
+	gdt[2] = 0x00cf93000000ffffull;
+	idt[2 * 1] = (handler & 0xffff) | (0x08ull << 16) | (0x8e00ull << 32) |
+		     ((handler >> 16 & 0xffff) << 48); /* vector 1: interrupt gate */
+	idt[2 * 1 + 1] = handler >> 32;
+	struct dune_vcpu_state st;
+	ASSERT_EQ(0, ioctl(g.vcpu, DUNE_VCPU_GET_STATE, &st));
+	st.sregs.gdt_base = 0x5000, st.sregs.gdt_limit = 3 * 8 - 1;
+	st.sregs.idt_base = 0x6000, st.sregs.idt_limit = 256 * 16 - 1;
+	ASSERT_EQ(0, ioctl(g.vcpu, DUNE_VCPU_SET_STATE, &st));
+	/* the frame's page is not even in the process yet, so not in the NPT */
+	unsigned char resident = 1;
+	ASSERT_EQ(0, mincore(g.mem + fresh_stack_top - 4096, 4096, &resident));
+	ASSERT_EQ(0, resident & 1);
+
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+	struct dune_regs r = regs_of(&g);
+	EXPECT_EQ(0xdbull, r.rax);
+	EXPECT_EQ(guest_addr(kmod_guest_stepped), r.rbx);
 	guest_close(&g);
 }
 
