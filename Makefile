@@ -74,7 +74,8 @@ test: deps
 	@BUILD=$(BUILD) selftests/run-suites $(TEST_SUITES) $(DEBUG_TEST_SUITES)
 
 # dune.ko's rig runner with the boot make test leaves out (a known bug, see
-# selftests/kmod/run-in-rig): libdune's suite and Dangless over /dev/dune.
+# selftests/kmod/run-in-rig): libdune's suite and Dangless over /dev/dune
+# with two CPUs.
 test-dune: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) DUNE_FULL=1 selftests/kmod/run-in-rig
