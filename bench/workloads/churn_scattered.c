@@ -9,26 +9,9 @@
  * page-table floor per operation:
  *   churn_scattered ops N replace_ns T pages_spanned_per_op S pages_touched_per_op W */
 #include "common.h"
-#include <math.h>
 
 #define LIVE 20000
 #define PG 4096
-
-/* 16 B .. 64 KiB, log-uniform */
-static size_t scattered_size(rng_t *r)
-{
-	double e = 4.0 + 12.0 * (double)rng_below(r, 1u << 20) / (double)(1u << 20);
-	return (size_t)exp2(e);
-}
-
-static char *make(rng_t *r, size_t *n, long k)
-{
-	*n = scattered_size(r);
-	char *p = xmalloc(*n);
-	p[0] = (char)k;
-	p[*n - 1] = (char)(k >> 8);
-	return p;
-}
 
 int main(int argc, char **argv)
 {
@@ -39,7 +22,7 @@ int main(int argc, char **argv)
 	static size_t len[LIVE];
 	uint64_t sum = 0;
 	for (long i = 0; i < LIVE; i++)
-		slot[i] = make(&r, &len[i], i);
+		slot[i] = scattered_make(&r, &len[i], i);
 
 	double spanned = 0, touched = 0;
 	double t0 = now_ns();
@@ -47,7 +30,7 @@ int main(int argc, char **argv)
 		size_t i = rng_below(&r, LIVE);
 		sum += (unsigned char)slot[i][len[i] - 1];
 		free(slot[i]);
-		slot[i] = make(&r, &len[i], k);
+		slot[i] = scattered_make(&r, &len[i], k);
 		spanned += (double)((len[i] + PG - 1) / PG);
 		touched += len[i] > PG ? 2 : 1;
 	}

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,23 @@ static inline size_t small_size(rng_t *r)
 	if (x < 95)
 		return 65 + rng_below(r, 448);   /* 65..512 */
 	return 513 + rng_below(r, 3584);         /* 513..4096 */
+}
+
+/* 16 B .. 64 KiB, log-uniform (churn_scattered, steady scattered) */
+static inline size_t scattered_size(rng_t *r)
+{
+	double e = 4.0 + 12.0 * (double)rng_below(r, 1u << 20) / (double)(1u << 20);
+	return (size_t)exp2(e);
+}
+
+/* A scattered-size object with its first and last byte written; *n = its size. */
+static inline char *scattered_make(rng_t *r, size_t *n, long k)
+{
+	*n = scattered_size(r);
+	char *p = xmalloc(*n);
+	p[0] = (char)k;
+	p[*n - 1] = (char)(k >> 8);
+	return p;
 }
 
 #endif

@@ -18,7 +18,6 @@
 #include "common.h"
 
 #include <dlfcn.h>
-#include <math.h>
 #include <stdbool.h>
 
 #include <dangless/dangless.h>
@@ -26,21 +25,6 @@
 #define LIVE 2000
 
 typedef int (*stats_fn)(struct dangless_stats *);
-
-static size_t scattered_size(rng_t *r)
-{
-	double e = 4.0 + 12.0 * (double)rng_below(r, 1u << 20) / (double)(1u << 20);
-	return (size_t)exp2(e);
-}
-
-static char *make(rng_t *r, size_t *n, long k)
-{
-	*n = scattered_size(r);
-	char *p = xmalloc(*n);
-	p[0] = (char)k;
-	p[*n - 1] = (char)(k >> 8);
-	return p;
-}
 
 static void pairs(long n)
 {
@@ -64,7 +48,7 @@ static void replace(long ops)
 		size_t i = rng_below(&rng, LIVE);
 		sum += (unsigned char)slot[i][len[i] - 1];
 		free(slot[i]);
-		slot[i] = make(&rng, &len[i], k);
+		slot[i] = scattered_make(&rng, &len[i], k);
 	}
 }
 
@@ -84,7 +68,7 @@ int main(int argc, char **argv)
 	} else {
 		rng = rng_seed(12);
 		for (long i = 0; i < LIVE; i++)
-			slot[i] = make(&rng, &len[i], i);
+			slot[i] = scattered_make(&rng, &len[i], i);
 		replace(2 * LIVE);
 	}
 
