@@ -41,6 +41,13 @@ $(KMOD_TEST): $(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S \
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(CURDIR)/selftests -o $@ \
 		$(KMOD_TEST_DIR)/kmod_test.c $(KMOD_TEST_DIR)/guest.S
 
+# the two-CPU stress without libdune (selftests/kmod/repro-triple-fault)
+$(KMOD_OUT)/smp_stress: $(KMOD_TEST_DIR)/smp_stress.c $(KMOD_TEST_DIR)/smp_guest.S \
+		$(KMOD_DIR)/dune_abi.h
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -o $@ $(KMOD_TEST_DIR)/smp_stress.c \
+		$(KMOD_TEST_DIR)/smp_guest.S
+
 $(KMOD_OUT)/dune_load: $(KMOD_TEST_DIR)/dune_load.c
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $<
@@ -56,7 +63,7 @@ bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
 
 # run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it)
 TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig
-TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load
+TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load $(KMOD_OUT)/smp_stress
 
 # The module where it can be built for the running kernel; its source
 # always (to build it later with `make -C /lib/modules/VERSION/build
