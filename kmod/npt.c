@@ -4,7 +4,10 @@
  *
  * Filled on demand: a nested page fault in a region looks the page up with
  * get_user_pages_fast (so the process's own protections apply) and installs
- * a 4 KiB entry, writable only after a write fault.  PFNMAP/IO mappings
+ * a 4 KiB entry, writable only after a write fault; a 2 MiB one where the
+ * process maps the whole aligned 2 MiB around it with one huge page (THP or
+ * hugetlb) and the region covers it at the same alignment, so that a guest
+ * touching a huge page takes one fault instead of 512.  PFNMAP/IO mappings
  * (get_user_pages refuses them) are reached for reading only, and only
  * where they map RAM: that is the vDSO's data page (vvar), which the
  * guest's clock_gettime reads; device memory stays out of reach.  No page reference is kept: an MMU notifier removes the
@@ -36,7 +39,9 @@
  */
 #define NPT_A  (1ull << 5)
 #define NPT_D  (1ull << 6)
+#define NPT_PS (1ull << 7) /* in a level-1 entry: a 2 MiB leaf */
 #define NPT_TABLE (NPT_P | NPT_W | NPT_U | NPT_A)
+#define NPT_HUGE_SIZE (1ull << 21)
 #define NPT_ADDR_MASK 0x000ffffffffff000ull
 #define NPT_LEVELS 4
 
@@ -56,13 +61,18 @@ int dune_npt_init(struct dune_vm *vm)
 	return vm->npt_root ? 0 : -ENOMEM;
 }
 
+static bool npt_is_table(u64 entry, int level)
+{
+	return level > 0 && (entry & NPT_P) && !(entry & NPT_PS);
+}
+
 static void npt_free_level(u64 *table, int level)
 {
 	unsigned int i;
 
 	if (level > 0)
 		for (i = 0; i < 512; i++)
-			if (table[i] & NPT_P)
+			if (npt_is_table(table[i], level))
 				npt_free_level(npt_table(table[i]), level - 1);
 	dune_free_page(virt_to_page(table));
 }
@@ -89,7 +99,9 @@ static unsigned long npt_zap_level(u64 *table, int level, u64 base, u64 start,
 
 		if (hi <= start || lo >= end || !(table[i] & NPT_P))
 			continue;
-		if (level == 0) {
+		if (!npt_is_table(table[i], level)) {
+			/* a leaf, 2 MiB ones whole even when the range
+			 * covers part: the next fault maps what is left */
 			WRITE_ONCE(table[i], 0);
 			zapped++;
 		} else {
@@ -117,15 +129,26 @@ static void npt_zapped(struct dune_vm *vm, unsigned long zapped)
 	dune_kick_vcpus(vm);
 }
 
-/* The leaf entry for gpa, building tables from the cache; NULL if it ran dry. */
-static u64 *npt_leaf(struct dune_vm *vm, u64 gpa)
+/*
+ * The entry that maps gpa at leaf_level (0: 4 KiB, 1: 2 MiB), building
+ * tables from the cache; NULL if it ran dry, or if a 2 MiB leaf is wanted
+ * where a table of 4 KiB entries is (kept: freeing it would first need
+ * every vCPU out of it).  A 2 MiB leaf where a 4 KiB one is wanted is
+ * removed, counted in *zapped.
+ */
+static u64 *npt_leaf(struct dune_vm *vm, u64 gpa, int leaf_level,
+		     unsigned long *zapped)
 {
 	u64 *table = page_address(vm->npt_root);
 	int level;
 
-	for (level = NPT_LEVELS - 1; level > 0; level--) {
+	for (level = NPT_LEVELS - 1; level > leaf_level; level--) {
 		u64 *entry = &table[npt_index(gpa, level)];
 
+		if (*entry & NPT_PS) {
+			WRITE_ONCE(*entry, 0);
+			++*zapped;
+		}
 		if (!(*entry & NPT_P)) {
 			struct page *page;
 
@@ -136,7 +159,57 @@ static u64 *npt_leaf(struct dune_vm *vm, u64 gpa)
 		}
 		table = npt_table(*entry);
 	}
-	return &table[npt_index(gpa, 0)];
+	if (npt_is_table(table[npt_index(gpa, leaf_level)], leaf_level))
+		return NULL;
+	return &table[npt_index(gpa, leaf_level)];
+}
+
+/*
+ * Whether the process maps hva, right now, with a 2 MiB page that holds
+ * pfn (writable, if write).  Read without locks, as get_user_pages_fast
+ * reads, with interrupts off so that no page-table page is freed under the
+ * walk; the caller holds mmu_lock and has checked invalidation_seq, so a
+ * change after this read is followed by a notifier that zaps the entry.
+ */
+static bool npt_host_maps_huge(unsigned long hva, unsigned long pfn, bool write)
+{
+	struct mm_struct *mm = current->mm;
+	unsigned long flags;
+	bool huge = false;
+	pgd_t *pgd;
+	p4d_t *p4dp, p4d;
+	pud_t *pudp, pud;
+	pmd_t pmd;
+
+	local_irq_save(flags);
+	pgd = pgd_offset(mm, hva);
+	if (pgd_none(READ_ONCE(*pgd)))
+		goto out;
+	p4dp = p4d_offset(pgd, hva);
+	p4d = READ_ONCE(*p4dp);
+	if (!p4d_present(p4d))
+		goto out;
+	pudp = pud_offset(&p4d, hva);
+	pud = READ_ONCE(*pudp);
+	if (!pud_present(pud) || pud_leaf(pud))
+		goto out;
+	pmd = READ_ONCE(*pmd_offset(&pud, hva));
+	huge = pmd_present(pmd) && pmd_leaf(pmd) &&
+	       pmd_pfn(pmd) == (pfn & ~(unsigned long)(PTRS_PER_PMD - 1)) &&
+	       (!write || pmd_write(pmd));
+out:
+	local_irq_restore(flags);
+	return huge;
+}
+
+/* The 2 MiB guest-physical frame around gpa lies in r at hva's alignment. */
+static bool npt_region_fits_huge(const struct dune_region_slot *r, u64 gpa,
+				 unsigned long hva)
+{
+	u64 lo = gpa & ~(NPT_HUGE_SIZE - 1);
+
+	return !((gpa ^ hva) & (NPT_HUGE_SIZE - 1)) && lo >= r->gpa &&
+	       lo + NPT_HUGE_SIZE <= r->gpa + r->size;
 }
 
 static int npt_fill_cache(struct dune_vm *vm)
@@ -229,8 +302,9 @@ int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 {
 	bool write = error_code & X86_PF_WRITE;
 	struct dune_region_slot *r;
-	unsigned long seq, hva, pfn;
+	unsigned long seq, hva, pfn, zapped = 0;
 	struct page *page = NULL;
+	bool fits_huge;
 	u64 *leaf, entry;
 	int ret;
 
@@ -244,6 +318,7 @@ int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 		return 1;
 	}
 	hva = r->uaddr + (gpa - r->gpa);
+	fits_huge = npt_region_fits_huge(r, gpa, hva);
 	seq = vm->invalidation_seq;
 	spin_unlock(&vm->mmu_lock);
 
@@ -270,13 +345,24 @@ int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 			put_page(page);
 		return 0;
 	}
-	leaf = npt_leaf(vm, gpa);
+	entry = NPT_P | NPT_U | NPT_A | (write ? NPT_W | NPT_D : 0);
+	leaf = NULL;
+	/* the regions cannot have changed: that bumps the sequence */
+	if (page && fits_huge && npt_host_maps_huge(hva, pfn, write)) {
+		leaf = npt_leaf(vm, gpa, 1, &zapped);
+		if (leaf)
+			entry |= NPT_PS | __sme_set(PFN_PHYS(pfn & ~(unsigned long)(PTRS_PER_PMD - 1)));
+	}
+	if (!leaf) {
+		leaf = npt_leaf(vm, gpa, 0, &zapped);
+		entry |= __sme_set(PFN_PHYS(pfn));
+	}
 	if (leaf) {
-		entry = __sme_set(PFN_PHYS(pfn)) | NPT_P | NPT_U | NPT_A | (write ? NPT_W | NPT_D : 0);
 		WRITE_ONCE(*leaf, entry);
 		atomic64_inc(&dune_counters.npt_faults);
 	}
 	spin_unlock(&vm->mmu_lock);
+	npt_zapped(vm, zapped);
 	if (page)
 		put_page(page);
 	return 0;

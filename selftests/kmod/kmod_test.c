@@ -429,6 +429,88 @@ TEST(npt_zap_reaches_a_running_vcpu)
 	munmap((void *)data, DATA_SIZE);
 }
 
+/* Whether the process maps addr with a transparent huge page (smaps). */
+static bool thp_backed(const void *addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[256];
+	bool in_vma = false, huge = false;
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, kb;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in_vma = lo <= (uintptr_t)addr && (uintptr_t)addr < hi;
+		else if (in_vma && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
+			huge = kb >= 2048;
+	}
+	fclose(f);
+	return huge;
+}
+
+/* Runs guest `which` again from the start on g's vCPU. */
+static void restart(struct guest *g, int which, uint64_t arg)
+{
+	struct dune_vcpu_state st;
+	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_GET_STATE, &st));
+	st.regs.rip = CODE_GPA, st.regs.rsp = STACK_TOP, st.regs.rflags = 2;
+	st.regs.rdi = which, st.regs.rsi = arg, st.regs.rdx = DATA_VA;
+	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_SET_STATE, &st));
+}
+
+/*
+ * A huge page of the process is one 2 MiB NPT entry: the guest writing its
+ * 512 small pages takes one nested page fault, not 512; and when the
+ * process splits it (MADV_DONTNEED of one small page) the guest sees the
+ * change.
+ */
+TEST(npt_maps_a_host_huge_page_with_one_entry)
+{
+	ensure_loaded();
+	const size_t huge_size = 2ul << 20;
+	uint8_t *res = mmap(NULL, 2 * huge_size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)res);
+	volatile uint64_t *huge = (volatile uint64_t *)(((uintptr_t)res + huge_size - 1) &
+							~(huge_size - 1));
+	madvise((void *)huge, huge_size, MADV_HUGEPAGE);
+	huge[0] = 1;
+	if (!thp_backed((const void *)huge)) {
+		munmap(res, 2 * huge_size);
+		SKIP(return, "no transparent huge page for an aligned 2 MiB (THP off?)");
+	}
+	struct guest g;
+	guest_setup(&g, G_WRITE_PAGES, 512, NULL, 0);
+	ASSERT_EQ(0, set_region(g.dune, 1, DATA_GPA, (const void *)huge, huge_size, 0));
+	struct dune_module_stats before = stats_of(g.dune);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+	struct dune_module_stats after = stats_of(g.dune);
+	struct dune_regs r = regs_of(&g);
+	EXPECT_EQ(0x600dull, r.rax);
+	EXPECT_EQ(512ull * 0x0d0e0000 + 511 * 512 / 2, r.rbx);
+	long wrong = 0;
+	for (int i = 0; i < 512; i++)
+		wrong += huge[i * 512] != 0x0d0e0000ull + i;
+	EXPECT_EQ(0, wrong);
+	/* code, stack and page tables are small pages: a handful more */
+	TH_LOG("512 small pages written: %llu nested page faults",
+	       (unsigned long long)(after.npt_faults - before.npt_faults));
+	EXPECT_LT(after.npt_faults - before.npt_faults, 32ull);
+	EXPECT_TRUE(thp_backed((const void *)huge));
+
+	madvise((void *)&huge[7 * 512], 4096, MADV_DONTNEED);
+	huge[9 * 512] = 0x99;
+	restart(&g, G_LOAD, DATA_VA + 7 * 4096);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+	EXPECT_EQ(0ull, regs_of(&g).rbx); /* the dropped page, not the old frame */
+	restart(&g, G_LOAD, DATA_VA + 9 * 4096);
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g));
+	EXPECT_EQ(0x99ull, regs_of(&g).rbx);
+	EXPECT_LT(after.npt_zaps, stats_of(g.dune).npt_zaps);
+	guest_close(&g);
+	munmap(res, 2 * huge_size);
+}
+
 TEST(npf_outside_every_region_exits_to_user)
 {
 	ensure_loaded();
