@@ -96,7 +96,8 @@ struct dune_module_stats {
  * The module never runs in the kernel the calls that change the calling
  * context or the process's image (clone*, fork, vfork, execve*, exit*,
  * rt_sigreturn, arch_prctl, sigaltstack, iopl, ioperm, modify_ldt, seccomp,
- * ioctl, and those that swap the signal mask while they wait): it clears
+ * ioctl, rseq and uretprobe, and those that swap the signal mask while
+ * they wait): it clears
  * their bits and returns in `allowed` the set it will run.  port 0 turns
  * the feature off.  The set is the VM's (every vCPU).
  */

@@ -10,8 +10,11 @@
  * module, so the module looks up the kernel's own dispatcher by name at
  * load time: x64_sys_call (6.1.85 and later, 6.9+) or sys_call_table,
  * through kallsyms_lookup_name, which itself is found through a kprobe (it
- * is not exported since 5.7).  Where neither is found the feature is off
- * and every guest system call exits to user space, as on KVM.
+ * is not exported since 5.7), once, at load time, by root; the guest's
+ * callers never influence it.  Where the kernel enforces indirect-branch
+ * tracking and has sealed x64_sys_call, the table is used instead.  Where
+ * neither is found the feature is off and every guest system call exits to
+ * user space, as on KVM.
  *
  * Only calls that need nothing of the user-mode context run here (see
  * dune_abi.h for the ones that never do), and none while the thread is
@@ -23,7 +26,9 @@
 #include <linux/entry-common.h>
 #include <linux/errno.h>
 #include <linux/kprobes.h>
+#include <linux/nospec.h>
 #include <linux/sched.h>
+#include <linux/uaccess.h>
 #include <asm/ptrace.h>
 #include <asm/syscall.h>
 #include <asm/unistd.h>
@@ -47,6 +52,15 @@ static const unsigned int dune_never_in_kernel[] = {
 	 * back to user mode */
 	__NR_rt_sigsuspend, __NR_ppoll, __NR_pselect6, __NR_epoll_pwait,
 	__NR_epoll_pwait2, __NR_io_pgetevents, __NR_io_uring_enter,
+	/* these act on the user-mode registers of the calling thread: here,
+	 * the ones DUNE_VCPU_RUN returns to (rseq's abort redirects that IP) */
+	__NR_rseq,
+#ifdef __NR_uretprobe
+	__NR_uretprobe,
+#endif
+#ifdef __NR_uprobe
+	__NR_uprobe,
+#endif
 };
 
 static unsigned long dune_lookup_symbol(const char *name)
@@ -64,9 +78,28 @@ static unsigned long dune_lookup_symbol(const char *name)
 	return lookup ? lookup(name) : 0;
 }
 
+/*
+ * Whether an indirect call to fn is allowed where the kernel enforces
+ * indirect-branch tracking: fn must begin with ENDBR64.  x64_sys_call is
+ * called directly by the kernel, so the kernel may have sealed it (its ENDBR
+ * replaced by a NOP at boot): calling it through a pointer would then be a
+ * control-protection fault.  The table's entries are indirect targets.
+ */
+static bool dune_indirect_target(const void *fn)
+{
+	const u32 endbr64 = 0xfa1e0ff3; /* f3 0f 1e fa */
+	u32 insn;
+
+	if (!cpu_feature_enabled(X86_FEATURE_IBT))
+		return true;
+	return !get_kernel_nofault(insn, (const u32 *)fn) && insn == endbr64;
+}
+
 void dune_syscalls_module_init(void)
 {
 	dune_x64_sys_call = (dune_dispatch_fn)dune_lookup_symbol("x64_sys_call");
+	if (dune_x64_sys_call && !dune_indirect_target(dune_x64_sys_call))
+		dune_x64_sys_call = NULL;
 	if (!dune_x64_sys_call)
 		dune_sys_call_table =
 			(const sys_call_ptr_t *)dune_lookup_symbol("sys_call_table");
@@ -116,6 +149,9 @@ int dune_syscall_in_kernel(struct dune_vcpu *vcpu)
 		return DUNE_SYSCALL_USER;
 	if (READ_ONCE(current_thread_info()->syscall_work) & SYSCALL_WORK_ENTER)
 		return DUNE_SYSCALL_USER;
+	/* as the kernel's entry does: no table read past its end, even
+	 * speculatively (set_syscalls keeps the bits above NR_syscalls clear) */
+	nr = array_index_nospec(nr, NR_syscalls);
 
 	regs.di = g->rdi;
 	regs.si = g->rsi;

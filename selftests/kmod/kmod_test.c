@@ -776,6 +776,7 @@ TEST(allowed_system_calls_run_in_the_kernel)
 	EXPECT_FALSE(bit_set(all, SYS_exit_group));
 	EXPECT_FALSE(bit_set(all, SYS_rt_sigreturn));
 	EXPECT_FALSE(bit_set(all, SYS_close));
+	EXPECT_FALSE(bit_set(all, SYS_rseq));
 	EXPECT_FALSE(bit_set(all, 511));
 	struct dune_module_stats before = stats_of(g.dune);
 	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g)); /* no exit at the `out` */
