@@ -73,9 +73,8 @@ test: deps
 	@$(MAKE) --no-print-directory DEBUG=1 all $(DEBUG_TEST_DEPS)
 	@BUILD=$(BUILD) selftests/run-suites $(TEST_SUITES) $(DEBUG_TEST_SUITES)
 
-# dune.ko's rig runner with the boot make test leaves out (a known bug, see
-# selftests/kmod/run-in-rig): libdune's suite and Dangless over /dev/dune
-# with two CPUs.
+# dune.ko's rig runner with the boot make test leaves out for time:
+# libdune's suite and Dangless over /dev/dune once more, with one CPU.
 test-dune: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) DUNE_FULL=1 selftests/kmod/run-in-rig
