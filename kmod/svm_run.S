@@ -10,8 +10,18 @@
  * stack.  Interrupts are enabled across VMRUN (GIF is still clear, so none
  * is taken before the guest runs) so that a host interrupt ends the guest's
  * run with an INTR exit; they are disabled again before GIF is set.
+ *
+ * The guest is the process's own code, but at ring 0 and entering the host
+ * kernel by #VMEXIT, not through the kernel's entry code, so the kernel's
+ * speculation mitigations for that entry are made here, each patched in at
+ * load time only where the kernel turned it on (as KVM's are): CPU buffers
+ * cleared before VMRUN (MDS/TSA), and after the exit, before any RET and
+ * before interrupts (GIF) come back, the return stack buffer overwritten
+ * (the guest's calls must not steer the host's returns) and the return
+ * predictor untrained (retbleed/SRSO).
  */
 #include <linux/linkage.h>
+#include <asm/nospec-branch.h>
 
 #define G_RBX 0
 #define G_RCX 8
@@ -61,11 +71,15 @@ SYM_FUNC_START(dune_svm_enter)
 	mov G_RDI(%rdi), %rdi
 
 	vmload %rax
+#ifdef VM_CLEAR_CPU_BUFFERS
+	VM_CLEAR_CPU_BUFFERS
+#endif
 	sti
 	vmrun %rax
 	cli
 	/* RAX is the host's again (the guest VMCB's address), RSP too. */
 	vmsave %rax
+	FILL_RETURN_BUFFER %rax, RSB_CLEAR_LOOPS, X86_FEATURE_RSB_VMEXIT
 
 	push %rdi
 	mov 24(%rsp), %rdi
@@ -83,6 +97,8 @@ SYM_FUNC_START(dune_svm_enter)
 	mov %r14, G_R14(%rdi)
 	mov %r15, G_R15(%rdi)
 	popq G_RDI(%rdi)
+
+	UNTRAIN_RET		/* may clobber RAX, RCX, RDX */
 
 	/* No guest value stays in a register the C caller may read. */
 	xor %ecx, %ecx
