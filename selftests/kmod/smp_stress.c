@@ -13,7 +13,9 @@
  * through `out`, as libdune's four-threads test does.  After 300 ms the
  * threads stop at their next check-in and the VM is closed.  Prints each
  * triple fault or exception with where it happened, and at the end one
- * line: "DEVICE, N CPU(s): R rounds, C calls, T triple faults, E exceptions".
+ * line: "DEVICE, N CPU(s): R rounds, C calls, T triple faults, E exceptions"
+ * (C: the calls forwarded to user space; for `dune`, the module's count of
+ * calls it made in the kernel since it was loaded).
  * Exit status 0 if none, 1 if any, 2 if the VM could not be made.
  * A diagnostic for the rig (selftests/kmod/repro-triple-fault), not a test.
  */
