@@ -19,6 +19,7 @@
 #include <asm/cpufeature.h>
 #include <asm/fpu/api.h>
 #include <asm/io.h>
+#include <asm/mce.h>
 #include <asm/msr.h>
 #include <asm/processor.h>
 #include <asm/svm.h>
@@ -285,6 +286,9 @@ static void dune_vmcb_init(struct dune_vcpu *vcpu)
 		dune_set_intercept(vmcb, intercepts[i]);
 	/* DR0-3 are not swapped by VMRUN: the guest must not see or set the host's. */
 	ctl->intercepts[INTERCEPT_DR] = 0xffffffff;
+	/* A machine check in guest mode is the host's hardware error, not the
+	 * guest's exception: see the exit below. */
+	dune_set_intercept(vmcb, INTERCEPT_EXCEPTION_OFFSET + MC_VECTOR);
 	ctl->iopm_base_pa = dune_pa(dune_iopm);
 	ctl->msrpm_base_pa = dune_pa(dune_msrpm);
 	ctl->int_ctl = V_INTR_MASKING_MASK;
@@ -473,6 +477,22 @@ void dune_kick_vcpus(struct dune_vm *vm)
 	spin_unlock(&vm->vcpus_lock);
 }
 
+/*
+ * The CPU does not call the host's #MC handler for a machine check that
+ * the intercept turned into an exit; call it as for one taken in user mode
+ * (the guest is the process's code), so that the error is logged and the
+ * process, not the kernel, pays for a poisoned page.  As KVM does.  The
+ * rig cannot raise a machine check: untested there.
+ */
+static void dune_host_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = { .cs = 3, .flags = X86_EFLAGS_IF };
+
+	do_machine_check(&regs);
+#endif
+}
+
 static void dune_skip_instruction(struct vmcb *vmcb, unsigned int len)
 {
 	if (dune_have_nrips && vmcb->control.next_rip)
@@ -560,6 +580,9 @@ int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		case SVM_EXIT_INTR:
 		case SVM_EXIT_NMI:
 			continue;
+		case SVM_EXIT_EXCP_BASE + MC_VECTOR:
+			dune_host_machine_check();
+			continue; /* a fatal one has left a signal pending */
 		case SVM_EXIT_NPF:
 			ret = dune_npt_fault(vm, vmcb->control.exit_info_2,
 					     vmcb->control.exit_info_1);
