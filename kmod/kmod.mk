@@ -68,7 +68,7 @@ BENCH_TARGETS += bench-dune
 .PHONY: bench-dune
 bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
 	@echo "# dune.ko against /dev/kvm in the QEMU rig (nested SVM under TCG: compare ratios, not absolutes)"
-	@BUILD=$(BUILD) DUNE_KO=$(KMOD_RIG_KO) VMRUN_SMP=2 $(CURDIR)/tools/vmrun -t 600 -- \
+	@BUILD=$(BUILD) DUNE_KO=$(KMOD_RIG_KO) RIG_KERNEL=6.1 VMRUN_SMP=2 $(CURDIR)/tools/vmrun -t 600 -- \
 		$(KMOD_DIR)/bench-in-rig || \
 		echo "# bench-dune: FAILED (exit $$?; the rig needs qemu-system-x86 and the Debian archive)"
 
