@@ -739,9 +739,9 @@ TEST(kvm_and_dune_take_turns_at_svm)
 	guest_setup(&g, G_WRITE_PAGES, 1, NULL, 0);
 	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g)); /* dune.ko has SVM now */
 	ASSERT_EQ(-1, ioctl(kvm, KVM_CREATE_VM, 0));
-	/* 6.1's KVM says EBUSY; since its enabling of SVM was reworked (6.3)
-	 * every CPU that fails to enable it is EIO. */
-	ASSERT_EQ(kernel_at_least(6, 3) ? EIO : EBUSY, errno);
+	/* 6.1's KVM says EBUSY; since 6.12 it enables SVM through CPU-hotplug
+	 * callbacks, and a CPU where that fails is EIO. */
+	ASSERT_EQ(kernel_at_least(6, 12) ? EIO : EBUSY, errno);
 	guest_close(&g); /* the last VM: SVM is off again */
 	int kvm_vm = ioctl(kvm, KVM_CREATE_VM, 0);
 	ASSERT_LE(0, kvm_vm);
