@@ -10,6 +10,7 @@
 #   make            libdangless.so, libdangless.a, the dangless command
 #   make demo       a dangling pointer caught, with its report
 #   make test       the whole suite (what .ci/run calls)
+#   make test-kernels  dune.ko's suites on Debian's 6.12 kernel (not in make test)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
@@ -44,7 +45,7 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune demo bench install clean
+.PHONY: all deps test test-dune test-kernels demo bench install clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -78,6 +79,13 @@ test: deps
 test-dune: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) DUNE_FULL=1 selftests/kmod/run-in-rig
+
+# dune.ko on Debian's 6.12 kernel too (make test covers 6.1): built for it,
+# then kmod_test and libdune's suite over /dev/dune in its rig, on one and
+# two CPUs (selftests/kmod/run-kernels; KMOD_KERNELS in kmod/kmod.mk).
+test-kernels: deps
+	@$(MAKE) --no-print-directory all $(TEST_DEPS) $(KMOD_KERNEL_KOS)
+	@BUILD=$(BUILD) selftests/kmod/run-kernels $(KMOD_KERNELS)
 
 bench: all $(BENCH_TARGETS)
 

@@ -1,6 +1,8 @@
 # dune.ko (kmod/) and its suite.  Included by the top Makefile; every
 # variable here starts with KMOD_.  See README.md, section "dune.ko".
 #
+#   make test-kernels  dune.ko for the 6.12 rig (build/kmod/rig-6.12/dune.ko)
+#                  and its suites there (top Makefile)
 #   make kmod      dune.ko for the QEMU rig's kernel (build/kmod/rig/dune.ko:
 #                  its Debian headers are downloaded into build/kmod/headers
 #                  the first time, nothing is installed), and for the running
@@ -29,7 +31,16 @@ kmod: $(KMOD_RIG_KO) $(if $(KMOD_HAVE_HOST_HEADERS),$(KMOD_HOST_KO))
 
 $(KMOD_RIG_KO): $(KMOD_SRCS) $(KMOD_DIR)/fetch-headers $(KMOD_DIR)/build-module \
 		$(CURDIR)/tools/rig/build $(CURDIR)/tools/rig/init
-	@kdir=$$($(KMOD_DIR)/fetch-headers $(KMOD_OUT)/headers) && \
+	@kdir=$$(RIG_KERNEL=6.1 $(KMOD_DIR)/fetch-headers $(KMOD_OUT)/headers) && \
+		$(KMOD_DIR)/build-module "$$kdir" $(@D)
+
+# dune.ko for the other kernels make test-kernels tests (build/kmod/rig-SERIES/
+# dune.ko, for the rig RIG_KERNEL=SERIES; headers downloaded as for 6.1)
+KMOD_KERNELS  := 6.12
+KMOD_KERNEL_KOS := $(foreach k,$(KMOD_KERNELS),$(KMOD_OUT)/rig-$(k)/dune.ko)
+$(KMOD_OUT)/rig-%/dune.ko: $(KMOD_SRCS) $(KMOD_DIR)/fetch-headers $(KMOD_DIR)/build-module \
+		$(CURDIR)/tools/rig/build $(CURDIR)/tools/rig/init
+	@kdir=$$(RIG_KERNEL=$* $(KMOD_DIR)/fetch-headers $(KMOD_OUT)/headers) && \
 		$(KMOD_DIR)/build-module "$$kdir" $(@D)
 
 $(KMOD_HOST_KO): $(KMOD_SRCS) $(KMOD_DIR)/build-module
@@ -57,7 +68,7 @@ BENCH_TARGETS += bench-dune
 .PHONY: bench-dune
 bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
 	@echo "# dune.ko against /dev/kvm in the QEMU rig (nested SVM under TCG: compare ratios, not absolutes)"
-	@BUILD=$(BUILD) DUNE_KO=$(KMOD_RIG_KO) VMRUN_SMP=2 $(CURDIR)/tools/vmrun -t 600 -- \
+	@BUILD=$(BUILD) DUNE_KO=$(KMOD_RIG_KO) RIG_KERNEL=6.1 VMRUN_SMP=2 $(CURDIR)/tools/vmrun -t 600 -- \
 		$(KMOD_DIR)/bench-in-rig || \
 		echo "# bench-dune: FAILED (exit $$?; the rig needs qemu-system-x86 and the Debian archive)"
 

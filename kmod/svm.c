@@ -16,6 +16,7 @@
 #include <linux/percpu.h>
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
+#include <linux/version.h>
 #include <asm/cpufeature.h>
 #include <asm/fpu/api.h>
 #include <asm/io.h>
@@ -100,8 +101,14 @@ int dune_svm_check_cpu(void)
 	}
 	on_each_cpu(dune_count_svme, &busy, 1);
 	if (atomic_read(&busy)) {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+		/* KVM holds SVM from its load by default since 6.12 */
+		pr_err("SVM is in use by another hypervisor (EFER.SVME is set on %d CPU(s); kvm_amd is loaded, with kvm.enable_virt_at_load=1, the default since 6.12, or a KVM virtual machine is running): unload kvm_amd or reload kvm with enable_virt_at_load=0, then load dune.ko again\n",
+		       atomic_read(&busy));
+#else
 		pr_err("SVM is in use by another hypervisor (EFER.SVME is set on %d CPU(s); a KVM virtual machine is running?): stop it, then load dune.ko again\n",
 		       atomic_read(&busy));
+#endif
 		return -EBUSY;
 	}
 	return 0;
