@@ -79,6 +79,10 @@ SYM_FUNC_START(dune_svm_enter)
 	cli
 	/* RAX is the host's again (the guest VMCB's address), RSP too. */
 	vmsave %rax
+	/* The host's GS base back before anything below reaches per-CPU
+	 * data (newer kernels' mitigation macros do). */
+	mov 8(%rsp), %rax	/* host save page */
+	vmload %rax
 	FILL_RETURN_BUFFER %rax, RSB_CLEAR_LOOPS, X86_FEATURE_RSB_VMEXIT
 
 	push %rdi
@@ -98,7 +102,11 @@ SYM_FUNC_START(dune_svm_enter)
 	mov %r15, G_R15(%rdi)
 	popq G_RDI(%rdi)
 
-	UNTRAIN_RET		/* may clobber RAX, RCX, RDX */
+#ifdef UNTRAIN_RET_VM
+	UNTRAIN_RET_VM		/* may clobber RAX, RCX, RDX */
+#else
+	UNTRAIN_RET
+#endif
 
 	/* No guest value stays in a register the C caller may read. */
 	xor %ecx, %ecx
@@ -110,11 +118,8 @@ SYM_FUNC_START(dune_svm_enter)
 	xor %r10d, %r10d
 	xor %r11d, %r11d
 
-	add $8, %rsp		/* guest VMCB */
-	pop %rax		/* host save page */
-	vmload %rax
 	xor %eax, %eax
-	add $8, %rsp		/* gprs */
+	add $24, %rsp		/* guest VMCB, host save page, gprs */
 	pop %rbx
 	pop %r12
 	pop %r13
