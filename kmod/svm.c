@@ -103,12 +103,14 @@ int dune_svm_check_cpu(void)
 	if (atomic_read(&busy)) {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
 		/* KVM holds SVM from its load by default since 6.12 */
-		pr_err("SVM is in use by another hypervisor (EFER.SVME is set on %d CPU(s); kvm_amd is loaded, with kvm.enable_virt_at_load=1, the default since 6.12, or a KVM virtual machine is running): unload kvm_amd or reload kvm with enable_virt_at_load=0, then load dune.ko again\n",
-		       atomic_read(&busy));
+		const char *why = "kvm_amd is loaded, with kvm.enable_virt_at_load=1, the default since 6.12, or a KVM virtual machine is running";
+		const char *fix = "unload kvm_amd or reload kvm with enable_virt_at_load=0";
 #else
-		pr_err("SVM is in use by another hypervisor (EFER.SVME is set on %d CPU(s); a KVM virtual machine is running?): stop it, then load dune.ko again\n",
-		       atomic_read(&busy));
+		const char *why = "a KVM virtual machine is running?";
+		const char *fix = "stop it";
 #endif
+		pr_err("SVM is in use by another hypervisor (EFER.SVME is set on %d CPU(s); %s): %s, then load dune.ko again\n",
+		       atomic_read(&busy), why, fix);
 		return -EBUSY;
 	}
 	return 0;
