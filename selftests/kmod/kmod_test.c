@@ -195,6 +195,13 @@ static void build_page_tables(uint8_t *mem)
 	pd1[0] = DATA_GPA | 0x83;
 }
 
+/* The registers guest.S starts guest `which` with. */
+static struct dune_regs entry_regs(int which, uint64_t arg)
+{
+	return (struct dune_regs){.rip = CODE_GPA, .rsp = STACK_TOP, .rflags = 2,
+				  .rdi = (uint64_t)which, .rsi = arg, .rdx = DATA_VA};
+}
+
 /* A VM with both regions and one vCPU about to run guest `which`. */
 static void guest_setup(struct guest *g, int which, uint64_t arg, volatile uint64_t *data,
 			uint32_t data_flags)
@@ -227,13 +234,7 @@ static void guest_setup(struct guest *g, int which, uint64_t arg, volatile uint6
 
 	struct dune_vcpu_state st;
 	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_GET_STATE, &st));
-	memset(&st.regs, 0, sizeof(st.regs));
-	st.regs.rip = CODE_GPA;
-	st.regs.rsp = STACK_TOP;
-	st.regs.rflags = 2;
-	st.regs.rdi = which;
-	st.regs.rsi = arg;
-	st.regs.rdx = DATA_VA;
+	st.regs = entry_regs(which, arg);
 	st.sregs.cr0 = 0x80050033; /* PG WP NE ET MP PE */
 	st.sregs.cr3 = 0x1000;
 	st.sregs.cr4 = 0x620;      /* OSXMMEXCPT OSFXSR PAE */
@@ -470,8 +471,7 @@ static void restart(struct guest *g, int which, uint64_t arg)
 {
 	struct dune_vcpu_state st;
 	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_GET_STATE, &st));
-	st.regs.rip = CODE_GPA, st.regs.rsp = STACK_TOP, st.regs.rflags = 2;
-	st.regs.rdi = which, st.regs.rsi = arg, st.regs.rdx = DATA_VA;
+	st.regs = entry_regs(which, arg);
 	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_SET_STATE, &st));
 }
 
