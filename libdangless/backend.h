@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The backend seam: everything the allocator core needs from whatever makes
- * its aliases (the host kernel through memfd + mmap, or guest page tables
+ * its aliases (the host kernel through memfd + mremap, or guest page tables
  * under libdune), and the registry of backends.  The core sees addresses
  * and lengths only; a backend sees no allocator layout (services.h is all
  * it may use of the core).

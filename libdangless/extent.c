@@ -63,3 +63,19 @@ void _dl_extents_give(struct dl_extents *x, uintptr_t off, size_t len)
 	*e = (struct dl_extent){off, len, next};
 	*link = e;
 }
+
+void _dl_extents_for_each_carved(const struct dl_extents *x, uintptr_t from,
+				 void (*fn)(uintptr_t off, size_t len,
+					    void *ctx),
+				 void *ctx)
+{
+	uintptr_t at = from;
+	for (const struct dl_extent *e = x->free; e; e = e->next) {
+		if (e->off > at)
+			fn(at, e->off - at, ctx);
+		if (e->off + e->len > at)
+			at = e->off + e->len;
+	}
+	if (x->bump > at)
+		fn(at, x->bump - at, ctx);
+}

@@ -94,6 +94,11 @@ struct dl_extents {
  * there is no room. */
 bool _dl_extents_take(struct dl_extents *x, size_t len, uintptr_t *off);
 void _dl_extents_give(struct dl_extents *x, uintptr_t off, size_t len);
+/* Calls fn for every range of [from, bump) that is not free, in order. */
+void _dl_extents_for_each_carved(const struct dl_extents *x, uintptr_t from,
+				 void (*fn)(uintptr_t off, size_t len,
+					    void *ctx),
+				 void *ctx);
 
 /* ---- counters (meta.c); the fields are the public stats' ---- */
 struct dl_stats_atomic {

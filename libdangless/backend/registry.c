@@ -15,7 +15,7 @@ const char *_dl_be_name;
 
 const struct dl_backend_entry _dl_backends[] = {
 	{"host", &_dl_backend_host,
-	 "aliases made by the host kernel (memfd + mmap), no privileges",
+	 "aliases made by the host kernel (memfd + mremap), no privileges",
 	 NULL},
 	{"kvm", &_dl_backend_kvm,
 	 "the process runs in guest ring 0 on /dev/kvm (libdune) and writes "

@@ -122,15 +122,17 @@ int host_alias_map(void *alias, void *canon, size_t len,
 {
 	if (!host_map_budget_take(1))
 		return -ENOMEM;
-	off_t off = (off_t)((char *)canon - host.canon);
-	void *r = mmap(alias, len, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0),
-		       host.fd, off);
+	/* An old size of 0 duplicates the shared mapping: the same pages at
+	 * `alias`, with no descriptor involved (H2). */
+	void *r = mremap(canon, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, alias);
 	if (r == MAP_FAILED) {
 		int err = errno;
 		host_reprotect(alias, len); /* H1, whatever the kernel did */
 		return -err;
 	}
+	/* A hint: without it (Linux < 5.14) pages come on first touch. */
+	if (populate)
+		madvise(alias, len, MADV_POPULATE_WRITE);
 	return 0;
 }
 
@@ -174,39 +176,23 @@ _Static_assert(sizeof(struct dl_range) == sizeof(struct iovec) &&
 /* UIO_MAXIOV: the most ranges one call takes. */
 #define HOST_MAX_IOV 1024
 
-static bool host_pidfd_installs_guards(int pidfd)
-{
-	char *probe = mmap(NULL, DL_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
-			   host.fd, 0);
-	if (probe == MAP_FAILED)
-		return false;
-	struct iovec iov = {probe, DL_PAGE};
-	long r = syscall(SYS_process_madvise, pidfd, &iov, 1,
-			 MADV_GUARD_INSTALL, 0);
-	munmap(probe, DL_PAGE);
-	return r == (long)DL_PAGE;
-}
-
 void host_probe_batch_guard(void)
 {
-	host.self_pidfd = -1;
-	host.self_pidfd_owned = false;
+	host.batch_guard = false;
 	if (!host.guard)
 		return; /* mprotect has no many-range form */
-	if (host_pidfd_installs_guards(HOST_PIDFD_SELF)) {
-		host.self_pidfd = HOST_PIDFD_SELF;
+	/*
+	 * Only PIDFD_SELF (6.14+; guards on shared file mappings came in
+	 * 6.15): a pidfd_open descriptor would be one the program can close
+	 * or replace (H2).
+	 */
+	char *probe = host_canon_dup(0, DL_PAGE);
+	if (probe == MAP_FAILED)
 		return;
-	}
-	/* Older kernels want a real pidfd (close-on-exec by itself). */
-	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (fd < 0)
-		return;
-	if (!host_pidfd_installs_guards(fd)) {
-		close(fd);
-		return;
-	}
-	host.self_pidfd = fd;
-	host.self_pidfd_owned = true;
+	struct iovec iov = {probe, DL_PAGE};
+	host.batch_guard = syscall(SYS_process_madvise, HOST_PIDFD_SELF, &iov,
+				   1, MADV_GUARD_INSTALL, 0) == (long)DL_PAGE;
+	munmap(probe, DL_PAGE);
 }
 
 static int host_revoke_each(const struct dl_range *r, unsigned n)
@@ -222,20 +208,16 @@ static int host_revoke_each(const struct dl_range *r, unsigned n)
 int host_alias_revoke_many(const struct dl_range *ranges, unsigned n)
 {
 	while (n) {
-		int pidfd = host.self_pidfd;
-		if (pidfd == -1)
+		if (!host.batch_guard)
 			return host_revoke_each(ranges, n);
 		unsigned now = n < HOST_MAX_IOV ? n : HOST_MAX_IOV;
-		long done = syscall(SYS_process_madvise, pidfd, ranges, now,
-				    MADV_GUARD_INSTALL, 0);
+		long done = syscall(SYS_process_madvise, HOST_PIDFD_SELF,
+				    ranges, now, MADV_GUARD_INSTALL, 0);
 		if (done < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (done <= 0) {
-			/* The program closed our pidfd, or the kernel
-			 * changed its mind: one range at a time from now
-			 * on, which also says what went wrong, if anything. */
-			if (done < 0 && errno == EBADF && host.self_pidfd_owned)
-				host.self_pidfd = -1;
+			/* The kernel changed its mind: one range at a time,
+			 * which also says what went wrong, if anything. */
 			return host_revoke_each(ranges, n);
 		}
 		/* It returns the bytes advised, and stops early on a range it
@@ -254,19 +236,6 @@ int host_alias_revoke_many(const struct dl_range *ranges, unsigned n)
 		}
 	}
 	return 0;
-}
-
-/* After fork: a pidfd names the parent; the child needs its own. */
-void host_batch_guard_fork_child(void)
-{
-	if (!host.self_pidfd_owned)
-		return;
-	close(host.self_pidfd);
-	host.self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (host.self_pidfd < 0) {
-		host.self_pidfd = -1;
-		host.self_pidfd_owned = false;
-	}
 }
 
 int host_alias_release(void *alias, size_t len)

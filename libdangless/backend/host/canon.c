@@ -3,9 +3,8 @@
  * Canonical memory: extents of the one memfd, punched when freed, with a
  * free list and the most recently freed ones kept for reuse by size.
  */
-#include <fcntl.h>
-#include <linux/falloc.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "host.h"
 
@@ -13,10 +12,28 @@
 
 static void host_punch(uintptr_t off, size_t len)
 {
-	/* Reads after this see zeros; the memory goes back to the kernel. */
-	if (fallocate(host.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)off, (off_t)len) == 0)
+	/* Reads after this see zeros; the memory goes back to the kernel.
+	 * MADV_REMOVE on a shared mapping of the memfd is its hole punch,
+	 * without a descriptor (H2). */
+	if (madvise(host.canon + off, len, MADV_REMOVE) == 0)
 		DL_STAT_ADD(canonical_bytes_released, len);
+}
+
+void *host_canon_dup(size_t off, size_t len)
+{
+	return mremap(host.canon + off, 0, len, MREMAP_MAYMOVE);
+}
+
+void host_canon_for_each_live(void (*fn)(uintptr_t off, size_t len, void *ctx),
+			      void *ctx)
+{
+	/* The recent extents are punched like the free ones: the caller
+	 * (a fork child) sees them as free from now on. */
+	for (unsigned i = 0; i < host.nrecent; i++)
+		_dl_extents_give(&host.extents, host.recent[i].off,
+				 host.recent[i].len);
+	host.nrecent = 0;
+	_dl_extents_for_each_carved(&host.extents, DL_PAGE, fn, ctx);
 }
 
 /*

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,41 +13,57 @@
 
 static int host_probe_guard(void)
 {
-	char *probe = mmap(NULL, DL_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
-			   host.fd, 0);
-	if (probe == MAP_FAILED)
-		return -errno;
+	char *probe = host_canon_dup(0, DL_PAGE);
+	if (probe == MAP_FAILED) {
+		int err = errno;
+		_dl_warn("host backend: cannot duplicate the canonical view "
+			 "with mremap: %s", strerror(err));
+		return -err;
+	}
 	host.guard = madvise(probe, DL_PAGE, MADV_GUARD_INSTALL) == 0;
 	munmap(probe, DL_PAGE);
 	host_probe_batch_guard();
 	return 0;
 }
 
-static int host_init(void)
+/* The canonical view of a new memfd, which is closed again at once (H2). */
+static int host_map_canon(void)
 {
 	/* Not MFD_NOEXEC_SEAL: programs may mprotect heap memory PROT_EXEC. */
-	host.fd = (int)syscall(SYS_memfd_create, "dangless", MFD_CLOEXEC);
-	if (host.fd < 0) {
+	int fd = (int)syscall(SYS_memfd_create, "dangless", MFD_CLOEXEC);
+	if (fd < 0) {
 		int err = errno;
 		_dl_warn("host backend: memfd_create failed: %s",
 			 strerror(err));
 		return -err;
 	}
-	if (ftruncate(host.fd, (off_t)HOST_CANON_SIZE) != 0) {
-		int err = errno;
-		_dl_warn("host backend: ftruncate of the canonical memfd: %s",
+	struct stat st;
+	int err = 0;
+	if (ftruncate(fd, (off_t)HOST_CANON_SIZE) != 0 || fstat(fd, &st) != 0) {
+		err = errno;
+		_dl_warn("host backend: sizing the canonical memfd: %s",
 			 strerror(err));
-		return -err;
+	} else {
+		host.canon = mmap(NULL, HOST_CANON_SIZE, PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_NORESERVE, fd, 0);
+		if (host.canon == MAP_FAILED) {
+			err = errno;
+			_dl_warn("host backend: cannot map %zu GiB of "
+				 "canonical view: %s",
+				 HOST_CANON_SIZE >> 30, strerror(err));
+		}
+		host.canon_dev = st.st_dev;
+		host.canon_ino = st.st_ino;
 	}
-	host.canon = mmap(NULL, HOST_CANON_SIZE, PROT_READ | PROT_WRITE,
-			  MAP_SHARED | MAP_NORESERVE, host.fd, 0);
-	if (host.canon == MAP_FAILED) {
-		int err = errno;
-		_dl_warn("host backend: cannot map %zu GiB of canonical view: %s",
-			 HOST_CANON_SIZE >> 30, strerror(err));
-		return -err;
-	}
-	int err = host_probe_guard();
+	close(fd);
+	return -err;
+}
+
+static int host_init(void)
+{
+	int err = host_map_canon();
+	if (!err)
+		err = host_probe_guard();
 	if (err)
 		return err;
 	/* The limit and the count are read when first needed (limits.c). */

@@ -3,8 +3,9 @@
  * The `host` backend: aliases made by the host kernel, no privileges.
  *
  * Canonical memory is one sparse memfd, mapped once (the canonical view);
- * an alias is a MAP_SHARED|MAP_FIXED mapping of the same file offsets at an
- * address in our reservation.  Revocation installs guard markers
+ * an alias is a second mapping of the same pages at an address in our
+ * reservation, made by mremap with an old size of 0 from the canonical
+ * view.  Revocation installs guard markers
  * (MADV_GUARD_INSTALL, Linux 6.15+ for shared file mappings): the page-table
  * entry becomes a marker that faults, and the kernel mapping is not split,
  * so revoking costs no entry against vm.max_map_count.  Older kernels get
@@ -13,6 +14,16 @@
  * Invariant H1: every address in a reservation block stays mapped (by an
  * alias or by PROT_NONE anonymous memory) for the life of the process, so
  * the kernel never hands it to anyone else.
+ *
+ * Invariant H2: the backend holds no file descriptor between calls.  The
+ * memfd is closed once the canonical view maps it, and everything after
+ * works on mappings: mremap duplicates the view into aliases, MADV_REMOVE
+ * punches freed extents, and the object is known by (canon_dev, canon_ino)
+ * in /proc/self/maps.  The program owns its whole descriptor table: it may
+ * close, dup2 onto or close_range any number, and no descriptor number it
+ * reuses can ever name our memory, nor ours its file.  Descriptors opened
+ * inside a call (/proc files, a fork child's new memfd) are closed before
+ * it returns.
  *
  * Files: host.c (start, the table), canon.c (canonical extents), alias.c
  * (alias space), limits.c (vm.max_map_count, `dangless check`), fork.c.
@@ -36,13 +47,13 @@
 #define HOST_BLOCK_SIZE ((size_t)1 << 40)
 
 struct host_state {
-	int fd;
 	char *canon;              /* canonical view of the whole memfd */
+	dev_t canon_dev;          /* the memfd, as /proc/self/maps names it */
+	ino_t canon_ino;
 	bool guard;               /* MADV_GUARD_INSTALL works here */
-	/* What process_madvise takes to mean this process, or -1 when it
-	 * does not install guards here (alias_revoke_many loops then). */
-	int self_pidfd;
-	bool self_pidfd_owned;    /* a pidfd_open fd: reopened after fork */
+	/* process_madvise installs guards on this process (PIDFD_SELF);
+	 * without it alias_revoke_many loops over alias_revoke. */
+	bool batch_guard;
 	dl_lock_t canon_lock;
 	struct dl_extents extents; /* file offsets: free ones, and the bump */
 	struct host_recent {      /* recently freed extents, reused by size */
@@ -56,7 +67,6 @@ struct host_state {
 	uintptr_t dedicated[16][2];
 	unsigned ndedicated;
 	bool dedicated_only;
-	int fork_pipe[2];
 	long map_limit;           /* vm.max_map_count when last read; 0 before */
 	bool map_refused;         /* alias_map said no to keep headroom */
 };
@@ -76,6 +86,13 @@ extern struct host_budget host_budget;
 extern dl_lock_t host_maps_lock;
 
 /* canon.c */
+/* A page-aligned range of the canonical view, duplicated at a fresh address
+ * the kernel picks (for probes); MAP_FAILED on failure. */
+void *host_canon_dup(size_t off, size_t len);
+/* The live extents: [DL_PAGE, bump) less the free list and the recent
+ * ones, in address order.  Runs under the fork locks (canon_lock held). */
+void host_canon_for_each_live(void (*fn)(uintptr_t off, size_t len, void *ctx),
+			      void *ctx);
 void *host_canon_alloc(size_t len);
 void host_canon_free(void *canon, size_t len);
 void host_canon_discard(void *canon, size_t len);
@@ -88,7 +105,6 @@ int host_alias_revoke(void *alias, size_t len);
 int host_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 /* Finds how process_madvise may name this process (host.self_pidfd). */
 void host_probe_batch_guard(void);
-void host_batch_guard_fork_child(void);
 int host_alias_release(void *alias, size_t len);
 bool host_revoke_splits(void);
 

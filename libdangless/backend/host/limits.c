@@ -169,25 +169,45 @@ static bool host_count_one(unsigned long start, unsigned long end, int prot,
 
 long host_count_alias_mappings(void)
 {
-	struct stat st;
 	long n = 0;
-	if (fstat(host.fd, &st) != 0 ||
-	    !host_for_each_mapping(st.st_dev, st.st_ino, host_count_one, &n))
+	if (!host_for_each_mapping(host.canon_dev, host.canon_ino,
+				   host_count_one, &n))
 		return -1;
 	return n - 1; /* not the canonical view */
 }
 
+/* The memfd's pages in memory, each once, from mincore on the canonical
+ * view (it reports the file's pages, however they were touched). */
+static bool host_count_canon_pages(uint64_t *pages)
+{
+	_dl_lock(&host.canon_lock);
+	uintptr_t end = host.extents.bump;
+	_dl_unlock(&host.canon_lock);
+	unsigned char vec[4096];
+	*pages = 0;
+	for (uintptr_t off = 0; off < end;) {
+		size_t n = (end - off) / DL_PAGE;
+		if (n > sizeof(vec))
+			n = sizeof(vec);
+		if (mincore(host.canon + off, n * DL_PAGE, vec) != 0)
+			return false;
+		for (size_t i = 0; i < n; i++)
+			*pages += vec[i] & 1;
+		off += n * DL_PAGE;
+	}
+	return true;
+}
+
 /*
- * The memfd's allocated blocks are its pages, each once (RSS counts a page
- * once per mapping that maps it); VmPTE is what the page tables of all
- * those aliases cost.
+ * The memfd's pages, each once (RSS counts a page once per mapping that
+ * maps it); VmPTE is what the page tables of all those aliases cost.
  */
 bool host_memory_held(uint64_t *canonical, uint64_t *page_tables)
 {
-	struct stat st;
-	if (fstat(host.fd, &st) != 0)
+	uint64_t pages;
+	if (!host_count_canon_pages(&pages))
 		return false;
-	*canonical = (uint64_t)st.st_blocks * 512;
+	*canonical = pages * DL_PAGE;
 	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
@@ -257,11 +277,20 @@ bool host_check(int fd)
 	}
 	char *p = mmap(NULL, DL_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
 		       memfd, 0);
-	bool guard = p != MAP_FAILED &&
-		     madvise(p, DL_PAGE, MADV_GUARD_INSTALL) == 0;
-	if (p != MAP_FAILED)
-		munmap(p, DL_PAGE);
 	close(memfd);
+	char *alias = p == MAP_FAILED ? MAP_FAILED
+				      : mremap(p, 0, DL_PAGE, MREMAP_MAYMOVE);
+	if (alias == MAP_FAILED) {
+		host_say(fd, "  mremap cannot duplicate a shared mapping here "
+			     "(errno %l): the host backend makes its aliases "
+			     "so, and cannot run\n", errno);
+		if (p != MAP_FAILED)
+			munmap(p, DL_PAGE);
+		return false;
+	}
+	bool guard = madvise(alias, DL_PAGE, MADV_GUARD_INSTALL) == 0;
+	munmap(alias, DL_PAGE);
+	munmap(p, DL_PAGE);
 	host_say(fd, guard ? "  revocation: guard regions (MADV_GUARD_INSTALL):"
 			     " revoking costs no kernel mapping\n"
 			   : "  revocation: mprotect (kernel before 6.15): every"

@@ -3,6 +3,6 @@
  * below them all: no file of the backend reaches back into another. */
 #include "host.h"
 
-struct host_state host = {.fd = -1, .self_pidfd = -1, .fork_pipe = {-1, -1}};
+struct host_state host;
 struct host_budget host_budget;
 dl_lock_t host_maps_lock;
