@@ -32,6 +32,14 @@
  *                              before the first malloc, then allocates
  *   st-scenario dedicate-small MIB  only MIB MiB, then 20000 allocations:
  *                              where did they go
+ *   st-scenario descriptors ACTION [FILE]  does ACTION to the descriptor
+ *                              table (close-range, closefrom, dup2 FILE onto
+ *                              3..255, fork-close-all: a child closes all),
+ *                              then 10^5 allocations, checking that live
+ *                              objects keep their bytes; "descriptors ok",
+ *                              then a read of an object freed before them
+ *   st-scenario fd-list        allocates, forks, frees; prints the open
+ *                              descriptors above 2 ("fds: 3 7")
  */
 #include <dangless/dangless.h>
 
@@ -43,7 +51,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -437,6 +448,112 @@ static int dedicate_small(long mib)
 	return 0;
 }
 
+/*
+ * A rolling window of live objects, each filled with a byte of its own, of
+ * sizes from 16 B to 256 KiB: every one is checked before it is freed.
+ * Returns the number of objects found changed.
+ */
+static long churn_checked(long rounds)
+{
+	enum { window = 512 };
+	static unsigned char *live[window];
+	static size_t len[window];
+	long bad = 0;
+	for (long i = 0; i < rounds + window; i++) {
+		unsigned w = (unsigned)i % window;
+		if (live[w]) {
+			unsigned char want = (unsigned char)(w * 7 + 1);
+			if (live[w][0] != want || live[w][len[w] - 1] != want ||
+			    live[w][len[w] / 2] != want)
+				bad++;
+			free(live[w]);
+			live[w] = NULL;
+		}
+		if (i >= rounds)
+			continue;
+		len[w] = i % 97 == 0 ? (size_t)(i % 4 + 1) << 16
+				     : 16 + (size_t)(i * 37) % 2000;
+		live[w] = malloc(len[w]);
+		if (!live[w])
+			return -1;
+		memset(live[w], w * 7 + 1, len[w]);
+	}
+	return bad;
+}
+
+static int descriptors(const char *action, const char *file)
+{
+	char *freed = malloc(100);
+	memset(freed, 'd', 100);
+	if (!strcmp(action, "close-range")) {
+		if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+			return fail("close_range");
+	} else if (!strcmp(action, "closefrom")) {
+		closefrom(3);
+	} else if (!strcmp(action, "dup2") && file) {
+		int fd = open(file, O_RDWR);
+		if (fd < 0)
+			return fail("open FILE");
+		for (int n = 3; n < 256; n++)
+			if (n != fd && dup2(fd, n) != n)
+				return fail("dup2");
+	} else if (!strcmp(action, "fork-close-all")) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return fail("fork");
+		if (pid == 0) {
+			syscall(SYS_close_range, 0U, ~0U, 0U);
+			_exit(churn_checked(100000) == 0 ? 0 : 1);
+		}
+		int status;
+		if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0) {
+			printf("child status 0x%x\n", status);
+			return fail("the child that closed everything");
+		}
+	} else {
+		return fail("unknown action");
+	}
+	/* Freed before the churn, so that a batch quarantine has revoked it
+	 * by the end. */
+	free(freed);
+	long bad = churn_checked(100000);
+	if (bad) {
+		printf("%ld objects changed\n", bad);
+		return fail("objects kept their bytes");
+	}
+	printf("descriptors ok\n");
+	printf("target=%p\n", (void *)(freed + 10));
+	fflush(stdout);
+	printf("survived %d\n", *(volatile char *)launder(freed + 10));
+	return 0;
+}
+
+static int fd_list(void)
+{
+	void *keep[64];
+	for (int i = 0; i < 64; i++)
+		keep[i] = malloc(1000 + (size_t)i * 100);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	waitpid(pid, NULL, 0);
+	for (int i = 0; i < 64; i++)
+		free(keep[i]);
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return fail("opendir");
+	printf("fds:");
+	for (struct dirent *e; (e = readdir(d));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd > 2 && fd != dirfd(d))
+			printf(" %d", fd);
+	}
+	printf("\n");
+	closedir(d);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *what = argc > 1 ? argv[1] : "";
@@ -481,6 +598,10 @@ int main(int argc, char **argv)
 		return dedicate();
 	if (!strcmp(what, "dedicate-small") && argc > 2)
 		return dedicate_small(atol(argv[2]));
+	if (!strcmp(what, "descriptors") && argc > 2)
+		return descriptors(argv[2], argc > 3 ? argv[3] : NULL);
+	if (!strcmp(what, "fd-list"))
+		return fd_list();
 	if (!strcmp(what, "env") && argc > 2) {
 		const char *v = getenv(argv[2]);
 		printf("%s=%s\n", argv[2], v ? v : "(unset)");
@@ -490,6 +611,7 @@ int main(int argc, char **argv)
 			"double-free|batch N|churn N|exec NAME|maps SIZE MAX|"
 			"stats|env NAME|dedicate|dedicate-small MIB|"
 			"fork-batch N|batch-write N|batch-write-exit|"
-			"batch-read|batch-read-pointer\n");
+			"batch-read|batch-read-pointer|descriptors ACTION "
+			"[FILE]|fd-list\n");
 	return 2;
 }
