@@ -120,7 +120,7 @@ static unsigned dl_access_size(const ucontext_t *uc)
 	return 0;
 }
 
-static void dl_fault(int sig, siginfo_t *info, void *ucv)
+DL_REALIGN_STACK static void dl_fault(int sig, siginfo_t *info, void *ucv)
 {
 	int saved = errno;
 	ucontext_t *uc = ucv;

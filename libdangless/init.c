@@ -29,7 +29,7 @@ static void dl_quarantine_flush_or_report(void)
 		_dl_report_late_write(&lw);
 }
 
-static void dl_thread_exit(void *unused)
+DL_REALIGN_STACK static void dl_thread_exit(void *unused)
 {
 	(void)unused;
 	struct dl_late_write lw;
@@ -49,7 +49,7 @@ void _dl_thread_start(void)
 
 /* ---- fork: every lock, in the order of internal.h ---- */
 
-static void dl_fork_prepare(void)
+DL_REALIGN_STACK static void dl_fork_prepare(void)
 {
 	/* The child must not inherit a batch whose late writes nobody checks;
 	 * only the forking thread's own quarantine is ours to flush. */
@@ -63,7 +63,7 @@ static void dl_fork_prepare(void)
 	_dl_pools_lock_all();
 }
 
-static void dl_fork_parent(void)
+DL_REALIGN_STACK static void dl_fork_parent(void)
 {
 	_dl_pools_unlock_all(false);
 	if (_dl_be->fork_parent)
@@ -87,7 +87,7 @@ static void dl_rerevoke_segment(struct dl_segment *seg)
 		_dl_small_for_each_revoked(seg, dl_rerevoke);
 }
 
-static void dl_fork_child(void)
+DL_REALIGN_STACK static void dl_fork_child(void)
 {
 	_dl_pools_unlock_all(true);
 	if (_dl_be->fork_child && _dl_be->fork_child())
@@ -99,7 +99,7 @@ static void dl_fork_child(void)
 
 /* ---- start-up ---- */
 
-static void dl_at_exit(void)
+DL_REALIGN_STACK static void dl_at_exit(void)
 {
 	if (_dl_opt.revoke == DL_REVOKE_BATCH &&
 	    atomic_load(&_dl_state) == DL_READY)

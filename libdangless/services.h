@@ -24,8 +24,16 @@
 
 #define DL_ALIGN_UP(x, a) (((x) + (a)-1) & ~((uintptr_t)(a)-1))
 #define DL_ALIGN_DOWN(x, a) ((x) & ~((uintptr_t)(a)-1))
-/* The public names; everything else stays inside the library. */
-#define DL_EXPORT __attribute__((visibility("default")))
+/*
+ * An entry from code we do not control (the program's calls, atexit, signal
+ * and fork handlers, thread-exit and libdune hooks): the stack is realigned
+ * to 16 on the way in.  Hijacked control flow rarely keeps the ABI's
+ * alignment, and the compiler's aligned spills (movaps) would fault inside
+ * the very report that explains the hijack.
+ */
+#define DL_REALIGN_STACK __attribute__((force_align_arg_pointer))
+/* The public names, each an entry; everything else stays inside. */
+#define DL_EXPORT __attribute__((visibility("default"))) DL_REALIGN_STACK
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 

@@ -388,6 +388,30 @@ BOTH_TIMEOUT(revoke_batch_write_after_free_is_reported_by_the_next_flush, ST_CHI
 	}
 }
 
+/* Hijacked control flow rarely keeps the ABI's stack alignment; the report
+ * is exactly when it matters, so every entry into Dangless realigns. */
+BOTH_TIMEOUT(reports_come_out_when_entered_with_a_misaligned_stack,
+	     ST_CHILDREN_BUDGET(2))
+{
+	struct th_child res;
+	st_scenario("revoke=batch:64", "misaligned-exit", NULL, &res);
+	ASSERT_KILLED_BY(SIGABRT, res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	char want[160];
+	snprintf(want, sizeof(want),
+		 "dangless: write-after-free detected late (revoke=batch:64) "
+		 "at %#lx: 5 bytes into a 64-byte allocation (freed",
+		 (unsigned long)target);
+	ASSERT_CONTAINS(want, res.err);
+	th_child_free(&res);
+	st_scenario("revoke=strict", "misaligned-uaf-read", NULL, &res);
+	target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 10, 100);
+	th_child_free(&res);
+}
+
 BOTH_TIMEOUT(revoke_batch_read_after_free_gets_poison, ST_CHILDREN_BUDGET(2))
 {
 	struct th_child res;

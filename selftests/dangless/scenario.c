@@ -40,6 +40,10 @@
  *                              then a read of an object freed before them
  *   st-scenario fd-list        allocates, forks, frees; prints the open
  *                              descriptors above 2 ("fds: 3 7")
+ *   st-scenario misaligned-exit  batch-write-exit, but exit() is reached with
+ *                              the stack misaligned by 8, as hijacked
+ *                              control flow leaves it
+ *   st-scenario misaligned-uaf-read  uaf-read from such a function
  */
 #include <dangless/dangless.h>
 
@@ -215,6 +219,63 @@ static int batch_write(long n)
 	*(volatile char *)launder(p + 5) = 'X';
 	for (long i = 0; i < n; i++)
 		free(malloc(64));
+	printf("survived\n");
+	return 0;
+}
+
+/*
+ * Calls fn(arg) with rsp 16-aligned at its first instruction, where the ABI
+ * has it 8 past a multiple of 16: what a return-oriented jump or a
+ * corrupted frame leaves.  Compiled code then misplaces every aligned
+ * spill (movaps) by 8.
+ */
+void st_call_misaligned(void (*fn)(void *), void *arg);
+__asm__(".text\n"
+	".type st_call_misaligned, @function\n"
+	"st_call_misaligned:\n"
+	"	push %rbp\n"
+	"	mov %rsp, %rbp\n"
+	"	and $-16, %rsp\n"
+	"	sub $8, %rsp\n"
+	"	mov %rdi, %rax\n"
+	"	mov %rsi, %rdi\n"
+	"	call *%rax\n"
+	"	leave\n"
+	"	ret\n"
+	".size st_call_misaligned, .-st_call_misaligned\n");
+
+static void exit_now(void *unused)
+{
+	(void)unused;
+	exit(0);
+}
+
+static int misaligned_exit(void)
+{
+	char *p = malloc(64);
+	memset(p, 1, 64);
+	printf("target=%p\n", (void *)(p + 5));
+	fflush(stdout);
+	free(p);
+	*(volatile char *)launder(p + 5) = 'X';
+	st_call_misaligned(exit_now, NULL);
+	printf("survived\n");
+	return 0;
+}
+
+static void read_byte(void *p)
+{
+	(void)*(volatile char *)p;
+}
+
+static int misaligned_uaf_read(void)
+{
+	char *p = malloc(100);
+	memset(p, 1, 100);
+	free(p);
+	printf("target=%p\n", (void *)(p + 10));
+	fflush(stdout);
+	st_call_misaligned(read_byte, launder(p + 10));
 	printf("survived\n");
 	return 0;
 }
@@ -602,6 +663,10 @@ int main(int argc, char **argv)
 		return descriptors(argv[2], argc > 3 ? argv[3] : NULL);
 	if (!strcmp(what, "fd-list"))
 		return fd_list();
+	if (!strcmp(what, "misaligned-exit"))
+		return misaligned_exit();
+	if (!strcmp(what, "misaligned-uaf-read"))
+		return misaligned_uaf_read();
 	if (!strcmp(what, "env") && argc > 2) {
 		const char *v = getenv(argv[2]);
 		printf("%s=%s\n", argv[2], v ? v : "(unset)");

@@ -99,7 +99,7 @@ static bool kvm_is_vfork(const struct dune_tf *tf)
 	       (nr == SYS_clone && (DUNE_SC_ARG0(tf) & CLONE_VFORK));
 }
 
-static bool kvm_pre(struct dune_tf *tf)
+DL_REALIGN_STACK static bool kvm_pre(struct dune_tf *tf)
 {
 	kvm_thread_register();
 	if (!kvm_fixup_pre(tf))
@@ -114,7 +114,7 @@ static bool kvm_pre(struct dune_tf *tf)
 	return true;
 }
 
-static void kvm_post(struct dune_tf *tf)
+DL_REALIGN_STACK static void kvm_post(struct dune_tf *tf)
 {
 	kvm_thread_to_guest(); /* before anything reads guest memory */
 	kvm_fixup_post(tf);

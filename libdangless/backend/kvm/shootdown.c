@@ -139,7 +139,7 @@ void kvm_thread_exit(void)
 	atomic_store(&t->state, KVM_T_FREE);
 }
 
-static void kvm_shootdown_handler(int sig)
+DL_REALIGN_STACK static void kvm_shootdown_handler(int sig)
 {
 	(void)sig;
 	struct kvm_thread *t = kvm_mine();
