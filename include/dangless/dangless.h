@@ -44,7 +44,9 @@ int dangless_init(void);
  * given this way (up to 16, used in order), and when they are used up the
  * allocator is out of alias space (a report, or fallback=1).  Must be
  * page-aligned and not otherwise in use; best called before the first
- * allocation.  Returns 0 or a negative errno.
+ * allocation.  On the host backend the first and last 2 MiB stay
+ * inaccessible guard gaps, so the range must be larger than 4 MiB.
+ * Returns 0 or a negative errno.
  */
 int dangless_dedicate_vmem(void *start, void *end);
 

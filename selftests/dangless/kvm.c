@@ -349,4 +349,26 @@ TEST_TIMEOUT(demo_reports_exactly_as_on_the_host_and_dies_of_sigsegv,
 	th_child_free(&host);
 }
 
+/* Alias space starts 2 MiB into its PML4 slot: p[-1] of the first object
+ * is an unmapped page there, reported, not a non-canonical address. */
+TEST(first_allocation_underflow_is_reported)
+{
+	const char *const env[] = {"DANGLESS_OPTIONS=backend=kvm:fallback=0",
+				   NULL};
+	const char *const argv[] = {st_selftest_prog("st-scenario"),
+				    "first-underflow", NULL};
+	struct th_child res;
+	th_exec(argv, env, NULL, 120, &res);
+	ASSERT_KILLED_BY(SIGSEGV, res);
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	char want[128];
+	snprintf(want, sizeof(want),
+		 "dangless: out-of-bounds READ of size 1 at %#lx: 1 bytes "
+		 "before a 1056-byte allocation (live)",
+		 (unsigned long)target);
+	ASSERT_CONTAINS(want, res.err);
+	th_child_free(&res);
+}
+
 TEST_HARNESS_MAIN

@@ -44,6 +44,13 @@
  *                              the stack misaligned by 8, as hijacked
  *                              control flow leaves it
  *   st-scenario misaligned-uaf-read  uaf-read from such a function
+ *   st-scenario first-underflow  reads p[-1] of the first allocation
+ *   st-scenario maps-gaps      a mixed workload, then checks /proc/self/maps:
+ *                              "gaps ok", or the mapping that comes within
+ *                              2 MiB of an alias mapping
+ *   st-scenario dedicated-end  fills an 8 MiB dedicated range with 64 KiB
+ *                              objects, then reads the byte after the page
+ *                              of the highest one
  */
 #include <dangless/dangless.h>
 
@@ -64,6 +71,9 @@
 
 #pragma weak dangless_get_canonical
 #pragma weak dangless_stats
+
+/* The first byte after the page holding p. */
+#define DL_PAGE_END(p) (((uintptr_t)(p) | 4095) + 1)
 
 static void *launder(void *p)
 {
@@ -277,6 +287,122 @@ static int misaligned_uaf_read(void)
 	fflush(stdout);
 	st_call_misaligned(read_byte, launder(p + 10));
 	printf("survived\n");
+	return 0;
+}
+
+static int first_underflow(void)
+{
+	char *p = malloc(0x420);
+	printf("target=%p\n", (void *)(p - 1));
+	fflush(stdout);
+	printf("survived %d\n", *(volatile char *)launder(p - 1));
+	return 0;
+}
+
+struct mapping {
+	uintptr_t start, end;
+	bool alias, accessible;
+};
+
+/* The mappings of /proc/self/maps; aliases are those of the memfd
+ * "dangless" but its canonical view (the largest). */
+static size_t read_maps(struct mapping *m, size_t cap)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	size_t n = 0, view = SIZE_MAX;
+	while (f && n < cap && fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s", &s, &e, perms) != 3)
+			continue;
+		m[n] = (struct mapping){s, e, strstr(line, "/memfd:dangless"),
+					strncmp(perms, "---", 3) != 0};
+		if (m[n].alias && (view == SIZE_MAX ||
+				   e - s > m[view].end - m[view].start))
+			view = n;
+		n++;
+	}
+	if (f)
+		fclose(f);
+	if (view != SIZE_MAX)
+		m[view].alias = false;
+	return n;
+}
+
+/* Whether an accessible mapping other than an alias comes within 2 MiB of
+ * an alias mapping; says which. */
+static bool maps_touch_aliases(void)
+{
+	static struct mapping m[100000];
+	size_t n = read_maps(m, sizeof(m) / sizeof(m[0]));
+	const uintptr_t gap = 2 << 20;
+	for (size_t i = 0; i < n; i++) {
+		if (!m[i].alias)
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			if (m[j].alias || !m[j].accessible ||
+			    m[j].end + gap <= m[i].start ||
+			    m[j].start >= m[i].end + gap)
+				continue;
+			printf("%#lx-%#lx is within 2 MiB of the alias "
+			       "%#lx-%#lx\n",
+			       (unsigned long)m[j].start,
+			       (unsigned long)m[j].end,
+			       (unsigned long)m[i].start,
+			       (unsigned long)m[i].end);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Checked from the first allocation on (a reservation's first aliases are
+ * released again later, when their objects go), and as the heap grows. */
+static int maps_gaps(void)
+{
+	enum { live = 3000 };
+	static char *keep[live];
+	for (int i = 0; i < 30000; i++) {
+		int k = (i * 7919) % live;
+		free(keep[k]);
+		size_t len = i % 50 == 0 ? (size_t)(i % 7 + 1) << 16
+					 : 8 + (size_t)(i * 131) % 3000;
+		keep[k] = malloc(len);
+		memset(keep[k], 1, len);
+		if (i % 3 == 0)
+			keep[k] = realloc(keep[k], len * 2 + 1);
+		if ((i == 0 || i % 5000 == 4999) && maps_touch_aliases())
+			return 1;
+	}
+	printf("gaps ok\n");
+	return 0;
+}
+
+static int dedicated_end(void)
+{
+	int (*ded)(void *, void *) = dangless_dedicate_vmem;
+	if (!ded)
+		ded = (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
+						     "dangless_dedicate_vmem");
+	if (!ded)
+		return fail("no dangless_dedicate_vmem");
+	char *start = (char *)0x520000000000UL, *end = start + (8 << 20);
+	if (ded(start, end) != 0)
+		return fail("dangless_dedicate_vmem");
+	char *last = NULL;
+	for (int i = 0; i < 1000; i++) {
+		char *p = malloc(65536);
+		if (!p || p < start || p >= end)
+			break;
+		last = p > last ? p : last;
+	}
+	if (!last)
+		return fail("no allocation in the dedicated range");
+	char *after = (char *)DL_PAGE_END(last + 65535);
+	printf("target=%p\n", (void *)after);
+	fflush(stdout);
+	printf("survived %d\n", *(volatile char *)launder(after));
 	return 0;
 }
 
@@ -663,6 +789,12 @@ int main(int argc, char **argv)
 		return descriptors(argv[2], argc > 3 ? argv[3] : NULL);
 	if (!strcmp(what, "fd-list"))
 		return fd_list();
+	if (!strcmp(what, "first-underflow"))
+		return first_underflow();
+	if (!strcmp(what, "maps-gaps"))
+		return maps_gaps();
+	if (!strcmp(what, "dedicated-end"))
+		return dedicated_end();
 	if (!strcmp(what, "misaligned-exit"))
 		return misaligned_exit();
 	if (!strcmp(what, "misaligned-uaf-read"))

@@ -16,12 +16,18 @@
 
 /* ---- alias space ---- */
 
-/* A range that faults on access and costs no memory (H1). */
+/* A range that faults on access and costs no memory (H1), inside gaps that
+ * are never handed out (H3). */
 static void *host_reserve(size_t len)
 {
-	void *p = mmap(NULL, len, PROT_NONE,
+	char *p = mmap(NULL, len + 2 * HOST_GAP, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	return p == MAP_FAILED ? NULL : p + HOST_GAP;
+}
+
+static void host_unreserve(char *start, size_t len)
+{
+	munmap(start - HOST_GAP, len + 2 * HOST_GAP);
 }
 
 /*
@@ -64,7 +70,7 @@ void *host_alias_reserve(size_t len, size_t align)
 				DL_STAT_ADD(alias_bytes_reserved, block);
 			} else {
 				_dl_unlock(&host.alias_lock);
-				munmap(b, block);
+				host_unreserve(b, block);
 				_dl_lock(&host.alias_lock);
 			}
 		}
@@ -77,8 +83,9 @@ void *host_alias_reserve(size_t len, size_t align)
 
 int host_alias_dedicate(void *start, size_t len)
 {
-	if (((uintptr_t)start | len) & (DL_PAGE - 1) || !len ||
-	    ((uintptr_t)start + len) >> DL_ADDR_BITS)
+	/* The range holds its own gaps (H3): aliases come from its middle. */
+	if (((uintptr_t)start | len) & (DL_PAGE - 1) ||
+	    len <= 2 * HOST_GAP || ((uintptr_t)start + len) >> DL_ADDR_BITS)
 		return -EINVAL;
 	void *r = mmap(start, len, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
@@ -101,8 +108,8 @@ int host_alias_dedicate(void *start, size_t len)
 		host.dedicated_only = true;
 		host.block_next = host.block_end = 0;
 	}
-	host.dedicated[host.ndedicated][0] = (uintptr_t)start;
-	host.dedicated[host.ndedicated][1] = (uintptr_t)start + len;
+	host.dedicated[host.ndedicated][0] = (uintptr_t)start + HOST_GAP;
+	host.dedicated[host.ndedicated][1] = (uintptr_t)start + len - HOST_GAP;
 	host.ndedicated++;
 	_dl_unlock(&host.alias_lock);
 	DL_STAT_ADD(alias_bytes_reserved, len);

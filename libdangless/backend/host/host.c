@@ -44,10 +44,21 @@ static int host_map_canon(void)
 		_dl_warn("host backend: sizing the canonical memfd: %s",
 			 strerror(err));
 	} else {
-		host.canon = mmap(NULL, HOST_CANON_SIZE, PROT_READ | PROT_WRITE,
-				  MAP_SHARED | MAP_NORESERVE, fd, 0);
+		/* Inside gaps (H3): the view is placed in a reservation. */
+		char *res = mmap(NULL, HOST_CANON_SIZE + 2 * HOST_GAP, PROT_NONE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				 -1, 0);
+		host.canon = res == MAP_FAILED
+				     ? MAP_FAILED
+				     : mmap(res + HOST_GAP, HOST_CANON_SIZE,
+					    PROT_READ | PROT_WRITE,
+					    MAP_SHARED | MAP_NORESERVE |
+						    MAP_FIXED,
+					    fd, 0);
 		if (host.canon == MAP_FAILED) {
 			err = errno;
+			if (res != MAP_FAILED)
+				munmap(res, HOST_CANON_SIZE + 2 * HOST_GAP);
 			_dl_warn("host backend: cannot map %zu GiB of "
 				 "canonical view: %s",
 				 HOST_CANON_SIZE >> 30, strerror(err));

@@ -45,6 +45,16 @@
 
 #define HOST_CANON_SIZE ((size_t)1 << 40)
 #define HOST_BLOCK_SIZE ((size_t)1 << 40)
+/*
+ * Invariant H3: every range of alias space (a reservation block, a
+ * dedicated range) and the canonical view have HOST_GAP of inaccessible
+ * PROT_NONE memory of ours on both sides, never handed out: an access
+ * within 2 MiB of an alias page (p[-1] of the first object, p[n] past the
+ * last page) faults and is reported, instead of reading or writing what the
+ * kernel placed next to it (our metadata, the program's memory).  2 MiB is
+ * a huge page: more than any one indexing mistake reaches in practice.
+ */
+#define HOST_GAP ((size_t)2 << 20)
 
 struct host_state {
 	char *canon;              /* canonical view of the whole memfd */

@@ -78,7 +78,8 @@ int kvm_canon_init(void)
 	/* A host in strict overcommit mode counts even MAP_NORESERVE: ask
 	 * for less until it agrees. */
 	for (; size >= KVM_CANON_MIN; size /= 2) {
-		res = mmap(NULL, size + KVM_GIB, PROT_READ | PROT_WRITE,
+		res = mmap(NULL, size + KVM_GIB + 2 * KVM_GAP,
+			   PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (res != MAP_FAILED)
 			break;
@@ -89,10 +90,16 @@ int kvm_canon_init(void)
 			 strerror(err));
 		return -err;
 	}
-	char *base = (char *)DL_ALIGN_UP((uintptr_t)res, KVM_GIB);
-	if (base > res)
-		munmap(res, (size_t)(base - res));
-	munmap(base + size, (size_t)(res + size + KVM_GIB - (base + size)));
+	char *base = (char *)DL_ALIGN_UP((uintptr_t)res + KVM_GAP, KVM_GIB);
+	char *end = res + size + KVM_GIB + 2 * KVM_GAP;
+	if (base - KVM_GAP > res)
+		munmap(res, (size_t)(base - KVM_GAP - res));
+	if (end > base + size + KVM_GAP)
+		munmap(base + size + KVM_GAP,
+		       (size_t)(end - (base + size + KVM_GAP)));
+	/* The gaps stay ours and inaccessible (kvm.h, KVM_GAP). */
+	mprotect(base - KVM_GAP, KVM_GAP, PROT_NONE);
+	mprotect(base + size, KVM_GAP, PROT_NONE);
 	/* 2 MiB host pages where the host has transparent huge pages: the
 	 * guest maps the arena with 2 MiB pages too.  (Not MAP_HUGETLB: a
 	 * reserved pool that runs dry would SIGBUS the program.) */

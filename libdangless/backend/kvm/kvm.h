@@ -50,6 +50,13 @@ static inline uintptr_t kvm_pml4_slot_base(unsigned slot)
 }
 #define KVM_ALIAS_START kvm_pml4_slot_base(KVM_ALIAS_SLOT_FIRST)
 #define KVM_ALIAS_END kvm_pml4_slot_base(KVM_ALIAS_SLOT_END)
+/*
+ * The first and last 2 MiB of alias space are never handed out, and no
+ * more than 2 MiB around the canonical arena is ever mapped: p[-1] of the
+ * first object would otherwise be a non-canonical address (a #GP with no
+ * address to report) and the arena's neighbours the program's memory.
+ */
+#define KVM_GAP ((size_t)2 << 20)
 static inline bool kvm_is_alias(uintptr_t va)
 {
 	return va >= KVM_ALIAS_START && va < KVM_ALIAS_END;

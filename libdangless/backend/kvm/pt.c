@@ -53,7 +53,7 @@ int kvm_pt_init(void)
 	munmap(pool + KVM_PT_POOL_SIZE,
 	       (size_t)(res + KVM_PT_POOL_SIZE - pool));
 	pt.pool = pool;
-	pt.alias_next = KVM_ALIAS_START;
+	pt.alias_next = KVM_ALIAS_START + KVM_GAP;
 	return 0;
 }
 
@@ -137,7 +137,7 @@ void *kvm_alias_reserve(size_t len, size_t align)
 	_dl_lock(&pt.alias_lock);
 	uintptr_t start = DL_ALIGN_UP(pt.alias_next, align);
 	if (start < pt.alias_next || start + len < start ||
-	    start + len > KVM_ALIAS_END) {
+	    start + len > KVM_ALIAS_END - KVM_GAP) {
 		_dl_unlock(&pt.alias_lock);
 		return NULL;
 	}
