@@ -51,6 +51,12 @@
  *   st-scenario dedicated-end  fills an 8 MiB dedicated range with 64 KiB
  *                              objects, then reads the byte after the page
  *                              of the highest one
+ *   st-scenario technique NAME  the first steps of a documented heap
+ *                              exploitation technique (how2heap's, for
+ *                              glibc), in our own words: fastbin-dup,
+ *                              tcache-poisoning, house-of-spirit,
+ *                              freed-pointer-leak; prints "hijacked" when
+ *                              the allocator was fooled
  */
 #include <dangless/dangless.h>
 
@@ -403,6 +409,63 @@ static int dedicated_end(void)
 	printf("target=%p\n", (void *)after);
 	fflush(stdout);
 	printf("survived %d\n", *(volatile char *)launder(after));
+	return 0;
+}
+
+/*
+ * Each technique up to the step that gains the attacker something, with
+ * glibc's outcome noted; under Dangless the first misuse must be reported
+ * (or, for the leak under revoke=batch, read poison instead of a pointer).
+ */
+static int technique(const char *name)
+{
+	static char target[64] __attribute__((aligned(16)));
+	if (!strcmp(name, "fastbin-dup")) {
+		/* glibc: a, b, a again: two later mallocs return one chunk */
+		char *a = malloc(24), *b = malloc(24);
+		free(a);
+		free(b);
+		free(launder(a));
+		char *x = malloc(24), *y = malloc(24), *z = malloc(24);
+		if (x == z || x == y || y == z)
+			printf("hijacked: one chunk handed out twice\n");
+	} else if (!strcmp(name, "tcache-poisoning")) {
+		/* glibc: a freed chunk's next pointer, overwritten, makes a
+		 * later malloc return the attacker's address */
+		uintptr_t *a = malloc(128), *b = malloc(128);
+		free(a);
+		free(b);
+		printf("target=%p\n", (void *)b);
+		fflush(stdout);
+		*(uintptr_t *volatile)launder(b) = (uintptr_t)target;
+		malloc(128);
+		if (malloc(128) == (void *)target)
+			printf("hijacked: malloc returned the target\n");
+	} else if (!strcmp(name, "house-of-spirit")) {
+		/* glibc: free() of a fake chunk on the stack puts it in a bin */
+		size_t fake[8] __attribute__((aligned(16))) = {0, 0x40};
+		fake[7] = 0x1234;
+		printf("target=%p\n", (void *)&fake[2]);
+		fflush(stdout);
+		free(launder(&fake[2]));
+		if (malloc(0x30) == (void *)&fake[2])
+			printf("hijacked: malloc returned the stack\n");
+	} else if (!strcmp(name, "freed-pointer-leak")) {
+		/* glibc: a freed chunk still holds heap pointers: read one */
+		void **a = malloc(64), **b = malloc(64);
+		*a = b;
+		free(b);
+		free(a);
+		printf("target=%p\n", (void *)a);
+		fflush(stdout);
+		uintptr_t leak = *(uintptr_t *volatile)launder(a);
+		printf("leaked %#lx\n", (unsigned long)leak);
+		printf(leak == (uintptr_t)b ? "hijacked: a heap address leaked\n"
+					    : "no address leaked\n");
+	} else {
+		return fail("unknown technique");
+	}
+	printf("survived\n");
 	return 0;
 }
 
@@ -789,6 +852,8 @@ int main(int argc, char **argv)
 		return descriptors(argv[2], argc > 3 ? argv[3] : NULL);
 	if (!strcmp(what, "fd-list"))
 		return fd_list();
+	if (!strcmp(what, "technique") && argc > 2)
+		return technique(argv[2]);
 	if (!strcmp(what, "first-underflow"))
 		return first_underflow();
 	if (!strcmp(what, "maps-gaps"))
