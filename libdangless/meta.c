@@ -4,6 +4,8 @@
  * services that hold state (services.h).
  */
 #include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "services.h"
@@ -36,8 +38,119 @@ void _dl_lock(dl_lock_t *l)
 	}
 }
 
+/*
+ * Metadata lives in a region of its own, reserved PROT_NONE once, whose
+ * first and last 2 MiB are never handed out: left to the kernel, our pages
+ * landed next to alias space (p[-1] of the first object read them) or the
+ * program's own mappings, where an overflow of either reaches them.
+ * Ranges are made readable and writable as they are handed out and go
+ * back to PROT_NONE (pages dropped) when given back, for reuse by size.
+ * Past the region (64 GiB of metadata) pages come from anywhere.
+ *
+ * dl_meta.lock is a leaf, held across no system call (the reservation is
+ * made first and installed after).
+ */
+#define DL_META_REGION ((size_t)64 << 30)
+#define DL_META_GAP ((size_t)2 << 20)
+#define DL_META_FREE 256
+
+static struct {
+	dl_lock_t lock;
+	char *base;       /* the region, gaps included */
+	size_t next;      /* carved: [DL_META_GAP, next) */
+	struct {
+		size_t off, len;
+	} free[DL_META_FREE]; /* given back, address-ordered, coalesced */
+	unsigned nfree;
+} dl_meta;
+
+static bool dl_meta_region(void)
+{
+	if (atomic_load_explicit((_Atomic(char *) *)&dl_meta.base,
+				 memory_order_acquire))
+		return true;
+	char *r = mmap(NULL, DL_META_REGION, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r == MAP_FAILED)
+		return false;
+	_dl_lock(&dl_meta.lock);
+	bool mine = !dl_meta.base;
+	if (mine) {
+		dl_meta.next = DL_META_GAP;
+		atomic_store_explicit((_Atomic(char *) *)&dl_meta.base, r,
+				      memory_order_release);
+	}
+	_dl_unlock(&dl_meta.lock);
+	if (!mine)
+		munmap(r, DL_META_REGION);
+	return true;
+}
+
+/* An offset in the region for len bytes (first fit), or 0. */
+static size_t dl_meta_take(size_t len)
+{
+	size_t off = 0;
+	_dl_lock(&dl_meta.lock);
+	for (unsigned i = 0; i < dl_meta.nfree; i++) {
+		if (dl_meta.free[i].len < len)
+			continue;
+		off = dl_meta.free[i].off;
+		dl_meta.free[i].off += len;
+		dl_meta.free[i].len -= len;
+		if (!dl_meta.free[i].len)
+			memmove(&dl_meta.free[i], &dl_meta.free[i + 1],
+				(--dl_meta.nfree - i) * sizeof(dl_meta.free[0]));
+		break;
+	}
+	if (!off && dl_meta.next + len + DL_META_GAP <= DL_META_REGION) {
+		off = dl_meta.next;
+		dl_meta.next += len;
+	}
+	_dl_unlock(&dl_meta.lock);
+	return off;
+}
+
+static void dl_meta_give(size_t off, size_t len)
+{
+	_dl_lock(&dl_meta.lock);
+	unsigned i = 0;
+	while (i < dl_meta.nfree && dl_meta.free[i].off < off)
+		i++;
+	bool after_prev = i > 0 && dl_meta.free[i - 1].off +
+						   dl_meta.free[i - 1].len == off;
+	bool before_next = i < dl_meta.nfree && off + len == dl_meta.free[i].off;
+	if (after_prev) {
+		dl_meta.free[i - 1].len += len;
+		if (before_next) {
+			dl_meta.free[i - 1].len += dl_meta.free[i].len;
+			memmove(&dl_meta.free[i], &dl_meta.free[i + 1],
+				(--dl_meta.nfree - i) * sizeof(dl_meta.free[0]));
+		}
+	} else if (before_next) {
+		dl_meta.free[i].off = off;
+		dl_meta.free[i].len += len;
+	} else if (dl_meta.nfree < DL_META_FREE) {
+		memmove(&dl_meta.free[i + 1], &dl_meta.free[i],
+			(dl_meta.nfree++ - i) * sizeof(dl_meta.free[0]));
+		dl_meta.free[i].off = off;
+		dl_meta.free[i].len = len;
+	} /* else the range stays PROT_NONE, never handed out again */
+	_dl_unlock(&dl_meta.lock);
+}
+
 void *_dl_meta_pages(size_t len)
 {
+	len = DL_ALIGN_UP(len, DL_PAGE);
+	size_t off = dl_meta_region() ? dl_meta_take(len) : 0;
+	if (off) {
+		void *p = mmap(dl_meta.base + off, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+				       MAP_FIXED,
+			       -1, 0);
+		if (p != MAP_FAILED)
+			return p;
+		dl_meta_give(off, len);
+	}
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
@@ -45,7 +158,17 @@ void *_dl_meta_pages(size_t len)
 
 void _dl_meta_unpages(void *p, size_t len)
 {
-	munmap(p, len);
+	len = DL_ALIGN_UP(len, DL_PAGE);
+	char *c = p, *base = dl_meta.base;
+	if (!base || c < base || c >= base + DL_META_REGION) {
+		munmap(p, len);
+		return;
+	}
+	/* The pages go; the range stays ours and inaccessible. */
+	if (mmap(c, len, PROT_NONE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+		 0) != MAP_FAILED)
+		dl_meta_give((size_t)(c - base), len);
 }
 
 /* Every pool that has handed out a block, for fork's lock order. */
@@ -117,11 +240,13 @@ void _dl_pools_lock_all(void)
 	_dl_lock(&dl_pools.lock);
 	for (struct dl_pool *p = dl_pools.head; p; p = p->next_pool)
 		_dl_lock(&p->lock);
+	_dl_lock(&dl_meta.lock);
 }
 
 void _dl_pools_unlock_all(bool reset)
 {
 	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
+	op(&dl_meta.lock);
 	for (struct dl_pool *p = dl_pools.head; p; p = p->next_pool)
 		op(&p->lock);
 	op(&dl_pools.lock);
