@@ -11,6 +11,8 @@
 #   make demo       a dangling pointer caught, with its report
 #   make test       the whole suite (what .ci/run calls)
 #   make test-kernels  dune.ko's suites on Debian's 6.12 kernel (not in make test)
+#   make test-python   CPython's regression tests, the longer list (make test
+#                   runs a quick one), on glibc and under Dangless
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
@@ -45,7 +47,7 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune test-kernels demo bench install clean
+.PHONY: all deps test test-dune test-kernels test-python demo bench install clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -86,6 +88,12 @@ test-dune: deps
 test-kernels: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS) $(KMOD_KERNEL_KOS)
 	@BUILD=$(BUILD) selftests/kmod/run-kernels $(KMOD_KERNELS)
+
+# CPython's regression tests: make test's quick set and the longer list,
+# each module on glibc and under Dangless (selftests/real/python-testsuite).
+test-python: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) $(ST_PYTHON_SUITE) --long
 
 bench: all $(BENCH_TARGETS)
 
