@@ -35,7 +35,7 @@ ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
 ST_RIG_SUITES := $(ST_OUT)/kvm
 ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
 
-ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target
+ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target stack-depth
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 
 TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run \
