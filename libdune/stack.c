@@ -52,7 +52,7 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <stdio.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -79,30 +79,78 @@ static void stack_unlock(void)
 	__atomic_store_n(&main_stack.lock, 0, __ATOMIC_RELEASE);
 }
 
-/* [stack] and the end of the mapping just below it, from /proc/self/maps.
- * 0 or -ENOENT. */
+static uint64_t parse_hex(const char **p)
+{
+	uint64_t v = 0;
+	for (;; (*p)++) {
+		char c = **p;
+		if (c >= '0' && c <= '9')
+			v = v * 16 + (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v * 16 + (uint64_t)(c - 'a' + 10);
+		else
+			return v;
+	}
+}
+
+/*
+ * [stack] and the end of the mapping just below it, from /proc/self/maps.
+ * 0 or -ENOENT.  Raw system calls and a buffer on the stack, no stdio: this
+ * also runs on the vCPU loop's host side (a guest setrlimit), where
+ * malloc may be the guest's own (Dangless's aliases exist only there).
+ */
 static int find_stack(uint64_t *lo, uint64_t *hi, uint64_t *below_end)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512];
+	char buf[4096];
+	size_t have = 0;
 	uint64_t prev_end = 0;
-	int r = -ENOENT;
-	if (!f)
+	int r = -ENOENT, skipping = 0;
+	long fd = dune_sys3(SYS_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
 		return -ENOENT;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		if (sscanf(line, "%lx-%lx", &a, &b) != 2)
-			continue;
-		if (strstr(line, " [stack]")) {
-			*lo = a;
-			*hi = b;
-			*below_end = prev_end;
-			r = 0;
+	for (;;) {
+		long n = dune_sys3(SYS_read, fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
 			break;
+		have += (size_t)n;
+		buf[have] = 0;
+		char *line = buf, *nl;
+		if (skipping) { /* the rest of a line longer than buf */
+			if (!(nl = strchr(line, '\n'))) {
+				have = 0;
+				continue;
+			}
+			skipping = 0;
+			line = nl + 1;
 		}
-		prev_end = b;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			const char *p = line;
+			uint64_t a = parse_hex(&p);
+			uint64_t b = *p == '-' ? (p++, parse_hex(&p)) : 0;
+			if (strstr(line, " [stack]")) {
+				*lo = a;
+				*hi = b;
+				*below_end = prev_end;
+				r = 0;
+				goto out;
+			}
+			prev_end = b;
+			line = nl + 1;
+		}
+		/* keep the partial last line; one that fills buf (a path
+		 * near PATH_MAX) is not [stack]'s: skip it (were it the one
+		 * below [stack], below_end would be too low, and the kernel's
+		 * own gap check would still refuse growth into it) */
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (have == sizeof(buf) - 1) {
+			have = 0;
+			skipping = 1;
+		}
 	}
-	fclose(f);
+out:
+	dune_sys1(SYS_close, fd);
 	return r;
 }
 
