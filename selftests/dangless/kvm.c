@@ -360,7 +360,8 @@ TEST_TIMEOUT(demo_reports_exactly_as_on_the_host_and_dies_of_sigsegv,
  * guest ran it).
  */
 static void st_stack_depth(const char *limit_kib, const char *mode,
-			   const char *mib, struct th_child *res)
+			   const char *mib, const char *raise_mib,
+			   struct th_child *res)
 {
 	char preload[512], opts[512];
 	const char *o = getenv("DANGLESS_OPTIONS");
@@ -371,7 +372,7 @@ static void st_stack_depth(const char *limit_kib, const char *mode,
 		"/bin/sh", "-c",
 		"ulimit -S -s \"$1\" && shift && exec /usr/bin/env \"$@\"",
 		"sh", limit_kib, preload, opts, st_testapp("stack-depth"),
-		mode, mib, NULL};
+		mode, mib, raise_mib, NULL};
 	th_exec(argv, NULL, NULL, 60, res);
 }
 
@@ -384,7 +385,7 @@ static void st_stack_depth(const char *limit_kib, const char *mode,
 TEST(stack_main_thread_uses_7_of_8_mib)
 {
 	struct th_child res;
-	st_stack_depth("8192", "main", "7", &res);
+	st_stack_depth("8192", "main", "7", NULL, &res);
 	ASSERT_EXITED(0, res);
 	EXPECT_STREQ("main: used 7 MiB\n", res.out);
 	ASSERT_RAN_IN_THE_GUEST(res);
@@ -394,9 +395,21 @@ TEST(stack_main_thread_uses_7_of_8_mib)
 TEST(stack_main_thread_unlimited_uses_7_mib)
 {
 	struct th_child res;
-	st_stack_depth("unlimited", "main", "7", &res);
+	st_stack_depth("unlimited", "main", "7", NULL, &res);
 	ASSERT_EXITED(0, res);
 	EXPECT_STREQ("main: used 7 MiB\n", res.out);
+	ASSERT_RAN_IN_THE_GUEST(res);
+	th_child_free(&res);
+}
+
+/* as gcc does at start: setrlimit to 64 MiB (made by libdune on the host,
+ * while malloc is Dangless's), then recurse deeper than 8 */
+TEST(stack_grows_with_a_limit_raised_in_the_guest)
+{
+	struct th_child res;
+	st_stack_depth("8192", "main", "60", "64", &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("main: used 60 MiB\n", res.out);
 	ASSERT_RAN_IN_THE_GUEST(res);
 	th_child_free(&res);
 }
@@ -404,7 +417,7 @@ TEST(stack_main_thread_unlimited_uses_7_mib)
 TEST(stack_thread_uses_its_whole_64_mib)
 {
 	struct th_child res;
-	st_stack_depth("8192", "thread", "64", &res);
+	st_stack_depth("8192", "thread", "64", NULL, &res);
 	ASSERT_EXITED(0, res);
 	EXPECT_STREQ("thread: used 64 MiB of 64\n", res.out);
 	ASSERT_RAN_IN_THE_GUEST(res);
@@ -414,7 +427,7 @@ TEST(stack_thread_uses_its_whole_64_mib)
 TEST(stack_overflow_reaches_the_sigaltstack_handler)
 {
 	struct th_child res;
-	st_stack_depth("8192", "overflow", NULL, &res);
+	st_stack_depth("8192", "overflow", NULL, NULL, &res);
 	ASSERT_EXITED(42, res);
 	EXPECT_STREQ("overflow: caught at 8 MiB on the alternate stack, "
 		     "si_addr next to the deepest frame\n", res.out);
