@@ -39,7 +39,7 @@ ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target stack-
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 
 TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run \
-	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig
+	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig $(CURDIR)/$(ST_DIR)/run-gcc-in-rig
 TEST_DEPS   += $(ST_SUITES) $(ST_RIG_SUITES) $(ST_PROGS) $(ST_APP_BINS)
 # The allocator's own suites once more with its invariants asserted.
 ifneq ($(DEBUG),1)
