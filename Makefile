@@ -89,7 +89,8 @@ test-kernels: deps
 	@BUILD=$(BUILD) selftests/kmod/run-kernels $(KMOD_KERNELS)
 
 # gcc on issue 18's 3000-function file in the rig: glibc, libdune-preload,
-# backend=kvm and backend=dune, objects compared (make test runs a small one)
+# backend=kvm and backend=dune, objects compared (make test runs a small one;
+# GCC_REAL_MODES="preload kvm" leaves dune out)
 test-kvm-real: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/dangless/run-gcc-in-rig --big
