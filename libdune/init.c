@@ -79,6 +79,8 @@ int dune_vm_setup(int map_full)
 	dune_map_range((uint64_t)&dune_vm, sizeof(dune_vm));
 	dune_map_range((uint64_t)dune_syscall_entry, 1);
 	dune_map_range((uint64_t)dune_chunk_gpa, sizeof(dune_chunk_gpa));
+	/* before the guest can need it: KVM and dune.ko cannot grow it */
+	dune_stack_setup();
 	if (map_full)
 		dune_map_proc_self_maps();
 	return 0;

@@ -28,6 +28,14 @@
 #define DUNE_TASK_SIZE 0x7ffffffff000ULL
 #define DUNE_NCHUNKS (DUNE_VA_LIMIT >> DUNE_CHUNK_SHIFT)
 
+/* stack.c: the main thread's stack is grown to RLIMIT_STACK before the
+ * guest runs (get_user_pages, which faults guest memory in, no longer grows
+ * stacks since Linux 6.5/6.1.37), at most DUNE_STACK_MAX (RLIMIT_STACK
+ * unlimited), with DUNE_STACK_GUARD below it unmapped in the guest (the
+ * kernel's default stack_guard_gap, 256 pages) */
+#define DUNE_STACK_MAX (1ULL << 30)
+#define DUNE_STACK_GUARD (1ULL << 20)
+
 #define DUNE_IST_SIZE (32 * 1024)
 #define DUNE_NIST 3
 
@@ -217,6 +225,12 @@ int dune_map_chunk(uint64_t va) DUNE_HIDDEN;
 /* registers every chunk [start, start + len) touches */
 void dune_map_range(uint64_t start, uint64_t len) DUNE_HIDDEN;
 int dune_map_proc_self_maps(void) DUNE_HIDDEN;
+
+/* stack.c: the main thread's stack (host side) */
+void dune_stack_setup(void) DUNE_HIDDEN;         /* at dune_init */
+void dune_stack_limit_changed(void) DUNE_HIDDEN; /* RLIMIT_STACK was set */
+/* [lo, hi) reaches into the guard below the main thread's stack */
+bool dune_stack_guard_overlaps(uint64_t lo, uint64_t hi) DUNE_HIDDEN;
 
 /* vcpu.c */
 struct dune_vcpu *dune_vcpu_alloc(void) DUNE_HIDDEN;

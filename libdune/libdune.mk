@@ -13,7 +13,7 @@ LIBDUNE_GUEST_CFLAGS := -mgeneral-regs-only -fno-stack-protector
 # Host side: the VM, vCPUs and their loop, system-call forwarding, signals.
 LIBDUNE_HOST_OBJS  := $(addprefix $(LIBDUNE_OUT)/,init.o drv_kvm.o drv_dune.o \
 		      memslot.o vcpu.o vcpu_run.o syscall.o signal.o probe.o fd.o \
-		      error.o api.o)
+		      error.o api.o stack.o)
 # Guest side (and helpers the guest's trap path calls): LIBDUNE_GUEST_CFLAGS.
 LIBDUNE_GUEST_OBJS := $(addprefix $(LIBDUNE_OUT)/,vm.o guest.o)
 LIBDUNE_OBJS    := $(LIBDUNE_HOST_OBJS) $(LIBDUNE_GUEST_OBJS) $(LIBDUNE_OUT)/entry.o

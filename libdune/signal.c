@@ -197,7 +197,14 @@ static void inject(struct dune_vcpu *v, const struct kvm_regs *ctx, int sig,
 	sp -= 128; /* red zone */
 	if ((act.flags & KSA_ONSTACK) && !(ss.ss_flags & SS_DISABLE) && !on_alt)
 		sp = (uint64_t)ss.ss_sp + ss.ss_size;
+	uint64_t frame_hi = sp;
 	sp = (sp - sizeof(xs.region)) & ~63ULL;
+	uint64_t frame_lo = ((sp - sizeof(struct dune_sigframe)) & ~15ULL) - 8;
+	if (dune_stack_guard_overlaps(frame_lo, frame_hi))
+		/* the main thread's stack is used up and the handler has no
+		 * other: the kernel cannot build the frame either, and kills
+		 * with SIGSEGV (force_sigsegv), whatever the handler */
+		dune_die_by_signal(SIGSEGV);
 	uint8_t *fpstate = (uint8_t *)sp;
 	memcpy(fpstate, xs.region, sizeof(xs.region));
 	sp = ((sp - sizeof(struct dune_sigframe)) & ~15ULL) - 8;

@@ -5,7 +5,8 @@
  * done here: exit (keep the vCPU for the next thread), clone/fork/vfork (a
  * vCPU for the new thread, a new VM for a forked child), arch_prctl (FS
  * base), close/close_range/dup2 (libdune's descriptors), mmap/mremap/brk/
- * shmat (register the new memory's chunks), and the signal calls.
+ * shmat (register the new memory's chunks), setrlimit/prlimit64 of
+ * RLIMIT_STACK (grow the main thread's stack), and the signal calls.
  *
  * This runs on the host stack of the thread's vCPU loop with the thread's
  * TLS, so it makes raw system calls and never touches errno on the way of a
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 static uint64_t dune_brk_last;
@@ -177,7 +179,7 @@ static const int dune_special_calls[] = {
 	SYS_exit, SYS_exit_group, SYS_arch_prctl, SYS_clone, SYS_close,
 	SYS_close_range, SYS_dup2, SYS_dup3, SYS_clone3, SYS_fork, SYS_vfork,
 	SYS_rt_sigreturn, SYS_rt_sigaction, SYS_mmap, SYS_mremap, SYS_shmat,
-	SYS_brk,
+	SYS_brk, SYS_setrlimit, SYS_prlimit64,
 };
 
 void dune_syscalls_not_special(uint64_t allowed[8])
@@ -289,6 +291,19 @@ int dune_handle_syscall(struct dune_vcpu *v)
 			dune_map_range(lo, (uint64_t)ret - lo);
 			dune_brk_last = ret;
 		}
+		break;
+	case SYS_setrlimit:
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (ret == 0 && a0 == RLIMIT_STACK && a1)
+			dune_stack_limit_changed();
+		break;
+	case SYS_prlimit64:
+		/* gcc raises its own stack limit at start (to 64 MiB): the
+		 * main thread's stack grows with it as on the host */
+		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);
+		if (ret == 0 && a1 == RLIMIT_STACK && a2 &&
+		    (a0 == 0 || a0 == dune_sys0(SYS_getpid)))
+			dune_stack_limit_changed();
 		break;
 	default:
 		ret = dune_sys6(nr, a0, a1, a2, a3, a4, a5);

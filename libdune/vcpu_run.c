@@ -72,6 +72,11 @@ __attribute__((noreturn)) static void fatal_trap(struct dune_vcpu *v)
 {
 	struct dune_tf *tf = v->tf;
 	char msg[512], w[128];
+	if (tf->vector == 14 && dune_stack_guard_overlaps(v->arg, v->arg + 1))
+		/* the main thread's stack overflowed its limit: an ordinary
+		 * SIGSEGV of the program, which the host's kernel would not
+		 * comment on either */
+		dune_die_by_signal(SIGSEGV);
 	where(tf->rip, w, sizeof(w));
 	snprintf(msg, sizeof(msg),
 		 "dune: unhandled %s (vector %lu) in the guest at rip 0x%lx (%s), "

@@ -35,14 +35,15 @@ ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
 ST_RIG_SUITES := $(ST_OUT)/kvm
 ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
 
-ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target
+ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target stack-depth
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 
 # CPython's own regression tests on glibc and under Dangless (the quick set;
 # `make test-python` runs the longer one): selftests/real/python-testsuite.
 ST_PYTHON_SUITE := $(CURDIR)/selftests/real/python-testsuite
 TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run \
-	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig $(ST_PYTHON_SUITE)
+	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig $(CURDIR)/$(ST_DIR)/run-gcc-in-rig \
+	       $(ST_PYTHON_SUITE)
 TEST_DEPS   += $(ST_SUITES) $(ST_RIG_SUITES) $(ST_PROGS) $(ST_APP_BINS)
 # The allocator's own suites once more with its invariants asserted.
 ifneq ($(DEBUG),1)

@@ -6,7 +6,9 @@
  * steady state leave the guest neither for a system call nor a VM exit,
  * the two roads of its TLB shootdown (a thread running guest code is
  * signalled; a thread inside a system call flushes on its way back), that
- * released page tables go back to the pool, and the demo's report.
+ * released page tables go back to the pool, the demo's report, and a
+ * program's deep stacks (the main thread's whole RLIMIT_STACK, a 64 MiB
+ * thread stack, an overflow caught on a sigaltstack).
  */
 #include "st-common.h"
 
@@ -368,6 +370,90 @@ TEST(first_allocation_underflow_is_reported)
 		 "before a 1056-byte allocation (live)",
 		 (unsigned long)target);
 	ASSERT_CONTAINS(want, res.err);
+	th_child_free(&res);
+}
+
+/*
+ * Deep stacks under the backend (issue 18; selftests/libdune/dune_test.c
+ * has the same checks for libdune alone): testapps/stack-depth under
+ * libdangless.so with the soft RLIMIT_STACK set by a shell first, so that
+ * the suite's own process keeps its limit and environ.  Under backend=kvm
+ * or dune (the suite's DANGLESS_OPTIONS, with verbosity=1 to show the
+ * guest ran it).
+ */
+static void st_stack_depth(const char *limit_kib, const char *mode,
+			   const char *mib, const char *raise_mib,
+			   struct th_child *res)
+{
+	char preload[512], opts[512];
+	const char *o = getenv("DANGLESS_OPTIONS");
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", st_dangless_so());
+	snprintf(opts, sizeof(opts), "DANGLESS_OPTIONS=%s:verbosity=1",
+		 o && *o ? o : "backend=kvm");
+	const char *const argv[] = {
+		"/bin/sh", "-c",
+		"ulimit -S -s \"$1\" && shift && exec /usr/bin/env \"$@\"",
+		"sh", limit_kib, preload, opts, st_testapp("stack-depth"),
+		mode, mib, raise_mib, NULL};
+	th_exec(argv, NULL, NULL, 60, res);
+}
+
+#define ASSERT_RAN_IN_THE_GUEST(res)                                           \
+	do {                                                                   \
+		EXPECT_CONTAINS("backend: running in guest ring 0", (res).err);\
+		EXPECT_TRUE(strstr((res).err, "dune:") == NULL);               \
+	} while (0)
+
+TEST(stack_main_thread_uses_7_of_8_mib)
+{
+	struct th_child res;
+	st_stack_depth("8192", "main", "7", NULL, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("main: used 7 MiB\n", res.out);
+	ASSERT_RAN_IN_THE_GUEST(res);
+	th_child_free(&res);
+}
+
+TEST(stack_main_thread_unlimited_uses_7_mib)
+{
+	struct th_child res;
+	st_stack_depth("unlimited", "main", "7", NULL, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("main: used 7 MiB\n", res.out);
+	ASSERT_RAN_IN_THE_GUEST(res);
+	th_child_free(&res);
+}
+
+/* as gcc does at start: setrlimit to 64 MiB (made by libdune on the host,
+ * while malloc is Dangless's), then recurse deeper than 8 */
+TEST(stack_grows_with_a_limit_raised_in_the_guest)
+{
+	struct th_child res;
+	st_stack_depth("8192", "main", "60", "64", &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("main: used 60 MiB\n", res.out);
+	ASSERT_RAN_IN_THE_GUEST(res);
+	th_child_free(&res);
+}
+
+TEST(stack_thread_uses_its_whole_64_mib)
+{
+	struct th_child res;
+	st_stack_depth("8192", "thread", "64", NULL, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_STREQ("thread: used 64 MiB of 64\n", res.out);
+	ASSERT_RAN_IN_THE_GUEST(res);
+	th_child_free(&res);
+}
+
+TEST(stack_overflow_reaches_the_sigaltstack_handler)
+{
+	struct th_child res;
+	st_stack_depth("8192", "overflow", NULL, NULL, &res);
+	ASSERT_EXITED(42, res);
+	EXPECT_STREQ("overflow: caught at 8 MiB on the alternate stack, "
+		     "si_addr next to the deepest frame\n", res.out);
+	ASSERT_RAN_IN_THE_GUEST(res);
 	th_child_free(&res);
 }
 
