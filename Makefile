@@ -11,6 +11,7 @@
 #   make demo       a dangling pointer caught, with its report
 #   make test       the whole suite (what .ci/run calls)
 #   make test-kernels  dune.ko's suites on Debian's 6.12 kernel (not in make test)
+#   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
@@ -45,7 +46,7 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune test-kernels demo bench install clean
+.PHONY: all deps test test-dune test-kernels test-intel demo bench install clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -86,6 +87,12 @@ test-dune: deps
 test-kernels: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS) $(KMOD_KERNEL_KOS)
 	@BUILD=$(BUILD) selftests/kmod/run-kernels $(KMOD_KERNELS)
+
+# libdune's suite over kvm_intel: the Bochs rig (tools/vmrun --intel), one
+# boot with one CPU and one with two (INTEL_SMP="1 2"); see README, "libdune".
+test-intel: deps
+	@$(MAKE) --no-print-directory $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(LIBDUNE_TESTS)
+	@BUILD=$(BUILD) selftests/libdune/run-in-intel-rig
 
 bench: all $(BENCH_TARGETS)
 
