@@ -14,6 +14,7 @@
 #   make test-python   CPython's regression tests, the longer list (make test
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real gcc on issue 18's 3000-function file in the guest (long)
+#   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
@@ -48,8 +49,8 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune test-kernels test-python test-kvm-real demo \
-	bench install clean
+.PHONY: all deps test test-dune test-kernels test-python test-kvm-real \
+	test-intel demo bench install clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -103,6 +104,12 @@ test-python: deps
 test-kvm-real: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/dangless/run-gcc-in-rig --big
+
+# libdune's suite over kvm_intel: the Bochs rig (tools/vmrun --intel), one
+# boot with one CPU and one with two (INTEL_SMP="1 2"); see README, "libdune".
+test-intel: deps
+	@$(MAKE) --no-print-directory $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(LIBDUNE_TESTS)
+	@BUILD=$(BUILD) selftests/libdune/run-in-intel-rig
 
 bench: all $(BENCH_TARGETS)
 

@@ -126,7 +126,15 @@ static int kvm_vm_create(void)
 	if (fd < 0)
 		return dune_fail(-ENODEV, "KVM_CREATE_VM: %s", strerror(errno));
 	dune_vm.vm_fd = dune_hide_fd(fd);
-	ioctl(dune_vm.vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL); /* Intel needs it */
+	/* kvm_intel wants three pages of guest-physical space for the TSS
+	 * of its real-mode emulation (kvm_amd ignores the call).  libdune's
+	 * vCPUs never leave long mode, so they are never used, but they must
+	 * not overlap a memslot: below 4 GiB, where libdune puts none.  Its
+	 * other private page, the identity map (KVM_SET_IDENTITY_MAP_ADDR,
+	 * default 0xfeffc000, for EPT without unrestricted guest while paging
+	 * is off), is below 4 GiB too and left at its default
+	 * (Documentation/libdune.md, "Intel VT-x and AMD SVM"). */
+	ioctl(dune_vm.vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL);
 	dune_vm.run_size = ioctl(dune_vm.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	int slots = ioctl(dune_vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
 	dune_vm.max_slots = slots > 0 ? slots : 32;
