@@ -77,6 +77,7 @@
 
 #pragma weak dangless_get_canonical
 #pragma weak dangless_stats
+#pragma weak dangless_dedicate_vmem
 
 /* The first byte after the page holding p. */
 #define DL_PAGE_END(p) (((uintptr_t)(p) | 4095) + 1)
@@ -93,6 +94,14 @@ static int (*get_stats(void))(struct dangless_stats *)
 		return dangless_stats;
 	return (int (*)(struct dangless_stats *))dlsym(RTLD_DEFAULT,
 						       "dangless_stats");
+}
+
+static int (*get_dedicate(void))(void *, void *)
+{
+	if (dangless_dedicate_vmem)
+		return dangless_dedicate_vmem;
+	return (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
+					      "dangless_dedicate_vmem");
 }
 
 static bool is_active(void)
@@ -387,10 +396,7 @@ static int maps_gaps(void)
 
 static int dedicated_end(void)
 {
-	int (*ded)(void *, void *) = dangless_dedicate_vmem;
-	if (!ded)
-		ded = (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
-						     "dangless_dedicate_vmem");
+	int (*ded)(void *, void *) = get_dedicate();
 	if (!ded)
 		return fail("no dangless_dedicate_vmem");
 	char *start = (char *)0x520000000000UL, *end = start + (8 << 20);
@@ -617,15 +623,10 @@ static int print_stats(void)
 	return 0;
 }
 
-#pragma weak dangless_dedicate_vmem
-
 /* Gives Dangless 1 GiB at a fixed address, then allocates from it. */
 static int dedicate(void)
 {
-	int (*ded)(void *, void *) = dangless_dedicate_vmem;
-	if (!ded)
-		ded = (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
-						     "dangless_dedicate_vmem");
+	int (*ded)(void *, void *) = get_dedicate();
 	if (!ded)
 		return fail("no dangless_dedicate_vmem");
 	char *start = (char *)0x500000000000UL, *end = start + (1UL << 30);
