@@ -664,11 +664,8 @@ static int dedicate(void)
  */
 static int dedicate_small(long mib)
 {
-	int (*ded)(void *, void *) = dangless_dedicate_vmem;
+	int (*ded)(void *, void *) = get_dedicate();
 	int (*stats)(struct dangless_stats *) = get_stats();
-	if (!ded)
-		ded = (int (*)(void *, void *))dlsym(RTLD_DEFAULT,
-						     "dangless_dedicate_vmem");
 	if (!ded || !stats)
 		return fail("no dangless_dedicate_vmem or dangless_stats");
 	char *start = (char *)0x510000000000UL, *end = start + (mib << 20);
