@@ -13,7 +13,7 @@
 #   make test-kernels  dune.ko's suites on Debian's 6.12 kernel (not in make test)
 #   make test-python   CPython's regression tests, the longer list (make test
 #                   runs a quick one), on glibc and under Dangless
-#   make test-kvm-real gcc on issue 18's 3000-function file in the guest (long)
+#   make test-kvm-real real programs in the guest under kvm and dune (issue 18; long)
 #   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -98,12 +98,13 @@ test-python: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) $(ST_PYTHON_SUITE) --long
 
-# gcc on issue 18's 3000-function file in the rig: glibc, libdune-preload,
-# backend=kvm and backend=dune, objects compared (make test runs a small one;
-# GCC_REAL_MODES="preload kvm" leaves dune out)
+# Issue 18's real programs in the rig (gcc on the 3000-function file, g++,
+# python3, perl, lua, sqlite3, redis, xz, make, git): glibc, libdune-preload,
+# backend=kvm and backend=dune, outputs compared (make test runs a few;
+# REAL_MODES="preload kvm" leaves dune out)
 test-kvm-real: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
-	@BUILD=$(BUILD) selftests/dangless/run-gcc-in-rig --big
+	@BUILD=$(BUILD) selftests/dangless/run-real-in-rig --big
 
 # libdune's suite over kvm_intel: the Bochs rig (tools/vmrun --intel), one
 # boot with one CPU and one with two (INTEL_SMP="1 2"); see README, "libdune".
