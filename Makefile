@@ -14,7 +14,8 @@
 #   make test-python   CPython's regression tests, the longer list (make test
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real real programs in the guest under kvm and dune (issue 18; long)
-#   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
+#   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig
+#                      (make test runs one short boot of it)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
@@ -106,11 +107,13 @@ test-kvm-real: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/dangless/run-real-in-rig --big
 
-# libdune's suite over kvm_intel: the Bochs rig (tools/vmrun --intel), one
-# boot with one CPU and one with two (INTEL_SMP="1 2"); see README, "libdune".
+# Over kvm_intel, in the Bochs rig (tools/vmrun --intel): libdune's suite,
+# one boot with one CPU and one with two (INTEL_SMP="1 2"), then Dangless's
+# backend=kvm suites in a boot with one CPU; see README, "Tests".
 test-intel: deps
-	@$(MAKE) --no-print-directory $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(LIBDUNE_TESTS)
-	@BUILD=$(BUILD) selftests/libdune/run-in-intel-rig
+	@$(MAKE) --no-print-directory all $(TEST_DEPS)
+	@BUILD=$(BUILD) selftests/run-suites selftests/libdune/run-in-intel-rig \
+		selftests/dangless/run-kvm-in-intel-rig
 
 bench: all $(BENCH_TARGETS)
 
