@@ -17,6 +17,8 @@
 #   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
 #   make bench      benchmarks side by side (bench/results/)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make uninstall  removes what make install put there (the same PREFIX and
+#                   DESTDIR), then dangless-setup --remove without DESTDIR
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
 #                   in build/debug
 
@@ -50,7 +52,7 @@ BENCH_TARGETS :=
 DEMO_DEPS     :=
 
 .PHONY: all deps test test-dune test-kernels test-python test-kvm-real \
-	test-intel demo bench install clean
+	test-intel demo bench install uninstall clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -62,6 +64,7 @@ include tools/tools.mk
 -include tools/syscalls/syscalls.mk
 -include selftests/kvmfixup/kvmfixup.mk
 -include bench/bench.mk
+-include selftests/packaging/packaging.mk
 
 # The suites need packages a fresh machine lacks (sqlite3, qemu, ...):
 # tools/install-deps installs them as root, or says what to run.

@@ -13,6 +13,7 @@
 #                  are installed; then, without DESTDIR, loads it and gives
 #                  /dev/dune to group dune (tools/dangless-setup --install:
 #                  one line saying why not where it cannot)
+#   make uninstall removes them again and runs dangless-setup --remove
 
 KMOD_DIR      := $(CURDIR)/kmod
 KMOD_OUT      := $(BUILD)/kmod
@@ -97,4 +98,23 @@ ifeq ($(DESTDIR),)
 		echo "dune.ko: installed but not loaded (see above); then: sudo dangless-setup"
 else
 	@echo "dune.ko: not loaded: a DESTDIR install (run dangless-setup on the target system)"
+endif
+
+# make uninstall: the module's source, the udev rule and the module installed
+# for the running kernel; then, without DESTDIR, dangless-setup --remove
+# unloads it and undoes what setup made persistent (each step said).
+.PHONY: uninstall-kmod
+uninstall: uninstall-kmod
+uninstall-kmod:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/src/dune-$(VERSION)/,$(notdir $(KMOD_SRCS))) \
+		$(DESTDIR)/etc/udev/rules.d/60-dune.rules \
+		$(DESTDIR)/lib/modules/$(KMOD_HOST_KV)/extra/dune.ko
+	@d=$(DESTDIR)$(PREFIX)/src/dune-$(VERSION); [ ! -d $$d ] || rmdir $$d 2>/dev/null || \
+		echo "dune.ko: kept $$d: it holds files make install did not put there (a module built in it?)"
+ifeq ($(DESTDIR),)
+	@[ ! -d /lib/modules/$(KMOD_HOST_KV) ] || ! command -v depmod >/dev/null || depmod $(KMOD_HOST_KV)
+	@$(CURDIR)/tools/dangless-setup --remove || \
+		echo "dune.ko: files removed, but dangless-setup --remove failed (see above); then: sudo dangless-setup --remove"
+else
+	@echo "dune.ko: a DESTDIR uninstall: nothing unloaded (run dangless-setup --remove on the target system)"
 endif

@@ -79,6 +79,12 @@ install-libdune: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
 	install -m 644 $(LIBDUNE_DIR)/dune.h $(DESTDIR)$(INCDIR)/
 	printf '%s\n' "$$LIBDUNE_PC" > $(DESTDIR)$(LIBDIR)/pkgconfig/libdune.pc
 
+.PHONY: uninstall-libdune
+uninstall: uninstall-libdune
+uninstall-libdune:
+	rm -f $(addprefix $(DESTDIR)$(LIBDIR)/,$(notdir $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(LIBDUNE_A))) \
+		$(DESTDIR)$(INCDIR)/dune.h $(DESTDIR)$(LIBDIR)/pkgconfig/libdune.pc
+
 # ---- tests (run inside the QEMU rig: selftests/libdune/run-in-rig) ----
 $(LIBDUNE_OUT)/dune_test: $(LIBDUNE_TEST_DIR)/dune_test.c $(LIBDUNE_A) $(CURDIR)/selftests/harness.h $(LIBDUNE_HDRS)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -pthread -I$(LIBDUNE_DIR) -I$(CURDIR)/selftests -o $@ $< $(LIBDUNE_A)
