@@ -16,6 +16,7 @@
 #   make test-kvm-real gcc on issue 18's 3000-function file in the guest (long)
 #   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
 #   make bench      benchmarks side by side (bench/results/)
+#   make man        the man pages, in build/man (Documentation/man)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make uninstall  removes what make install put there (the same PREFIX and
 #                   DESTDIR), then dangless-setup --remove without DESTDIR
@@ -65,6 +66,7 @@ include tools/tools.mk
 -include selftests/kvmfixup/kvmfixup.mk
 -include bench/bench.mk
 -include selftests/packaging/packaging.mk
+-include Documentation/man/man.mk
 
 # The suites need packages a fresh machine lacks (sqlite3, qemu, ...):
 # tools/install-deps installs them as root, or says what to run.
