@@ -11,6 +11,8 @@
 #   make demo       a dangling pointer caught, with its report
 #   make test       the whole suite (what .ci/run calls)
 #   make test-kernels  dune.ko's suites on Debian's 6.12 kernel (not in make test)
+#   make test-dkms  dune.ko built by dkms for the 6.1 and 6.12 rigs, loaded
+#                   there, libdune's smoke over /dev/dune (not in make test)
 #   make test-python   CPython's regression tests, the longer list (make test
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real gcc on issue 18's 3000-function file in the guest (long)
@@ -52,7 +54,7 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune test-kernels test-python test-kvm-real \
+.PHONY: all deps test test-dune test-kernels test-dkms test-python test-kvm-real \
 	test-intel demo bench install uninstall clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
@@ -96,6 +98,13 @@ test-dune: deps
 test-kernels: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS) $(KMOD_KERNEL_KOS)
 	@BUILD=$(BUILD) selftests/kmod/run-kernels $(KMOD_KERNELS)
+
+# dune.ko through DKMS (kmod/dkms.conf): dkms builds it against the 6.1 and
+# 6.12 rig kernels' headers, then each rig loads the dkms-built module and
+# runs libdune's smoke over /dev/dune (selftests/kmod/run-dkms; two boots).
+test-dkms: deps
+	@$(MAKE) --no-print-directory all $(TEST_DEPS)
+	@BUILD=$(BUILD) selftests/kmod/run-dkms 6.1 $(KMOD_KERNELS)
 
 # CPython's regression tests: make test's quick set and the longer list,
 # each module on glibc and under Dangless (selftests/real/python-testsuite).
