@@ -17,6 +17,9 @@
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real gcc on issue 18's 3000-function file in the guest (long)
 #   make test-intel    libdune's suite on Intel VT-x, in the Bochs rig (not in make test)
+#   make deb        Debian packages in build/deb (debian/, dpkg-buildpackage)
+#   make test-deb   make deb, then installs them with apt, runs the demo from
+#                   the installed files and purges them (root; CI runs it)
 #   make bench      benchmarks side by side (bench/results/)
 #   make man        the man pages, in build/man (Documentation/man)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -55,7 +58,7 @@ BENCH_TARGETS :=
 DEMO_DEPS     :=
 
 .PHONY: all deps test test-dune test-kernels test-dkms test-python test-kvm-real \
-	test-intel demo bench install uninstall clean
+	test-intel demo bench install uninstall deb test-deb clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -124,6 +127,26 @@ test-kvm-real: deps
 test-intel: deps
 	@$(MAKE) --no-print-directory $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(LIBDUNE_TESTS)
 	@BUILD=$(BUILD) selftests/libdune/run-in-intel-rig
+
+# Debian packages (debian/): dangless, libdangless-dev, libdune0,
+# libdune-dev, dune-dkms, built by debhelper from a copy of the tree in
+# build/deb/src (so that the build leaves the tree alone); the .debs land in
+# build/deb.  selftests/packaging/deb-roundtrip installs and purges them.
+DEB_OUT := $(BUILD)/deb
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+		{ echo "make deb: needs dpkg-dev and debhelper (apt-get install dpkg-dev debhelper dh-dkms scdoc)" >&2; exit 1; }
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
+	tar -C $(CURDIR) --exclude=./build --exclude='./build-*' --exclude=./.git \
+		--exclude=./debian/build --exclude=./debian/tmp -cf - . | tar -C $(DEB_OUT)/src -xf -
+	cd $(DEB_OUT)/src && dpkg-buildpackage -b -us -uc >$(DEB_OUT)/build.log 2>&1 || \
+		{ tail -n 40 $(DEB_OUT)/build.log >&2; echo "make deb: dpkg-buildpackage failed (whole log: $(DEB_OUT)/build.log)" >&2; exit 1; }
+	@ls $(DEB_OUT)/*.deb
+
+# the packages installed with apt, the demo from the installed files, purged
+# leaving nothing (as root; CI runs it after make test)
+test-deb: deb
+	@BUILD=$(BUILD) selftests/packaging/deb-roundtrip $(DEB_OUT)
 
 bench: all $(BENCH_TARGETS)
 
