@@ -11,13 +11,21 @@
 #   make demo       a dangling pointer caught, with its report
 #   make test       the whole suite (what .ci/run calls)
 #   make test-kernels  dune.ko's suites on Debian's 6.12 kernel (not in make test)
+#   make test-dkms  dune.ko built by dkms for the 6.1 and 6.12 rigs, loaded
+#                   there, libdune's smoke over /dev/dune (not in make test)
 #   make test-python   CPython's regression tests, the longer list (make test
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real real programs in the guest under kvm and dune (issue 18; long)
 #   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig
 #                      (make test runs one short boot of it)
+#   make deb        Debian packages in build/deb (debian/, dpkg-buildpackage)
+#   make test-deb   make deb, then installs them with apt, runs the demo from
+#                   the installed files and purges them (root; CI runs it)
 #   make bench      benchmarks side by side (bench/results/)
+#   make man        the man pages, in build/man (Documentation/man)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make uninstall  removes what make install put there (the same PREFIX and
+#                   DESTDIR), then dangless-setup --remove without DESTDIR
 #   make DEBUG=1 …  the same with the allocator's invariants asserted, built
 #                   in build/debug
 
@@ -50,8 +58,8 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune test-kernels test-python test-kvm-real \
-	test-intel demo bench install clean
+.PHONY: all deps test test-dune test-kernels test-dkms test-python test-kvm-real \
+	test-intel demo bench install uninstall deb test-deb clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
 # libdune first: libdangless (the kvm backend) links its objects.
@@ -63,6 +71,8 @@ include tools/tools.mk
 -include tools/syscalls/syscalls.mk
 -include selftests/kvmfixup/kvmfixup.mk
 -include bench/bench.mk
+-include selftests/packaging/packaging.mk
+-include Documentation/man/man.mk
 
 # The suites need packages a fresh machine lacks (sqlite3, qemu, ...):
 # tools/install-deps installs them as root, or says what to run.
@@ -93,6 +103,13 @@ test-kernels: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS) $(KMOD_KERNEL_KOS)
 	@BUILD=$(BUILD) selftests/kmod/run-kernels $(KMOD_KERNELS)
 
+# dune.ko through DKMS (kmod/dkms.conf): dkms builds it against the 6.1 and
+# 6.12 rig kernels' headers, then each rig loads the dkms-built module and
+# runs libdune's smoke over /dev/dune (selftests/kmod/run-dkms; two boots).
+test-dkms: deps
+	@$(MAKE) --no-print-directory all $(TEST_DEPS)
+	@BUILD=$(BUILD) selftests/kmod/run-dkms 6.1 $(KMOD_KERNELS)
+
 # CPython's regression tests: make test's quick set and the longer list,
 # each module on glibc and under Dangless (selftests/real/python-testsuite).
 test-python: deps
@@ -114,6 +131,26 @@ test-intel: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/run-suites selftests/libdune/run-in-intel-rig \
 		selftests/dangless/run-kvm-in-intel-rig
+
+# Debian packages (debian/): dangless, libdangless-dev, libdune0,
+# libdune-dev, dune-dkms, built by debhelper from a copy of the tree in
+# build/deb/src (so that the build leaves the tree alone); the .debs land in
+# build/deb.  selftests/packaging/deb-roundtrip installs and purges them.
+DEB_OUT := $(BUILD)/deb
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+		{ echo "make deb: needs dpkg-dev and debhelper (apt-get install dpkg-dev debhelper dh-dkms scdoc)" >&2; exit 1; }
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
+	tar -C $(CURDIR) --exclude=./build --exclude='./build-*' --exclude=./.git \
+		--exclude=./debian/build --exclude=./debian/tmp -cf - . | tar -C $(DEB_OUT)/src -xf -
+	cd $(DEB_OUT)/src && dpkg-buildpackage -b -us -uc >$(DEB_OUT)/build.log 2>&1 || \
+		{ tail -n 40 $(DEB_OUT)/build.log >&2; echo "make deb: dpkg-buildpackage failed (whole log: $(DEB_OUT)/build.log)" >&2; exit 1; }
+	@ls $(DEB_OUT)/*.deb
+
+# the packages installed with apt, the demo from the installed files, purged
+# leaving nothing (as root; CI runs it after make test)
+test-deb: deb
+	@BUILD=$(BUILD) selftests/packaging/deb-roundtrip $(DEB_OUT)
 
 bench: all $(BENCH_TARGETS)
 

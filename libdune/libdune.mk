@@ -46,7 +46,7 @@ $(LIBDUNE_A): $(LIBDUNE_OBJS)
 
 $(LIBDUNE_SO): $(LIBDUNE_OBJS)
 	@mkdir -p $(@D)
-	$(CC) -shared -pthread -Wl,-soname,libdune.so -o $@ $^
+	$(CC) -shared -pthread -Wl,-soname,libdune.so.0 -o $@ $^
 
 $(LIBDUNE_OUT)/preload.o: $(LIBDUNE_DIR)/preload.c $(LIBDUNE_HDRS)
 	@mkdir -p $(@D)
@@ -54,7 +54,7 @@ $(LIBDUNE_OUT)/preload.o: $(LIBDUNE_DIR)/preload.c $(LIBDUNE_HDRS)
 
 # LD_PRELOAD=libdune-preload.so PROGRAM: PROGRAM runs entered from its start.
 $(LIBDUNE_PRELOAD): $(LIBDUNE_OUT)/preload.o $(LIBDUNE_OBJS)
-	$(CC) -shared -pthread -o $@ $^
+	$(CC) -shared -pthread -Wl,-soname,libdune-preload.so -o $@ $^
 
 # ---- make install: next to libdangless (LIBDIR, INCDIR: tools/tools.mk) ----
 define LIBDUNE_PC
@@ -74,10 +74,18 @@ export LIBDUNE_PC
 install: install-libdune
 install-libdune: $(LIBDUNE_A) $(LIBDUNE_SO) $(LIBDUNE_PRELOAD)
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
-	install -m 755 $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIBDUNE_SO) $(DESTDIR)$(LIBDIR)/libdune.so.0
+	ln -sf libdune.so.0 $(DESTDIR)$(LIBDIR)/libdune.so
+	install -m 755 $(LIBDUNE_PRELOAD) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(LIBDUNE_A) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(LIBDUNE_DIR)/dune.h $(DESTDIR)$(INCDIR)/
 	printf '%s\n' "$$LIBDUNE_PC" > $(DESTDIR)$(LIBDIR)/pkgconfig/libdune.pc
+
+.PHONY: uninstall-libdune
+uninstall: uninstall-libdune
+uninstall-libdune:
+	rm -f $(addprefix $(DESTDIR)$(LIBDIR)/,libdune.so.0 $(notdir $(LIBDUNE_SO) $(LIBDUNE_PRELOAD) $(LIBDUNE_A))) \
+		$(DESTDIR)$(INCDIR)/dune.h $(DESTDIR)$(LIBDIR)/pkgconfig/libdune.pc
 
 # ---- tests (run inside the QEMU rig: selftests/libdune/run-in-rig) ----
 $(LIBDUNE_OUT)/dune_test: $(LIBDUNE_TEST_DIR)/dune_test.c $(LIBDUNE_A) $(CURDIR)/selftests/harness.h $(LIBDUNE_HDRS)

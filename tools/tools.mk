@@ -32,3 +32,13 @@ install: all
 	install -m 755 tools/dangless-setup $(DESTDIR)$(BINDIR)/dangless-setup
 	printf '%s\n' "$$DANGLESS_PC_SHARED" > $(DESTDIR)$(LIBDIR)/pkgconfig/dangless.pc
 	printf '%s\n' "$$DANGLESS_PC_STATIC" > $(DESTDIR)$(LIBDIR)/pkgconfig/dangless-static.pc
+
+# make uninstall: what install put there, with the same PREFIX/DESTDIR (and
+# LIBDIR, INCDIR, BINDIR); include/dangless goes when nothing else is in it.
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libdangless.so $(DESTDIR)$(LIBDIR)/libdangless.a \
+		$(DESTDIR)$(INCDIR)/dangless/dangless.h \
+		$(DESTDIR)$(BINDIR)/dangless $(DESTDIR)$(BINDIR)/dangless-setup \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/dangless.pc \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/dangless-static.pc
+	[ ! -d $(DESTDIR)$(INCDIR)/dangless ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(INCDIR)/dangless
