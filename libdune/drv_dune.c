@@ -96,7 +96,7 @@ static int dd_vm_create(void)
 	/* The guest's ordinary system calls, made by the module in the kernel */
 	struct dune_syscalls sc;
 	memset(&sc, 0, sizeof(sc));
-	if (!getenv("DUNE_NO_KERNEL_SYSCALLS")) {
+	if (!dune_env.no_kernel_syscalls) {
 		uint64_t allowed[DUNE_SYSCALLS_MAX / 64];
 		sc.port = DUNE_PORT_SYSCALL;
 		dune_syscalls_not_special(allowed);

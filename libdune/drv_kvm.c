@@ -62,7 +62,7 @@ static int kvm_check(void)
 				 KVM_API_VERSION);
 	}
 	int hv = cpu_has_hw_virt();
-	if (hv == 0 && !getenv("DUNE_ALLOW_NO_HWVIRT")) {
+	if (hv == 0 && !dune_env.allow_no_hwvirt) {
 		close(fd);
 		return dune_fail(-ENODEV, "no hardware virtualisation: /proc/cpuinfo has "
 					  "no vmx or svm flag, so /dev/kvm is a software "

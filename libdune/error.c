@@ -16,6 +16,15 @@
 
 char dune_errbuf[256];
 int dune_fail_quiet;
+struct dune_env dune_env;
+
+void dune_env_read(void)
+{
+	dune_env.quiet = getenv("DUNE_QUIET") != NULL;
+	dune_env.no_kernel_syscalls = getenv("DUNE_NO_KERNEL_SYSCALLS") != NULL;
+	dune_env.allow_no_hwvirt = getenv("DUNE_ALLOW_NO_HWVIRT") != NULL;
+	dune_env.read = true;
+}
 
 void dune_write_str(const char *s)
 {
@@ -29,7 +38,9 @@ int dune_fail(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(dune_errbuf + n, sizeof(dune_errbuf) - n, fmt, ap);
 	va_end(ap);
-	if (!dune_fail_quiet && !getenv("DUNE_QUIET")) {
+	/* before dune_init nothing runs in the guest: environ is the host's */
+	bool quiet = dune_env.read ? dune_env.quiet : getenv("DUNE_QUIET") != NULL;
+	if (!dune_fail_quiet && !quiet) {
 		dune_write_str(dune_errbuf);
 		dune_write_str("\n");
 	}

@@ -129,6 +129,7 @@ int dune_init(int map_full)
 	if (dune_inited)
 		return 0;
 	dune_errbuf[0] = 0;
+	dune_env_read();
 	const char *want = dune_device_wanted ? dune_device_wanted : getenv("DUNE_DEVICE");
 	if (!want || !*want)
 		want = "auto";

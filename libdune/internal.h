@@ -274,6 +274,22 @@ __attribute__((format(printf, 2, 3))) int dune_fail(int err, const char *fmt,
 						     ...) DUNE_HIDDEN;
 __attribute__((noreturn)) void dune_die_by_signal(int sig) DUNE_HIDDEN;
 extern int dune_fail_quiet DUNE_HIDDEN; /* dune_fail() records, never prints */
+/*
+ * libdune's environment variables, read by dune_init on the host before
+ * the program enters the guest, and never again: once in the guest the
+ * program may point environ at memory only the guest can read (under
+ * Dangless a setenv moves it into alias space), and the host side reads
+ * it in a fork child (git's setenv, then a fork to run a command) or on
+ * a late error.
+ */
+struct dune_env {
+	bool read;
+	bool quiet;              /* DUNE_QUIET: dune_fail() prints nothing */
+	bool no_kernel_syscalls; /* DUNE_NO_KERNEL_SYSCALLS: dune.ko's calls exit */
+	bool allow_no_hwvirt;    /* DUNE_ALLOW_NO_HWVIRT: a software /dev/kvm */
+};
+extern struct dune_env dune_env DUNE_HIDDEN;
+void dune_env_read(void) DUNE_HIDDEN;
 
 /* the host's own XCR0 (what user mode runs with) */
 static inline uint64_t dune_host_xcr0(void)

@@ -8,7 +8,8 @@
  * signalled; a thread inside a system call flushes on its way back), that
  * released page tables go back to the pool, the demo's report, and a
  * program's deep stacks (the main thread's whole RLIMIT_STACK, a 64 MiB
- * thread stack, an overflow caught on a sigaltstack).
+ * thread stack, an overflow caught on a sigaltstack), and a fork after
+ * setenv moved environ into alias space.
  */
 #include "st-common.h"
 
@@ -455,6 +456,37 @@ TEST(stack_overflow_reaches_the_sigaltstack_handler)
 		     "si_addr next to the deepest frame\n", res.out);
 	ASSERT_RAN_IN_THE_GUEST(res);
 	th_child_free(&res);
+}
+
+/*
+ * How git runs a command: setenv (environ's array moves into the heap,
+ * alias space that only the guest can read), every signal blocked, fork,
+ * exec.  libdune's host side builds the fork child's VM and must not read
+ * environ there: it once did (getenv in /dev/dune's VM setup), and the
+ * child died of a SIGSEGV nobody reported, under backend=dune.
+ */
+TEST(fork_and_exec_after_setenv_moved_environ_into_alias_space)
+{
+	extern char **environ;
+	ASSERT_EQ(0, setenv("ST_FORK_AFTER_SETENV", "7", 1));
+	ASSERT_TRUE((uintptr_t)environ >= 0xffff800000000000UL);
+	sigset_t all, old;
+	sigfillset(&all);
+	ASSERT_EQ(0, pthread_sigmask(SIG_SETMASK, &all, &old));
+	pid_t pid = fork();
+	if (pid == 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		execl("/bin/sh", "sh", "-c", "exit $ST_FORK_AFTER_SETENV", (char *)NULL);
+		_exit(127);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	ASSERT_TRUE(pid > 0);
+	int status;
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	if (WIFSIGNALED(status))
+		TH_LOG("the child died of signal %d", WTERMSIG(status));
+	EXPECT_EQ(7, WEXITSTATUS(status));
 }
 
 TEST_HARNESS_MAIN
