@@ -77,6 +77,22 @@ static inline struct kvm_thread *kvm_mine(void)
 	return t && t->vcpu == kvm_cur_vcpu() ? t : NULL;
 }
 
+/*
+ * t->seen only grows.  The shootdown signal's handler may run between the
+ * thread's read of the generation and its store in kvm_shootdown (a
+ * signal reaches guest code at any instruction outside libdune's own) and
+ * record a later generation: a plain store afterwards would take that
+ * back, and the freeing thread, which sent its one signal already, would
+ * wait for a flush that had happened until this thread's next system
+ * call.
+ */
+static void kvm_seen_advance(struct kvm_thread *t, uint64_t g)
+{
+	uint64_t cur = atomic_load(&t->seen);
+	while (cur < g && !atomic_compare_exchange_weak(&t->seen, &cur, g))
+		;
+}
+
 void kvm_thread_register(void)
 {
 	if (kvm_self)
@@ -125,7 +141,7 @@ void kvm_thread_to_guest(void)
 	uint64_t g = atomic_load(&kvm_gen);
 	if (atomic_load_explicit(&t->seen, memory_order_relaxed) < g) {
 		kvm_flush_all();
-		atomic_store(&t->seen, g);
+		kvm_seen_advance(t, g);
 	}
 }
 
@@ -146,7 +162,7 @@ DL_REALIGN_STACK static void kvm_shootdown_handler(int sig)
 	uint64_t g = atomic_load(&kvm_gen);
 	kvm_flush_all();
 	if (t)
-		atomic_store(&t->seen, g);
+		kvm_seen_advance(t, g);
 }
 
 /*
@@ -174,7 +190,7 @@ void kvm_shootdown(void)
 	uint64_t g = atomic_fetch_add(&kvm_gen, 1) + 1;
 	struct kvm_thread *me = kvm_mine();
 	if (me)
-		atomic_store(&me->seen, g); /* the caller flushed already */
+		kvm_seen_advance(me, g); /* the caller flushed already */
 	unsigned n = atomic_load(&kvm_nthreads);
 	if (n <= 1)
 		return;
