@@ -90,6 +90,7 @@ static void dl_rerevoke_segment(struct dl_segment *seg)
 DL_REALIGN_STACK static void dl_fork_child(void)
 {
 	_dl_pools_unlock_all(true);
+	_dl_reclaim_fork_child();
 	if (_dl_be->fork_child && _dl_be->fork_child())
 		_dl_segment_for_each_live(dl_rerevoke_segment);
 	_dl_segment_unlock_all(true);

@@ -289,6 +289,9 @@ struct dl_retired {
 	size_t len;
 	uintptr_t was;            /* its map entry, during a sweep */
 	bool pinned;              /* a scanned word points into it */
+	uintptr_t pinned_at;      /* where the first such word was read, */
+	int pinned_regs;          /* or whose registers: 0 the sweeper's,
+				   * i + 1 stopped thread i's */
 };
 /* During a sweep a retired range's map entries hold its index here. */
 #define DL_SEGMAP_CAND(i) (((uintptr_t)(i) << 2) | 2)
@@ -312,6 +315,12 @@ void _dl_space_sweep_decide(void);
  * held: reusable ranges go to the reuse list, their metadata back to its
  * pool.  Returns the bytes made reusable. */
 uint64_t _dl_space_sweep_finish(void);
+/* The sweep could not stop the world: try again when half of what is left
+ * is used (locks held). */
+void _dl_space_sweep_abandoned(void);
+/* Our own state that holds alias addresses (stream cursors): not roots. */
+void _dl_segment_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		     void *ctx);
 void _dl_segment_lock_all(void);
 void _dl_segment_unlock_all(bool reset);
 
@@ -521,12 +530,13 @@ enum {
 struct dl_world_slot {
 	atomic_int tid;
 	atomic_int state;
+	uintptr_t sp;             /* its stack pointer when it stopped */
 	uintptr_t altstack;       /* its sigaltstack, if any */
 	size_t altstack_len;
 	size_t regs_len;
 	/* general registers, then the FXSAVE/XSAVE image as the kernel
 	 * wrote it in the signal frame (AVX-512 state fits) */
-	unsigned char regs[4096 - 48] __attribute__((aligned(16)));
+	unsigned char regs[4096 - 64] __attribute__((aligned(16)));
 };
 /* Installs the handler (once) and gives it cap slots. */
 bool _dl_world_prepare(struct dl_world_slot *slots, unsigned cap);
@@ -555,6 +565,8 @@ bool _dl_world_for_each_mapping(char *buf, size_t len,
 /* forced: dangless_reclaim() (else the threshold).  Bytes made reusable,
  * or -errno (dangless.h). */
 long _dl_reclaim(bool forced);
+/* In a child after fork(): no sweep runs there. */
+void _dl_reclaim_fork_child(void);
 /* Live objects of seg, through canonical memory (reclaim.c scans them). */
 void _dl_small_for_each_live(struct dl_segment *seg,
 			     void (*fn)(uintptr_t canon, size_t len));

@@ -59,6 +59,17 @@
 #define DL_OWN_MAX 16
 #define DL_SLOTS_MIN 64
 
+/*
+ * What the inner loop reads lives in metadata memory, which is never
+ * scanned: a copy of a candidate's address in our own .bss would pin it.
+ */
+struct dl_sweep_hot {
+	uintptr_t lo, span;       /* candidates lie in [lo, lo + span] */
+	struct dl_retired *cand;
+	int regs_of;              /* scanning registers: -1 no, else whose */
+};
+static struct dl_sweep_hot *dl_hot;
+
 static struct {
 	atomic_int busy;          /* one sweep at a time */
 	char *scan_buf, *proc_buf;
@@ -68,9 +79,7 @@ static struct {
 	unsigned nrelro;
 	struct dl_range own[DL_OWN_MAX]; /* never scanned as roots */
 	unsigned nown;
-	struct dl_retired *cand;
 	size_t ncand;
-	uintptr_t lo, span;       /* candidates lie in [lo, lo + span) */
 	uintptr_t self_sp;
 	uint64_t scanned;
 	bool unreadable;          /* process_vm_readv refused: pin all */
@@ -81,26 +90,33 @@ static struct {
 
 /* ---- scanning ---- */
 
-static inline void dl_pin(uintptr_t v)
+static inline void dl_pin(uintptr_t v, uintptr_t at)
 {
 	uintptr_t e = atomic_load_explicit(&_dl_segmap[_dl_segmap_index(v)],
 					   memory_order_relaxed);
-	if (DL_SEGMAP_IS_CAND(e))
-		dl_rc.cand[e >> 2].pinned = true;
+	if (DL_SEGMAP_IS_CAND(e)) {
+		struct dl_retired *r = &dl_hot->cand[e >> 2];
+		if (!r->pinned) {
+			r->pinned_at = dl_hot->regs_of < 0 ? at : 0;
+			r->pinned_regs = dl_hot->regs_of;
+		}
+		r->pinned = true;
+	}
 }
 
-static void dl_scan_words(const void *p, size_t len)
+/* p: len bytes read from (as the program sees it) address `from`. */
+static void dl_scan_words(const void *p, size_t len, uintptr_t from)
 {
 	const uintptr_t *w = p;
-	uintptr_t lo = dl_rc.lo, span = dl_rc.span;
+	uintptr_t lo = dl_hot->lo, span = dl_hot->span;
 	for (size_t i = 0, n = len / sizeof(uintptr_t); i < n; i++) {
 		uintptr_t v = w[i];
 		if (likely(v - lo > span))
 			continue;
-		dl_pin(v);
+		dl_pin(v, from + i * sizeof(uintptr_t));
 		/* one past the end of a segment's last object */
 		if (!(v & (DL_SEG_SIZE - 1)))
-			dl_pin(v - 1);
+			dl_pin(v - 1, from + i * sizeof(uintptr_t));
 	}
 	dl_rc.scanned += len;
 }
@@ -121,7 +137,7 @@ static void dl_scan_remote(uintptr_t start, uintptr_t end)
 			return;
 		}
 		if (n > 0)
-			dl_scan_words(dl_rc.scan_buf, (size_t)n);
+			dl_scan_words(dl_rc.scan_buf, (size_t)n, start);
 		if (n < 0 && errno == EINTR)
 			continue;
 		/* A page that cannot be read, not even by the program: skip
@@ -167,6 +183,19 @@ static bool dl_scan_mapping(const struct dl_mapping *m, void *ctx)
 	/* The sweeper's own stack: from the frame that called us up. */
 	if (dl_rc.self_sp >= m->start && dl_rc.self_sp < m->end)
 		start = dl_rc.self_sp;
+	/* A stopped thread's stack: from its stack pointer, less the red
+	 * zone that leaf functions use below it; what lies further down is
+	 * dead frames, which the program cannot read (and the kernel wrote
+	 * the signal frame over), so stale pointers there keep nothing. */
+	struct dl_world_slot *slots;
+	unsigned n = _dl_world_stopped(&slots);
+	for (unsigned i = 0; i < n; i++) {
+		if (atomic_load(&slots[i].state) != DL_WORLD_STOPPED)
+			continue;
+		uintptr_t sp = slots[i].sp - 128;
+		if (sp >= m->start && sp < m->end && sp > start)
+			start = sp;
+	}
 	dl_scan_root(start, m->end);
 	return true;
 }
@@ -177,14 +206,14 @@ static bool dl_scan_mapping(const struct dl_mapping *m, void *ctx)
 static void dl_scan_canon(uintptr_t canon, size_t len)
 {
 	if (len <= DL_SEG_SIZE / 8 || dl_rc.swap) {
-		dl_scan_words((const void *)canon, len);
+		dl_scan_words((const void *)canon, len, canon);
 		return;
 	}
 	for (uintptr_t at = canon; at < canon + len; at += DL_SEG_SIZE) {
 		size_t n = canon + len - at < DL_SEG_SIZE ? canon + len - at
 							   : DL_SEG_SIZE;
 		if (mincore((void *)at, DL_ALIGN_UP(n, DL_PAGE), dl_rc.vec)) {
-			dl_scan_words((const void *)at, n);
+			dl_scan_words((const void *)at, n, at);
 			continue;
 		}
 		for (size_t p = 0; p < DL_ALIGN_UP(n, DL_PAGE) / DL_PAGE; p++) {
@@ -192,7 +221,8 @@ static void dl_scan_canon(uintptr_t canon, size_t len)
 				continue;
 			size_t off = p * DL_PAGE;
 			dl_scan_words((const void *)(at + off),
-				      n - off < DL_PAGE ? n - off : DL_PAGE);
+				      n - off < DL_PAGE ? n - off : DL_PAGE,
+				      at + off);
 		}
 	}
 }
@@ -207,22 +237,50 @@ static void dl_scan_segment(struct dl_segment *seg)
 
 static void dl_scan_threads(const uintptr_t *self_regs)
 {
-	dl_scan_words(self_regs, 6 * sizeof(uintptr_t));
+	dl_hot->regs_of = 0;
+	dl_scan_words(self_regs, 6 * sizeof(uintptr_t), 0);
 	struct dl_world_slot *slots;
 	unsigned n = _dl_world_stopped(&slots);
 	for (unsigned i = 0; i < n; i++) {
 		if (atomic_load(&slots[i].state) != DL_WORLD_STOPPED)
 			continue;
-		dl_scan_words(slots[i].regs, slots[i].regs_len);
+		dl_hot->regs_of = (int)i + 1;
+		dl_scan_words(slots[i].regs, slots[i].regs_len, 0);
+		dl_hot->regs_of = -1;
 		if (slots[i].altstack_len)
 			dl_scan_remote(slots[i].altstack,
 				       slots[i].altstack +
 					       slots[i].altstack_len);
 	}
+	dl_hot->regs_of = -1;
 	stack_t ss;
 	if (!sigaltstack(NULL, &ss) && !(ss.ss_flags & SS_DISABLE))
 		dl_scan_remote((uintptr_t)ss.ss_sp,
 			       (uintptr_t)ss.ss_sp + ss.ss_size);
+}
+
+/* verbosity=2: what keeps ranges revoked (kept until the world resumes:
+ * printing makes no allocation and takes no lock). */
+static void dl_note_pins(void)
+{
+	unsigned shown = 0;
+	for (size_t i = 0; i < dl_rc.ncand && shown < 8; i++) {
+		const struct dl_retired *r = &dl_hot->cand[i];
+		if (!r->pinned)
+			continue;
+		shown++;
+		if (!r->pinned_at)
+			_dl_info("reclaim: %p (%zu KiB) kept: pointed to from "
+				 "the registers of %s %d",
+				 (void *)r->base, r->len >> 10,
+				 r->pinned_regs ? "stopped thread" : "the sweeper",
+				 r->pinned_regs ? r->pinned_regs - 1 : 0);
+		else
+			_dl_info("reclaim: %p (%zu KiB) kept: pointed to from "
+				 "the word at %p",
+				 (void *)r->base, r->len >> 10,
+				 (void *)r->pinned_at);
+	}
 }
 
 /* ---- before the world stops: what may need a lock or memory ---- */
@@ -257,6 +315,8 @@ static bool dl_buffers(unsigned cap)
 		dl_rc.scan_buf = _dl_meta_pages(DL_SCAN_BUF);
 	if (!dl_rc.proc_buf)
 		dl_rc.proc_buf = _dl_meta_pages(DL_PROC_BUF);
+	if (!dl_hot)
+		dl_hot = _dl_meta_pages(DL_PAGE);
 	if (cap > dl_rc.cap) {
 		struct dl_world_slot *s = _dl_meta_pages(cap * sizeof(*s));
 		if (s) {
@@ -266,7 +326,7 @@ static bool dl_buffers(unsigned cap)
 			dl_rc.cap = cap;
 		}
 	}
-	return dl_rc.scan_buf && dl_rc.proc_buf && dl_rc.slots;
+	return dl_rc.scan_buf && dl_rc.proc_buf && dl_rc.slots && dl_hot;
 }
 
 static uint64_t dl_now_ns(void)
@@ -289,6 +349,7 @@ static long dl_sweep(const uintptr_t *self_regs)
 	if (meta_len)
 		dl_own(meta, meta_len, NULL);
 	_dl_be->own_memory(dl_own, NULL);
+	_dl_segment_own(dl_own, NULL);
 	struct sysinfo sys;
 	dl_rc.swap = sysinfo(&sys) != 0 || sys.totalswap != 0;
 	dl_rc.self_sp = self_regs[6];
@@ -310,10 +371,11 @@ static long dl_sweep(const uintptr_t *self_regs)
 	unsigned nthreads = _dl_world_stopped(&slots);
 	uint64_t reclaimed = 0;
 	if (!err) {
-		uintptr_t lo, hi;
-		dl_rc.cand = _dl_space_sweep_begin(&dl_rc.ncand, &lo, &hi);
-		dl_rc.lo = lo;
-		dl_rc.span = hi - lo; /* hi itself: one past the end */
+		uintptr_t hi;
+		dl_hot->regs_of = -1;
+		dl_hot->cand =
+			_dl_space_sweep_begin(&dl_rc.ncand, &dl_hot->lo, &hi);
+		dl_hot->span = hi - dl_hot->lo; /* hi itself: one past */
 		if (dl_rc.ncand) {
 			dl_scan_threads(self_regs);
 			if (!_dl_world_for_each_mapping(dl_rc.proc_buf,
@@ -327,9 +389,13 @@ static long dl_sweep(const uintptr_t *self_regs)
 			_dl_segment_for_each_live(dl_scan_segment);
 			if (dl_rc.unreadable) /* not seen whole: keep all */
 				for (size_t i = 0; i < dl_rc.ncand; i++)
-					dl_rc.cand[i].pinned = true;
+					dl_hot->cand[i].pinned = true;
 		}
+		if (_dl_opt.verbosity >= 2)
+			dl_note_pins();
 		_dl_space_sweep_decide();
+	} else {
+		_dl_space_sweep_abandoned();
 	}
 	_dl_world_resume();
 	if (!err)
@@ -421,6 +487,12 @@ __attribute__((noinline)) long _dl_reclaim(bool forced)
 	}
 	atomic_store(&dl_rc.busy, 0);
 	return r;
+}
+
+void _dl_reclaim_fork_child(void)
+{
+	/* A fork between taking busy and the locks: nobody sweeps here. */
+	atomic_store(&dl_rc.busy, 0);
 }
 
 DL_EXPORT long dangless_reclaim(void)

@@ -211,6 +211,14 @@ static void *dl_stream_carve(uint8_t cls, size_t len)
 	return (void *)base;
 }
 
+/* The stream cursors point into alias space (a segment's end is the next
+ * one's start): a sweep must not take them for the program's pointers. */
+void _dl_segment_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		     void *ctx)
+{
+	fn((uintptr_t)&dl_stream, sizeof(dl_stream), ctx);
+}
+
 /* New alias space was dedicated: streams start over from it. */
 void _dl_segment_streams_reset(void)
 {
@@ -324,7 +332,7 @@ void _dl_segment_retire(struct dl_segment *seg)
 	struct dl_segment *drop = NULL;
 	seg->swept = DL_SWEPT_NOT;
 	_dl_lock(&dl_dead.lock);
-	dl_retired_add((struct dl_retired){seg->base, seg->len, 0, false});
+	dl_retired_add((struct dl_retired){.base = seg->base, .len = seg->len});
 	seg->next_dead = NULL;
 	if (dl_dead.tail)
 		dl_dead.tail->next_dead = seg;
@@ -355,6 +363,7 @@ struct dl_retired *_dl_space_sweep_begin(size_t *n, uintptr_t *lo,
 		struct dl_retired *r = &dl_space.v[i];
 		r->was = atomic_load(&_dl_segmap[_dl_segmap_index(r->base)]);
 		r->pinned = false;
+		r->pinned_at = 0;
 		dl_assert(r->was && !DL_SEGMAP_IS_CAND(r->was));
 		dl_segmap_set(r->base, r->len, DL_SEGMAP_CAND(i));
 		if (r->base < min)
@@ -436,6 +445,13 @@ uint64_t _dl_space_sweep_finish(void)
 	atomic_store(&_dl_reclaim_wanted, false);
 	DL_STAT_ADD(reclaimed_bytes, reclaimed);
 	return reclaimed;
+}
+
+void _dl_space_sweep_abandoned(void)
+{
+	uint64_t used = atomic_load(&dl_fresh) - atomic_load(&dl_reusable);
+	dl_space.mark = used + (dl_space.limit - used) / 2;
+	atomic_store(&_dl_reclaim_wanted, false);
 }
 
 void _dl_segment_for_each_live(void (*fn)(struct dl_segment *))

@@ -84,6 +84,7 @@ static void dl_world_save(struct dl_world_slot *s, const ucontext_t *uc)
 {
 	size_t len = sizeof(uc->uc_mcontext.gregs);
 	memcpy(s->regs, uc->uc_mcontext.gregs, len);
+	s->sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
 	const unsigned char *fp = (const void *)uc->uc_mcontext.fpregs;
 	if (fp) {
 		size_t fl = 512;

@@ -268,11 +268,14 @@ int host_alias_reuse(void *alias, size_t len)
 }
 
 /* The canonical view and its gaps: live objects are scanned through the
- * core's metadata, the rest of the view is freed or never used. */
+ * core's metadata, the rest of the view is freed or never used.  And the
+ * backend's own state. */
 void host_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
 		     void *ctx)
 {
 	if (host.canon && host.canon != (char *)-1)
 		fn((uintptr_t)host.canon - HOST_GAP,
 		   HOST_CANON_SIZE + 2 * HOST_GAP, ctx);
+	/* Our state: its reservation cursors point into alias space. */
+	fn((uintptr_t)&host, sizeof(host), ctx);
 }
