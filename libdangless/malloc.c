@@ -112,6 +112,14 @@ static void *dl_alloc(size_t size, size_t align, bool zero)
 	return p;
 }
 
+DL_EXPORT long dangless_reclaim(void)
+{
+	int r = _dl_ensure_init();
+	if (r)
+		return r == -EAGAIN ? -EDEADLK : r;
+	return _dl_reclaim(true);
+}
+
 DL_EXPORT void *dangless_malloc(size_t size)
 {
 	DL_ENTRY();

@@ -426,6 +426,12 @@ static long dl_sweep(const uintptr_t *self_regs)
 		}
 		return err == -EAGAIN ? -EAGAIN : -EIO;
 	}
+	if (dl_rc.unreadable && !dl_rc.warned) {
+		dl_rc.warned = true;
+		_dl_warn("reclaim: memory could not be read whole "
+			 "(process_vm_readv or /proc/self/maps refused: a "
+			 "seccomp filter?); nothing is reclaimed");
+	}
 	DL_STAT_ADD(reclaims, 1);
 	DL_STAT_ADD(sweep_scanned_bytes, dl_rc.scanned);
 	DL_STAT_ADD(sweep_threads_stopped, nthreads);
@@ -493,12 +499,4 @@ void _dl_reclaim_fork_child(void)
 {
 	/* A fork between taking busy and the locks: nobody sweeps here. */
 	atomic_store(&dl_rc.busy, 0);
-}
-
-DL_EXPORT long dangless_reclaim(void)
-{
-	int r = _dl_ensure_init();
-	if (r)
-		return r == -EAGAIN ? -EDEADLK : r;
-	return _dl_reclaim(true);
 }
