@@ -16,7 +16,7 @@ echo "Each row: 5 or 9 sweeps (dangless_reclaim), each after 2 MiB of objects we
 echo
 echo "| what | size | best ms | mean ms | MiB scanned | s per GiB scanned | threads stopped |"
 echo "|---|---|---|---|---|---|---|"
-if [ "$q" = 1 ]; then heaps="16 64"; roots="64"; threads="1 8"; else heaps="16 64 256 1024"; roots="64 512"; threads="1 4 16 64"; fi
+if [ "$q" = 1 ]; then heaps="16 64"; roots="64"; threads="1 8"; else heaps="16 64 256"; roots="64 512"; threads="1 4 16 64"; fi
 for h in $heaps; do run heap "$h"; done
 for m in $roots; do run roots "$m"; done
 for t in $threads; do run threads "$t"; done

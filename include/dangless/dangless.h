@@ -42,7 +42,8 @@ int dangless_init(void);
  * Gives Dangless the address range [start, end) for its aliases, instead of
  * reserving its own: from the first call on, aliases come only from ranges
  * given this way (up to 16, used in order), and when they are used up the
- * allocator is out of alias space (a report, or fallback=1).  Must be
+ * allocator is out of alias space (a report, or fallback=1) once sweeps
+ * find nothing more in them to reclaim.  Must be
  * page-aligned and not otherwise in use; best called before the first
  * allocation.  On the host backend the first and last 2 MiB stay
  * inaccessible guard gaps, so the range must be larger than 4 MiB.
