@@ -84,11 +84,15 @@ static struct {
 	uint64_t scanned;
 	bool unreadable;          /* process_vm_readv refused: pin all */
 	bool swap;                /* swap configured: mincore can't tell */
+	bool anon;                /* the mapping being scanned is anonymous */
+	pid_t pid;
 	bool warned;
 	unsigned char vec[DL_SEG_SIZE / DL_PAGE];
 } dl_rc;
 
 /* ---- scanning ---- */
+
+static void dl_read_remote(uintptr_t start, uintptr_t end);
 
 static inline void dl_pin(uintptr_t v, uintptr_t at)
 {
@@ -124,13 +128,47 @@ static void dl_scan_words(const void *p, size_t len, uintptr_t from)
 /* Memory that may not be readable everywhere: read through the kernel. */
 static void dl_scan_remote(uintptr_t start, uintptr_t end)
 {
+	if (dl_rc.anon && !dl_rc.swap && end - start > DL_SCAN_BUF) {
+		/* Anonymous memory never touched reads zero: skip it rather
+		 * than fault it in (a sparse reservation of the program's,
+		 * idle stacks).  Exact only without swap, where a page that is
+		 * not resident was never written. */
+		uintptr_t at = DL_ALIGN_DOWN(start, DL_PAGE);
+		while (at < end) {
+			uintptr_t to = DL_ALIGN_DOWN(at, DL_SEG_SIZE) + DL_SEG_SIZE;
+			if (to > end)
+				to = DL_ALIGN_UP(end, DL_PAGE);
+			if (mincore((void *)at, to - at, dl_rc.vec)) {
+				dl_read_remote(at > start ? at : start,
+					       to < end ? to : end);
+			} else {
+				for (uintptr_t p = at; p < to;) {
+					uintptr_t q = p;
+					while (q < to &&
+					       (dl_rc.vec[(q - at) / DL_PAGE] & 1))
+						q += DL_PAGE;
+					if (q > p)
+						dl_read_remote(p > start ? p : start,
+							       q < end ? q : end);
+					p = q + DL_PAGE;
+				}
+			}
+			at = to;
+		}
+		return;
+	}
+	dl_read_remote(start, end);
+}
+
+static void dl_read_remote(uintptr_t start, uintptr_t end)
+{
 	start = DL_ALIGN_UP(start, sizeof(uintptr_t));
 	while (start < end) {
 		size_t want = end - start < DL_SCAN_BUF ? end - start
 							: DL_SCAN_BUF;
 		struct iovec local = {dl_rc.scan_buf, want};
 		struct iovec remote = {(void *)start, want};
-		ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1,
+		ssize_t n = process_vm_readv(dl_rc.pid, &local, 1, &remote, 1,
 					     0);
 		if (n < 0 && errno != EFAULT && errno != EINTR) {
 			dl_rc.unreadable = true;
@@ -196,7 +234,9 @@ static bool dl_scan_mapping(const struct dl_mapping *m, void *ctx)
 		if (sp >= m->start && sp < m->end && sp > start)
 			start = sp;
 	}
+	dl_rc.anon = !m->inode;
 	dl_scan_root(start, m->end);
+	dl_rc.anon = false;
 	return true;
 }
 
@@ -353,6 +393,8 @@ static long dl_sweep(const uintptr_t *self_regs)
 	struct sysinfo sys;
 	dl_rc.swap = sysinfo(&sys) != 0 || sys.totalswap != 0;
 	dl_rc.self_sp = self_regs[6];
+	dl_rc.pid = getpid();
+	dl_rc.anon = false;
 	dl_rc.scanned = 0;
 	dl_rc.unreadable = false;
 

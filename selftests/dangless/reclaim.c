@@ -13,9 +13,9 @@
 #include <signal.h>
 
 /* Small objects take 4 KiB of alias space each in strict mode: 64 MiB
- * holds 16384 of them, so this count makes ~25 sweeps (ST_RECLAIM_CHURN
+ * holds 16384 of them, so this count makes ~17 sweeps (ST_RECLAIM_CHURN
  * overrides: 10000000 runs the issue's ten million, a few minutes here). */
-#define ST_CHURN_DEFAULT 300000
+#define ST_CHURN_DEFAULT 200000
 
 static void st_reclaim(const char *opts, const char *a1, const char *a2,
 		       const char *a3, struct th_child *res)
@@ -106,7 +106,7 @@ TEST_TIMEOUT(alias_space_bad_values_keep_the_default, ST_CHILDREN_BUDGET(4))
 static void st_keep(const char *where)
 {
 	struct th_child res;
-	st_reclaim("alias_space=64M:verbosity=2", "keep", where, "120000",
+	st_reclaim("alias_space=64M:verbosity=2", "keep", where, "80000",
 		   &res);
 	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
 	EXPECT_LT(5ULL, st_num_after(res.out, "reclaims "));
