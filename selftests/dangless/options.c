@@ -526,6 +526,25 @@ BOTH(dedicate_vmem_lasts_with_reclaim)
 	th_child_free(&res);
 }
 
+/* `dangless check` says how much alias space there is, whether it lasts,
+ * and what caps it. */
+TEST(check_shows_alias_space)
+{
+	const char *const env[] = {"DANGLESS_OPTIONS=alias_space=64M", NULL};
+	const char *const argv[] = {st_dangless_bin(), "check", NULL};
+	struct th_child res;
+	th_exec(argv, env, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("alias space: used 0 and left ", res.out);
+	EXPECT_CONTAINS("capped by alias_space=64M\n", res.out);
+	const char *host = strstr(res.out, "backend host: ");
+	ASSERT_NOT_NULL(host);
+	EXPECT_CONTAINS("  alias space lasts: revoked ranges that nothing "
+			"points to are reclaimed by sweeps",
+			host);
+	th_child_free(&res);
+}
+
 /* ---- reports: SUMMARY, symbols, where they go, how they end ---- */
 
 BOTH_TIMEOUT(summary_line_ends_each_report, ST_CHILDREN_BUDGET(2))
