@@ -7,7 +7,7 @@
 BENCH_DIR       := $(CURDIR)/bench
 BENCH_OUT       := $(BUILD)/bench
 BENCH_WORKLOADS := churn churn_scattered larson xmalloc bintree realloc large large_pair \
-		   longlived threads pair floor spawn forkheap afl_target
+		   longlived threads pair floor spawn forkheap afl_target sweep
 BENCH_BINS      := $(addprefix $(BENCH_OUT)/,$(BENCH_WORKLOADS))
 # -fno-builtin-*: the compiler must not fold a malloc+free pair away
 BENCH_CFLAGS    := $(BASE_CFLAGS) -fno-builtin-malloc -fno-builtin-free -fno-builtin-realloc -pthread $(CFLAGS)
@@ -68,3 +68,12 @@ ifneq ($(bench_kvm_after),)
 bench-kvm: | $(bench_kvm_after)
 bench-run: | $(BENCH_OUT)/steady
 endif
+
+# ---- what a reclaim sweep costs (issue 21) ----
+# make bench-sweep: bench/sweep.sh runs build/bench/sweep under Dangless
+# (per GiB scanned, per stopped thread, with and without alias_space=64M)
+# and writes $(BENCH_OUT)/sweep.md; bench/results/sweep.md is the last
+# run kept.  QUICK=1: smaller sizes.
+.PHONY: bench-sweep
+bench-sweep: $(BENCH_OUT)/sweep $(DANGLESS_SO)
+	QUICK=$(if $(filter 1 yes,$(BENCH_QUICK)),1,0) $(BENCH_DIR)/sweep.sh $(BUILD) | tee $(BENCH_OUT)/sweep.md

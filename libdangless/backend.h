@@ -14,8 +14,10 @@
  *    it shares.  None is called from a signal handler.
  *
  * What the core guarantees in return:
- *  - C1 an alias range is given to alias_map at most once in the life of
- *    the process (the core never reuses alias space; I1 in internal.h);
+ *  - C1 an alias range is given to alias_map at most once, except a range
+ *    that alias_release released and alias_reuse then accepted: the core
+ *    hands it out again only after a sweep found nothing pointing into it
+ *    (I1, R2 in internal.h);
  *  - C2 the canonical range given to alias_map lies inside one extent that
  *    canon_alloc returned and that is not freed while the alias is live;
  *  - C3 alias ranges passed to alias_revoke and alias_release lie inside
@@ -23,7 +25,8 @@
  *
  * Required hooks: init, canon_alloc, canon_free, canon_discard,
  * alias_reserve, alias_map, alias_revoke, alias_release.  The others
- * (alias_dedicate, alias_revoke_many, the fork hooks,
+ * (alias_dedicate, alias_revoke_many, alias_reuse, own_memory, the fork
+ * hooks,
  * count_alias_mappings, refresh_stats, memory_held, explain_enomem,
  * revoke_splits, check, why_refused, die_after_report) may be NULL, and
  * the core checks before each call.
@@ -111,6 +114,27 @@ struct dl_backend {
 	 * fault from return on, and keep faulting.
 	 */
 	int (*alias_release)(void *alias, size_t len);
+
+	/*
+	 * Optional, both or neither: without them the core never reuses
+	 * alias space (no sweeps).  alias_reuse: [alias, alias+len) was
+	 * released, and a sweep found nothing pointing into it; from return
+	 * on the core may give it to alias_map again, as if alias_reserve had
+	 * just handed it out.  It must come back where fresh ranges are
+	 * made (the host backend: its reservation, so mappings still merge),
+	 * faulting until mapped, and no thread may still hold a translation
+	 * of its old mapping.  0, or -errno: the range is then never used.
+	 */
+	int (*alias_reuse)(void *alias, size_t len);
+	/*
+	 * own_memory: calls fn for each range of process memory the backend
+	 * holds besides alias space (canonical memory, page-table pools), so
+	 * that a sweep does not scan it as roots: live objects are scanned
+	 * through the core's own metadata instead.  Called with every other
+	 * thread stopped, so it must take no lock and make no system call.
+	 */
+	void (*own_memory)(void (*fn)(uintptr_t start, size_t len, void *ctx),
+			   void *ctx);
 
 	/*
 	 * Optional, all three or none.  fork(): prepare runs in the parent

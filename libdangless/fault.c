@@ -26,6 +26,7 @@ extern int __sigaction(int, const struct sigaction *, struct sigaction *);
 static bool dl_handler_installed;
 static struct sigaction dl_chained[2]; /* SIGSEGV, SIGBUS */
 static dl_lock_t dl_chain_lock;
+static bool dl_world_noted;
 
 static int dl_slot(int sig)
 {
@@ -233,6 +234,21 @@ DL_EXPORT int sigaction(int sig, const struct sigaction *act,
 			struct sigaction *old)
 {
 	int slot = dl_slot(sig);
+	if (sig == _dl_world_signal() && sig) {
+		/* Sweeps stop threads with it: the program's handler is not
+		 * installed (one note), and it reads back as the default. */
+		if (act && !dl_world_noted) {
+			dl_world_noted = true;
+			_dl_info("the program's handler for signal %d is not "
+				 "installed: Dangless stops threads with it "
+				 "for its sweeps", sig);
+		}
+		if (old) {
+			memset(old, 0, sizeof(*old));
+			old->sa_handler = SIG_DFL;
+		}
+		return 0;
+	}
 	if (slot < 0 || !dl_handler_installed)
 		return __sigaction(sig, act, old);
 	_dl_lock(&dl_chain_lock);

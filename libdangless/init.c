@@ -90,6 +90,7 @@ static void dl_rerevoke_segment(struct dl_segment *seg)
 DL_REALIGN_STACK static void dl_fork_child(void)
 {
 	_dl_pools_unlock_all(true);
+	_dl_reclaim_fork_child();
 	if (_dl_be->fork_child && _dl_be->fork_child())
 		_dl_segment_for_each_live(dl_rerevoke_segment);
 	_dl_segment_unlock_all(true);
@@ -157,6 +158,10 @@ static int dl_start(void)
 	_dl_classes_init();
 	pthread_key_create(&dl_thread_key, dl_thread_exit);
 	int err = _dl_segmap_init();
+	/* All there is: one half of the address space, which is what both
+	 * backends carve alias space from. */
+	_dl_space_init(_dl_opt.alias_space ? _dl_opt.alias_space
+					   : (uint64_t)1 << DL_ADDR_BITS);
 	if (!err)
 		err = dl_start_backend();
 	/* after the start: a refused backend may have given way */

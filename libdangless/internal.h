@@ -31,9 +31,10 @@
  *
  * ---- Invariants (who keeps them; `make DEBUG=1` asserts them) -----------
  *
- * I1 An alias page is handed to alias_map at most once in the life of the
- *    process (segments are bump-carved; released ranges stay reserved).
- *    Kept by segment.c (carving), small.c and large.c (mapping).
+ * I1 An alias page is handed to alias_map at most once between two sweeps
+ *    that find nothing pointing into it: segments are bump-carved, released
+ *    ranges stay reserved, and a retired range comes back only as R2 says.
+ *    Kept by segment.c (carving, reuse), small.c and large.c (mapping).
  * I2 A canonical slot is in at most one state: free in its run, or carved
  *    into exactly one chunk that has not yet finished with it.  A slot goes
  *    back to its run only after its alias in that chunk is revoked.
@@ -184,6 +185,7 @@ struct dl_segment {
 	uintptr_t bump;           /* large: next free alias byte */
 	atomic_uint dead;         /* chunks dead / objects freed */
 	bool closed;              /* no more carving */
+	uint8_t swept;            /* retired: what the last sweep found (R2) */
 	struct dl_segment *next_dead; /* ring of recently dead segments */
 	union {
 		struct dl_chunk chunks[DL_CHUNKS_PER_SEG];
@@ -267,6 +269,58 @@ void _dl_alias_revoke(uintptr_t start, size_t len);
 /* The same for n sorted ranges, in as few calls as the backend can. */
 void _dl_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 void _dl_segment_streams_reset(void);
+
+/*
+ * ---- segment.c: how much alias space, and its reuse ----
+ *
+ * R1 Every range of alias space the core took is in one state: live (a
+ *    segment's), retired (revoked and released; listed in the retired
+ *    array; its map entry the segment or a dead marker), or reusable (in
+ *    the reuse list; its map entry 0).
+ * R2 A retired range becomes reusable only in a sweep (reclaim.c) that
+ *    stopped every other thread and found no word it scanned pointing into
+ *    the range or at its end.  A range that is pointed to stays retired and
+ *    keeps its segment's metadata (the kept list) for reports.
+ * R3 used = taken fresh - reusable; only fresh takes count against the cap
+ *    (alias_space=), so reclaimed space is handed out before fresh space.
+ */
+struct dl_retired {
+	uintptr_t base;
+	size_t len;
+	uintptr_t was;            /* its map entry, during a sweep */
+	bool pinned;              /* a scanned word points into it */
+	uintptr_t pinned_at;      /* where the first such word was read, */
+	int pinned_regs;          /* or whose registers: 0 the sweeper's,
+				   * i + 1 stopped thread i's */
+};
+/* During a sweep a retired range's map entries hold its index here. */
+#define DL_SEGMAP_CAND(i) (((uintptr_t)(i) << 2) | 2)
+#define DL_SEGMAP_IS_CAND(e) (((e)&3) == 2)
+/* struct dl_segment.swept */
+enum { DL_SWEPT_NOT, DL_SWEPT_PINNED, DL_SWEPT_REUSABLE };
+/* Raised when used alias space passes the mark; malloc.c sweeps. */
+extern atomic_bool _dl_reclaim_wanted;
+struct dl_space_info {
+	uint64_t limit, used, reusable, retired, pinned;
+};
+void _dl_space_init(uint64_t limit);
+void _dl_space_info(struct dl_space_info *si);
+/* reclaim.c, every lock held, the world stopped: the retired ranges, their
+ * map entries turned into DL_SEGMAP_CAND; [*lo, *hi] spans them. */
+struct dl_retired *_dl_space_sweep_begin(size_t *n, uintptr_t *lo,
+					 uintptr_t *hi);
+/* Still stopped: map entries back (pinned) or 0 (reusable from now). */
+void _dl_space_sweep_decide(void);
+/* The world running again, the segment locks (_dl_segment_lock_all) still
+ * held: reusable ranges go to the reuse list, their metadata back to its
+ * pool.  Returns the bytes made reusable. */
+uint64_t _dl_space_sweep_finish(void);
+/* The sweep could not stop the world: try again when half of what is left
+ * is used (locks held). */
+void _dl_space_sweep_abandoned(void);
+/* Our own state that holds alias addresses (stream cursors): not roots. */
+void _dl_segment_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		     void *ctx);
 void _dl_segment_lock_all(void);
 void _dl_segment_unlock_all(bool reset);
 
@@ -378,6 +432,8 @@ struct dl_options {
 	bool abort_on_error;      /* every report ends in abort() */
 	bool halt_on_error;       /* false: a bad free is reported and leaked */
 	bool secure;              /* AT_SECURE: options may only tighten */
+	uint64_t alias_space;     /* cap on alias space in use; 0: none */
+	bool reclaim;             /* sweep for reusable alias space */
 };
 extern struct dl_options _dl_opt;
 /* secure: the process runs with privileges its user lacks (AT_SECURE). */
@@ -463,6 +519,59 @@ bool _dl_fallback_available(void);
 void *_dl_fallback_alloc(size_t size, size_t align);
 void *_dl_fallback_realloc(void *p, size_t size);
 void _dl_fallback_free(void *p);
+
+/* ---- world.c: stopping the other threads; /proc without allocating ---- */
+enum {
+	DL_WORLD_SIGNALLED = 1,   /* sent the signal, not yet stopped */
+	DL_WORLD_SAVING,          /* in the handler, saving its registers */
+	DL_WORLD_STOPPED,         /* waiting for the sweep to end */
+	DL_WORLD_GONE,            /* exited before it stopped */
+};
+struct dl_world_slot {
+	atomic_int tid;
+	atomic_int state;
+	uintptr_t sp;             /* its stack pointer when it stopped */
+	uintptr_t altstack;       /* its sigaltstack, if any */
+	size_t altstack_len;
+	size_t regs_len;
+	/* general registers, then the FXSAVE/XSAVE image as the kernel
+	 * wrote it in the signal frame (AVX-512 state fits) */
+	unsigned char regs[4096 - 64] __attribute__((aligned(16)));
+};
+/* Installs the handler (once) and gives it cap slots. */
+bool _dl_world_prepare(struct dl_world_slot *slots, unsigned cap);
+/* Stops every other thread; 0, or -EAGAIN (*stuck: a thread that did not
+ * stop in time), -ENOSPC (more threads than slots), -EIO.  The world
+ * must be resumed in every case.  buf: scratch for reading /proc. */
+int _dl_world_stop(char *buf, size_t len, int *stuck);
+unsigned _dl_world_stopped(struct dl_world_slot **slots);
+void _dl_world_resume(void);
+/* The signal the world is stopped with, once installed; else 0. */
+int _dl_world_signal(void);
+struct dl_mapping {
+	uintptr_t start, end;
+	bool read, write, shared;
+	uintptr_t inode;
+	const char *name;         /* "" for anonymous memory */
+};
+/* Streams /proc/self/maps through buf; false when it could not be read
+ * whole, or fn returned false. */
+bool _dl_world_for_each_mapping(char *buf, size_t len,
+				bool (*fn)(const struct dl_mapping *m,
+					   void *ctx),
+				void *ctx);
+
+/* ---- reclaim.c: sweeps for reusable alias space ---- */
+/* forced: dangless_reclaim() (else the threshold).  Bytes made reusable,
+ * or -errno (dangless.h). */
+long _dl_reclaim(bool forced);
+/* In a child after fork(): no sweep runs there. */
+void _dl_reclaim_fork_child(void);
+/* Live objects of seg, through canonical memory (reclaim.c scans them). */
+void _dl_small_for_each_live(struct dl_segment *seg,
+			     void (*fn)(uintptr_t canon, size_t len));
+void _dl_large_for_each_live(struct dl_segment *seg,
+			     void (*fn)(uintptr_t canon, size_t len));
 
 /* ---- init.c: start-up, threads, fork ---- */
 enum { DL_UNINIT, DL_INITIALISING, DL_READY, DL_FAILED };

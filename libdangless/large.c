@@ -366,3 +366,14 @@ void _dl_large_unlock_all(bool reset)
 {
 	(reset ? _dl_lock_reset : _dl_unlock)(&dl_large_state.lock);
 }
+
+/* Live large objects' canonical extents; the large lock is held. */
+void _dl_large_for_each_live(struct dl_segment *seg,
+			     void (*fn)(uintptr_t canon, size_t len))
+{
+	for (unsigned i = 0; i < seg->used; i++) {
+		struct dl_large *o = &seg->objs[i];
+		if (atomic_load(&o->state) == DL_LARGE_LIVE)
+			fn(o->canon, o->canon_len);
+	}
+}

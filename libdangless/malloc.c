@@ -95,9 +95,29 @@ static void *dl_alloc(size_t size, size_t align, bool zero)
 	void *p = cls != (unsigned)-1 ? _dl_small_alloc(cls, size, &fail)
 				      : _dl_large_alloc(size, align, zero,
 							&fail);
+	if (unlikely(!p) && fail.what && _dl_reclaim(true) >= 0) {
+		/* Out of alias space: a sweep may have made some reusable
+		 * (this one, or another thread's that just ended). */
+		fail = (struct dl_failure){0, NULL};
+		p = cls != (unsigned)-1
+			    ? _dl_small_alloc(cls, size, &fail)
+			    : _dl_large_alloc(size, align, zero, &fail);
+	}
 	if (unlikely(!p))
 		return dl_alloc_failed(&fail, size, align);
+	/* Used alias space passed the mark: sweep now, with no lock held. */
+	if (unlikely(atomic_load_explicit(&_dl_reclaim_wanted,
+					  memory_order_relaxed)))
+		_dl_reclaim(false);
 	return p;
+}
+
+DL_EXPORT long dangless_reclaim(void)
+{
+	int r = _dl_ensure_init();
+	if (r)
+		return r == -EAGAIN ? -EDEADLK : r;
+	return _dl_reclaim(true);
 }
 
 DL_EXPORT void *dangless_malloc(size_t size)

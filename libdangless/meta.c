@@ -251,3 +251,10 @@ void _dl_pools_unlock_all(bool reset)
 		op(&p->lock);
 	op(&dl_pools.lock);
 }
+
+void _dl_meta_region(uintptr_t *start, size_t *len)
+{
+	*start = (uintptr_t)atomic_load_explicit(
+		(_Atomic(char *) *)&dl_meta.base, memory_order_acquire);
+	*len = *start ? DL_META_REGION : 0;
+}

@@ -23,6 +23,8 @@ struct dl_options _dl_opt = {
 	.abort_on_error = false,
 	.halt_on_error = true,
 	.secure = false,
+	.alias_space = 0,
+	.reclaim = true,
 };
 
 #define DL_MAX_BATCH 65536
@@ -141,6 +143,40 @@ static bool dl_set_halt_on_error(const char *v, size_t n)
 	return dl_set_bool_field(&_dl_opt.halt_on_error, v, n);
 }
 
+/* SIZE: digits, then K, M, G or T (powers of 1024), or bytes. */
+static bool dl_set_alias_space(const char *v, size_t n)
+{
+	uint64_t x = 0;
+	size_t i = 0;
+	for (; i < n && v[i] >= '0' && v[i] <= '9'; i++) {
+		if (x > (UINT64_MAX - 9) / 10)
+			return false;
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	if (i == 0 || n - i > 1)
+		return false;
+	unsigned shift = 0;
+	if (i < n) {
+		const char *units = "KMGT";
+		const char *u = memchr(units, v[i] & ~0x20, 4);
+		if (!u || !v[i])
+			return false;
+		shift = 10 * (unsigned)(u - units + 1);
+	}
+	if (x > (UINT64_MAX >> shift))
+		return false;
+	x <<= shift;
+	/* At least a few segments: 4 MiB; 0 means all there is. */
+	if (x && x < ((uint64_t)4 << 20))
+		return false;
+	_dl_opt.alias_space = x;
+	return true;
+}
+static bool dl_set_reclaim(const char *v, size_t n)
+{
+	return dl_set_bool_field(&_dl_opt.reclaim, v, n);
+}
+
 /* Under secure execution: what a value may not do. */
 static bool dl_weaker_revoke(void)
 {
@@ -214,6 +250,19 @@ static const struct dl_option_row {
 	 "0: a bad free is reported and the program goes on (the pointer is "
 	 "left alone, leaked); dangling accesses still stop it",
 	 DL_STRICTER, dl_weaker_halt},
+	{"alias_space", dl_set_alias_space, "0",
+	 "SIZE (K, M, G or T suffix, at least 4M): the most alias address "
+	 "space to use at once; 0: all the backend has (128 TiB). Sweeps for "
+	 "reusable space start at three quarters of it; reaching it stops "
+	 "the program or, with fallback=1, goes on unprotected. Ignored under "
+	 "secure execution (it could only make a privileged program stop "
+	 "early)",
+	 DL_IGNORED, NULL},
+	{"reclaim", dl_set_reclaim, "1",
+	 "1: when alias space runs short, and on dangless_reclaim(), stop "
+	 "the threads and sweep memory for revoked alias ranges that nothing "
+	 "points to, and reuse those; 0: never reuse alias space",
+	 DL_ANY, NULL},
 	{"stats", dl_set_stats, "0", "1: print the counters at exit", DL_ANY,
 	 NULL},
 	{"verbosity", dl_set_verbosity, "0",
@@ -248,6 +297,7 @@ void _dl_options_parse(const char *env, bool secure)
 	char ignored[512];
 	struct dl_buf ig = {ignored, 0, sizeof(ignored)};
 	ignored[0] = 0;
+	bool alias_space_ignored = false;
 	while (*env) {
 		const char *end = dl_item_end(env);
 		const char *eq = memchr(env, '=', (size_t)(end - env));
@@ -264,6 +314,8 @@ void _dl_options_parse(const char *env, bool secure)
 				 "(ignored; `dangless run --help` lists them)",
 				 env);
 		} else if (secure && row->secure == DL_IGNORED) {
+			if (row->set == dl_set_alias_space)
+				alias_space_ignored = true;
 			_dl_buf_str(&ig, " ");
 			_dl_buf_str(&ig, row->name);
 		} else {
@@ -288,6 +340,10 @@ void _dl_options_parse(const char *env, bool secure)
 			 "ignored%s (here options may only make Dangless "
 			 "stricter)",
 			 ignored);
+	if (alias_space_ignored)
+		_dl_info("alias_space ignored under secure execution: a cap "
+			 "on alias space could only make a privileged program "
+			 "stop early");
 }
 
 void _dl_options_print(void)
@@ -300,14 +356,17 @@ void _dl_options_print(void)
 	}
 	_dl_warn("options: backend=%s (running: %s) revoke=%s fallback=%d "
 		 "stacks=%d symbolize=%d symbolizer=%s log_path=%s exitcode=%d "
-		 "abort_on_error=%d halt_on_error=%d stats=%d verbosity=%d%s",
+		 "abort_on_error=%d halt_on_error=%d alias_space=%llu "
+		 "reclaim=%d stats=%d verbosity=%d%s",
 		 _dl_opt.backend ? _dl_opt.backend->name : _dl_backends[0].name,
 		 _dl_be ? _dl_be_name : "none", revoke, _dl_opt.fallback,
 		 _dl_opt.stacks, _dl_opt.symbolize,
 		 _dl_opt.symbolizer[0] ? _dl_opt.symbolizer : "addr2line",
 		 _dl_log_path()[0] ? _dl_log_path() : "stderr",
 		 _dl_opt.exitcode, _dl_opt.abort_on_error,
-		 _dl_opt.halt_on_error, _dl_opt.stats, _dl_opt.verbosity,
+		 _dl_opt.halt_on_error,
+		 (unsigned long long)_dl_opt.alias_space, _dl_opt.reclaim,
+		 _dl_opt.stats, _dl_opt.verbosity,
 		 _dl_opt.secure ? " (secure execution)" : "");
 }
 

@@ -277,12 +277,42 @@ const char *_dl_describe_fault(uintptr_t addr, struct dl_buf *b,
 				   free_stack);
 }
 
+/* Why the cap on alias space was reached: its size, what is used, what
+ * the sweeps could not take back. */
+static bool dl_explain_alias_space(char *buf, size_t len)
+{
+	struct dl_space_info si;
+	_dl_space_info(&si);
+	struct dl_buf b = {buf, 0, len - 1};
+	_dl_buf_str(&b, "alias_space=");
+	_dl_buf_dec(&b, si.limit >> 20);
+	_dl_buf_str(&b, "M is used up: ");
+	_dl_buf_dec(&b, si.used >> 20);
+	_dl_buf_str(&b, " MiB in use, of which ");
+	_dl_buf_dec(&b, si.retired >> 20);
+	_dl_buf_str(&b, " MiB revoked");
+	if (!_dl_opt.reclaim)
+		_dl_buf_str(&b, " (reclaim=0: never reused)");
+	else if (!_dl_be->alias_reuse)
+		_dl_buf_str(&b, " (this backend cannot reuse alias space)");
+	else {
+		_dl_buf_str(&b, " and still pointed to after a sweep (");
+		_dl_buf_dec(&b, si.pinned >> 20);
+		_dl_buf_str(&b, " MiB pinned); raise alias_space");
+	}
+	buf[b.len] = 0;
+	return true;
+}
+
 void _dl_report_exhausted(const struct dl_failure *fail, bool going_on)
 {
 	char why[512] = "";
-	bool explained = fail->err == 12 && _dl_be &&
-			 _dl_be->explain_enomem &&
-			 _dl_be->explain_enomem(why, sizeof(why));
+	bool explained =
+		fail->err == 12 && _dl_be &&
+		(!strcmp(fail->what, "alias_space")
+			 ? dl_explain_alias_space(why, sizeof(why))
+			 : _dl_be->explain_enomem &&
+				   _dl_be->explain_enomem(why, sizeof(why)));
 	if (going_on) {
 		_dl_warn("cannot make more aliases (%s: %s). %s%s"
 			 "Falling back to unprotected allocation "

@@ -52,6 +52,26 @@ static struct {
 	size_t n, cap;
 } dl_live;
 
+/*
+ * Alias space taken, retired and reusable (R1-R3 in internal.h).  The
+ * retired array and the kept list are under dl_dead.lock; the reuse list
+ * under dl_space.lock, a leaf taken on every new segment.
+ */
+static struct {
+	dl_lock_t lock;
+	struct dl_extents reuse;  /* free list only: bump == end == 0 */
+	struct dl_retired *v;     /* retired ranges (dl_dead.lock) */
+	size_t n, cap;
+	struct dl_segment *kept;  /* pinned, metadata kept (dl_dead.lock) */
+	uint64_t limit;
+	uint64_t mark;            /* used past this: a sweep is wanted */
+} dl_space;
+static _Atomic uint64_t dl_fresh;    /* alias bytes ever taken fresh */
+static _Atomic uint64_t dl_reusable; /* bytes in the reuse list */
+static _Atomic uint64_t dl_retired_bytes;
+static _Atomic uint64_t dl_pinned_bytes;
+atomic_bool _dl_reclaim_wanted;
+
 int _dl_segmap_init(void)
 {
 	_dl_segmap = _dl_meta_pages(DL_SEGMAP_ENTRIES * sizeof(uintptr_t));
@@ -90,6 +110,41 @@ static bool dl_live_add(struct dl_segment *seg)
 	}
 	dl_live.v[dl_live.n++] = seg;
 	_dl_unlock(&dl_live.lock);
+	return true;
+}
+
+/* Appends r to the retired array (under dl_dead.lock, which is held on
+ * entry and on return; dropped while the array grows).  False when no
+ * metadata memory is left: the range then stays retired for good. */
+static bool dl_retired_add(struct dl_retired r)
+{
+	while (dl_space.n == dl_space.cap) {
+		size_t cap = dl_space.cap ? dl_space.cap * 2 : 4096;
+		_dl_unlock(&dl_dead.lock);
+		struct dl_retired *v = _dl_meta_pages(cap * sizeof(*v));
+		_dl_lock(&dl_dead.lock);
+		if (!v)
+			return false;
+		if (dl_space.n == dl_space.cap && cap > dl_space.cap) {
+			struct dl_retired *old = dl_space.v;
+			size_t old_cap = dl_space.cap;
+			if (old)
+				memcpy(v, old, dl_space.n * sizeof(*v));
+			dl_space.v = v;
+			dl_space.cap = cap;
+			v = old;
+			cap = old_cap;
+		}
+		if (v) {
+			/* a retirement may drop metadata meanwhile: no lock
+			 * of ours is held across the unmapping */
+			_dl_unlock(&dl_dead.lock);
+			_dl_meta_unpages(v, cap * sizeof(*v));
+			_dl_lock(&dl_dead.lock);
+		}
+	}
+	dl_space.v[dl_space.n++] = r;
+	atomic_fetch_add(&dl_retired_bytes, r.len);
 	return true;
 }
 
@@ -156,6 +211,14 @@ static void *dl_stream_carve(uint8_t cls, size_t len)
 	return (void *)base;
 }
 
+/* The stream cursors point into alias space (a segment's end is the next
+ * one's start): a sweep must not take them for the program's pointers. */
+void _dl_segment_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		     void *ctx)
+{
+	fn((uintptr_t)&dl_stream, sizeof(dl_stream), ctx);
+}
+
 /* New alias space was dedicated: streams start over from it. */
 void _dl_segment_streams_reset(void)
 {
@@ -167,17 +230,77 @@ void _dl_segment_streams_reset(void)
 	}
 }
 
+/* A reclaimed range of len bytes (first fit), or NULL (R3: first). */
+static void *dl_reuse_take(size_t len)
+{
+	if (!atomic_load_explicit(&dl_reusable, memory_order_relaxed))
+		return NULL;
+	uintptr_t at = 0;
+	_dl_lock(&dl_space.lock);
+	bool got = _dl_extents_take(&dl_space.reuse, len, &at);
+	_dl_unlock(&dl_space.lock);
+	if (!got)
+		return NULL;
+	atomic_fetch_sub(&dl_reusable, len);
+	DL_STAT_ADD(alias_bytes_reused, len);
+	/* C1: whatever the backend must do before mapping it again */
+	if (_dl_be->alias_reuse && _dl_be->alias_reuse((void *)at, len))
+		return NULL; /* lost for good: counted as used from now on */
+	return (void *)at;
+}
+
+/* Counts len fresh bytes against the cap (R3); false when over it.  Asks
+ * for a sweep when used space passes the mark. */
+static bool dl_fresh_admit(size_t len)
+{
+	uint64_t fresh = atomic_fetch_add(&dl_fresh, len) + len;
+	if (fresh > dl_space.limit) {
+		atomic_fetch_sub(&dl_fresh, len);
+		return false;
+	}
+	uint64_t used = fresh - atomic_load(&dl_reusable);
+	if (used > dl_space.mark &&
+	    !atomic_load_explicit(&_dl_reclaim_wanted, memory_order_relaxed))
+		atomic_store(&_dl_reclaim_wanted, true);
+	return true;
+}
+
+void _dl_space_init(uint64_t limit)
+{
+	dl_space.limit = limit;
+	dl_space.mark = limit / 4 * 3;
+}
+
+void _dl_space_info(struct dl_space_info *si)
+{
+	uint64_t fresh = atomic_load(&dl_fresh);
+	uint64_t reusable = atomic_load(&dl_reusable);
+	si->limit = dl_space.limit;
+	si->used = fresh > reusable ? fresh - reusable : 0;
+	si->reusable = reusable;
+	si->retired = atomic_load(&dl_retired_bytes);
+	si->pinned = atomic_load(&dl_pinned_bytes);
+}
+
 struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 				   size_t align, struct dl_failure *fail)
 {
 	len = DL_ALIGN_UP(len, DL_SEG_SIZE);
 	if (align < DL_SEG_SIZE)
 		align = DL_SEG_SIZE;
-	void *base = kind == DL_SEG_SMALL ? dl_stream_carve(cls, len)
-					  : _dl_be->alias_reserve(len, align);
+	void *base = align == DL_SEG_SIZE ? dl_reuse_take(len) : NULL;
 	if (!base) {
-		*fail = (struct dl_failure){12, "alias address space"};
-		return NULL;
+		if (!dl_fresh_admit(len)) {
+			*fail = (struct dl_failure){12, "alias_space"};
+			return NULL;
+		}
+		base = kind == DL_SEG_SMALL ? dl_stream_carve(cls, len)
+					    : _dl_be->alias_reserve(len, align);
+		if (!base) {
+			atomic_fetch_sub(&dl_fresh, len);
+			*fail = (struct dl_failure){12, "alias address space"};
+			return NULL;
+		}
 	}
 	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind));
 	if (!seg || !dl_live_add(seg)) {
@@ -207,7 +330,9 @@ void _dl_segment_retire(struct dl_segment *seg)
 	/* Whatever is still mapped goes; dead ranges keep faulting. */
 	_dl_be->alias_release((void *)seg->base, seg->len);
 	struct dl_segment *drop = NULL;
+	seg->swept = DL_SWEPT_NOT;
 	_dl_lock(&dl_dead.lock);
+	dl_retired_add((struct dl_retired){.base = seg->base, .len = seg->len});
 	seg->next_dead = NULL;
 	if (dl_dead.tail)
 		dl_dead.tail->next_dead = seg;
@@ -226,6 +351,107 @@ void _dl_segment_retire(struct dl_segment *seg)
 		dl_segmap_set(drop->base, drop->len, DL_DEAD_MARK(cls));
 		_dl_pool_free(dl_segment_pool(drop->kind), drop);
 	}
+}
+
+/* ---- sweeps (reclaim.c holds every lock; R2) ---- */
+
+struct dl_retired *_dl_space_sweep_begin(size_t *n, uintptr_t *lo,
+					 uintptr_t *hi)
+{
+	uintptr_t min = UINTPTR_MAX, max = 0;
+	for (size_t i = 0; i < dl_space.n; i++) {
+		struct dl_retired *r = &dl_space.v[i];
+		r->was = atomic_load(&_dl_segmap[_dl_segmap_index(r->base)]);
+		r->pinned = false;
+		r->pinned_at = 0;
+		dl_assert(r->was && !DL_SEGMAP_IS_CAND(r->was));
+		dl_segmap_set(r->base, r->len, DL_SEGMAP_CAND(i));
+		if (r->base < min)
+			min = r->base;
+		if (r->base + r->len > max)
+			max = r->base + r->len;
+	}
+	*n = dl_space.n;
+	*lo = min;
+	*hi = max;
+	return dl_space.v;
+}
+
+void _dl_space_sweep_decide(void)
+{
+	uint64_t pinned = 0;
+	for (size_t i = 0; i < dl_space.n; i++) {
+		struct dl_retired *r = &dl_space.v[i];
+		struct dl_segment *seg =
+			r->was & 1 ? NULL : (struct dl_segment *)r->was;
+		if (seg)
+			seg->swept = r->pinned ? DL_SWEPT_PINNED
+					       : DL_SWEPT_REUSABLE;
+		if (r->pinned)
+			pinned += r->len;
+		/* R1: a reusable range is nobody's; reports of it stop. */
+		dl_segmap_set(r->base, r->len, r->pinned ? r->was : 0);
+	}
+	atomic_store(&dl_pinned_bytes, pinned);
+}
+
+uint64_t _dl_space_sweep_finish(void)
+{
+	/* Metadata: reusable segments' goes back, pinned ones' is kept. */
+	struct dl_segment *ring = dl_dead.head, *kept = dl_space.kept;
+	dl_dead.head = dl_dead.tail = NULL;
+	dl_dead.n = 0;
+	dl_space.kept = NULL;
+	for (int pass = 0; pass < 2; pass++) {
+		struct dl_segment *seg = pass ? kept : ring;
+		while (seg) {
+			struct dl_segment *next = seg->next_dead;
+			if (seg->swept == DL_SWEPT_PINNED) {
+				seg->next_dead = dl_space.kept;
+				dl_space.kept = seg;
+			} else if (seg->swept == DL_SWEPT_REUSABLE) {
+				_dl_pool_free(dl_segment_pool(seg->kind), seg);
+			} else { /* retired after the sweep began */
+				seg->next_dead = NULL;
+				if (dl_dead.tail)
+					dl_dead.tail->next_dead = seg;
+				else
+					dl_dead.head = seg;
+				dl_dead.tail = seg;
+				dl_dead.n++;
+			}
+			seg = next;
+		}
+	}
+	/* Ranges: reusable ones to the reuse list, the others stay. */
+	uint64_t reclaimed = 0;
+	size_t keep = 0;
+	for (size_t i = 0; i < dl_space.n; i++) {
+		struct dl_retired r = dl_space.v[i];
+		if (r.pinned) {
+			dl_space.v[keep++] = r;
+			continue;
+		}
+		_dl_extents_give(&dl_space.reuse, r.base, r.len);
+		reclaimed += r.len;
+	}
+	dl_space.n = keep;
+	atomic_fetch_add(&dl_reusable, reclaimed);
+	atomic_fetch_sub(&dl_retired_bytes, reclaimed);
+	/* The next sweep when half of what is left is used again. */
+	uint64_t fresh = atomic_load(&dl_fresh);
+	uint64_t used = fresh - atomic_load(&dl_reusable);
+	dl_space.mark = used + (dl_space.limit - used) / 2;
+	atomic_store(&_dl_reclaim_wanted, false);
+	DL_STAT_ADD(reclaimed_bytes, reclaimed);
+	return reclaimed;
+}
+
+void _dl_space_sweep_abandoned(void)
+{
+	uint64_t used = atomic_load(&dl_fresh) - atomic_load(&dl_reusable);
+	dl_space.mark = used + (dl_space.limit - used) / 2;
+	atomic_store(&_dl_reclaim_wanted, false);
 }
 
 void _dl_segment_for_each_live(void (*fn)(struct dl_segment *))
@@ -281,11 +507,13 @@ void _dl_segment_lock_all(void)
 		_dl_lock(&dl_stream[c].lock);
 	_dl_lock(&dl_live.lock);
 	_dl_lock(&dl_dead.lock);
+	_dl_lock(&dl_space.lock);
 }
 
 void _dl_segment_unlock_all(bool reset)
 {
 	void (*op)(dl_lock_t *) = reset ? _dl_lock_reset : _dl_unlock;
+	op(&dl_space.lock);
 	op(&dl_dead.lock);
 	op(&dl_live.lock);
 	for (unsigned c = 0; c < DL_NCLASSES_MAX; c++)

@@ -70,6 +70,8 @@ static inline void _dl_lock_reset(dl_lock_t *l)
 /* Zeroed anonymous pages for the allocator's own use, never the program's. */
 void *_dl_meta_pages(size_t len);
 void _dl_meta_unpages(void *p, size_t len);
+/* The region metadata pages come from ([0, 0) before the first). */
+void _dl_meta_region(uintptr_t *start, size_t *len);
 
 /*
  * Fixed-size blocks carved from metadata pages that are never given back:

@@ -362,3 +362,27 @@ void _dl_small_thread_exit(void)
 	}
 	_dl_pool_free(&dl_cache_pool, tc);
 }
+
+/* Handed out and not freed: what the program can still read.  Called with
+ * the class lock held (a sweep holds them all). */
+void _dl_small_for_each_live(struct dl_segment *seg,
+			     void (*fn)(uintptr_t canon, size_t len))
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	size_t col_len = (size_t)c->col_pages * DL_PAGE;
+	for (unsigned k = 0; k < seg->used; k++) {
+		struct dl_chunk *ch = &seg->chunks[k];
+		struct dl_run *run = ch->run;
+		if (!run)
+			continue;
+		uint32_t live = atomic_load(&ch->handed) &
+				~atomic_load(&ch->freed);
+		while (live) {
+			unsigned col = (unsigned)__builtin_ctz(live);
+			live &= live - 1;
+			fn(run->canon + col * col_len +
+				   (uintptr_t)ch->row * c->size,
+			   c->size);
+		}
+	}
+}

@@ -21,6 +21,13 @@ dangless_stats(struct dangless_stats *out)
 	if (_dl_be && _dl_be->memory_held &&
 	    !_dl_be->memory_held(&canonical, &page_tables))
 		canonical = page_tables = 0;
+	struct dl_space_info si;
+	_dl_space_info(&si);
+	out->alias_space_limit = si.limit;
+	out->alias_space_used = si.used;
+	out->alias_space_left = si.limit > si.used ? si.limit - si.used : 0;
+	out->alias_space_retired = si.retired;
+	out->alias_space_pinned = si.pinned;
 	out->canonical_bytes_resident = canonical;
 	out->page_table_bytes = page_tables;
 	out->mappings_per_1000_live =

@@ -2,7 +2,7 @@
 # Included by the top Makefile; every variable here starts with ST_.
 #
 #   $(BUILD)/selftests/<suite>    one TAP suite each (listed in TEST_SUITES)
-#   $(BUILD)/selftests/st-scenario[-plain]
+#   $(BUILD)/selftests/st-scenario[-plain], st-reclaim
 #                                 little programs the suites exec
 #   $(BUILD)/testapps/<app>       ordinary programs, not linked with Dangless:
 #                                 run plainly and under `dangless run --`
@@ -29,11 +29,12 @@ ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
 	       include/dangless/dangless.h selftests/selftests.mk
 
 # Suites, in the order `make test` runs them.
-ST_C_SUITES := basics uaf options concurrency limits descriptors gaps techniques preload cxx testapps fuzz real layout
+ST_C_SUITES := basics uaf options concurrency reclaim limits descriptors gaps techniques preload cxx testapps fuzz real layout
 ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
 # Suites that only run in the QEMU rig (run-kvm-in-rig), built like the rest.
 ST_RIG_SUITES := $(ST_OUT)/kvm
-ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain
+ST_PROGS    := $(ST_OUT)/st-scenario $(ST_OUT)/st-scenario-plain \
+	       $(ST_OUT)/st-reclaim
 
 ST_C_APPS   := hello-world memstress writev-syscall messaging fuzz-target stack-depth
 ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
@@ -80,6 +81,10 @@ $(ST_OUT)/cxx: $(ST_OUT)/cxx.o $(ST_OUT)/cxx-objects.o $(DANGLESS_A)
 
 # the scenario program, with Dangless linked in and without
 $(ST_OUT)/st-scenario: $(ST_DIR)/scenario.c $(ST_HDRS) $(DANGLESS_A) \
+		| $(ST_OUT)
+	$(CC) $(ST_CFLAGS) -o $@ $< $(ST_LINK)
+# the reclaim suite's programs, each run under its own DANGLESS_OPTIONS
+$(ST_OUT)/st-reclaim: $(ST_DIR)/reclaim-child.c $(ST_HDRS) $(DANGLESS_A) \
 		| $(ST_OUT)
 	$(CC) $(ST_CFLAGS) -o $@ $< $(ST_LINK)
 $(ST_OUT)/st-scenario-plain: $(ST_DIR)/scenario.c $(ST_HDRS) | $(ST_OUT)

@@ -213,6 +213,36 @@ static int check_backends(void)
 	return check(1) == 0 ? 0 : 1;
 }
 
+/*
+ * Alias space used and left, as a program starting now would find it: the
+ * host backend carves it from the lower half of the address space, less
+ * what is mapped there already (this process's mappings stand in for a
+ * program's at start).  A running program's: stats=1, alias_space_used and
+ * alias_space_left.  DANGLESS_OPTIONS=alias_space=SIZE caps it.
+ */
+static void check_alias_space(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long long mapped = 0, half = 1ULL << 47;
+	if (f) {
+		unsigned long long a, b;
+		char line[512];
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "%llx-%llx", &a, &b) == 2 && a < half)
+				mapped += (b < half ? b : half) - a;
+		fclose(f);
+	}
+	const char *opts = getenv("DANGLESS_OPTIONS");
+	const char *cap = opts ? strstr(opts, "alias_space=") : NULL;
+	printf("alias space: used 0 and left %.1f TiB for a program starting "
+	       "now (the lower 128 TiB half less %.1f GiB mapped here)%s%.*s\n",
+	       (double)(half - mapped) / (1ULL << 40),
+	       (double)mapped / (1 << 30), cap ? "; capped by " : "",
+	       cap ? (int)strcspn(cap, ":") : 0, cap ? cap : "");
+	printf("  a running program's: DANGLESS_OPTIONS=stats=1 "
+	       "(alias_space_used, alias_space_left), or dangless_stats()\n");
+}
+
 static void check_kvm(void)
 {
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -307,6 +337,7 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "check")) {
 		int status = check_backends();
+		check_alias_space();
 		check_kvm();
 		check_dune();
 		return status;

@@ -42,7 +42,8 @@ int dangless_init(void);
  * Gives Dangless the address range [start, end) for its aliases, instead of
  * reserving its own: from the first call on, aliases come only from ranges
  * given this way (up to 16, used in order), and when they are used up the
- * allocator is out of alias space (a report, or fallback=1).  Must be
+ * allocator is out of alias space (a report, or fallback=1) once sweeps
+ * find nothing more in them to reclaim.  Must be
  * page-aligned and not otherwise in use; best called before the first
  * allocation.  On the host backend the first and last 2 MiB stay
  * inaccessible guard gaps, so the range must be larger than 4 MiB.
@@ -57,7 +58,7 @@ int dangless_dedicate_vmem(void *start, void *end);
 void *dangless_get_canonical(void *p);
 
 /* Bumped whenever a field is added: fields come in this order. */
-#define DANGLESS_STATS_VERSION 3
+#define DANGLESS_STATS_VERSION 4
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -69,7 +70,7 @@ void *dangless_get_canonical(void *p);
 	X(revoked_pages, "alias pages revoked")                                \
 	X(quarantined, "freed allocations awaiting revocation")                \
 	X(alias_bytes_reserved, "alias address space reserved")                \
-	X(alias_bytes_used, "alias address space handed out (never reused)")   \
+	X(alias_bytes_used, "alias address space handed out, in all")   \
 	X(canonical_bytes, "canonical memory in runs and large objects")       \
 	X(canonical_bytes_released, "canonical memory given back to the OS")   \
 	X(fallback_allocs, "allocations served unprotected (fallback)")        \
@@ -92,7 +93,28 @@ void *dangless_get_canonical(void *p);
 	X(unknown_commands, "ioctl/fcntl commands translated best effort (kvm)")  \
 	X(canonical_bytes_resident,                                            \
 	  "canonical memory the OS holds now, each page once")                \
-	X(page_table_bytes, "page tables of the whole process now")
+	X(page_table_bytes, "page tables of the whole process now")        \
+	X(alias_space_limit, "alias address space Dangless may use "          \
+	  "(alias_space=, or all the backend has)")                           \
+	X(alias_space_used, "alias address space in use now: live, or "      \
+	  "revoked and not reclaimed")                                        \
+	X(alias_space_left, "alias address space left: never used, or "       \
+	  "reclaimed")                                                         \
+	X(alias_space_retired, "revoked alias space waiting for a sweep, "    \
+	  "or still pointed to")                                               \
+	X(alias_space_pinned, "revoked alias space the last sweep found "     \
+	  "still pointed to (stays revoked)")                                  \
+	X(alias_bytes_reused, "alias address space handed out again after " \
+	  "a reclaim")                                                         \
+	X(reclaims, "sweeps for reusable alias space")                        \
+	X(reclaims_abandoned, "sweeps given up: a thread did not stop, "      \
+	  "nothing reclaimed")                                                 \
+	X(reclaimed_bytes, "revoked alias space found unreferenced and "      \
+	  "made reusable")                                                     \
+	X(sweep_scanned_bytes, "bytes of roots and live objects sweeps "      \
+	  "scanned")                                                           \
+	X(sweep_threads_stopped, "threads stopped by sweeps (each time)")     \
+	X(sweep_ns, "time in sweeps, nanoseconds (others stopped meanwhile)")
 
 struct dangless_stats {
 	uint32_t version;
@@ -102,6 +124,18 @@ struct dangless_stats {
 	/* alias_mappings_live / live_objects, in thousandths */
 	uint64_t mappings_per_1000_live;
 };
+
+/*
+ * Sweeps for revoked alias space that nothing points to any more and makes
+ * it reusable (Dangless does this by itself when used alias space passes
+ * a threshold; see README "Alias space that lasts").  Every other thread
+ * is stopped meanwhile.  Returns the bytes made reusable, or a negative
+ * errno: -ENOSYS when the backend cannot reuse alias space or reclaim=0,
+ * -EAGAIN when a thread could not be stopped (nothing was reclaimed),
+ * -EDEADLK when called from inside Dangless (a signal handler that
+ * interrupted it).
+ */
+long dangless_reclaim(void);
 
 /* Fills *out with the counters as they are now.  Returns 0. */
 int dangless_stats(struct dangless_stats *out);

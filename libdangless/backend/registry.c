@@ -60,6 +60,16 @@ DL_EXPORT int dangless_check_backends(int fd)
 			continue;
 		}
 		bool runs = e->ops->check ? e->ops->check(fd) : true;
+		/* Alias space: all there is, what caps it, what lasts. */
+		dl_put(fd, "  alias space: about 128 TiB (half the address space; "
+			   "DANGLESS_OPTIONS=alias_space=SIZE caps it; stats=1 "
+			   "shows alias_space_used and alias_space_left)\n");
+		dl_put(fd, e->ops->alias_reuse && e->ops->own_memory
+				   ? "  alias space lasts: revoked ranges that "
+				     "nothing points to are reclaimed by sweeps "
+				     "(reclaim=1)\n"
+				   : "  alias space is used up for good: this "
+				     "backend cannot reuse it yet (no sweeps)\n");
 		dl_put(fd, runs ? "  runs on this host\n"
 				: "  cannot run on this host (see above)\n");
 		any |= runs;

@@ -486,9 +486,10 @@ BOTH(dedicate_vmem_before_first_malloc)
 BOTH(dedicate_vmem_is_all_the_alias_space)
 {
 	/* "instead of reserving its own" (dangless.h): once the dedicated
-	 * range is used up, what follows is the fallback, not a new range */
+	 * range is used up, what follows is the fallback, not a new range
+	 * (reclaim=0: with sweeps, freed space in it is reused instead) */
 	struct th_child res;
-	st_scenario("fallback=1", "dedicate-small", "32", &res);
+	st_scenario("fallback=1:reclaim=0", "dedicate-small", "32", &res);
 	ASSERT_EXITED(0, res);
 	ASSERT_CONTAINS("dedicate 0\n", res.out);
 	EXPECT_FALSE(strstr(res.out, "inside 0 ") != NULL);
@@ -502,12 +503,45 @@ BOTH(dedicate_vmem_is_all_the_alias_space)
 BOTH(dedicate_vmem_used_up_fallback_0_aborts)
 {
 	struct th_child res;
-	st_scenario("", "dedicate-small", "32", &res);
+	st_scenario("reclaim=0", "dedicate-small", "32", &res);
 	ASSERT_KILLED_BY(SIGABRT, res);
 	/* a clear message: Dangless, out of alias space, what to do */
 	ASSERT_CONTAINS("dangless: ", res.err);
 	EXPECT_CONTAINS("alias", res.err);
 	EXPECT_CONTAINS("fallback=1", res.err);
+	th_child_free(&res);
+}
+
+BOTH(dedicate_vmem_lasts_with_reclaim)
+{
+	/* The same 20000 objects in 32 MiB: sweeps find the freed ranges
+	 * unreferenced, and the dedicated range is reused, never left. */
+	struct th_child res;
+	st_scenario("fallback=1", "dedicate-small", "32", &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("inside 20000 nulls 0\n", res.out);
+	EXPECT_CONTAINS("reserved beyond the dedicated range: 0 bytes\n",
+			res.out);
+	EXPECT_CONTAINS("fallback_allocs 0\n", res.out);
+	th_child_free(&res);
+}
+
+/* `dangless check` says how much alias space there is, whether it lasts,
+ * and what caps it. */
+TEST(check_shows_alias_space)
+{
+	const char *const env[] = {"DANGLESS_OPTIONS=alias_space=64M", NULL};
+	const char *const argv[] = {st_dangless_bin(), "check", NULL};
+	struct th_child res;
+	th_exec(argv, env, NULL, 60, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("alias space: used 0 and left ", res.out);
+	EXPECT_CONTAINS("capped by alias_space=64M\n", res.out);
+	const char *host = strstr(res.out, "backend host: ");
+	ASSERT_NOT_NULL(host);
+	EXPECT_CONTAINS("  alias space lasts: revoked ranges that nothing "
+			"points to are reclaimed by sweeps",
+			host);
 	th_child_free(&res);
 }
 

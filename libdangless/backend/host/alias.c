@@ -250,3 +250,32 @@ int host_alias_release(void *alias, size_t len)
 	/* Anonymous PROT_NONE merges back into the reservation (H1). */
 	return host_reprotect(alias, len);
 }
+
+/*
+ * A released range is anonymous PROT_NONE memory of the reservation again
+ * (host_alias_release), exactly what alias_reserve hands out: mapping it
+ * again is an mremap into the reservation as for a fresh range, so the
+ * kernel merges it with its neighbours as before (no new mapping per
+ * object), and the old alias's page-table entries, guard markers included,
+ * went with the mapping that held them (the kernel flushed every CPU's TLB
+ * when it replaced it).  Nothing is left to do.
+ */
+int host_alias_reuse(void *alias, size_t len)
+{
+	(void)alias;
+	(void)len;
+	return 0;
+}
+
+/* The canonical view and its gaps: live objects are scanned through the
+ * core's metadata, the rest of the view is freed or never used.  And the
+ * backend's own state. */
+void host_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		     void *ctx)
+{
+	if (host.canon && host.canon != (char *)-1)
+		fn((uintptr_t)host.canon - HOST_GAP,
+		   HOST_CANON_SIZE + 2 * HOST_GAP, ctx);
+	/* Our state: its reservation cursors point into alias space. */
+	fn((uintptr_t)&host, sizeof(host), ctx);
+}

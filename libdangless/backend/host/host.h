@@ -116,6 +116,9 @@ int host_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 /* Finds how process_madvise may name this process (host.self_pidfd). */
 void host_probe_batch_guard(void);
 int host_alias_release(void *alias, size_t len);
+int host_alias_reuse(void *alias, size_t len);
+void host_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		     void *ctx);
 bool host_revoke_splits(void);
 
 /* limits.c */

@@ -402,3 +402,13 @@ void kvm_canon_fork_child(void)
 	atomic_store_explicit(&stale.busy, false, memory_order_relaxed);
 	kvm_stale_publish();
 }
+
+/* The arena and its gaps: live objects are scanned through the core's
+ * metadata, the rest is free, stale or never used. */
+void kvm_canon_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
+		   void *ctx)
+{
+	if (canon.base)
+		fn((uintptr_t)canon.base - KVM_GAP, canon.size + 2 * KVM_GAP,
+		   ctx);
+}

@@ -207,6 +207,15 @@ static bool kvm_fork_child(void)
 	return false;
 }
 
+/* What a sweep must not take for roots (reclaim.c): ours, not the
+ * program's. */
+static void kvm_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
+			   void *ctx)
+{
+	kvm_canon_own(fn, ctx);
+	kvm_pt_own(fn, ctx);
+}
+
 #define KVM_BACKEND_HOOKS                                                      \
 	.why_refused = kvm_why_refused, .canon_alloc = kvm_canon_alloc,        \
 	.canon_free = kvm_canon_free, .canon_discard = kvm_canon_discard,      \
@@ -214,6 +223,7 @@ static bool kvm_fork_child(void)
 	.alias_revoke = kvm_alias_revoke,                                      \
 	.alias_revoke_many = kvm_alias_revoke_many,                            \
 	.alias_release = kvm_alias_release,                                    \
+	.alias_reuse = kvm_alias_reuse, .own_memory = kvm_own_memory,          \
 	.fork_prepare = kvm_fork_prepare, .fork_parent = kvm_fork_parent,      \
 	.fork_child = kvm_fork_child, .refresh_stats = kvm_refresh_stats,      \
 	.die_after_report = kvm_die_after_report

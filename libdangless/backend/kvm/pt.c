@@ -368,3 +368,25 @@ void kvm_pt_unlock(bool reset)
 	_dl_unlock(&pt.lock);
 	_dl_unlock(&pt.alias_lock);
 }
+
+/*
+ * A released range holds no translation: kvm_alias_release cleared its
+ * PTEs (or unhooked whole PTs), flushed this vCPU and shot down the others
+ * before it returned.  Mapping it again is what a fresh range gets:
+ * pt_set installs tables where they are missing.  Nothing is left to do.
+ */
+int kvm_alias_reuse(void *alias, size_t len)
+{
+	(void)alias;
+	(void)len;
+	return 0;
+}
+
+/* The page-table pool (entries, not pointers) and our state, whose
+ * reservation cursor points into alias space: not a sweep's roots. */
+void kvm_pt_own(void (*fn)(uintptr_t start, size_t len, void *ctx), void *ctx)
+{
+	if (pt.pool)
+		fn((uintptr_t)pt.pool, KVM_PT_POOL_SIZE, ctx);
+	fn((uintptr_t)&pt, sizeof(pt), ctx);
+}
