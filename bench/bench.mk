@@ -20,7 +20,8 @@ BENCH_TARGETS += bench-run
 .PHONY: bench-build bench-run
 bench-build: $(BENCH_BINS)
 
-$(BENCH_OUT)/%: $(BENCH_DIR)/workloads/%.c $(BENCH_DIR)/workloads/common.h
+# dangless.h: workloads read dangless_stats(), whose struct grows with new counters
+$(BENCH_OUT)/%: $(BENCH_DIR)/workloads/%.c $(BENCH_DIR)/workloads/common.h $(CURDIR)/include/dangless/dangless.h
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< -lm
 

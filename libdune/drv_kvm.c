@@ -141,11 +141,27 @@ static int kvm_vm_create(void)
 	/* KVM_VCPU_TSC_OFFSET (vCPU attribute, Linux 5.16+) */
 	dune_vm.have_tsc_ctrl = ioctl(dune_vm.vm_fd, KVM_CHECK_EXTENSION,
 				      KVM_CAP_VCPU_ATTRIBUTES) > 0;
-	if (dune_vm.cpuid)
-		return 0; /* a fork child's new VM: the parent asked already */
+	/* Interrupts between vCPUs, where DUNE_IPI asks for them
+	 * (experimental: Documentation/libdune.md): a local APIC per vCPU in
+	 * the kernel and nothing else of a PC's interrupt hardware (KVM's
+	 * split irqchip with no routes kept for a user-space I/O APIC).  A
+	 * fork child's VM has them if its parent's had. */
+	bool forked = dune_vm.cpuid != NULL;
+	if (forked ? dune_vm.ipi : dune_env.ipi) {
+		struct kvm_enable_cap cap = {.cap = KVM_CAP_SPLIT_IRQCHIP};
+		bool ok = ioctl(dune_vm.vm_fd, KVM_ENABLE_CAP, &cap) == 0;
+		if (forked && !ok)
+			return dune_fail(-ENODEV, "KVM_CAP_SPLIT_IRQCHIP: %s", strerror(errno));
+		dune_vm.ipi = ok;
+	}
+	if (forked)
+		return 0; /* the parent asked for the rest already */
 	int r = setup_cpuid();
 	if (r)
 		return r;
+	for (uint32_t i = 0; i < dune_vm.cpuid->nent && dune_vm.ipi; i++)
+		if (dune_vm.cpuid->entries[i].function == 1)
+			dune_vm.cpuid->entries[i].ecx |= 1u << 21; /* x2APIC */
 	/* XCR0: the host's, limited to what KVM offers this process (no AMX
 	 * without a guest permission) and to what libdune's save areas hold. */
 	uint64_t kvm_xcr0 = 0x3;
@@ -201,6 +217,38 @@ static void kvm_seg(struct kvm_segment *s, uint16_t sel, int code, uint64_t base
 	s->s = 1;
 	s->l = code ? 1 : 0;
 	s->g = 1;
+}
+
+/*
+ * The vCPU's local APIC: x2APIC mode (its APIC ID is the vCPU's id),
+ * software-enabled (spurious vector 0xff), and the vCPU runnable: with an
+ * in-kernel APIC KVM starts every vCPU but the first waiting for INIT and
+ * SIPI, as a PC's application processors do.
+ */
+static int kvm_apic_setup(struct dune_vcpu *v)
+{
+	uint64_t mbuf[(sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)) / 8];
+	struct kvm_msrs *m = (struct kvm_msrs *)mbuf;
+	memset(mbuf, 0, sizeof(mbuf));
+	m->nmsrs = 1;
+	m->entries[0].index = DUNE_MSR_APIC_BASE;
+	m->entries[0].data = DUNE_APIC_DEFAULT_BASE | DUNE_APIC_BASE_EN |
+			     DUNE_APIC_BASE_EXTD | (v->id == 0 ? DUNE_APIC_BASE_BSP : 0);
+	if (ioctl(v->fd, KVM_SET_MSRS, m) != 1)
+		return -EINVAL;
+	struct kvm_lapic_state apic;
+	if (ioctl(v->fd, KVM_GET_LAPIC, &apic) < 0)
+		return -errno;
+	uint32_t svr;
+	memcpy(&svr, apic.regs + DUNE_APIC_SVR, 4);
+	svr |= DUNE_APIC_SVR_ENABLE | 0xff;
+	memcpy(apic.regs + DUNE_APIC_SVR, &svr, 4);
+	if (ioctl(v->fd, KVM_SET_LAPIC, &apic) < 0)
+		return -errno;
+	struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+	if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
+		return -errno;
+	return 0;
 }
 
 static int kvm_vcpu_setup(struct dune_vcpu *v, const struct dune_cpu_setup *cs)
@@ -267,7 +315,7 @@ static int kvm_vcpu_setup(struct dune_vcpu *v, const struct dune_cpu_setup *cs)
 	x.xcrs[0].value = dune_vm.xcr0;
 	if (ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
 		return -errno;
-	return 0;
+	return dune_vm.ipi ? kvm_apic_setup(v) : 0;
 }
 
 static int kvm_get_regs(struct dune_vcpu *v, struct kvm_regs *r)

@@ -123,6 +123,29 @@ typedef void (*dune_intr_cb)(struct dune_tf *tf);
 void dune_register_intr_handler(int vec, dune_intr_cb cb);
 
 /*
+ * Interrupts between vCPUs (inter-processor interrupts); experimental, only
+ * where the environment has DUNE_IPI at dune_init (Documentation/libdune.md,
+ * "Interrupts between vCPUs").  Over /dev/kvm each vCPU then has a local
+ * APIC in the kernel (KVM's split irqchip: no PIC or I/O APIC), in x2APIC
+ * mode: a vCPU sends a vector to another with one WRMSR, which KVM handles
+ * without leaving the kernel (and the CPU without an exit where it
+ * virtualises IPIs); a target running guest code takes it at once, one
+ * outside the guest (in a system call made on the host) when it re-enters.
+ * Otherwise, and on dune.ko, which has no interrupt controller yet,
+ * dune_ipi_available() is false and dune_send_ipi() does nothing.
+ *
+ * dune_register_ipi_handler(): vec 32-254; the handler runs in guest ring 0
+ * with interrupts off, on an exception stack, like dune_intr_cb; libdune
+ * acknowledges the interrupt (EOI) when it returns.  Interrupts are on
+ * wherever the program runs (RFLAGS.IF as on the host) and off in libdune's
+ * handlers.  dune_vcpu_apic_id() and dune_send_ipi() are for guest code.
+ */
+bool dune_ipi_available(void);
+int dune_register_ipi_handler(int vec, dune_intr_cb cb);
+uint32_t dune_vcpu_apic_id(void);
+void dune_send_ipi(uint32_t apic_id, int vec);
+
+/*
  * System call hooks, run in guest ring 0 around every system call the guest
  * makes (system calls made by the hooks themselves are not hooked).
  * The pre-hook may rewrite the number (tf->rax), the six arguments and the

@@ -23,6 +23,7 @@ void dune_env_read(void)
 	dune_env.quiet = getenv("DUNE_QUIET") != NULL;
 	dune_env.no_kernel_syscalls = getenv("DUNE_NO_KERNEL_SYSCALLS") != NULL;
 	dune_env.allow_no_hwvirt = getenv("DUNE_ALLOW_NO_HWVIRT") != NULL;
+	dune_env.ipi = getenv("DUNE_IPI") != NULL;
 	dune_env.read = true;
 }
 

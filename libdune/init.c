@@ -28,8 +28,12 @@ static void idt_build(void)
 {
 	for (int v = 0; v < 256; v++) {
 		uint64_t h = dune_trap_stubs[v];
-		/* IST2 for NMI, #DF, #MC; IST1 for the rest */
-		uint64_t ist = (v == 2 || v == 8 || v == 18) ? 2 : 1;
+		/* IST2 for NMI, #DF, #MC; IST3 for interrupts (vectors 32 and
+		 * up), so that an exception inside an interrupt's handler (the
+		 * #PF that maps a 1 GiB chunk on first touch) does not build
+		 * its frame over the interrupt's; IST1 for the other
+		 * exceptions.  Interrupts do not nest: their gates clear IF. */
+		uint64_t ist = (v == 2 || v == 8 || v == 18) ? 2 : v >= 32 ? 3 : 1;
 		dune_idt[2 * v] = (h & 0xffff) | ((uint64_t)GDT_KCODE << 16) |
 				  (ist << 32) | (0x8eULL << 40) |
 				  (((h >> 16) & 0xffff) << 48);

@@ -166,6 +166,7 @@ struct dune_vm {
 	uint64_t xcr0;
 	uint32_t xsave_size;
 	int have_tsc_ctrl;
+	bool ipi; /* every vCPU has an in-kernel local APIC in x2APIC mode */
 	/* the page-table pool: one 1 GiB-aligned region */
 	uint8_t *pool;
 	uint64_t pool_size;
@@ -178,6 +179,7 @@ extern uint64_t dune_chunk_gpa[DUNE_NCHUNKS] DUNE_HIDDEN;
 
 extern dune_pgflt_cb dune_pgflt_handler DUNE_HIDDEN;
 extern dune_intr_cb dune_intr_handlers[256] DUNE_HIDDEN;
+extern bool dune_ipi_vectors[256] DUNE_HIDDEN; /* acknowledged after the handler */
 extern dune_syscall_prehook dune_prehook DUNE_HIDDEN;
 extern dune_syscall_posthook dune_posthook DUNE_HIDDEN;
 extern uint64_t dune_stat_syscalls DUNE_HIDDEN, dune_stat_exits DUNE_HIDDEN,
@@ -287,6 +289,7 @@ struct dune_env {
 	bool quiet;              /* DUNE_QUIET: dune_fail() prints nothing */
 	bool no_kernel_syscalls; /* DUNE_NO_KERNEL_SYSCALLS: dune.ko's calls exit */
 	bool allow_no_hwvirt;    /* DUNE_ALLOW_NO_HWVIRT: a software /dev/kvm */
+	bool ipi;                /* DUNE_IPI: local APICs and IPIs (KVM; experimental) */
 };
 extern struct dune_env dune_env DUNE_HIDDEN;
 void dune_env_read(void) DUNE_HIDDEN;
@@ -339,6 +342,27 @@ static inline struct dune_vcpu *dune_cur_vcpu(void)
 	struct dune_vcpu *v;
 	__asm__ volatile("mov %%gs:0, %0" : "=r"(v));
 	return v;
+}
+
+/* The local APIC in x2APIC mode (Intel SDM vol. 3, 11.12; AMD APM vol. 2,
+ * 16.11): its registers are MSRs. */
+#define DUNE_MSR_APIC_BASE 0x1b
+#define DUNE_APIC_BASE_BSP (1ULL << 8)
+#define DUNE_APIC_BASE_EXTD (1ULL << 10) /* x2APIC mode */
+#define DUNE_APIC_BASE_EN (1ULL << 11)
+#define DUNE_APIC_DEFAULT_BASE 0xfee00000ULL
+#define DUNE_MSR_X2APIC_EOI 0x80b
+#define DUNE_MSR_X2APIC_ICR 0x830
+#define DUNE_APIC_ICR_ASSERT (1ULL << 14)
+#define DUNE_APIC_SVR 0xf0 /* in struct kvm_lapic_state's register page */
+#define DUNE_APIC_SVR_ENABLE 0x100
+
+static inline void dune_wrmsr(uint32_t msr, uint64_t val)
+{
+	__asm__ volatile("wrmsr"
+			 :
+			 : "c"(msr), "a"((uint32_t)val), "d"((uint32_t)(val >> 32))
+			 : "memory");
 }
 
 static inline void dune_outb(uint16_t port)

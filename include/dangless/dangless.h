@@ -58,7 +58,7 @@ int dangless_dedicate_vmem(void *start, void *end);
 void *dangless_get_canonical(void *p);
 
 /* Bumped whenever a field is added: fields come in this order. */
-#define DANGLESS_STATS_VERSION 4
+#define DANGLESS_STATS_VERSION 5
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -78,8 +78,9 @@ void *dangless_get_canonical(void *p);
 	X(pte_writes, "page-table entries written (kvm)")                      \
 	X(tlb_invlpgs, "single-page TLB flushes, invlpg (kvm)")                \
 	X(tlb_flushes, "whole-TLB flushes, CR3 reloads (kvm)")                 \
-	X(shootdowns, "TLB shootdowns that had to signal another vCPU (kvm)")  \
+	X(shootdowns, "TLB shootdowns that had to interrupt another vCPU (kvm)") \
 	X(shootdown_signals, "signals sent for TLB shootdowns (kvm)")          \
+	X(shootdown_ipis, "interrupts sent to vCPUs for TLB shootdowns (kvm)") \
 	X(vm_exits, "VM exits to the host: KVM_RUN returns (kvm)")             \
 	X(guest_syscalls, "system calls forwarded to the host (kvm)")          \
 	X(pt_pages, "page-table pages held for alias space (kvm)")             \

@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * TLB shootdown.  libdune has no inter-processor interrupt, so before
- * free() returns every other vCPU must have dropped what it cached of the
- * cleared PTEs, by one of two roads:
+ * TLB shootdown.  Before free() returns every other vCPU must have dropped
+ * what it cached of the cleared PTEs, by one of two roads:
  *
  *  - a thread inside a system call (its host side runs; its vCPU runs no
  *    guest code) flushes in the post-hook, before any guest code runs
  *    again: kvm_thread_to_guest() marks it running, then compares the
  *    flush generation with the one it has seen and reloads CR3 if behind;
- *  - a thread running guest code gets KVM_SHOOTDOWN_SIGNAL, which libdune
- *    delivers into the guest; the handler reloads CR3 and records the
- *    generation, and the freeing thread waits for that.
+ *  - a thread running guest code is interrupted: by KVM_SHOOTDOWN_SIGNAL,
+ *    which takes the thread out to the host and libdune delivers into the
+ *    guest; or, where libdune gives the vCPUs local APICs (DUNE_IPI over
+ *    /dev/kvm, experimental), by an inter-processor interrupt,
+ *    KVM_SHOOTDOWN_VECTOR, which KVM delivers without leaving the kernel.
+ *    Either handler
+ *    reloads CR3 and records the generation, and the freeing thread waits
+ *    for that.
  *
  * The freeing thread bumps the generation after clearing its PTEs and then
  * reads each thread's state; a thread stores its state before it reads the
@@ -32,8 +36,12 @@
 #include "kvm.h"
 
 /* The second-highest real-time signal: glibc uses the lowest ones, and
- * programs that pick a real-time signal mostly count up from SIGRTMIN. */
+ * programs that pick a real-time signal mostly count up from SIGRTMIN.
+ * Taken only where there are no interrupts between vCPUs. */
 #define KVM_SHOOTDOWN_SIGNAL (SIGRTMAX - 1)
+/* Linux's own TLB-flush vector is in this range too; any of 32-254 would
+ * do, since nothing else interrupts libdune's vCPUs. */
+#define KVM_SHOOTDOWN_VECTOR 0xf2
 
 enum { KVM_T_FREE, KVM_T_GUEST, KVM_T_HOST };
 
@@ -42,6 +50,7 @@ struct kvm_thread {
 	_Atomic uint64_t seen;   /* flush generation this vCPU has flushed to */
 	_Atomic uint64_t kicked; /* generation of the last signal sent to it */
 	pid_t tid;
+	uint32_t apic_id;        /* of its vCPU */
 	uintptr_t vcpu;          /* libdune's per-vCPU pointer (GS base) */
 };
 
@@ -53,6 +62,7 @@ extern int __sigaction(int, const struct sigaction *, struct sigaction *);
 static struct kvm_thread kvm_threads[KVM_MAX_VCPUS];
 static _Atomic unsigned kvm_nthreads; /* slots ever used */
 static _Atomic uint64_t kvm_gen;
+static bool kvm_by_ipi; /* else by signal */
 static __thread struct kvm_thread *kvm_self
 	__attribute__((tls_model("initial-exec")));
 
@@ -78,13 +88,13 @@ static inline struct kvm_thread *kvm_mine(void)
 }
 
 /*
- * t->seen only grows.  The shootdown signal's handler may run between the
- * thread's read of the generation and its store in kvm_shootdown (a
- * signal reaches guest code at any instruction outside libdune's own) and
- * record a later generation: a plain store afterwards would take that
- * back, and the freeing thread, which sent its one signal already, would
- * wait for a flush that had happened until this thread's next system
- * call.
+ * t->seen only grows.  The shootdown's handler may run between the
+ * thread's read of the generation and its store (a signal in kvm_shootdown,
+ * where it reaches guest code at any instruction outside libdune's own; an
+ * IPI anywhere, kvm_thread_to_guest included) and record a later
+ * generation: a plain store afterwards would take that back, and the
+ * freeing thread, which sent its one signal or interrupt already, would
+ * wait for a flush that had happened.
  */
 static void kvm_seen_advance(struct kvm_thread *t, uint64_t g)
 {
@@ -117,6 +127,7 @@ void kvm_thread_register(void)
 		atomic_compare_exchange_strong(&kvm_nthreads, &want, i + 1);
 	}
 	t->tid = (pid_t)syscall(SYS_gettid);
+	t->apic_id = dune_vcpu_apic_id();
 	t->vcpu = kvm_cur_vcpu();
 	/* A new thread may sit on the vCPU of an exited one, or have run a
 	 * little before its first system call: flush once. */
@@ -155,9 +166,8 @@ void kvm_thread_exit(void)
 	atomic_store(&t->state, KVM_T_FREE);
 }
 
-DL_REALIGN_STACK static void kvm_shootdown_handler(int sig)
+static void kvm_shootdown_flush(void)
 {
-	(void)sig;
 	struct kvm_thread *t = kvm_mine();
 	uint64_t g = atomic_load(&kvm_gen);
 	kvm_flush_all();
@@ -165,11 +175,25 @@ DL_REALIGN_STACK static void kvm_shootdown_handler(int sig)
 		kvm_seen_advance(t, g);
 }
 
+DL_REALIGN_STACK static void kvm_shootdown_handler(int sig)
+{
+	(void)sig;
+	kvm_shootdown_flush();
+}
+
+/* In guest ring 0 on libdune's exception stack, interrupts off; libdune
+ * acknowledges the interrupt after it. */
+static void kvm_shootdown_interrupt(struct dune_tf *tf)
+{
+	(void)tf;
+	kvm_shootdown_flush();
+}
+
 /*
- * Signals t unless a signal it has not yet answered is on its way (its
- * handler flushes everything up to the generation it reads then: one
- * outstanding signal per thread is enough, and real-time signals would
- * otherwise queue up, one handler each).
+ * Interrupts t unless an interrupt it has not yet answered is on its way
+ * (its handler flushes everything up to the generation it reads then: one
+ * outstanding per thread is enough; real-time signals would otherwise
+ * queue up, one handler each, and each IPI is a WRMSR that KVM handles).
  */
 static bool kvm_kick(struct kvm_thread *t, pid_t pid)
 {
@@ -179,6 +203,17 @@ static bool kvm_kick(struct kvm_thread *t, pid_t pid)
 	if (!atomic_compare_exchange_strong(&t->kicked, &kicked,
 					    atomic_load(&kvm_gen)))
 		return false;
+	if (kvm_by_ipi) {
+		dune_send_ipi(t->apic_id, KVM_SHOOTDOWN_VECTOR);
+		DL_STAT_ADD(shootdown_ipis, 1);
+		return true;
+	}
+	static _Atomic bool said;
+	if (!atomic_exchange(&said, true))
+		_dl_info("kvm backend: no interrupts between vCPUs (DUNE_IPI "
+			 "unset, or dune.ko): TLB shootdowns signal each thread "
+			 "running guest code (signal %d is Dangless's)",
+			 KVM_SHOOTDOWN_SIGNAL);
 	if (syscall(SYS_tgkill, pid, t->tid, KVM_SHOOTDOWN_SIGNAL) != 0)
 		return false;
 	DL_STAT_ADD(shootdown_signals, 1);
@@ -204,7 +239,7 @@ void kvm_shootdown(void)
 		     t != me && atomic_load(&t->state) == KVM_T_GUEST &&
 		     atomic_load(&t->seen) < g;
 		     spins++) {
-			if (!pid)
+			if (!pid && !kvm_by_ipi)
 				pid = getpid();
 			if (kvm_kick(t, pid) && !counted) {
 				DL_STAT_ADD(shootdowns, 1);
@@ -220,6 +255,13 @@ void kvm_shootdown(void)
 
 int kvm_shootdown_init(void)
 {
+	if (dune_register_ipi_handler(KVM_SHOOTDOWN_VECTOR,
+				      kvm_shootdown_interrupt) == 0) {
+		/* the program keeps KVM_SHOOTDOWN_SIGNAL */
+		kvm_by_ipi = true;
+		kvm_thread_register();
+		return 0;
+	}
 	struct sigaction act = {.sa_handler = kvm_shootdown_handler,
 				.sa_flags = SA_RESTART};
 	sigemptyset(&act.sa_mask);
@@ -244,6 +286,7 @@ void kvm_shootdown_fork_child(void)
 			atomic_store(&kvm_threads[i].state, KVM_T_FREE);
 	if (me) {
 		me->tid = (pid_t)syscall(SYS_gettid);
+		me->apic_id = dune_vcpu_apic_id();
 		me->vcpu = kvm_cur_vcpu();
 		atomic_store(&me->state, KVM_T_GUEST);
 	}
