@@ -47,6 +47,7 @@
 #include <asm/processor.h>
 #include <asm/tlbflush.h>
 #include <asm/trap_pf.h>
+#include <asm/tsc.h>
 #include <asm/vmx.h>
 
 #include "dune_internal.h"
@@ -74,7 +75,20 @@ static struct {
 	u64 ept_vpid_cap;
 	bool vpid, invept_single, invvpid_single, invvpid_all, ept_huge;
 	bool l1d_flush;
+	u32 preemption_timer;          /* its value for DUNE_VMX_BACKSTOP_US, or 0 */
 } dune_vmx;
+
+/*
+ * The VMX-preemption timer ends every guest run after this long: a
+ * backstop behind external-interrupt exiting, which on hardware ends a run
+ * at the first host interrupt.  Bochs (the Intel rig) lets a host
+ * interrupt end a guest run only if the guest entered or later ran with
+ * RFLAGS.IF set (it re-evaluates its interrupt masking when IF changes,
+ * and at entry before it counts as guest mode), so a guest spinning with
+ * IF clear would hold its CPU for ever.  One exit per host timer tick
+ * costs little on hardware.
+ */
+#define DUNE_VMX_BACKSTOP_US 4000
 
 /* The host's values of what VMX does not switch (the same on every CPU). */
 static u64 dune_host_star, dune_host_lstar, dune_host_cstar, dune_host_sfmask;
@@ -222,10 +236,21 @@ static int dune_vmx_check_cpu(void)
 	}
 	dune_vmx.revision = basic & 0x7fffffff;
 
-	ret = dune_vmx_adjust(PIN_BASED_EXT_INTR_MASK | PIN_BASED_NMI_EXITING, 0,
+	ret = dune_vmx_adjust(PIN_BASED_EXT_INTR_MASK | PIN_BASED_NMI_EXITING,
+			      PIN_BASED_VMX_PREEMPTION_TIMER,
 			      MSR_IA32_VMX_TRUE_PINBASED_CTLS, &dune_vmx.pin, "pin-based");
 	if (ret)
 		return ret;
+	if ((dune_vmx.pin & PIN_BASED_VMX_PREEMPTION_TIMER) && tsc_khz) {
+		u64 misc, ticks;
+
+		rdmsrl(MSR_IA32_VMX_MISC, misc);
+		ticks = ((u64)tsc_khz * DUNE_VMX_BACKSTOP_US / 1000) >>
+			(misc & 0x1f); /* IA32_VMX_MISC[4:0]: TSC bits per tick */
+		dune_vmx.preemption_timer = clamp_t(u64, ticks, 1, U32_MAX);
+	} else {
+		dune_vmx.pin &= ~PIN_BASED_VMX_PREEMPTION_TIMER;
+	}
 	/*
 	 * What SVM intercepts, VMX intercepts: hlt, mwait/monitor, rdpmc, the
 	 * debug registers (DR0-3 are not switched), all I/O (the `out` exits),
@@ -588,6 +613,9 @@ static void dune_vmx_setup_vmcs(struct dune_vcpu *vcpu)
 	dune_vmwrite(VM_EXIT_MSR_LOAD_COUNT, 0);
 	dune_vmwrite(VM_ENTRY_MSR_LOAD_COUNT, 0);
 	dune_vmwrite(VM_ENTRY_INTR_INFO_FIELD, 0);
+	/* reloaded at every entry (its value is not saved at exits) */
+	if (dune_vmx.pin & PIN_BASED_VMX_PREEMPTION_TIMER)
+		dune_vmwrite(VMX_PREEMPTION_TIMER_VALUE, dune_vmx.preemption_timer);
 	dune_vmwrite(MSR_BITMAP, dune_vmx_pa(dune_msr_bitmap));
 	dune_vmwrite(EPT_POINTER, dune_vmx_eptp(vcpu->vm));
 	if (vmx->vpid)
@@ -1148,6 +1176,7 @@ static int dune_vmx_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 			dune_host_machine_check();
 			continue;
 		case EXIT_REASON_EXTERNAL_INTERRUPT:
+		case EXIT_REASON_PREEMPTION_TIMER:
 			continue;
 		case EXIT_REASON_CPUID: {
 			/* always an exit on VMX: the host's, as the SVM guest sees */

@@ -4,7 +4,8 @@
  * VMLAUNCH (resume false) or VMRESUME of the current VMCS; 0 after the VM
  * exit, 1 if the instruction failed (VM_INSTRUCTION_ERROR says why).
  *
- * Called with interrupts disabled.  The VMCS's HOST_RIP is
+ * Called with interrupts disabled (a host interrupt ends the guest's run
+ * with an exit: external-interrupt exiting).  The VMCS's HOST_RIP is
  * dune_vmx_exit_point and HOST_RSP is written here, so a VM exit comes back
  * below with this function's stack.  VMX saves and restores none of the
  * guest's general-purpose registers but RSP: they go through `gprs`
@@ -20,15 +21,16 @@
  * IBRS a barrier against the guest's predictions), and the return
  * predictor untrained (retbleed).
  *
- * vmx.o's objtool checks are off (Kbuild): the exit comes in at a label
- * that no instruction jumps to, which objtool's stack validation cannot
- * follow.
+ * The exit comes in at a label that no instruction jumps to: objtool is
+ * told (UNWIND_HINT_SAVE/RESTORE) that the stack there is as it was at the
+ * VMLAUNCH/VMRESUME.
  */
 #include <linux/linkage.h>
 #include <asm/asm.h>
 #include <asm/msr-index.h>
 #include <asm/nospec-branch.h>
 #include <asm/segment.h>
+#include <asm/unwind_hints.h>
 
 #define G_RBX 0
 #define G_RCX 8
@@ -96,26 +98,15 @@ SYM_FUNC_START(dune_vmx_enter)
 	CLEAR_CPU_BUFFERS
 #endif
 	jc .Lresume
+	UNWIND_HINT_SAVE
 	vmlaunch
 	jmp .Lfailed
 .Lresume:
 	vmresume
-.Lfailed:
-	/* Still the host's stack; the guest's values in the registers are
-	 * the process's own, but clear them all the same. */
-	xor %eax, %eax
-	xor %ecx, %ecx
-	xor %edx, %edx
-	xor %esi, %esi
-	xor %edi, %edi
-	xor %r8d, %r8d
-	xor %r9d, %r9d
-	xor %r10d, %r10d
-	xor %r11d, %r11d
-	mov $1, %eax
-	jmp .Lout
+	jmp .Lfailed
 
 SYM_INNER_LABEL(dune_vmx_exit_point, SYM_L_GLOBAL)
+	UNWIND_HINT_RESTORE
 	ENDBR
 	push %rdi
 	mov 8+F_GPRS(%rsp), %rdi
@@ -162,6 +153,20 @@ SYM_INNER_LABEL(dune_vmx_exit_point, SYM_L_GLOBAL)
 	xor %r10d, %r10d
 	xor %r11d, %r11d
 	xor %eax, %eax
+	jmp .Lout
+
+.Lfailed:
+	/* Still the host's stack; the guest's values in the registers are
+	 * the process's own, but clear them all the same. */
+	xor %ecx, %ecx
+	xor %edx, %edx
+	xor %esi, %esi
+	xor %edi, %edi
+	xor %r8d, %r8d
+	xor %r9d, %r9d
+	xor %r10d, %r10d
+	xor %r11d, %r11d
+	mov $1, %eax
 .Lout:
 	add $24, %rsp		/* F_RESTORE, F_SPEC, F_GPRS */
 	pop %rbx

@@ -705,7 +705,10 @@ TEST(signal_ends_the_run_with_eintr_and_run_continues)
 	ASSERT_EQ(3ull, regs_of(&g).rax);
 	ASSERT_LE(3, eintr);
 	ASSERT_TRUE(grew);
-	ASSERT_LT(last, regs_of(&g).rbx); /* it went on counting after the last one */
+	/* it went on from where the last signal stopped it (a reset state
+	 * would start again from 0); under an emulator that stops it between
+	 * any two instructions (Bochs), possibly right before the check */
+	ASSERT_LE(last, regs_of(&g).rbx);
 	guest_close(&g);
 }
 
