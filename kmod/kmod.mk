@@ -74,8 +74,9 @@ bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
 		$(KMOD_DIR)/bench-in-rig || \
 		echo "# bench-dune: FAILED (exit $$?; the rig needs qemu-system-x86 and the Debian archive)"
 
-# run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it)
-TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig
+# run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it);
+# run-vmx-smoke boots the Intel (Bochs) rig once for the VT-x half
+TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig $(KMOD_TEST_DIR)/run-vmx-smoke
 TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load $(KMOD_OUT)/smp_stress
 
 # The module's source with its dkms.conf in $(PREFIX)/src/dune-VERSION (the
