@@ -416,7 +416,8 @@ static int __init dune_init(void)
 	/* SVM first: a CPU never has both, but an odd VM might say so */
 	dune_vendor = boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_VMX) ?
 		&dune_svm_ops : &dune_vmx_ops;
-	dune_phys_bits = boot_cpu_data.x86_phys_bits;
+	/* both maps have four levels: 48 bits of guest-physical space at most */
+	dune_phys_bits = min_t(unsigned int, boot_cpu_data.x86_phys_bits, 48);
 	ret = dune_vendor->check_cpu();
 	if (ret)
 		return ret;
