@@ -1149,7 +1149,7 @@ TEST(seeded_fuzz_of_malformed_ioctls_leaves_the_kernel_healthy)
 
 TEST(kernel_log_has_no_oops_or_warning)
 {
-	/* The whole log since boot (records are read from the start). */
+	/* The log since boot (records are read from the start). */
 	static char log[1 << 20];
 	log[0] = 0;
 	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -1157,7 +1157,15 @@ TEST(kernel_log_has_no_oops_or_warning)
 	kmsg_read(fd, log, sizeof(log));
 	close(fd);
 	ASSERT_LT(0, (int)strlen(log));
-	assert_log_clean(log);
+	/* From dune.ko's first message on: what the kernel said before
+	 * (6.12 under Bochs WARNs about the emulated CPU's topology at boot)
+	 * is not the module's doing. */
+	const char *from = strstr(log, "dune: ");
+	if (!from)
+		from = log;
+	while (from > log && from[-1] != '\n')
+		from--;
+	assert_log_clean(from);
 }
 
 TEST_HARNESS_MAIN
