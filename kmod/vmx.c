@@ -1253,6 +1253,10 @@ static int dune_vmx_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 				      (e.qual & 16 ? 4 : 0) | (e.qual & 32 ? 8 : 0) |
 				      (((e.qual & 7) + 1) << 4);
 			exit->info2 = g->rip;
+		} else if (exit->reason == DUNE_EXIT_NPF) {
+			/* as SVM's: the error code and the address */
+			exit->info1 = exit->error_code;
+			exit->info2 = exit->gpa;
 		} else if ((u16)e.reason == EXIT_REASON_MSR_READ ||
 			   (u16)e.reason == EXIT_REASON_MSR_WRITE) {
 			exit->info1 = (u16)e.reason == EXIT_REASON_MSR_WRITE;
