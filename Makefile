@@ -16,7 +16,8 @@
 #   make test-python   CPython's regression tests, the longer list (make test
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real real programs in the guest under kvm and dune (issue 18; long)
-#   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig
+#   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig,
+#                      and dune.ko's VT-x half (kmod_test, libdune, backend=dune)
 #                      (make test runs one short boot of it)
 #   make deb        Debian packages in build/deb (debian/, dpkg-buildpackage)
 #   make test-deb   make deb, then installs them with apt, runs the demo from
@@ -126,11 +127,13 @@ test-kvm-real: deps
 
 # Over kvm_intel, in the Bochs rig (tools/vmrun --intel): libdune's suite,
 # one boot with one CPU and one with two (INTEL_SMP="1 2"), then Dangless's
-# backend=kvm suites in a boot with one CPU; see README, "Tests".
+# backend=kvm suites in a boot with one CPU; then dune.ko's VT-x half:
+# kmod_test, and libdune's suite with Dangless's backend=dune over
+# /dev/dune, with one CPU and with two; see README, "Tests".
 test-intel: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/run-suites selftests/libdune/run-in-intel-rig \
-		selftests/dangless/run-kvm-in-intel-rig
+		selftests/dangless/run-kvm-in-intel-rig selftests/kmod/run-in-intel-rig
 
 # Debian packages (debian/): dangless, libdangless-dev, libdune0,
 # libdune-dev, dune-dkms, built by debhelper from a copy of the tree in

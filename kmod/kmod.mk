@@ -19,7 +19,7 @@
 KMOD_DIR      := $(CURDIR)/kmod
 KMOD_OUT      := $(BUILD)/kmod
 KMOD_SRCS     := $(addprefix $(KMOD_DIR)/,Kbuild dune_abi.h dune_internal.h \
-		 main.c svm.c npt.c syscall.c svm_run.S)
+		 main.c svm.c npt.c syscall.c svm_run.S vmx.c vmx_run.S)
 KMOD_RIG_KO   := $(KMOD_OUT)/rig/dune.ko
 KMOD_HOST_KV  := $(shell uname -r)
 KMOD_HOST_KDIR := /lib/modules/$(KMOD_HOST_KV)/build
@@ -74,8 +74,9 @@ bench-dune: $(KMOD_RIG_KO) $(KMOD_OUT)/dune_load $(BUILD)/libdune/dune_bench
 		$(KMOD_DIR)/bench-in-rig || \
 		echo "# bench-dune: FAILED (exit $$?; the rig needs qemu-system-x86 and the Debian archive)"
 
-# run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it)
-TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig
+# run-in-rig also runs libdune's suite over /dev/dune (libdune.mk builds it);
+# run-vmx-smoke boots the Intel (Bochs) rig once for the VT-x half
+TEST_SUITES += $(KMOD_TEST_DIR)/run-in-rig $(KMOD_TEST_DIR)/run-vmx-smoke
 TEST_DEPS   += $(KMOD_RIG_KO) $(KMOD_TEST) $(KMOD_OUT)/dune_load $(KMOD_OUT)/smp_stress
 
 # The module's source with its dkms.conf in $(PREFIX)/src/dune-VERSION (the

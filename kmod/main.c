@@ -5,6 +5,11 @@
  * dune_abi.h).  Every ioctl works only from the process (mm) that opened
  * /dev/dune, so a descriptor passed to or inherited by another process
  * reaches nothing of it.
+ *
+ * What differs between AMD SVM and Intel VT-x is behind one ops table
+ * (struct dune_vendor_ops: svm.c, vmx.c), picked here at load from CPUID;
+ * this file, npt.c (the guest-physical map and its MMU notifier) and
+ * syscall.c are shared.
  */
 #define pr_fmt(fmt) "dune: " fmt
 
@@ -16,12 +21,122 @@
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <asm/cpufeature.h>
+#include <asm/mce.h>
 
 #include "dune_internal.h"
 
 #define DUNE_MAX_VCPUS 1024
 
 struct dune_counters dune_counters;
+const struct dune_vendor_ops *dune_vendor;
+unsigned int dune_phys_bits;
+
+/* VMs holding SVM/VMX on (DUNE_GET_STATS's svm_users) */
+static unsigned int dune_hw_users;
+static DEFINE_MUTEX(dune_hw_users_lock);
+
+static void dune_hw_get(void)
+{
+	mutex_lock(&dune_hw_users_lock);
+	dune_hw_users++;
+	mutex_unlock(&dune_hw_users_lock);
+}
+
+static void dune_hw_put(void)
+{
+	mutex_lock(&dune_hw_users_lock);
+	if (--dune_hw_users == 0)
+		dune_vendor->disable_all();
+	mutex_unlock(&dune_hw_users_lock);
+}
+
+bool dune_canonical(u64 addr)
+{
+	return __is_canonical_address(addr, boot_cpu_data.x86_virt_bits);
+}
+
+static void dune_kick_nothing(void *unused)
+{
+}
+
+/* After a guest-physical map zap: no vCPU of vm may go on with the old
+ * translations. */
+void dune_kick_vcpus(struct dune_vm *vm)
+{
+	struct dune_vcpu *vcpu;
+
+	smp_mb__after_atomic(); /* tlb_gen bumped before running_cpu is read */
+	spin_lock(&vm->vcpus_lock);
+	list_for_each_entry(vcpu, &vm->vcpus, node) {
+		int cpu = READ_ONCE(vcpu->running_cpu);
+
+		/* The IPI ends its guest run; its next entry flushes (a new
+		 * ASID on SVM, INVEPT on VMX). */
+		if (cpu >= 0)
+			smp_call_function_single(cpu, dune_kick_nothing, NULL, 1);
+	}
+	spin_unlock(&vm->vcpus_lock);
+}
+
+/*
+ * The CPU does not call the host's #MC handler for a machine check that
+ * the intercept turned into an exit; call it as for one taken in user mode
+ * (the guest is the process's code), so that the error is logged and the
+ * process, not the kernel, pays for a poisoned page.  As KVM does.  The
+ * rigs cannot raise a machine check: untested there.
+ */
+void dune_host_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = { .cs = 3, .flags = X86_EFLAGS_IF };
+
+	do_machine_check(&regs);
+#endif
+}
+
+/* RFLAGS bits a guest may hold (reserved ones and VM/VIF/VIP excluded). */
+#define DUNE_RFLAGS_ALLOWED                                                   \
+	(X86_EFLAGS_CF | X86_EFLAGS_FIXED | X86_EFLAGS_PF | X86_EFLAGS_AF |   \
+	 X86_EFLAGS_ZF | X86_EFLAGS_SF | X86_EFLAGS_TF | X86_EFLAGS_IF |      \
+	 X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_IOPL | X86_EFLAGS_NT |    \
+	 X86_EFLAGS_RF | X86_EFLAGS_AC | X86_EFLAGS_ID)
+
+/* What the ABI (dune_abi.h) allows of DUNE_VCPU_SET_STATE, on either vendor. */
+static int dune_check_state(const struct dune_vcpu_state *st)
+{
+	const struct dune_regs *r = &st->regs;
+	const struct dune_sregs *sr = &st->sregs;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(sr->reserved); i++)
+		if (sr->reserved[i])
+			return -EINVAL;
+	if ((sr->cr0 & DUNE_CR0_REQUIRED) != DUNE_CR0_REQUIRED ||
+	    (sr->cr0 >> 32) || (sr->cr0 & (X86_CR0_CD | X86_CR0_NW)))
+		return -EINVAL;
+	if ((sr->cr4 & DUNE_CR4_REQUIRED) != DUNE_CR4_REQUIRED ||
+	    (sr->cr4 & ~DUNE_CR4_ALLOWED))
+		return -EINVAL;
+	if ((sr->efer & DUNE_EFER_REQUIRED) != DUNE_EFER_REQUIRED ||
+	    (sr->efer & ~DUNE_EFER_ALLOWED))
+		return -EINVAL;
+	if (sr->cr3 >> dune_phys_bits)
+		return -EINVAL;
+	if (r->rflags & ~(u64)DUNE_RFLAGS_ALLOWED)
+		return -EINVAL;
+	if (!dune_canonical(r->rip) || !dune_canonical(sr->gdt_base) ||
+	    !dune_canonical(sr->idt_base) || !dune_canonical(sr->fs_base) ||
+	    !dune_canonical(sr->gs_base) || !dune_canonical(sr->kernel_gs_base) ||
+	    !dune_canonical(sr->lstar) || !dune_canonical(sr->cstar) ||
+	    !dune_canonical(sr->tr_base) || (sr->sfmask >> 32))
+		return -EINVAL;
+	/* A 64-bit TSS is 0x68 bytes; a larger limit covers an I/O bitmap. */
+	if (sr->tr_limit < 0x67 || sr->tr_limit > 0xffff)
+		return -EINVAL;
+
+	return 0;
+}
 
 struct page *dune_alloc_page(void)
 {
@@ -45,7 +160,7 @@ static void dune_vm_destroy(struct kref *ref)
 	if (vm->notifier_registered)
 		mmu_notifier_unregister(&vm->notifier, vm->mm);
 	dune_npt_destroy(vm);
-	dune_svm_put();
+	dune_hw_put();
 	kfree(vm);
 	atomic64_dec(&dune_counters.live_vms);
 }
@@ -66,7 +181,7 @@ static int dune_vcpu_release(struct inode *inode, struct file *file)
 	list_del(&vcpu->node);
 	vm->nr_vcpus--;
 	spin_unlock(&vm->vcpus_lock);
-	dune_vcpu_destroy(vcpu);
+	dune_vendor->vcpu_destroy(vcpu);
 	kfree(vcpu);
 	atomic64_dec(&dune_counters.live_vcpus);
 	dune_vm_put(vm);
@@ -101,14 +216,16 @@ static long dune_vcpu_ioctl(struct file *file, unsigned int cmd,
 		return -EINTR;
 	switch (cmd) {
 	case DUNE_VCPU_GET_STATE:
-		dune_vcpu_get_state(vcpu, &state);
+		dune_vendor->vcpu_get_state(vcpu, &state);
 		ret = 0;
 		break;
 	case DUNE_VCPU_SET_STATE:
-		ret = dune_vcpu_set_state(vcpu, &state);
+		ret = dune_check_state(&state);
+		if (!ret)
+			ret = dune_vendor->vcpu_set_state(vcpu, &state);
 		break;
 	default:
-		ret = dune_vcpu_run(vcpu, &exit);
+		ret = dune_vendor->vcpu_run(vcpu, &exit);
 		break;
 	}
 	mutex_unlock(&vcpu->run_lock);
@@ -137,7 +254,10 @@ static int dune_create_vcpu(struct dune_vm *vm)
 	if (!vcpu)
 		return -ENOMEM;
 	vcpu->vm = vm;
-	ret = dune_vcpu_init(vcpu);
+	vcpu->running_cpu = -1;
+	vcpu->last_cpu = -1;
+	mutex_init(&vcpu->run_lock);
+	ret = dune_vendor->vcpu_init(vcpu);
 	if (ret)
 		goto free;
 	spin_lock(&vm->vcpus_lock);
@@ -166,7 +286,7 @@ static int dune_create_vcpu(struct dune_vm *vm)
 	}
 	return fd;
 free:
-	dune_vcpu_destroy(vcpu);
+	dune_vendor->vcpu_destroy(vcpu);
 	kfree(vcpu);
 	return ret;
 }
@@ -179,7 +299,7 @@ static void dune_get_stats(struct dune_module_stats *st)
 	st->live_vms = atomic64_read(&dune_counters.live_vms);
 	st->live_vcpus = atomic64_read(&dune_counters.live_vcpus);
 	st->live_pages = atomic64_read(&dune_counters.live_pages);
-	st->svm_users = READ_ONCE(dune_svm_users);
+	st->svm_users = READ_ONCE(dune_hw_users); /* VMX users on Intel */
 	st->vmruns = atomic64_read(&dune_counters.vmruns);
 	st->npt_faults = atomic64_read(&dune_counters.npt_faults);
 	st->npt_zaps = atomic64_read(&dune_counters.npt_zaps);
@@ -204,7 +324,7 @@ static int dune_open(struct inode *inode, struct file *file)
 	INIT_LIST_HEAD(&vm->vcpus);
 	atomic64_set(&vm->tlb_gen, 1);
 	vm->mm = current->mm;
-	dune_svm_get();
+	dune_hw_get();
 	atomic64_inc(&dune_counters.live_vms);
 
 	ret = dune_npt_init(vm);
@@ -293,21 +413,26 @@ static int __init dune_init(void)
 {
 	int ret;
 
-	ret = dune_svm_check_cpu();
+	/* SVM first: a CPU never has both, but an odd VM might say so */
+	dune_vendor = boot_cpu_has(X86_FEATURE_SVM) || !boot_cpu_has(X86_FEATURE_VMX) ?
+		&dune_svm_ops : &dune_vmx_ops;
+	/* both maps have four levels: 48 bits of guest-physical space at most */
+	dune_phys_bits = min_t(unsigned int, boot_cpu_data.x86_phys_bits, 48);
+	ret = dune_vendor->check_cpu();
 	if (ret)
 		return ret;
-	ret = dune_svm_module_init();
+	ret = dune_vendor->init();
 	if (ret)
 		return ret;
 	dune_syscalls_module_init();
 	ret = misc_register(&dune_misc);
 	if (ret) {
 		pr_err("cannot register /dev/dune (%d)\n", ret);
-		dune_svm_module_exit();
+		dune_vendor->exit();
 		return ret;
 	}
-	pr_info("loaded: /dev/dune ABI %d, AMD SVM with nested paging, %u-bit guest-physical addresses\n",
-		DUNE_ABI_VERSION, dune_phys_bits);
+	pr_info("loaded: /dev/dune ABI %d, %s, %u-bit guest-physical addresses\n",
+		DUNE_ABI_VERSION, dune_vendor->name, dune_phys_bits);
 	return 0;
 }
 
@@ -316,7 +441,7 @@ static void __exit dune_exit(void)
 	s64 vms, vcpus, pages;
 
 	misc_deregister(&dune_misc);
-	dune_svm_module_exit();
+	dune_vendor->exit();
 	vms = atomic64_read(&dune_counters.live_vms);
 	vcpus = atomic64_read(&dune_counters.live_vcpus);
 	pages = atomic64_read(&dune_counters.live_pages);
@@ -331,4 +456,4 @@ static void __exit dune_exit(void)
 module_init(dune_init);
 module_exit(dune_exit);
 MODULE_LICENSE("Dual MIT/GPL");
-MODULE_DESCRIPTION("Dune: processes in guest ring 0 (AMD SVM)");
+MODULE_DESCRIPTION("Dune: processes in guest ring 0 (AMD SVM, Intel VT-x)");

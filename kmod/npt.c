@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * Nested page tables: guest-physical -> the process's own pages.
+ * The guest-physical map: guest-physical -> the process's own pages, in
+ * AMD's nested page tables or Intel's EPT (the entry format is the
+ * vendor's: dune_vendor->gpm; the walk, the fault path and the MMU
+ * notifier are the same for both, so "NPT" below means either).
  *
  * Filled on demand: a nested page fault in a region looks the page up with
  * get_user_pages_fast (so the process's own protections apply) and installs
@@ -28,19 +31,7 @@
 
 #include "dune_internal.h"
 
-#define NPT_P  (1ull << 0)
-#define NPT_W  (1ull << 1)
-#define NPT_U  (1ull << 2) /* the nested walk counts as a user access */
-/*
- * Accessed (and, when writable, dirty) are set when an entry is made, as
- * KVM does: nothing reads them, and the CPU's walker then never writes an
- * entry the zap path may be clearing (TCG's walker sets them with a plain
- * read-modify-write that could put a zapped entry back).
- */
-#define NPT_A  (1ull << 5)
-#define NPT_D  (1ull << 6)
-#define NPT_PS (1ull << 7) /* in a level-1 entry: a 2 MiB leaf */
-#define NPT_TABLE (NPT_P | NPT_W | NPT_U | NPT_A)
+#define NPT_PS (1ull << 7) /* in a level-1 entry: a 2 MiB leaf (NPT and EPT) */
 #define NPT_HUGE_SIZE (1ull << 21)
 #define NPT_ADDR_MASK 0x000ffffffffff000ull
 #define NPT_LEVELS 4
@@ -48,6 +39,11 @@
 static unsigned int npt_index(u64 gpa, int level) /* level 3 = root */
 {
 	return (gpa >> (12 + 9 * level)) & 511;
+}
+
+static bool npt_present(u64 entry)
+{
+	return entry & dune_vendor->gpm->present;
 }
 
 static u64 *npt_table(u64 entry)
@@ -63,7 +59,7 @@ int dune_npt_init(struct dune_vm *vm)
 
 static bool npt_is_table(u64 entry, int level)
 {
-	return level > 0 && (entry & NPT_P) && !(entry & NPT_PS);
+	return level > 0 && npt_present(entry) && !(entry & NPT_PS);
 }
 
 static void npt_free_level(u64 *table, int level)
@@ -97,7 +93,7 @@ static unsigned long npt_zap_level(u64 *table, int level, u64 base, u64 start,
 	for (i = 0; i < 512; i++) {
 		u64 lo = base + i * span, hi = lo + span;
 
-		if (hi <= start || lo >= end || !(table[i] & NPT_P))
+		if (hi <= start || lo >= end || !npt_present(table[i]))
 			continue;
 		if (!npt_is_table(table[i], level)) {
 			/* a leaf, 2 MiB ones whole even when the range
@@ -149,13 +145,13 @@ static u64 *npt_leaf(struct dune_vm *vm, u64 gpa, int leaf_level,
 			WRITE_ONCE(*entry, 0);
 			++*zapped;
 		}
-		if (!(*entry & NPT_P)) {
+		if (!npt_present(*entry)) {
 			struct page *page;
 
 			if (!vm->pt_cached)
 				return NULL;
 			page = vm->pt_cache[--vm->pt_cached];
-			WRITE_ONCE(*entry, __sme_set(page_to_phys(page)) | NPT_TABLE);
+			WRITE_ONCE(*entry, __sme_set(page_to_phys(page)) | dune_vendor->gpm->table);
 		}
 		table = npt_table(*entry);
 	}
@@ -345,10 +341,11 @@ int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code)
 			put_page(page);
 		return 0;
 	}
-	entry = NPT_P | NPT_U | NPT_A | (write ? NPT_W | NPT_D : 0);
+	entry = dune_vendor->gpm->leaf | (write ? dune_vendor->gpm->leaf_write : 0);
 	leaf = NULL;
 	/* the regions cannot have changed: that bumps the sequence */
-	if (page && fits_huge && npt_host_maps_huge(hva, pfn, write)) {
+	if (page && fits_huge && dune_vendor->gpm->huge &&
+	    npt_host_maps_huge(hva, pfn, write)) {
 		leaf = npt_leaf(vm, gpa, 1, &zapped);
 		if (leaf)
 			entry |= NPT_PS | __sme_set(PFN_PHYS(pfn & ~(unsigned long)(PTRS_PER_PMD - 1)));

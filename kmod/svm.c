@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * AMD SVM: the CPU checks, SVM on and off per CPU, a VMCB per vCPU and the
- * VMRUN loop.
+ * AMD SVM behind the vendor seam (dune_svm_ops): the CPU checks, SVM on
+ * and off per CPU, a VMCB per vCPU and the VMRUN loop.
  *
  * SVM is switched on lazily, on a CPU the first time a vCPU runs there, and
  * off on every CPU when the last VM is closed, so that KVM can use SVM
@@ -37,13 +37,9 @@ struct dune_cpu {
 static DEFINE_PER_CPU(struct dune_cpu, dune_cpus);
 
 static unsigned int dune_max_asid;
-unsigned int dune_phys_bits;
 static bool dune_have_nrips;
 static struct page *dune_iopm, *dune_msrpm;
 static int dune_cpuhp_state = -1;
-
-unsigned int dune_svm_users;
-static DEFINE_MUTEX(dune_svm_users_lock);
 
 /* The offsets svm_run.S uses. */
 static_assert(offsetof(struct dune_guest_gprs, rbx) == 0);
@@ -79,15 +75,13 @@ static void dune_count_svme(void *busy)
 		atomic_inc(busy);
 }
 
-int dune_svm_check_cpu(void)
+static int dune_svm_check_cpu(void)
 {
 	atomic_t busy = ATOMIC_INIT(0);
 	u64 vm_cr;
 
 	if (!boot_cpu_has(X86_FEATURE_SVM)) {
-		pr_err("this CPU is not supported: dune.ko needs AMD SVM; Intel VT-x is not supported yet%s\n",
-		       boot_cpu_has(X86_FEATURE_VMX) ? " (this CPU has VT-x)" :
-		       " (this CPU has neither; in a VM, give it the svm flag)");
+		pr_err("this CPU is not supported: dune.ko needs AMD SVM or Intel VT-x, and it has neither (in a VM, give it the svm or vmx flag)\n");
 		return -ENODEV;
 	}
 	rdmsrl(MSR_VM_CR, vm_cr);
@@ -152,20 +146,9 @@ static int dune_cpu_offline(unsigned int cpu)
 	return 0;
 }
 
-int dune_svm_get(void)
+static void dune_svm_disable_all(void)
 {
-	mutex_lock(&dune_svm_users_lock);
-	dune_svm_users++;
-	mutex_unlock(&dune_svm_users_lock);
-	return 0;
-}
-
-void dune_svm_put(void)
-{
-	mutex_lock(&dune_svm_users_lock);
-	if (--dune_svm_users == 0)
-		on_each_cpu(dune_cpu_disable, NULL, 1);
-	mutex_unlock(&dune_svm_users_lock);
+	on_each_cpu(dune_cpu_disable, NULL, 1);
 }
 
 /* Lets the guest use the MSRs that VMLOAD/VMSAVE swap; all others exit. */
@@ -183,7 +166,9 @@ static void dune_msrpm_allow(u8 *msrpm, u32 msr)
 	msrpm[base + off / 8] &= ~(3u << (off % 8));
 }
 
-int dune_svm_module_init(void)
+static void dune_svm_module_exit(void);
+
+static int dune_svm_module_init(void)
 {
 	static const u32 swapped_msrs[] = {
 		MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_STAR,
@@ -199,7 +184,6 @@ int dune_svm_module_init(void)
 		return -ENODEV;
 	}
 	dune_have_nrips = boot_cpu_has(X86_FEATURE_NRIPS);
-	dune_phys_bits = boot_cpu_data.x86_phys_bits;
 
 	dune_iopm = alloc_pages(GFP_KERNEL, IOPM_ORDER);
 	dune_msrpm = alloc_pages(GFP_KERNEL, MSRPM_ORDER);
@@ -231,7 +215,7 @@ nomem:
 	return -ENOMEM;
 }
 
-void dune_svm_module_exit(void)
+static void dune_svm_module_exit(void)
 {
 	unsigned int cpu;
 
@@ -275,7 +259,7 @@ static void dune_flat_segment(struct vmcb_seg *s, u16 sel, u16 attrib)
 
 static void dune_vmcb_init(struct dune_vcpu *vcpu)
 {
-	struct vmcb *vmcb = vcpu->vmcb;
+	struct vmcb *vmcb = vcpu->svm.vmcb;
 	struct vmcb_control_area *ctl = &vmcb->control;
 	struct vmcb_save_area *save = &vmcb->save;
 	static const unsigned int intercepts[] = {
@@ -326,36 +310,33 @@ static void dune_vmcb_init(struct dune_vcpu *vcpu)
 	vcpu->last_cpu = -1; /* ASID 0 is the host's: take one at the next run */
 }
 
-int dune_vcpu_init(struct dune_vcpu *vcpu)
+static int dune_svm_vcpu_init(struct dune_vcpu *vcpu)
 {
-	vcpu->vmcb_page = dune_alloc_page();
-	if (!vcpu->vmcb_page)
+	vcpu->svm.vmcb_page = dune_alloc_page();
+	if (!vcpu->svm.vmcb_page)
 		return -ENOMEM;
-	vcpu->vmcb = page_address(vcpu->vmcb_page);
-	vcpu->running_cpu = -1;
-	vcpu->last_cpu = -1;
-	mutex_init(&vcpu->run_lock);
+	vcpu->svm.vmcb = page_address(vcpu->svm.vmcb_page);
 	dune_vmcb_init(vcpu);
 	return 0;
 }
 
-void dune_vcpu_destroy(struct dune_vcpu *vcpu)
+static void dune_svm_vcpu_destroy(struct dune_vcpu *vcpu)
 {
-	if (vcpu->vmcb_page)
-		dune_free_page(vcpu->vmcb_page);
-	vcpu->vmcb_page = NULL;
-	vcpu->vmcb = NULL;
+	if (vcpu->svm.vmcb_page)
+		dune_free_page(vcpu->svm.vmcb_page);
+	vcpu->svm.vmcb_page = NULL;
+	vcpu->svm.vmcb = NULL;
 }
 
-void dune_vcpu_get_state(struct dune_vcpu *vcpu, struct dune_vcpu_state *st)
+static void dune_svm_vcpu_get_state(struct dune_vcpu *vcpu, struct dune_vcpu_state *st)
 {
-	const struct vmcb_save_area *s = &vcpu->vmcb->save;
+	const struct vmcb_save_area *s = &vcpu->svm.vmcb->save;
 	const struct dune_guest_gprs *g = &vcpu->gprs;
 	struct dune_regs *r = &st->regs;
 	struct dune_sregs *sr = &st->sregs;
 
 	memset(st, 0, sizeof(*st));
-	r->rax = s->rax, r->rsp = s->rsp, r->rip = s->rip, r->rflags = s->rflags;
+	r->rax = g->rax, r->rsp = s->rsp, r->rip = s->rip, r->rflags = s->rflags;
 	r->rbx = g->rbx, r->rcx = g->rcx, r->rdx = g->rdx, r->rsi = g->rsi;
 	r->rdi = g->rdi, r->rbp = g->rbp, r->r8 = g->r8, r->r9 = g->r9;
 	r->r10 = g->r10, r->r11 = g->r11, r->r12 = g->r12, r->r13 = g->r13;
@@ -371,58 +352,20 @@ void dune_vcpu_get_state(struct dune_vcpu *vcpu, struct dune_vcpu_state *st)
 	sr->tr_base = s->tr.base, sr->tr_limit = s->tr.limit;
 }
 
-static bool dune_canonical(u64 addr)
-{
-	return __is_canonical_address(addr, boot_cpu_data.x86_virt_bits);
-}
-
-/* RFLAGS bits a guest may hold (reserved ones and VM/VIF/VIP excluded). */
-#define DUNE_RFLAGS_ALLOWED                                                   \
-	(X86_EFLAGS_CF | X86_EFLAGS_FIXED | X86_EFLAGS_PF | X86_EFLAGS_AF |   \
-	 X86_EFLAGS_ZF | X86_EFLAGS_SF | X86_EFLAGS_TF | X86_EFLAGS_IF |      \
-	 X86_EFLAGS_DF | X86_EFLAGS_OF | X86_EFLAGS_IOPL | X86_EFLAGS_NT |    \
-	 X86_EFLAGS_RF | X86_EFLAGS_AC | X86_EFLAGS_ID)
-
-int dune_vcpu_set_state(struct dune_vcpu *vcpu, const struct dune_vcpu_state *st)
+static int dune_svm_vcpu_set_state(struct dune_vcpu *vcpu,
+				   const struct dune_vcpu_state *st)
 {
 	const struct dune_regs *r = &st->regs;
 	const struct dune_sregs *sr = &st->sregs;
-	struct vmcb_save_area *s = &vcpu->vmcb->save;
+	struct vmcb_save_area *s = &vcpu->svm.vmcb->save;
 	struct dune_guest_gprs *g = &vcpu->gprs;
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(sr->reserved); i++)
-		if (sr->reserved[i])
-			return -EINVAL;
-	if ((sr->cr0 & DUNE_CR0_REQUIRED) != DUNE_CR0_REQUIRED ||
-	    (sr->cr0 >> 32) || (sr->cr0 & (X86_CR0_CD | X86_CR0_NW)))
-		return -EINVAL;
-	if ((sr->cr4 & DUNE_CR4_REQUIRED) != DUNE_CR4_REQUIRED ||
-	    (sr->cr4 & ~DUNE_CR4_ALLOWED))
-		return -EINVAL;
-	if ((sr->efer & DUNE_EFER_REQUIRED) != DUNE_EFER_REQUIRED ||
-	    (sr->efer & ~DUNE_EFER_ALLOWED))
-		return -EINVAL;
-	if (sr->cr3 >> dune_phys_bits)
-		return -EINVAL;
-	if (r->rflags & ~(u64)DUNE_RFLAGS_ALLOWED)
-		return -EINVAL;
-	if (!dune_canonical(r->rip) || !dune_canonical(sr->gdt_base) ||
-	    !dune_canonical(sr->idt_base) || !dune_canonical(sr->fs_base) ||
-	    !dune_canonical(sr->gs_base) || !dune_canonical(sr->kernel_gs_base) ||
-	    !dune_canonical(sr->lstar) || !dune_canonical(sr->cstar) ||
-	    !dune_canonical(sr->tr_base) || (sr->sfmask >> 32))
-		return -EINVAL;
-	/* A 64-bit TSS is 0x68 bytes; a larger limit covers an I/O bitmap. */
-	if (sr->tr_limit < 0x67 || sr->tr_limit > 0xffff)
-		return -EINVAL;
 
 	if (vcpu->state_undefined)
 		dune_vmcb_init(vcpu);
 	/* The caller's state replaces the guest's: an event that was being
 	 * delivered belongs to the old one (see dune_requeue_event). */
-	vcpu->vmcb->control.event_inj = 0;
-	s->rax = r->rax, s->rsp = r->rsp, s->rip = r->rip;
+	vcpu->svm.vmcb->control.event_inj = 0;
+	g->rax = r->rax, s->rsp = r->rsp, s->rip = r->rip;
 	s->rflags = r->rflags | X86_EFLAGS_FIXED;
 	g->rbx = r->rbx, g->rcx = r->rcx, g->rdx = r->rdx, g->rsi = r->rsi;
 	g->rdi = r->rdi, g->rbp = r->rbp, g->r8 = r->r8, g->r9 = r->r9;
@@ -450,7 +393,7 @@ static u8 dune_pick_asid(struct dune_vcpu *vcpu, struct dune_cpu *c, int cpu,
 {
 	u8 tlb_ctl = TLB_CONTROL_DO_NOTHING;
 
-	if (vcpu->last_cpu == cpu && vcpu->asid_generation == c->asid_generation &&
+	if (vcpu->last_cpu == cpu && vcpu->svm.asid_generation == c->asid_generation &&
 	    vcpu->tlb_gen_seen == tlb_gen)
 		return tlb_ctl;
 	if (c->next_asid > dune_max_asid) {
@@ -458,48 +401,11 @@ static u8 dune_pick_asid(struct dune_vcpu *vcpu, struct dune_cpu *c, int cpu,
 		c->next_asid = 1;
 		tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
 	}
-	vcpu->vmcb->control.asid = c->next_asid++;
-	vcpu->asid_generation = c->asid_generation;
+	vcpu->svm.vmcb->control.asid = c->next_asid++;
+	vcpu->svm.asid_generation = c->asid_generation;
 	vcpu->last_cpu = cpu;
 	vcpu->tlb_gen_seen = tlb_gen;
 	return tlb_ctl;
-}
-
-static void dune_kick_nothing(void *unused)
-{
-}
-
-/* After an NPT zap: no vCPU of vm may go on with the old translations. */
-void dune_kick_vcpus(struct dune_vm *vm)
-{
-	struct dune_vcpu *vcpu;
-
-	smp_mb__after_atomic(); /* tlb_gen bumped before running_cpu is read */
-	spin_lock(&vm->vcpus_lock);
-	list_for_each_entry(vcpu, &vm->vcpus, node) {
-		int cpu = READ_ONCE(vcpu->running_cpu);
-
-		/* The IPI ends its guest run; its next entry takes a new ASID. */
-		if (cpu >= 0)
-			smp_call_function_single(cpu, dune_kick_nothing, NULL, 1);
-	}
-	spin_unlock(&vm->vcpus_lock);
-}
-
-/*
- * The CPU does not call the host's #MC handler for a machine check that
- * the intercept turned into an exit; call it as for one taken in user mode
- * (the guest is the process's code), so that the error is logged and the
- * process, not the kernel, pays for a poisoned page.  As KVM does.  The
- * rig cannot raise a machine check: untested there.
- */
-static void dune_host_machine_check(void)
-{
-#ifdef CONFIG_X86_MCE
-	struct pt_regs regs = { .cs = 3, .flags = X86_EFLAGS_IF };
-
-	do_machine_check(&regs);
-#endif
 }
 
 static void dune_skip_instruction(struct vmcb *vmcb, unsigned int len)
@@ -532,11 +438,11 @@ static void dune_requeue_event(struct vmcb *vmcb)
 	vmcb->control.event_inj_err = vmcb->control.exit_int_info_err;
 }
 
-int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
+static int dune_svm_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 {
 	struct dune_vm *vm = vcpu->vm;
-	struct vmcb *vmcb = vcpu->vmcb;
-	u64 vmcb_pa = dune_pa(vcpu->vmcb_page);
+	struct vmcb *vmcb = vcpu->svm.vmcb;
+	u64 vmcb_pa = dune_pa(vcpu->svm.vmcb_page);
 	int ret;
 
 	if (vcpu->state_undefined)
@@ -575,9 +481,11 @@ int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 			dune_pick_asid(vcpu, c, cpu, atomic64_read(&vm->tlb_gen));
 		vmcb->control.clean = 0;
 
+		vmcb->save.rax = vcpu->gprs.rax;
 		dune_clgi();
 		dune_svm_enter(&vcpu->gprs, vmcb_pa, dune_pa(c->host_save));
 		dune_stgi();
+		vcpu->gprs.rax = vmcb->save.rax;
 		WRITE_ONCE(vcpu->running_cpu, -1);
 		local_irq_enable(); /* a host interrupt that ended the run is taken here */
 		preempt_enable();
@@ -653,3 +561,33 @@ int dune_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		return 0;
 	}
 }
+
+/* Nested page tables: x86 PTEs, walked as user accesses (U set). */
+static const struct dune_gpm_format dune_npt_format = {
+	.present = _PAGE_PRESENT,
+	.table = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED,
+	/*
+	 * Accessed (and, when writable, dirty) are set when an entry is made,
+	 * as KVM does: nothing reads them, and the CPU's walker then never
+	 * writes an entry the zap path may be clearing (TCG's walker sets
+	 * them with a plain read-modify-write that could put a zapped entry
+	 * back).
+	 */
+	.leaf = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED,
+	.leaf_write = _PAGE_RW | _PAGE_DIRTY,
+	.huge = true,
+};
+
+const struct dune_vendor_ops dune_svm_ops = {
+	.name = "AMD SVM with nested paging",
+	.check_cpu = dune_svm_check_cpu,
+	.init = dune_svm_module_init,
+	.exit = dune_svm_module_exit,
+	.disable_all = dune_svm_disable_all,
+	.vcpu_init = dune_svm_vcpu_init,
+	.vcpu_destroy = dune_svm_vcpu_destroy,
+	.vcpu_get_state = dune_svm_vcpu_get_state,
+	.vcpu_set_state = dune_svm_vcpu_set_state,
+	.vcpu_run = dune_svm_vcpu_run,
+	.gpm = &dune_npt_format,
+};

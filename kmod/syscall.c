@@ -139,10 +139,9 @@ int dune_set_syscalls(struct dune_vm *vm, struct dune_syscalls *req)
 int dune_syscall_in_kernel(struct dune_vcpu *vcpu)
 {
 	struct dune_vm *vm = vcpu->vm;
-	struct vmcb_save_area *s = &vcpu->vmcb->save;
 	struct dune_guest_gprs *g = &vcpu->gprs;
 	struct pt_regs regs = {};
-	u64 nr = s->rax;
+	u64 nr = g->rax;
 	long ret;
 
 	if (nr >= DUNE_SYSCALLS_MAX || !test_bit(nr, vm->syscalls_allowed))
@@ -178,7 +177,7 @@ int dune_syscall_in_kernel(struct dune_vcpu *vcpu)
 		 * user space knows it. */
 		return DUNE_SYSCALL_INTERRUPTED;
 	}
-	s->rax = ret;
+	g->rax = ret;
 	g->rcx = 1;
 	return DUNE_SYSCALL_DONE;
 }

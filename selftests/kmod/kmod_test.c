@@ -40,6 +40,50 @@ struct guest {
 	volatile uint64_t *data;
 };
 
+/* Whether /proc/cpuinfo's flags have `flag` (" svm", " vmx"). */
+static bool cpu_has_flag(const char *flag)
+{
+	char line[4096];
+	bool has = false;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "flags", 5) && strstr(line, flag))
+			has = true;
+	fclose(f);
+	return has;
+}
+
+/* dune.ko drives VT-x on a CPU without SVM (main.c). */
+static bool on_intel(void)
+{
+	static int intel = -1;
+	if (intel < 0)
+		intel = !cpu_has_flag(" svm") && cpu_has_flag(" vmx");
+	return intel;
+}
+
+/* What dune.ko calls the CPU's virtualisation in its messages. */
+static const char *hw_name(void)
+{
+	return on_intel() ? "VT-x" : "SVM";
+}
+
+/*
+ * guest.S reports with vmmcall, AMD's hypercall; on Intel that is #UD and
+ * vmcall is the hypercall (dune.ko reports either as DUNE_EXIT_VMMCALL):
+ * the copy in guest memory gets vmcall (0f 01 d9 -> 0f 01 c1).
+ */
+static void patch_hypercalls(uint8_t *code, size_t len)
+{
+	if (!on_intel())
+		return;
+	for (size_t i = 0; i + 2 < len; i++)
+		if (code[i] == 0x0f && code[i + 1] == 0x01 && code[i + 2] == 0xd9)
+			code[i + 2] = 0xc1;
+}
+
 /* Whether the running kernel is release major.minor or later. */
 static bool kernel_at_least(int major, int minor)
 {
@@ -227,6 +271,7 @@ static void guest_setup(struct guest *g, int which, uint64_t arg, volatile uint6
 	}
 	build_page_tables(g->mem);
 	memcpy(g->mem + CODE_GPA, kmod_guest_start, kmod_guest_end - kmod_guest_start);
+	patch_hypercalls(g->mem + CODE_GPA, kmod_guest_end - kmod_guest_start);
 	ASSERT_EQ(0, set_region(g->dune, 0, 0, g->mem, MEM_SIZE, 0));
 	ASSERT_EQ(0, set_region(g->dune, 1, DATA_GPA, (void *)g->data, DATA_SIZE, data_flags));
 	g->vcpu = ioctl(g->dune, DUNE_CREATE_VCPU);
@@ -300,13 +345,14 @@ TEST(load_refused_while_kvm_holds_svm)
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm < 0)
 		SKIP(return, "no /dev/kvm in this kernel");
-	int kvm_vm = ioctl(kvm, KVM_CREATE_VM, 0); /* KVM sets EFER.SVME now */
+	int kvm_vm = ioctl(kvm, KVM_CREATE_VM, 0); /* KVM sets EFER.SVME (CR4.VMXE) now */
 	ASSERT_LE(0, kvm_vm);
-	char log[16384] = "";
+	char log[16384] = "", want[128];
 	int kmsg = kmsg_open_at_end();
 	ASSERT_EQ(-EBUSY, load_module());
 	kmsg_read(kmsg, log, sizeof(log));
-	ASSERT_CONTAINS("dune: SVM is in use by another hypervisor", log);
+	snprintf(want, sizeof(want), "dune: %s is in use by another hypervisor", hw_name());
+	ASSERT_CONTAINS(want, log);
 	ASSERT_NE(0, access("/dev/dune", F_OK));
 	close(kvm_vm);
 	close(kvm);
@@ -316,21 +362,13 @@ TEST(load_refused_while_kvm_holds_svm)
 
 TEST(load_refused_without_svm)
 {
-	char line[4096];
-	bool svm = false;
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	ASSERT_NOT_NULL(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "flags", 5) && strstr(line, " svm"))
-			svm = true;
-	fclose(f);
-	if (svm)
-		SKIP(return, "this CPU has SVM (run-in-rig boots a second rig without it)");
+	if (cpu_has_flag(" svm") || cpu_has_flag(" vmx"))
+		SKIP(return, "this CPU has SVM or VT-x (run-in-rig boots a second rig without SVM)");
 	char log[16384] = "";
 	int kmsg = kmsg_open_at_end();
 	ASSERT_EQ(-ENODEV, load_module());
 	kmsg_read(kmsg, log, sizeof(log));
-	ASSERT_CONTAINS("dune: this CPU is not supported: dune.ko needs AMD SVM; Intel VT-x is not supported yet", log);
+	ASSERT_CONTAINS("dune: this CPU is not supported: dune.ko needs AMD SVM or Intel VT-x, and it has neither", log);
 	ASSERT_NE(0, access("/dev/dune", F_OK));
 }
 
@@ -667,7 +705,10 @@ TEST(signal_ends_the_run_with_eintr_and_run_continues)
 	ASSERT_EQ(3ull, regs_of(&g).rax);
 	ASSERT_LE(3, eintr);
 	ASSERT_TRUE(grew);
-	ASSERT_LT(last, regs_of(&g).rbx); /* it went on counting after the last one */
+	/* it went on from where the last signal stopped it (a reset state
+	 * would start again from 0); under an emulator that stops it between
+	 * any two instructions (Bochs), possibly right before the check */
+	ASSERT_LE(last, regs_of(&g).rbx);
 	guest_close(&g);
 }
 
@@ -737,7 +778,7 @@ TEST(kvm_and_dune_take_turns_at_svm)
 		SKIP(return, "no /dev/kvm in this kernel");
 	struct guest g;
 	guest_setup(&g, G_WRITE_PAGES, 1, NULL, 0);
-	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g)); /* dune.ko has SVM now */
+	ASSERT_EXIT(DUNE_EXIT_VMMCALL, run(&g)); /* dune.ko has SVM (VMX) now */
 	ASSERT_EQ(-1, ioctl(kvm, KVM_CREATE_VM, 0));
 	/* 6.1's KVM says EBUSY; since 6.12 it enables SVM through CPU-hotplug
 	 * callbacks, and a CPU where that fails is EIO. */
@@ -1108,7 +1149,7 @@ TEST(seeded_fuzz_of_malformed_ioctls_leaves_the_kernel_healthy)
 
 TEST(kernel_log_has_no_oops_or_warning)
 {
-	/* The whole log since boot (records are read from the start). */
+	/* The log since boot (records are read from the start). */
 	static char log[1 << 20];
 	log[0] = 0;
 	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -1116,7 +1157,15 @@ TEST(kernel_log_has_no_oops_or_warning)
 	kmsg_read(fd, log, sizeof(log));
 	close(fd);
 	ASSERT_LT(0, (int)strlen(log));
-	assert_log_clean(log);
+	/* From dune.ko's first message on: what the kernel said before
+	 * (6.12 under Bochs WARNs about the emulated CPU's topology at boot)
+	 * is not the module's doing. */
+	const char *from = strstr(log, "dune: ");
+	if (!from)
+		from = log;
+	while (from > log && from[-1] != '\n')
+		from--;
+	assert_log_clean(from);
 }
 
 TEST_HARNESS_MAIN

@@ -1,7 +1,8 @@
 # Sourced by selftests/kmod/run-in-rig and run-kernels: one rig boot that
 # counts.  Needs $top, $B, $out (a scratch file), $rig_kernel (the rig's
 # kernel series) and $dune_ko (the module built for it) set, and passed,
-# failed, rc initialised.
+# failed, rc initialised; $rig_vmrun_flags (optional) goes to tools/vmrun
+# (--intel for the Bochs rig).
 #
 # boot LABEL SECONDS PROGRAM [ARGS...]: runs PROGRAM in the rig (tools/vmrun)
 # with BUILD and DUNE_KO set, relays its output and adds its last
@@ -13,7 +14,7 @@ boot() {
 	: >"$out"
 	echo "# ---- $label"
 	BUILD=$B DUNE_KO=$dune_ko RIG_KERNEL=$rig_kernel \
-		timeout --kill-after=10 $((tmo + 20)) "$top/tools/vmrun" -t "$tmo" -- \
+		timeout --kill-after=10 $((tmo + 20)) "$top/tools/vmrun" ${rig_vmrun_flags:-} -t "$tmo" -- \
 		"$@" 2>&1 | tee "$out"
 	local r=${PIPESTATUS[0]}
 	local counts

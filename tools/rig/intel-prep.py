@@ -2,7 +2,7 @@
 """Binary preparation for the Intel (Bochs) rig, called by tools/rig/build-intel.
 
   intel-prep.py vmlinux BZIMAGE OUT   the kernel's ELF image out of a bzImage
-      (its xz payload), with the zero tail of the last PT_LOAD segment
+      (its xz payload, or zstd's since 6.12 through the zstd tool), with the zero tail of the last PT_LOAD segment
       dropped (the PVH stub zeroes memsz - filesz) and no section headers:
       Bochs's BIOS then loads ~20 MB less, and nothing is decompressed in
       the emulator (xz there costs ~40 s).
@@ -12,6 +12,7 @@
 """
 import lzma
 import struct
+import subprocess
 import sys
 
 
@@ -23,9 +24,22 @@ def die(msg):
 def vmlinux(src, dst):
     d = open(src, 'rb').read()
     i = d.find(b'\xfd7zXZ\x00')
-    if i < 0:
-        die('%s: no xz payload (not a Debian x86-64 bzImage?)' % src)
-    v = bytearray(lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(d[i:]))
+    if i >= 0:
+        v = bytearray(lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(d[i:]))
+    else:
+        # the boot protocol's payload: offset and length from the setup
+        # header, relative to the protected-mode code after the setup sectors;
+        # the kernel's build appends the image's size (4 bytes) to it
+        setup = (d[0x1f1] or 4) + 1
+        off, length = struct.unpack_from('<II', d, 0x248)
+        payload = d[setup * 512 + off:setup * 512 + off + length]
+        if payload[:4] != b'\x28\xb5\x2f\xfd':
+            die('%s: neither an xz nor a zstd payload (not a Debian x86-64 bzImage?)' % src)
+        try:
+            v = bytearray(subprocess.run(['zstd', '-dcq'], input=payload[:-4],
+                                         stdout=subprocess.PIPE, check=True).stdout)
+        except (OSError, subprocess.CalledProcessError) as e:
+            die('%s: zstd could not unpack the payload (%s; apt-get install zstd)' % (src, e))
     if v[:4] != b'\x7fELF' or v[4] != 2:
         die('%s: the payload is not an ELF64 image' % src)
     phoff = struct.unpack_from('<Q', v, 32)[0]

@@ -115,8 +115,9 @@ static bool kvm_check(int fd)
 				      "virtualisation (Intel VT-x or AMD-V; nested "
 				      "virtualisation in a VM), readable and "
 				      "writable by the user\n"
-				    : "\n  needs dune.ko loaded (an AMD CPU with SVM "
-				      "and NPT; dangless-setup, README 'dune.ko') "
+				    : "\n  needs dune.ko loaded (AMD SVM with NPT, or "
+				      "Intel VT-x with EPT; dangless-setup, README "
+				      "'dune.ko') "
 				      "and /dev/dune readable and writable by the "
 				      "user (group dune)\n");
 		return false;
