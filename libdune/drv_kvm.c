@@ -220,22 +220,13 @@ static void kvm_seg(struct kvm_segment *s, uint16_t sel, int code, uint64_t base
 }
 
 /*
- * The vCPU's local APIC: x2APIC mode (its APIC ID is the vCPU's id),
- * software-enabled (spurious vector 0xff), and the vCPU runnable: with an
- * in-kernel APIC KVM starts every vCPU but the first waiting for INIT and
- * SIPI, as a PC's application processors do.
+ * The vCPU's local APIC, once kvm_vcpu_setup has put it in x2APIC mode
+ * (its APIC ID is the vCPU's id): software-enabled (spurious vector 0xff),
+ * and the vCPU runnable: with an in-kernel APIC KVM starts every vCPU but
+ * the first waiting for INIT and SIPI, as a PC's application processors do.
  */
 static int kvm_apic_setup(struct dune_vcpu *v)
 {
-	uint64_t mbuf[(sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)) / 8];
-	struct kvm_msrs *m = (struct kvm_msrs *)mbuf;
-	memset(mbuf, 0, sizeof(mbuf));
-	m->nmsrs = 1;
-	m->entries[0].index = DUNE_MSR_APIC_BASE;
-	m->entries[0].data = DUNE_APIC_DEFAULT_BASE | DUNE_APIC_BASE_EN |
-			     DUNE_APIC_BASE_EXTD | (v->id == 0 ? DUNE_APIC_BASE_BSP : 0);
-	if (ioctl(v->fd, KVM_SET_MSRS, m) != 1)
-		return -EINVAL;
 	struct kvm_lapic_state apic;
 	if (ioctl(v->fd, KVM_GET_LAPIC, &apic) < 0)
 		return -errno;
@@ -303,6 +294,13 @@ static int kvm_vcpu_setup(struct dune_vcpu *v, const struct dune_cpu_setup *cs)
 	if (!dune_vm.have_tsc_ctrl) {
 		m->entries[n].index = MSR_IA32_TSC;
 		m->entries[n].data = __builtin_ia32_rdtsc();
+		n++;
+	}
+	if (dune_vm.ipi) { /* x2APIC mode: CPUID says x2APIC by now */
+		m->entries[n].index = DUNE_MSR_APIC_BASE;
+		m->entries[n].data = DUNE_APIC_DEFAULT_BASE | DUNE_APIC_BASE_EN |
+				     DUNE_APIC_BASE_EXTD |
+				     (v->id == 0 ? DUNE_APIC_BASE_BSP : 0);
 		n++;
 	}
 	m->nmsrs = n;

@@ -147,22 +147,16 @@ static void guest_trap(struct dune_vcpu *v, struct dune_tf *tf)
 			return;
 		}
 		v->arg = cr2;
-	} else if (vec < 256 && __atomic_load_n(&dune_ipi_vectors[vec], __ATOMIC_ACQUIRE)) {
-		/* Interrupts are off in libdune's handlers (interrupt gates),
-		 * so none can be in_trap here. */
-		v->in_trap = 1;
-		xsave_to(v->fpu_trap);
-		dune_intr_handlers[vec](tf);
-		xrstor_from(v->fpu_trap);
-		v->in_trap = 0;
-		dune_wrmsr(DUNE_MSR_X2APIC_EOI, 0);
-		return;
 	} else if (vec < 256 && dune_intr_handlers[vec] && !v->in_trap) {
+		/* (an IPI never finds in_trap set: interrupt gates clear IF
+		 * in libdune's handlers) */
 		v->in_trap = 1;
 		xsave_to(v->fpu_trap);
 		dune_intr_handlers[vec](tf);
 		xrstor_from(v->fpu_trap);
 		v->in_trap = 0;
+		if (__atomic_load_n(&dune_ipi_vectors[vec], __ATOMIC_ACQUIRE))
+			dune_wrmsr(DUNE_MSR_X2APIC_EOI, 0);
 		return;
 	} else {
 		v->arg = 0;
