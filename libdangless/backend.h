@@ -44,6 +44,19 @@ struct dl_range {
 	size_t len;
 };
 
+/* What a backend holds, as the kernel counts it (memory_held). */
+struct dl_memory_held {
+	/* canonical memory the host has pages for, each page once however
+	 * many aliases map it */
+	uint64_t canonical;
+	/* of which no mapping of the process maps a page: not in its Pss
+	 * (host: memfd pages reached through revoked aliases only) */
+	uint64_t canonical_unmapped;
+	/* the page tables of the process, and the backend's own for alias
+	 * space where they live in the process's memory (kvm) */
+	uint64_t page_tables;
+};
+
 struct dl_backend {
 	/*
 	 * Starts the backend.  0, or -errno with a message already printed,
@@ -157,12 +170,10 @@ struct dl_backend {
 	void (*refresh_stats)(void);
 
 	/*
-	 * Optional.  The memory held now, for stats: canonical memory the
-	 * host has pages for, each page counted once however many aliases
-	 * map it, and the page tables of the process.  False when the
-	 * backend cannot tell.  Allocates nothing.
+	 * Optional.  The memory held now, for stats (struct dl_memory_held).
+	 * False when the backend cannot tell.  Allocates nothing.
 	 */
-	bool (*memory_held)(uint64_t *canonical, uint64_t *page_tables);
+	bool (*memory_held)(struct dl_memory_held *m);
 
 	/*
 	 * Optional.  Explains an ENOMEM from alias_map (e.g. the host's

@@ -142,6 +142,9 @@ struct dl_run {
 struct dl_run_group {
 	uintptr_t canon;
 	unsigned used;            /* runs carved so far */
+	struct dl_run_group *next; /* the class's groups, newest first */
+	size_t resident_at;       /* its pages' place in a memory split's
+				   * residency vector (memory.c) */
 	struct dl_run *runs[DL_GROUP_RUNS];
 };
 
@@ -158,6 +161,7 @@ struct dl_chunk {
 	atomic_uint carved;       /* bit c: slot c carved into this chunk */
 	atomic_uint handed;       /* bit c: given to the program */
 	atomic_uint freed;        /* bit c: freed by the program */
+	atomic_uint returned;     /* bit c: back in its run (I2), for stats */
 	uint16_t req[DL_MAX_COLS]; /* requested size of each handed slot */
 	struct dl_slot_stacks *stacks;
 };
@@ -351,6 +355,40 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 extern bool _dl_release_dead_chunks;
 void _dl_runs_lock_all(void);
 void _dl_runs_unlock_all(bool reset);
+
+/*
+ * ---- memory.c, run.c, small.c, large.c: where the memory goes (stats) ----
+ * Resident canonical bytes by what they hold.  Every resident byte of a
+ * run or a large extent is counted in exactly one field; what the backend
+ * holds beyond them is its own (stale, or huge-page tails).
+ */
+struct dl_mem_split {
+	uint64_t live;            /* the requested bytes of live allocations */
+	uint64_t slack;           /* the rest of their slots and extents, and
+				   * the tails of columns that hold them */
+	uint64_t free;            /* free slots of non-empty runs, and slots
+				   * waiting in threads' chunks */
+	uint64_t warm;            /* empty runs, freed extents kept */
+	uint64_t quarantine;      /* freed, not yet revoked or given back */
+};
+/* Every class lock held: the pages of all runs, for the vector. */
+size_t _dl_runs_pages(void);
+/* Fills vec (_dl_runs_pages() bytes) with the runs' residency; false
+ * when the kernel would not tell. */
+bool _dl_runs_resident(unsigned char *vec);
+/* The resident bytes of [run->canon + off, + len), from vec. */
+uint64_t _dl_run_resident(const struct dl_run *run, const unsigned char *vec,
+			  size_t off, size_t len);
+/* Free slots, column tails and warm runs. */
+void _dl_runs_account(struct dl_mem_split *m, const unsigned char *vec);
+/* Carved slots of seg's chunks: live, cached or freed. */
+void _dl_small_account(struct dl_segment *seg, struct dl_mem_split *m,
+		       const unsigned char *vec);
+/* The large lock held: seg's live objects; warm extents (seg NULL). */
+void _dl_large_account(struct dl_segment *seg, struct dl_mem_split *m);
+/* Takes the locks (class, large, segment) around the walk; false when
+ * the kernel would not tell residency or there was no memory for it. */
+bool _dl_memory_split(struct dl_mem_split *m);
 
 /* ---- small.c: small objects through the thread's chunks ---- */
 void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail);

@@ -377,3 +377,37 @@ void _dl_large_for_each_live(struct dl_segment *seg,
 			fn(o->canon, o->canon_len);
 	}
 }
+
+/* Live objects' extents of seg, or (seg NULL) the warm extents; the large
+ * lock is held (memory.c). */
+void _dl_large_account(struct dl_segment *seg, struct dl_mem_split *m)
+{
+	uint64_t bytes;
+	if (!seg) {
+		for (unsigned i = 0; i < dl_large_state.nwarm; i++)
+			if (_dl_resident_bytes(dl_large_state.warm[i].canon,
+					       dl_large_state.warm[i].len, &bytes))
+				m->warm += bytes;
+		return;
+	}
+	for (unsigned i = 0; i < seg->used; i++) {
+		struct dl_large *o = &seg->objs[i];
+		if (atomic_load(&o->state) != DL_LARGE_LIVE)
+			continue;
+		size_t head = DL_ALIGN_DOWN(o->req, DL_PAGE);
+		if (_dl_resident_bytes(o->canon, head, &bytes))
+			m->live += bytes;
+		/* The page the request ends in: live up to the end of the
+		 * request, slack after it. */
+		if (o->req > head &&
+		    _dl_resident_bytes(o->canon + head, DL_PAGE, &bytes) && bytes) {
+			m->live += o->req - head;
+			m->slack += DL_PAGE - (o->req - head);
+		}
+		size_t tail = DL_ALIGN_UP(o->req, DL_PAGE);
+		if (o->canon_len > tail &&
+		    _dl_resident_bytes(o->canon + tail, o->canon_len - tail,
+				       &bytes))
+			m->slack += bytes;
+	}
+}

@@ -258,3 +258,14 @@ void _dl_meta_region(uintptr_t *start, size_t *len)
 		(_Atomic(char *) *)&dl_meta.base, memory_order_acquire);
 	*len = *start ? DL_META_REGION : 0;
 }
+
+bool _dl_meta_resident(uint64_t *bytes)
+{
+	_dl_lock(&dl_meta.lock);
+	char *base = dl_meta.base;
+	size_t next = dl_meta.next;
+	_dl_unlock(&dl_meta.lock);
+	*bytes = 0;
+	return !base || _dl_resident_bytes((uintptr_t)base + DL_META_GAP,
+					   next - DL_META_GAP, bytes);
+}

@@ -14,6 +14,7 @@ struct dl_class_state {
 	struct dl_segment *spare; /* made by a thread that lost a race */
 	struct dl_run *last_run;  /* the run the last chunk mapped */
 	struct dl_run_group *group; /* where new runs are carved */
+	struct dl_run_group *groups; /* all of them, newest first */
 	struct dl_run *warm_head, *warm_tail; /* empty runs with their pages */
 	size_t slots, slots_carved; /* in all runs / carved into chunks */
 } __attribute__((aligned(64)));
@@ -67,6 +68,8 @@ static struct dl_run *dl_run_new(unsigned cls)
 			return NULL;
 		}
 		g->canon = (uintptr_t)canon;
+		g->next = cs->groups;
+		cs->groups = g;
 		cs->group = g;
 	}
 	struct dl_run *run = _dl_pool_alloc(&dl_run_pool);
@@ -295,6 +298,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	dl_assert(atomic_load(&ch->pending) >= n);
 	dl_assert(!run->discarding);
 	run->row_used[ch->row] &= ~cols;
+	atomic_fetch_or_explicit(&ch->returned, cols, memory_order_relaxed);
 	run->row_free[ch->row] = (uint8_t)(run->row_free[ch->row] + n);
 	run->nfree = (uint16_t)(run->nfree + n);
 	cs->slots_carved -= n;
@@ -398,6 +402,7 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 	atomic_store(&ch->carved, carved);
 	atomic_store(&ch->handed, 0);
 	atomic_store(&ch->freed, 0);
+	atomic_store(&ch->returned, 0);
 	if (seg->used == seg->cap)
 		seg->closed = true;
 	cs->last_run = run;
@@ -456,6 +461,82 @@ void _dl_runs_unlock_all(bool reset)
 			_dl_lock_reset(&dl_cs[c].lock);
 		} else {
 			_dl_unlock(&dl_cs[c].lock);
+		}
+	}
+}
+
+/* ---- where the memory goes (memory.c); every class lock is held ---- */
+
+size_t _dl_runs_pages(void)
+{
+	size_t pages = 0;
+	for (unsigned c = 0; c < _dl_nclasses; c++)
+		for (struct dl_run_group *g = dl_cs[c].groups; g; g = g->next)
+			pages += (size_t)g->used * _dl_classes[c].run_pages;
+	return pages;
+}
+
+bool _dl_runs_resident(unsigned char *vec)
+{
+	size_t at = 0;
+	for (unsigned c = 0; c < _dl_nclasses; c++) {
+		for (struct dl_run_group *g = dl_cs[c].groups; g; g = g->next) {
+			size_t pages = (size_t)g->used * _dl_classes[c].run_pages;
+			g->resident_at = at;
+			if (!_dl_resident_vec(g->canon, pages, vec + at))
+				return false;
+			at += pages;
+		}
+	}
+	return true;
+}
+
+uint64_t _dl_run_resident(const struct dl_run *run, const unsigned char *vec,
+			  size_t off, size_t len)
+{
+	const unsigned char *v =
+		vec + run->group->resident_at +
+		(run->canon - run->group->canon) / DL_PAGE;
+	uint64_t bytes = 0;
+	for (size_t end = off + len; off < end;) {
+		size_t next = DL_ALIGN_DOWN(off, DL_PAGE) + DL_PAGE;
+		if (next > end)
+			next = end;
+		if (v[off / DL_PAGE] & 1)
+			bytes += next - off;
+		off = next;
+	}
+	return bytes;
+}
+
+void _dl_runs_account(struct dl_mem_split *m, const unsigned char *vec)
+{
+	for (unsigned cls = 0; cls < _dl_nclasses; cls++) {
+		const struct dl_class *c = &_dl_classes[cls];
+		size_t col_len = (size_t)c->col_pages * DL_PAGE;
+		size_t slots_len = (size_t)c->rows * c->size;
+		for (struct dl_run_group *g = dl_cs[cls].groups; g; g = g->next) {
+			for (unsigned i = 0; i < g->used; i++) {
+				struct dl_run *run = g->runs[i];
+				if (run->warm || run->discarding) {
+					m->warm += _dl_run_resident(
+						run, vec, 0,
+						(size_t)c->run_pages * DL_PAGE);
+					continue;
+				}
+				for (unsigned col = 0; col < c->cols; col++) {
+					size_t base = col * col_len;
+					m->slack += _dl_run_resident(
+						run, vec, base + slots_len,
+						col_len - slots_len);
+					for (unsigned r = 0; r < c->rows; r++)
+						if (!(run->row_used[r] & (1u << col)))
+							m->free += _dl_run_resident(
+								run, vec,
+								base + (size_t)r * c->size,
+								c->size);
+				}
+			}
 		}
 	}
 }

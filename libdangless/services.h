@@ -72,6 +72,9 @@ void *_dl_meta_pages(size_t len);
 void _dl_meta_unpages(void *p, size_t len);
 /* The region metadata pages come from ([0, 0) before the first). */
 void _dl_meta_region(uintptr_t *start, size_t *len);
+/* Its pages the kernel holds (stats; pages from past the region, which
+ * only a program with over 64 GiB of metadata has, are not seen). */
+bool _dl_meta_resident(uint64_t *bytes);
 
 /*
  * Fixed-size blocks carved from metadata pages that are never given back:
@@ -121,6 +124,14 @@ extern struct dl_stats_atomic _dl_stats;
 	atomic_fetch_add_explicit(&_dl_stats.field, (n), memory_order_relaxed)
 #define DL_STAT_SUB(field, n)                                                  \
 	atomic_fetch_sub_explicit(&_dl_stats.field, (n), memory_order_relaxed)
+
+/* ---- what the kernel holds for us (resident.c): stats only ---- */
+/* mincore of [start, start + pages pages): vec[i] & 1 is page i's. */
+bool _dl_resident_vec(uintptr_t start, size_t pages, unsigned char *vec);
+/* The bytes of [start, start+len) the kernel holds pages for. */
+bool _dl_resident_bytes(uintptr_t start, size_t len, uint64_t *bytes);
+/* A "Key: N kB" line of a /proc file (status, smaps_rollup), in bytes. */
+bool _dl_proc_kb(const char *path, const char *key, uint64_t *bytes);
 
 /* ---- messages (print.c): no stdio, no allocation, one write(2) each ---- */
 struct dl_buf {

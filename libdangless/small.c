@@ -386,3 +386,39 @@ void _dl_small_for_each_live(struct dl_segment *seg,
 		}
 	}
 }
+
+/* Carved slots by state (memory.c); the class locks are held, so no chunk
+ * dies meanwhile, though its bits may move on. */
+void _dl_small_account(struct dl_segment *seg, struct dl_mem_split *m,
+		       const unsigned char *vec)
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	size_t col_len = (size_t)c->col_pages * DL_PAGE;
+	for (unsigned k = 0; k < seg->used; k++) {
+		struct dl_chunk *ch = &seg->chunks[k];
+		struct dl_run *run = ch->run;
+		if (!run)
+			continue;
+		uint32_t carved = atomic_load(&ch->carved) &
+				  ~atomic_load(&ch->returned);
+		uint32_t handed = atomic_load(&ch->handed);
+		uint32_t freed = atomic_load(&ch->freed);
+		while (carved) {
+			unsigned col = (unsigned)__builtin_ctz(carved);
+			uint32_t bit = 1u << col;
+			carved &= carved - 1;
+			size_t off = col * col_len + (size_t)ch->row * c->size;
+			if (freed & bit) {
+				m->quarantine +=
+					_dl_run_resident(run, vec, off, c->size);
+			} else if (handed & bit) {
+				size_t req = ch->req[col];
+				m->live += _dl_run_resident(run, vec, off, req);
+				m->slack += _dl_run_resident(run, vec, off + req,
+							     c->size - req);
+			} else {
+				m->free += _dl_run_resident(run, vec, off, c->size);
+			}
+		}
+	}
+}

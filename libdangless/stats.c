@@ -2,6 +2,44 @@
 /* dangless_stats(): the counters, and what only the backend can count. */
 #include "internal.h"
 
+/*
+ * The footprint split: the kernel's figure for the whole process (Pss, the
+ * backend's canonical pages that no mapping maps, page tables), and the
+ * parts Dangless can name; the program's own is what is left.  Each named
+ * part is measured on its own (memory.c, the backend, meta.c), so a part
+ * that missed memory shows as a program part that grows with the heap
+ * (selftests/dangless/memory.c checks that it does not).  After fork() a
+ * page shared with the other process counts half in Pss but whole in a
+ * part: the program's part may then read low.
+ */
+static void dl_stats_memory(struct dangless_stats *out,
+			    const struct dl_memory_held *held, bool have_held)
+{
+	uint64_t pss = 0, pte = 0, meta = 0;
+	struct dl_mem_split m;
+	if (!_dl_proc_kb("/proc/self/smaps_rollup", "Pss", &pss) ||
+	    !_dl_proc_kb("/proc/self/status", "VmPTE", &pte) ||
+	    !_dl_meta_resident(&meta) || !_dl_memory_split(&m))
+		return; /* no /proc: the fields stay 0 */
+	uint64_t canonical = have_held ? held->canonical : 0;
+	uint64_t page_tables = have_held ? held->page_tables : pte;
+	/* The backend's own page-table pages, if any, are inside Pss. */
+	uint64_t footprint =
+		pss + (have_held ? held->canonical_unmapped : 0) + pte;
+	uint64_t core = m.live + m.slack + m.free + m.warm + m.quarantine;
+	out->footprint_bytes = footprint;
+	out->mem_live_bytes = m.live;
+	out->mem_slack_bytes = m.slack;
+	out->mem_free_bytes = m.free;
+	out->mem_warm_bytes = m.warm;
+	out->mem_quarantine_bytes = m.quarantine;
+	out->mem_stale_bytes = canonical > core ? canonical - core : 0;
+	out->mem_page_table_bytes = page_tables;
+	out->mem_metadata_bytes = meta;
+	uint64_t named = core + out->mem_stale_bytes + page_tables + meta;
+	out->mem_program_bytes = footprint > named ? footprint - named : 0;
+}
+
 DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
 {
@@ -17,10 +55,11 @@ dangless_stats(struct dangless_stats *out)
 				? _dl_be->count_alias_mappings()
 				: -1;
 	out->alias_mappings_live = mappings > 0 ? (uint64_t)mappings : 0;
-	uint64_t canonical = 0, page_tables = 0;
-	if (_dl_be && _dl_be->memory_held &&
-	    !_dl_be->memory_held(&canonical, &page_tables))
-		canonical = page_tables = 0;
+	struct dl_memory_held held = {0};
+	bool have_held = _dl_be && _dl_be->memory_held &&
+			 _dl_be->memory_held(&held);
+	if (!have_held)
+		held = (struct dl_memory_held){0};
 	struct dl_space_info si;
 	_dl_space_info(&si);
 	out->alias_space_limit = si.limit;
@@ -28,8 +67,9 @@ dangless_stats(struct dangless_stats *out)
 	out->alias_space_left = si.limit > si.used ? si.limit - si.used : 0;
 	out->alias_space_retired = si.retired;
 	out->alias_space_pinned = si.pinned;
-	out->canonical_bytes_resident = canonical;
-	out->page_table_bytes = page_tables;
+	out->canonical_bytes_resident = held.canonical;
+	out->page_table_bytes = held.page_tables;
+	dl_stats_memory(out, &held, have_held);
 	out->mappings_per_1000_live =
 		out->live_objects
 			? out->alias_mappings_live * 1000 / out->live_objects

@@ -29,7 +29,7 @@ ST_HDRS     := selftests/harness.h $(ST_DIR)/st-common.h \
 	       include/dangless/dangless.h selftests/selftests.mk
 
 # Suites, in the order `make test` runs them.
-ST_C_SUITES := basics uaf options concurrency reclaim limits descriptors gaps techniques preload cxx testapps fuzz real layout
+ST_C_SUITES := basics uaf options concurrency reclaim memory limits descriptors gaps techniques preload cxx testapps fuzz real layout
 ST_SUITES   := $(addprefix $(ST_OUT)/,$(ST_C_SUITES))
 # Suites that only run in the QEMU rig (run-kvm-in-rig), built like the rest.
 ST_RIG_SUITES := $(ST_OUT)/kvm

@@ -58,7 +58,7 @@ int dangless_dedicate_vmem(void *start, void *end);
 void *dangless_get_canonical(void *p);
 
 /* Bumped whenever a field is added: fields come in this order. */
-#define DANGLESS_STATS_VERSION 5
+#define DANGLESS_STATS_VERSION 6
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -115,7 +115,25 @@ void *dangless_get_canonical(void *p);
 	X(sweep_scanned_bytes, "bytes of roots and live objects sweeps "      \
 	  "scanned")                                                           \
 	X(sweep_threads_stopped, "threads stopped by sweeps (each time)")     \
-	X(sweep_ns, "time in sweeps, nanoseconds (others stopped meanwhile)")
+	X(sweep_ns, "time in sweeps, nanoseconds (others stopped meanwhile)") \
+	X(footprint_bytes, "the process's memory as the kernel counts it: "   \
+	  "Pss plus page tables")                                              \
+	X(mem_live_bytes, "of which: live allocations' requested bytes")      \
+	X(mem_slack_bytes, "of which: the rest of their size classes, "       \
+	  "pages and run columns")                                             \
+	X(mem_free_bytes, "of which: free slots of runs in use, and slots "   \
+	  "cached by threads")                                                 \
+	X(mem_warm_bytes, "of which: empty runs and freed large extents "     \
+	  "kept for reuse")                                                    \
+	X(mem_quarantine_bytes, "of which: freed allocations not yet "        \
+	  "revoked or given back")                                             \
+	X(mem_stale_bytes, "of which: canonical memory the backend holds "    \
+	  "besides (kvm: stale ranges, huge-page tails)")                      \
+	X(mem_page_table_bytes, "of which: page tables (the process's, and "  \
+	  "the kvm backend's for alias space)")                                \
+	X(mem_metadata_bytes, "of which: Dangless's metadata")                \
+	X(mem_program_bytes, "of which: the rest: the program's code, data, " \
+	  "stacks and own mappings")
 
 struct dangless_stats {
 	uint32_t version;

@@ -178,49 +178,28 @@ long host_count_alias_mappings(void)
 
 /* The memfd's pages in memory, each once, from mincore on the canonical
  * view (it reports the file's pages, however they were touched). */
-static bool host_count_canon_pages(uint64_t *pages)
+/*
+ * The memfd's pages, each once (RSS counts a page once per mapping that
+ * maps it; mincore of the memfd's whole mapping at host.canon sees every
+ * page the memfd holds, mapped or not); VmPTE is what the page tables of
+ * all those aliases cost.  A page is reached through its aliases only (the
+ * core never touches host.canon), so one whose aliases are all revoked is
+ * in no page table and not in Pss: those are the memfd's pages less the
+ * process's shared memory in Pss (which counts any other shared memory of
+ * the program too: then this reads low).
+ */
+bool host_memory_held(struct dl_memory_held *m)
 {
 	_dl_lock(&host.canon_lock);
 	uintptr_t end = host.extents.bump;
 	_dl_unlock(&host.canon_lock);
-	unsigned char vec[4096];
-	*pages = 0;
-	for (uintptr_t off = 0; off < end;) {
-		size_t n = (end - off) / DL_PAGE;
-		if (n > sizeof(vec))
-			n = sizeof(vec);
-		if (mincore(host.canon + off, n * DL_PAGE, vec) != 0)
-			return false;
-		for (size_t i = 0; i < n; i++)
-			*pages += vec[i] & 1;
-		off += n * DL_PAGE;
-	}
-	return true;
-}
-
-/*
- * The memfd's pages, each once (RSS counts a page once per mapping that
- * maps it); VmPTE is what the page tables of all those aliases cost.
- */
-bool host_memory_held(uint64_t *canonical, uint64_t *page_tables)
-{
-	uint64_t pages;
-	if (!host_count_canon_pages(&pages))
+	uint64_t mapped;
+	if (!_dl_resident_bytes((uintptr_t)host.canon, end, &m->canonical) ||
+	    !_dl_proc_kb("/proc/self/status", "VmPTE", &m->page_tables) ||
+	    !_dl_proc_kb("/proc/self/smaps_rollup", "Pss_Shmem", &mapped))
 		return false;
-	*canonical = pages * DL_PAGE;
-	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	char buf[4096];
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	const char *pte = strstr(buf, "\nVmPTE:");
-	if (!pte)
-		return false;
-	*page_tables = strtoull(pte + 7, NULL, 10) << 10;
+	m->canonical_unmapped =
+		m->canonical > mapped ? m->canonical - mapped : 0;
 	return true;
 }
 

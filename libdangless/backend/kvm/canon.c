@@ -412,3 +412,12 @@ void kvm_canon_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
 		fn((uintptr_t)canon.base - KVM_GAP, canon.size + 2 * KVM_GAP,
 		   ctx);
 }
+
+/* Pages the host holds for the arena, each once (stats). */
+bool kvm_canon_resident(uint64_t *bytes)
+{
+	_dl_lock(&canon.lock);
+	uintptr_t end = canon.extents.bump;
+	_dl_unlock(&canon.lock);
+	return canon.base && _dl_resident_bytes((uintptr_t)canon.base, end, bytes);
+}

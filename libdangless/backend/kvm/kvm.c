@@ -217,6 +217,20 @@ static void kvm_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
 	kvm_pt_own(fn, ctx);
 }
 
+/* The arena's pages, each once (private memory: each is mapped, in Pss);
+ * the host's page tables for the process (VmPTE) and ours for alias
+ * space, which live in the process's memory. */
+static bool kvm_memory_held(struct dl_memory_held *m)
+{
+	uint64_t ours;
+	if (!kvm_canon_resident(&m->canonical) || !kvm_pt_resident(&ours) ||
+	    !_dl_proc_kb("/proc/self/status", "VmPTE", &m->page_tables))
+		return false;
+	m->canonical_unmapped = 0;
+	m->page_tables += ours;
+	return true;
+}
+
 #define KVM_BACKEND_HOOKS                                                      \
 	.why_refused = kvm_why_refused, .canon_alloc = kvm_canon_alloc,        \
 	.canon_free = kvm_canon_free, .canon_discard = kvm_canon_discard,      \
@@ -227,6 +241,7 @@ static void kvm_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
 	.alias_reuse = kvm_alias_reuse, .own_memory = kvm_own_memory,          \
 	.fork_prepare = kvm_fork_prepare, .fork_parent = kvm_fork_parent,      \
 	.fork_child = kvm_fork_child, .refresh_stats = kvm_refresh_stats,      \
+	.memory_held = kvm_memory_held,                                        \
 	.die_after_report = kvm_die_after_report
 
 const struct dl_backend _dl_backend_kvm = {

@@ -99,6 +99,7 @@ uint64_t kvm_default_pa(uintptr_t va);
 /* The canonical address of a guest-physical one, or 0 if it is not in the
  * arena. */
 uintptr_t kvm_canon_of_pa(uint64_t pa);
+bool kvm_canon_resident(uint64_t *bytes);
 void kvm_canon_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
 		   void *ctx);
 
@@ -116,6 +117,7 @@ int kvm_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 int kvm_alias_release(void *alias, size_t len);
 int kvm_alias_reuse(void *alias, size_t len);
 void kvm_pt_own(void (*fn)(uintptr_t start, size_t len, void *ctx), void *ctx);
+bool kvm_pt_resident(uint64_t *bytes);
 bool kvm_translate(uintptr_t va, uintptr_t *host, size_t *contig);
 
 /* shootdown.c */

@@ -390,3 +390,12 @@ void kvm_pt_own(void (*fn)(uintptr_t start, size_t len, void *ctx), void *ctx)
 		fn((uintptr_t)pt.pool, KVM_PT_POOL_SIZE, ctx);
 	fn((uintptr_t)&pt, sizeof(pt), ctx);
 }
+
+/* The pool's pages in use or kept free (stats). */
+bool kvm_pt_resident(uint64_t *bytes)
+{
+	_dl_lock(&pt.lock);
+	size_t end = pt.bump;
+	_dl_unlock(&pt.lock);
+	return pt.pool && _dl_resident_bytes((uintptr_t)pt.pool, end, bytes);
+}

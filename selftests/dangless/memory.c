@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The footprint split of dangless_stats() (issue 23): the kernel's figure
+ * for the process (Pss + page tables) and the parts Dangless names in it.
+ * The parts are measured, each on its own (residency from the kernel, by
+ * what the memory holds); only the program's own part is what is left.  So
+ * a part that misses memory shows as a program part that grows with the
+ * heap: every test here checks that it does not, and that the named parts
+ * moved by what the test did.  Runs under the backend DANGLESS_OPTIONS
+ * names (make test: host; the QEMU rig: kvm).
+ */
+#include "st-common.h"
+
+#include <sys/mman.h>
+
+#define ST_MIB (1024.0 * 1024.0)
+
+static void st_mem_log(const char *when, const struct dangless_stats *s)
+{
+	TH_LOG("%s: footprint %.1f MiB = live %.1f + slack %.1f + free %.1f + "
+	       "warm %.1f + quarantine %.1f + stale %.1f + page tables %.1f + "
+	       "metadata %.1f + program %.1f",
+	       when, s->footprint_bytes / ST_MIB, s->mem_live_bytes / ST_MIB,
+	       s->mem_slack_bytes / ST_MIB, s->mem_free_bytes / ST_MIB,
+	       s->mem_warm_bytes / ST_MIB, s->mem_quarantine_bytes / ST_MIB,
+	       s->mem_stale_bytes / ST_MIB, s->mem_page_table_bytes / ST_MIB,
+	       s->mem_metadata_bytes / ST_MIB, s->mem_program_bytes / ST_MIB);
+}
+
+static uint64_t st_named(const struct dangless_stats *s)
+{
+	return s->mem_live_bytes + s->mem_slack_bytes + s->mem_free_bytes +
+	       s->mem_warm_bytes + s->mem_quarantine_bytes + s->mem_stale_bytes +
+	       s->mem_page_table_bytes + s->mem_metadata_bytes;
+}
+
+/* The program's part moved by at most 3% of what the footprint moved, and
+ * 1 MiB: the split saw where the heap's memory went. */
+static void st_expect_program_steady(const struct dangless_stats *a,
+				     const struct dangless_stats *b)
+{
+	int64_t dp = (int64_t)b->mem_program_bytes - (int64_t)a->mem_program_bytes;
+	int64_t df = (int64_t)b->footprint_bytes - (int64_t)a->footprint_bytes;
+	int64_t room = (df < 0 ? -df : df) * 3 / 100 + (1 << 20);
+	TH_LOG("program part moved %+.2f MiB while the footprint moved %+.2f MiB",
+	       dp / ST_MIB, df / ST_MIB);
+	EXPECT_LE(dp < 0 ? -dp : dp, room);
+	/* and the named parts never exceed what the kernel counts */
+	EXPECT_LE(st_named(b), b->footprint_bytes);
+}
+
+/* Sizes over the small classes and into large objects, every byte
+ * written: 24 B .. 48 KiB. */
+static size_t st_mem_size(unsigned i)
+{
+	static const size_t sizes[] = {24, 40, 100, 250, 700, 1500, 3000,
+				       5000, 12000, 40000, 49152};
+	return sizes[i % (sizeof(sizes) / sizeof(sizes[0]))];
+}
+
+enum { ST_MEM_N = 20000 };
+
+static char **st_mem_table(void)
+{
+	/* Outside the heap, touched before the first reading. */
+	char **v = mmap(NULL, ST_MEM_N * sizeof(*v), PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	return v == MAP_FAILED ? NULL : v;
+}
+
+TEST(split_names_a_live_heap_it_was_given)
+{
+	char **v = st_mem_table();
+	ASSERT_NOT_NULL(v);
+	struct dangless_stats a = st_stats();
+	ASSERT_GT(a.footprint_bytes, (uint64_t)0);
+	st_mem_log("before", &a);
+	uint64_t asked = 0;
+	for (unsigned i = 0; i < ST_MEM_N; i++) {
+		size_t n = st_mem_size(i);
+		v[i] = malloc(n);
+		ASSERT_NOT_NULL(v[i]);
+		memset(v[i], (int)i, n);
+		asked += n;
+	}
+	struct dangless_stats b = st_stats();
+	st_mem_log("20,000 live", &b);
+	TH_LOG("asked for %.1f MiB", asked / ST_MIB);
+	/* Every requested byte was written, so every one is resident and
+	 * counted as live, none elsewhere. */
+	EXPECT_EQ(asked, b.mem_live_bytes - a.mem_live_bytes);
+	EXPECT_LE(b.mem_slack_bytes - a.mem_slack_bytes, asked / 2);
+	st_expect_program_steady(&a, &b);
+	for (unsigned i = 0; i < ST_MEM_N; i++)
+		free(v[i]);
+}
+
+TEST(freed_memory_leaves_the_live_part)
+{
+	char **v = st_mem_table();
+	ASSERT_NOT_NULL(v);
+	struct dangless_stats a = st_stats();
+	for (unsigned i = 0; i < ST_MEM_N; i++) {
+		v[i] = malloc(st_mem_size(i));
+		ASSERT_NOT_NULL(v[i]);
+		memset(v[i], 1, st_mem_size(i));
+	}
+	struct dangless_stats b = st_stats();
+	uint64_t dropped = 0;
+	for (unsigned i = 0; i < ST_MEM_N; i += 2) {
+		dropped += st_mem_size(i);
+		free(v[i]);
+	}
+	struct dangless_stats c = st_stats();
+	st_mem_log("all live", &b);
+	st_mem_log("every other one freed", &c);
+	EXPECT_EQ(dropped, b.mem_live_bytes - c.mem_live_bytes);
+	/* What was freed is free, warm, in quarantine, or gone. */
+	uint64_t held_b = b.mem_free_bytes + b.mem_warm_bytes +
+			  b.mem_quarantine_bytes + b.mem_stale_bytes;
+	uint64_t held_c = c.mem_free_bytes + c.mem_warm_bytes +
+			  c.mem_quarantine_bytes + c.mem_stale_bytes;
+	EXPECT_GT(held_c, held_b);
+	st_expect_program_steady(&a, &c);
+	for (unsigned i = 1; i < ST_MEM_N; i += 2)
+		free(v[i]);
+}
+
+TEST(the_programs_own_memory_stays_the_programs)
+{
+	/* 64 MiB the program maps itself: its part, not Dangless's. */
+	struct dangless_stats a = st_stats();
+	size_t len = (size_t)64 << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)p);
+	memset(p, 7, len);
+	struct dangless_stats b = st_stats();
+	st_mem_log("with 64 MiB of the program's", &b);
+	int64_t dp = (int64_t)b.mem_program_bytes - (int64_t)a.mem_program_bytes;
+	EXPECT_GE(dp, (int64_t)len - (1 << 20));
+	EXPECT_LE(dp, (int64_t)len + (1 << 20));
+	munmap(p, len);
+}
+
+static void st_print_stats_body(void *arg)
+{
+	(void)arg;
+	char *p = malloc(3000);
+	memset(p, 1, 3000);
+	dangless_print_stats();
+	free(p);
+}
+
+TEST(print_stats_gives_the_footprint_and_the_live_part)
+{
+	struct th_child res;
+	th_run(st_print_stats_body, NULL, ST_CHILD_S, &res);
+	ASSERT_EXITED(0, res);
+	/* the kernel's figure is there (basics checks every name) */
+	EXPECT_CONTAINS("footprint_bytes = ", res.err);
+	EXPECT_EQ(NULL, strstr(res.err, "footprint_bytes = 0 ("));
+	/* and the 3000 bytes live now are in the live part */
+	const char *live = strstr(res.err, "mem_live_bytes = ");
+	ASSERT_NOT_NULL(live);
+	EXPECT_GE(strtoull(live + strlen("mem_live_bytes = "), NULL, 10), 3000ULL);
+	th_child_free(&res);
+}
+
+TEST_HARNESS_MAIN
