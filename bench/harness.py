@@ -733,6 +733,46 @@ def threads_by_count(res, names):
     return thr
 
 
+SPLIT_PARTS = ("live", "slack", "free", "warm", "quarantine", "stale", "page_tables", "metadata", "program")
+
+
+def split_table(res, table_wls, names):
+    """Issue 23: where each Dangless run's footprint goes, by its own split
+    (dangless_stats(), the footprint_split line the workloads print with
+    their live set in place), against glibc's footprint at the same point;
+    the 1.25x target marked, and for a miss the part most over."""
+    L = ["## Where Dangless's footprint goes (its own split, live set in place)\n",
+         "Medians over runs, MiB; `x glibc` is Dangless's footprint over glibc's (Pss + page tables, "
+         "the same reading), target 1.25x. The last column names the largest part besides live bytes and "
+         "the program's own, with its share of the footprint.\n",
+         "| workload | allocator | footprint | x glibc | target 1.25x | " +
+         " | ".join(p.replace("_", " ") for p in SPLIT_PARTS) + " | largest part beyond live |",
+         "|---|---|---|---|---|" + "---|" * len(SPLIT_PARTS) + "---|"]
+    rows = 0
+    for w in table_wls:
+        gfoot = med([int(v) for x in ok_runs(res, w["name"], "glibc")
+                     for v in re.findall(r"^footprint_kb (\d+)", x.get("stdout", ""), re.M)])
+        for n in names:
+            if not n.startswith("dangless"):
+                continue
+            lines = parse_line(res, w["name"], n, "footprint_split")
+            if not lines:
+                continue
+            part = {k: med([x.get(k + "_kb", 0) for x in lines]) for k in ("footprint",) + SPLIT_PARTS}
+            ratio = part["footprint"] / gfoot if gfoot else None
+            worst = max((k for k in SPLIT_PARTS if k not in ("live", "program")), key=lambda k: part[k])
+            L.append("| %s | %s | %.1f | %s | %s | %s | %s (%.0f%%) |" % (
+                w["name"], n, part["footprint"] / 1024, fmt_ratio(ratio) if ratio else "-",
+                "-" if ratio is None else ("met" if ratio <= 1.25 else "missed"),
+                " | ".join("%.1f" % (part[k] / 1024) for k in SPLIT_PARTS), worst.replace("_", " "),
+                100.0 * part[worst] / part["footprint"] if part["footprint"] else 0))
+            rows += 1
+    if not rows:
+        return []
+    L.append("")
+    return L
+
+
 def issue12_targets(res, cells, byname, dl, table_wls, fl, thr, ratio, verdict):
     """issue 12's targets: churn with scattered frees and large objects against
     their floors per operation, 8 threads against 1, footprint against glibc"""
@@ -1311,6 +1351,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             row.append("1" if n == "glibc" else "%s (%d/%d ok)" % (fmt_ratio(gm), len(ok), len(rows_wls)) if gm else "-")
         L.append("| **geomean** | %s |" % " | ".join("**%s**" % x for x in row))
         L.append("")
+    L.extend(split_table(res, table_wls, names))
     L.append("`disturbed`: vm.max_map_count was lowered by someone else on the machine while it ran "
              "(tried 3 times); such runs are left out of the medians and the targets.\n")
     L.append("`n/s`: not sampled (the run ended before the first /proc sample). "

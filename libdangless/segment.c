@@ -35,10 +35,19 @@ static struct dl_pool *dl_segment_pool(uint8_t kind)
 
 /*
  * Retired segments keep their metadata for a while so that a late
- * dangling access is still reported with the allocation's size; the
- * oldest are dropped to dead markers.
+ * dangling access is still reported with the allocation's size and
+ * stacks; the oldest are dropped to dead markers (the report then names
+ * the class only).  A small segment's metadata is ~2 KiB, so the number
+ * kept scales with the live heap: at most 1/32 of the live bytes, between
+ * DL_DEAD_KEEP_MIN segments (128 MiB of recent alias space) and
+ * DL_DEAD_KEEP_MAX (2 GiB); a fixed 1024 held 2.2 MiB in programs whose
+ * whole heap was smaller (issue 23).
  */
-#define DL_DEAD_KEEP 1024
+#define DL_DEAD_KEEP_MIN 64
+#define DL_DEAD_KEEP_MAX 1024
+/* The most dropped by one retirement: a shrinking heap sheds the surplus
+ * over the next few, none pays for all. */
+#define DL_DEAD_DROP 4
 static struct {
 	dl_lock_t lock;
 	struct dl_segment *head, *tail;
@@ -322,6 +331,16 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 	return seg;
 }
 
+static unsigned dl_dead_keep(void)
+{
+	size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
+					   memory_order_relaxed);
+	size_t n = live / 32 / dl_small_segment_pool.block;
+	return n < DL_DEAD_KEEP_MIN   ? DL_DEAD_KEEP_MIN
+	       : n > DL_DEAD_KEEP_MAX ? DL_DEAD_KEEP_MAX
+				      : (unsigned)n;
+}
+
 void _dl_segment_retire(struct dl_segment *seg)
 {
 	/* I3: nothing in it is live or cached any more. */
@@ -329,7 +348,8 @@ void _dl_segment_retire(struct dl_segment *seg)
 	dl_live_remove(seg);
 	/* Whatever is still mapped goes; dead ranges keep faulting. */
 	_dl_be->alias_release((void *)seg->base, seg->len);
-	struct dl_segment *drop = NULL;
+	struct dl_segment *drop[DL_DEAD_DROP];
+	unsigned ndrop = 0, keep = dl_dead_keep();
 	seg->swept = DL_SWEPT_NOT;
 	_dl_lock(&dl_dead.lock);
 	dl_retired_add((struct dl_retired){.base = seg->base, .len = seg->len});
@@ -339,17 +359,16 @@ void _dl_segment_retire(struct dl_segment *seg)
 	else
 		dl_dead.head = seg;
 	dl_dead.tail = seg;
-	if (++dl_dead.n > DL_DEAD_KEEP) {
-		drop = dl_dead.head;
-		dl_dead.head = drop->next_dead;
-		dl_dead.n--;
+	for (dl_dead.n++; dl_dead.n > keep && ndrop < DL_DEAD_DROP; dl_dead.n--) {
+		drop[ndrop++] = dl_dead.head;
+		dl_dead.head = dl_dead.head->next_dead;
 	}
 	_dl_unlock(&dl_dead.lock);
-	if (drop) {
-		uint8_t cls = drop->kind == DL_SEG_SMALL ? drop->cls
-							 : DL_DEAD_LARGE;
-		dl_segmap_set(drop->base, drop->len, DL_DEAD_MARK(cls));
-		_dl_pool_free(dl_segment_pool(drop->kind), drop);
+	for (unsigned i = 0; i < ndrop; i++) {
+		struct dl_segment *d = drop[i];
+		uint8_t cls = d->kind == DL_SEG_SMALL ? d->cls : DL_DEAD_LARGE;
+		dl_segmap_set(d->base, d->len, DL_DEAD_MARK(cls));
+		_dl_pool_free(dl_segment_pool(d->kind), d);
 	}
 }
 

@@ -4,6 +4,7 @@
 #define BENCH_COMMON_H
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
@@ -13,6 +14,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <dangless/dangless.h>
 
 static inline double now_ns(void)
 {
@@ -131,6 +134,32 @@ static inline long memfd_kb(void)
 	return kb;
 }
 
+/* Under Dangless (found with dlsym, so the same binary runs under every
+ * allocator): its own split of the footprint at the same point, one line
+ * "footprint_split footprint_kb N live_kb N slack_kb N ... program_kb N". */
+static inline void footprint_split_report(void)
+{
+	typedef int (*stats_fn)(struct dangless_stats *);
+	stats_fn get = (stats_fn)dlsym(RTLD_DEFAULT, "dangless_stats");
+	struct dangless_stats s = {.version = DANGLESS_STATS_VERSION};
+	if (!get || get(&s) != 0 || s.version != DANGLESS_STATS_VERSION ||
+	    !s.footprint_bytes)
+		return;
+	printf("footprint_split footprint_kb %llu live_kb %llu slack_kb %llu "
+	       "free_kb %llu warm_kb %llu quarantine_kb %llu stale_kb %llu "
+	       "page_tables_kb %llu metadata_kb %llu program_kb %llu\n",
+	       (unsigned long long)s.footprint_bytes >> 10,
+	       (unsigned long long)s.mem_live_bytes >> 10,
+	       (unsigned long long)s.mem_slack_bytes >> 10,
+	       (unsigned long long)s.mem_free_bytes >> 10,
+	       (unsigned long long)s.mem_warm_bytes >> 10,
+	       (unsigned long long)s.mem_quarantine_bytes >> 10,
+	       (unsigned long long)s.mem_stale_bytes >> 10,
+	       (unsigned long long)s.mem_page_table_bytes >> 10,
+	       (unsigned long long)s.mem_metadata_bytes >> 10,
+	       (unsigned long long)s.mem_program_bytes >> 10);
+}
+
 /* The memory the process holds, read by the process itself at the point
  * where its live set is in place (the same point under every allocator):
  * Pss (a memfd page that several aliases map counts once; RSS would count it
@@ -149,6 +178,7 @@ static inline void footprint_report(void)
 		unmapped = 0;
 	printf("footprint_kb %ld pss_kb %ld memfd_unmapped_kb %ld pte_kb %ld\n",
 	       pss + unmapped + pte, pss, unmapped, pte);
+	footprint_split_report();
 	fflush(stdout);
 	work_t0 += now_ns() - t0;
 }
