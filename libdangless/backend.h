@@ -70,8 +70,11 @@ struct dl_backend {
 	/*
 	 * Canonical memory: `len` bytes, page-aligned, zero-filled, readable
 	 * and writable at the returned address.  NULL when exhausted.
+	 * filled: the caller will use all of it soon (a large object); else
+	 * its pages are used piecemeal (a group of runs), and memory backed
+	 * by huge pages would hold 2 MiB for each page used.
 	 */
-	void *(*canon_alloc)(size_t len);
+	void *(*canon_alloc)(size_t len, bool filled);
 	/*
 	 * Gives [canon, canon+len) back; it may be handed out again later.
 	 * The range may be any page-aligned part of an extent canon_alloc

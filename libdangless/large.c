@@ -158,7 +158,7 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 	void *canon = (void *)dl_warm_take(len);
 	bool warm = canon != NULL;
 	if (!warm) {
-		canon = _dl_be->canon_alloc(len);
+		canon = _dl_be->canon_alloc(len, true);
 		if (!canon) {
 			*fail = (struct dl_failure){12, NULL}; /* ENOMEM */
 			return NULL;

@@ -62,7 +62,8 @@ static struct dl_run *dl_run_new(unsigned cls)
 		if (!g)
 			return NULL;
 		/* Only the address range: pages are made as runs are used. */
-		void *canon = _dl_be->canon_alloc(DL_GROUP_RUNS * run_len);
+		void *canon = _dl_be->canon_alloc(DL_GROUP_RUNS * run_len,
+						   false);
 		if (!canon) {
 			_dl_pool_free(&dl_group_pool, g);
 			return NULL;

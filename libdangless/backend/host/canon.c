@@ -53,8 +53,9 @@ static bool host_take_recent(size_t len, uintptr_t *off)
 	return false;
 }
 
-void *host_canon_alloc(size_t len)
+void *host_canon_alloc(size_t len, bool filled)
 {
+	(void)filled;
 	uintptr_t off;
 	_dl_lock(&host.canon_lock);
 	bool ok = host_take_recent(len, &off) ||

@@ -103,7 +103,9 @@ void *host_canon_dup(size_t off, size_t len);
  * ones, in address order.  Runs under the fork locks (canon_lock held). */
 void host_canon_for_each_live(void (*fn)(uintptr_t off, size_t len, void *ctx),
 			      void *ctx);
-void *host_canon_alloc(size_t len);
+/* filled is of no use here: memfd pages are 4 KiB (shmem huge pages are
+ * off by default and never asked for). */
+void *host_canon_alloc(size_t len, bool filled);
 void host_canon_free(void *canon, size_t len);
 void host_canon_discard(void *canon, size_t len);
 

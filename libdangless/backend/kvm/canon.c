@@ -68,6 +68,8 @@ static struct {
 	atomic_bool busy; /* a batch is being given back */
 } stale;
 
+#define KVM_HUGE ((size_t)2 << 20)
+
 /* Guest-physical addresses stay below 2^52 on x86-64. */
 #define KVM_PA_BITS 52
 
@@ -100,10 +102,10 @@ int kvm_canon_init(void)
 	/* The gaps stay ours and inaccessible (kvm.h, KVM_GAP). */
 	mprotect(base - KVM_GAP, KVM_GAP, PROT_NONE);
 	mprotect(base + size, KVM_GAP, PROT_NONE);
-	/* 2 MiB host pages where the host has transparent huge pages: the
-	 * guest maps the arena with 2 MiB pages too.  (Not MAP_HUGETLB: a
-	 * reserved pool that runs dry would SIGBUS the program.) */
-	madvise(base, size, MADV_HUGEPAGE);
+	/* No transparent huge pages but where kvm_canon_alloc asks for them
+	 * (a host whose THP setting is "always" would otherwise back runs'
+	 * sparse pages with 2 MiB each). */
+	madvise(base, size, MADV_NOHUGEPAGE);
 	canon.pa_chunks = (size_t)1 << (KVM_PA_BITS - KVM_GIB_SHIFT);
 	canon.chunk_pa = _dl_meta_pages((size >> KVM_GIB_SHIFT) *
 					sizeof(*canon.chunk_pa));
@@ -179,13 +181,35 @@ uintptr_t kvm_canon_of_pa(uint64_t pa)
 	       (pa & (KVM_GIB - 1));
 }
 
-void *kvm_canon_alloc(size_t len)
+/*
+ * 2 MiB host pages (where the host has transparent huge pages) save nested
+ * page walks: KVM maps guest-physical memory at the host page's size.  But
+ * a huge page is all resident once touched, and runs use their group's
+ * pages one by one: a class's first object held 2 MiB (the kvm backend held
+ * 6-9x glibc's footprint, issue 23).  So only extents the core will fill
+ * (large objects) get huge pages, the whole 2 MiB pages inside them; the
+ * advice is set both ways because an extent may reuse the other kind's
+ * range.  (Not MAP_HUGETLB: a reserved pool that runs dry would SIGBUS
+ * the program.)
+ */
+static void kvm_canon_advise(char *c, size_t len, bool filled)
+{
+	uintptr_t a = DL_ALIGN_UP((uintptr_t)c, KVM_HUGE);
+	uintptr_t b = DL_ALIGN_DOWN((uintptr_t)c + len, KVM_HUGE);
+	if (a < b)
+		madvise((void *)a, b - a, filled ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+}
+
+void *kvm_canon_alloc(size_t len, bool filled)
 {
 	_dl_lock(&canon.lock);
 	uintptr_t off;
 	bool ok = _dl_extents_take(&canon.extents, len, &off);
 	_dl_unlock(&canon.lock);
-	return ok ? canon.base + off : NULL;
+	if (!ok)
+		return NULL;
+	kvm_canon_advise(canon.base + off, len, filled);
+	return canon.base + off;
 }
 
 /* ---- stale ranges ---- */

@@ -82,7 +82,7 @@ int kvm_canon_init(void);
 void kvm_canon_fini(void);
 void kvm_canon_lock(void);
 void kvm_canon_unlock(bool reset);
-void *kvm_canon_alloc(size_t len);
+void *kvm_canon_alloc(size_t len, bool filled);
 void kvm_canon_free(void *canon, size_t len);
 void kvm_canon_discard(void *canon, size_t len);
 /* Before alias_map: what of [canon, canon+len) was freed or discarded is
