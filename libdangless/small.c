@@ -363,62 +363,85 @@ void _dl_small_thread_exit(void)
 	_dl_pool_free(&dl_cache_pool, tc);
 }
 
-/* Handed out and not freed: what the program can still read.  Called with
- * the class lock held (a sweep holds them all). */
-void _dl_small_for_each_live(struct dl_segment *seg,
-			     void (*fn)(uintptr_t canon, size_t len))
+/*
+ * Calls fn for each slot of seg's chunks still alive whose bit pick(chunk)
+ * sets: its chunk, column and offset in the run.  The class lock is held
+ * (a sweep or a memory split holds them all), so no chunk dies meanwhile,
+ * though free() may still flip its bits.
+ */
+typedef void dl_slot_fn(struct dl_chunk *ch, unsigned col, size_t off,
+			void *ctx);
+static void dl_for_each_slot(struct dl_segment *seg,
+			     uint32_t (*pick)(struct dl_chunk *ch),
+			     dl_slot_fn *fn, void *ctx)
 {
 	const struct dl_class *c = &_dl_classes[seg->cls];
 	size_t col_len = (size_t)c->col_pages * DL_PAGE;
 	for (unsigned k = 0; k < seg->used; k++) {
 		struct dl_chunk *ch = &seg->chunks[k];
-		struct dl_run *run = ch->run;
-		if (!run)
+		if (!ch->run)
 			continue;
-		uint32_t live = atomic_load(&ch->handed) &
-				~atomic_load(&ch->freed);
-		while (live) {
-			unsigned col = (unsigned)__builtin_ctz(live);
-			live &= live - 1;
-			fn(run->canon + col * col_len +
-				   (uintptr_t)ch->row * c->size,
-			   c->size);
+		for (uint32_t bits = pick(ch); bits; bits &= bits - 1) {
+			unsigned col = (unsigned)__builtin_ctz(bits);
+			fn(ch, col, col * col_len + (size_t)ch->row * c->size,
+			   ctx);
 		}
 	}
 }
 
-/* Carved slots by state (memory.c); the class locks are held, so no chunk
- * dies meanwhile, though its bits may move on. */
+/* Handed out and not freed: what the program can still read. */
+static uint32_t dl_pick_live(struct dl_chunk *ch)
+{
+	return atomic_load(&ch->handed) & ~atomic_load(&ch->freed);
+}
+
+static void dl_live_slot(struct dl_chunk *ch, unsigned col, size_t off,
+			 void *ctx)
+{
+	(void)col;
+	void (*fn)(uintptr_t, size_t) = *(void (**)(uintptr_t, size_t))ctx;
+	fn(ch->run->canon + off, _dl_classes[ch->run->cls].size);
+}
+
+void _dl_small_for_each_live(struct dl_segment *seg,
+			     void (*fn)(uintptr_t canon, size_t len))
+{
+	dl_for_each_slot(seg, dl_pick_live, dl_live_slot, &fn);
+}
+
+/* Carved and not yet back in the run: live, cached or freed (memory.c). */
+static uint32_t dl_pick_carved(struct dl_chunk *ch)
+{
+	return atomic_load(&ch->carved) & ~atomic_load(&ch->returned);
+}
+
+struct dl_account_ctx {
+	struct dl_mem_split *m;
+	const unsigned char *vec;
+};
+
+static void dl_account_slot(struct dl_chunk *ch, unsigned col, size_t off,
+			    void *ctx)
+{
+	struct dl_account_ctx *a = ctx;
+	struct dl_run *run = ch->run;
+	size_t size = _dl_classes[run->cls].size;
+	uint32_t bit = 1u << col;
+	if (atomic_load(&ch->freed) & bit) {
+		a->m->quarantine += _dl_run_resident(run, a->vec, off, size);
+	} else if (atomic_load(&ch->handed) & bit) {
+		size_t req = ch->req[col];
+		a->m->live += _dl_run_resident(run, a->vec, off, req);
+		a->m->slack += _dl_run_resident(run, a->vec, off + req,
+						size - req);
+	} else {
+		a->m->free += _dl_run_resident(run, a->vec, off, size);
+	}
+}
+
 void _dl_small_account(struct dl_segment *seg, struct dl_mem_split *m,
 		       const unsigned char *vec)
 {
-	const struct dl_class *c = &_dl_classes[seg->cls];
-	size_t col_len = (size_t)c->col_pages * DL_PAGE;
-	for (unsigned k = 0; k < seg->used; k++) {
-		struct dl_chunk *ch = &seg->chunks[k];
-		struct dl_run *run = ch->run;
-		if (!run)
-			continue;
-		uint32_t carved = atomic_load(&ch->carved) &
-				  ~atomic_load(&ch->returned);
-		uint32_t handed = atomic_load(&ch->handed);
-		uint32_t freed = atomic_load(&ch->freed);
-		while (carved) {
-			unsigned col = (unsigned)__builtin_ctz(carved);
-			uint32_t bit = 1u << col;
-			carved &= carved - 1;
-			size_t off = col * col_len + (size_t)ch->row * c->size;
-			if (freed & bit) {
-				m->quarantine +=
-					_dl_run_resident(run, vec, off, c->size);
-			} else if (handed & bit) {
-				size_t req = ch->req[col];
-				m->live += _dl_run_resident(run, vec, off, req);
-				m->slack += _dl_run_resident(run, vec, off + req,
-							     c->size - req);
-			} else {
-				m->free += _dl_run_resident(run, vec, off, c->size);
-			}
-		}
-	}
+	struct dl_account_ctx a = {m, vec};
+	dl_for_each_slot(seg, dl_pick_carved, dl_account_slot, &a);
 }
