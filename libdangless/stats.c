@@ -21,11 +21,11 @@ static void dl_stats_memory(struct dangless_stats *out,
 	    !_dl_proc_kb("/proc/self/status", "VmPTE", &pte) ||
 	    !_dl_meta_resident(&meta) || !_dl_memory_split(&m))
 		return; /* no /proc: the fields stay 0 */
-	uint64_t canonical = have_held ? held->canonical : 0;
+	/* held is all zero when the backend could not tell. */
+	uint64_t canonical = held->canonical;
 	uint64_t page_tables = have_held ? held->page_tables : pte;
 	/* The backend's own page-table pages, if any, are inside Pss. */
-	uint64_t footprint =
-		pss + (have_held ? held->canonical_unmapped : 0) + pte;
+	uint64_t footprint = pss + held->canonical_unmapped + pte;
 	uint64_t core = m.live + m.slack + m.free + m.warm + m.quarantine;
 	out->footprint_bytes = footprint;
 	out->mem_live_bytes = m.live;
