@@ -37,13 +37,16 @@ static struct dl_pool *dl_segment_pool(uint8_t kind)
  * Retired segments keep their metadata for a while so that a late
  * dangling access is still reported with the allocation's size and
  * stacks; the oldest are dropped to dead markers (the report then names
- * the class only).  A small segment's metadata is ~2 KiB, so the number
- * kept scales with the live heap: at most 1/32 of the live bytes, between
- * DL_DEAD_KEEP_MIN segments (128 MiB of recent alias space) and
- * DL_DEAD_KEEP_MAX (2 GiB); a fixed 1024 held 2.2 MiB in programs whose
- * whole heap was smaller (issue 23).
+ * the class only).  A small segment's metadata is ~2 KiB.  The number kept
+ * is 1/32 of the live bytes' worth, between DL_DEAD_KEEP_MIN and
+ * DL_DEAD_KEEP_MAX segments.  The floor is the history every program gets
+ * whatever its heap: the last 1 GiB of alias space, ~250,000 small
+ * allocations, for ~1.1 MiB.  64 (128 MiB, ~30,000 allocations) lost the
+ * details of a dangling read after a 100,000-allocation churn, which the
+ * descriptors suite does; a fixed 1024 (2.2 MiB) was more than a small
+ * program's whole heap (issue 23).
  */
-#define DL_DEAD_KEEP_MIN 64
+#define DL_DEAD_KEEP_MIN 512
 #define DL_DEAD_KEEP_MAX 1024
 /* The most dropped by one retirement: a shrinking heap sheds the surplus
  * over the next few, none pays for all. */
