@@ -43,7 +43,8 @@ ST_APP_BINS := $(addprefix $(ST_APPS)/,$(ST_C_APPS)) $(ST_APPS)/cpp-ofstream
 # `make test-python` runs the longer one): selftests/real/python-testsuite.
 ST_PYTHON_SUITE := $(CURDIR)/selftests/real/python-testsuite
 TEST_SUITES += $(ST_SUITES) $(CURDIR)/selftests/structure/run \
-	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig $(CURDIR)/$(ST_DIR)/run-real-in-rig \
+	       $(CURDIR)/$(ST_DIR)/run-kvm-in-rig $(CURDIR)/$(ST_DIR)/run-la57-in-rig \
+	       $(CURDIR)/$(ST_DIR)/run-real-in-rig \
 	       $(CURDIR)/$(ST_DIR)/run-intel-smoke $(ST_PYTHON_SUITE)
 TEST_DEPS   += $(ST_SUITES) $(ST_RIG_SUITES) $(ST_PROGS) $(ST_APP_BINS)
 # The allocator's own suites once more with its invariants asserted.
