@@ -271,7 +271,7 @@ static int walk_level(ptent_t *t, int level, uint64_t base, uint64_t start,
 					(63 - shift - 8));
 			hi = lo + span;
 		}
-		if (hi <= start || lo >= end)
+		if ((hi <= start && hi) || lo >= end) /* hi 0: the very top */
 			continue;
 		ptent_t e = t[i];
 		if (!(e & PTE_P))
