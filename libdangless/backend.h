@@ -25,7 +25,7 @@
  *
  * Required hooks: init, canon_alloc, canon_free, canon_discard,
  * alias_reserve, alias_map, alias_revoke, alias_release.  The others
- * (alias_dedicate, alias_revoke_many, alias_reuse, own_memory, the fork
+ * (addr_bits, alias_dedicate, alias_revoke_many, alias_reuse, own_memory, the fork
  * hooks,
  * count_alias_mappings, refresh_stats, memory_held, explain_enomem,
  * revoke_splits, check, why_refused, die_after_report) may be NULL, and
@@ -66,6 +66,14 @@ struct dl_backend {
 	int (*init)(void);
 	/* Optional.  After init failed: why, in a few words. */
 	const char *(*why_refused)(void);
+	/*
+	 * Optional.  Asked once, after init: the bits of a half of the
+	 * address space that alias space lies in, from DL_ADDR_BITS (47,
+	 * 4-level paging; the default without the hook) to DL_ADDR_BITS_MAX
+	 * (56, 5-level paging).  The core's map of alias space and its
+	 * canonical-address checks cover that much.
+	 */
+	unsigned (*addr_bits)(void);
 
 	/*
 	 * Canonical memory: `len` bytes, page-aligned, zero-filled, readable

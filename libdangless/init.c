@@ -158,12 +158,22 @@ static int dl_start(void)
 	_dl_classes_init();
 	pthread_key_create(&dl_thread_key, dl_thread_exit);
 	int err = _dl_segmap_init();
-	/* All there is: one half of the address space, which is what both
-	 * backends carve alias space from. */
-	_dl_space_init(_dl_opt.alias_space ? _dl_opt.alias_space
-					   : (uint64_t)1 << DL_ADDR_BITS);
 	if (!err)
 		err = dl_start_backend();
+	if (!err) {
+		/* Before the first segment: the map's canonical check.  The
+		 * core trusts no more than DL_ADDR_BITS_MAX. */
+		unsigned bits = _dl_be->addr_bits ? _dl_be->addr_bits()
+						  : DL_ADDR_BITS;
+		_dl_addr_bits = bits < DL_ADDR_BITS	   ? DL_ADDR_BITS
+				: bits > DL_ADDR_BITS_MAX ? DL_ADDR_BITS_MAX
+							  : bits;
+		/* All there is: one half of the address space, which is what
+		 * every backend carves alias space from. */
+		_dl_space_init(_dl_opt.alias_space
+				       ? _dl_opt.alias_space
+				       : (uint64_t)1 << _dl_addr_bits);
+	}
 	/* after the start: a refused backend may have given way */
 	if (_dl_opt.verbosity)
 		_dl_options_print();

@@ -232,33 +232,53 @@ enum dl_fault_kind {
 
 /* ---- segment.c: alias space and its map ---- */
 /*
- * _dl_segmap[_dl_segmap_index(addr)]: 0 = not alias space we ever used;
- * a struct dl_segment pointer; or a dead marker (low bit set) that keeps
- * the class of a segment whose metadata is gone (DL_DEAD_LARGE for large).
- * It covers both halves of the canonical address space: a backend's alias
- * space may be the upper half (the kvm backend's, where no host mapping
- * reaches), and the index folds bit 47 in.
+ * _dl_segmap_get(addr): 0 = not alias space we ever used; a struct
+ * dl_segment pointer; or a dead marker (low bit set) that keeps the class
+ * of a segment whose metadata is gone (DL_DEAD_LARGE for large).
+ *
+ * The map has two levels, so that it costs what alias space is used
+ * whatever the address width: a flat array for 57-bit addresses would be
+ * 2^37 words.  The top table holds one leaf pointer per 512 GiB of a
+ * 58-bit space (bits 39-57: both halves of a 57-bit address space, and of
+ * a 48-bit one, which sign extension puts at the top's two ends); a leaf
+ * holds one word per DL_SEG_SIZE segment of its 512 GiB.  A leaf is made
+ * when a segment is first entered there (_dl_segment_new) and never given
+ * back, so readers (free, realloc, the fault handler: I4) take two loads
+ * and no lock.  _dl_addr_bits says how wide the halves are: the backend's
+ * (backend.h, addr_bits), set once at start-up before the first segment.
  */
-extern _Atomic uintptr_t *_dl_segmap;
+extern _Atomic(_Atomic uintptr_t *) *_dl_segmap;
+extern unsigned _dl_addr_bits;
 #define DL_DEAD_MARK(cls) (((uintptr_t)(cls) << 1) | 1)
 #define DL_DEAD_LARGE 0xff
-#define DL_SEGMAP_ENTRIES ((size_t)1 << (DL_ADDR_BITS + 1 - DL_SEG_SHIFT))
+#define DL_SEGMAP_LEAF_SHIFT 39
+#define DL_SEGMAP_LEAF_ENTRIES                                                  \
+	((size_t)1 << (DL_SEGMAP_LEAF_SHIFT - DL_SEG_SHIFT))
+#define DL_SEGMAP_TOP_ENTRIES                                                   \
+	((size_t)1 << (DL_ADDR_BITS_MAX + 2 - DL_SEGMAP_LEAF_SHIFT))
 static inline bool _dl_addr_canonical(uintptr_t addr)
 {
-	/* bits 47-63 all clear or all set */
-	uintptr_t top = addr >> DL_ADDR_BITS;
-	return top == 0 || top == (UINTPTR_MAX >> DL_ADDR_BITS);
+	/* bits _dl_addr_bits to 63 all clear or all set */
+	uintptr_t top = addr >> _dl_addr_bits;
+	return top == 0 || top == (UINTPTR_MAX >> _dl_addr_bits);
 }
-static inline size_t _dl_segmap_index(uintptr_t addr)
+/* The word of addr's segment, or NULL when its leaf was never made. */
+static inline _Atomic uintptr_t *_dl_segmap_slot(uintptr_t addr)
 {
-	return (addr >> DL_SEG_SHIFT) & (DL_SEGMAP_ENTRIES - 1);
+	_Atomic uintptr_t *leaf = atomic_load_explicit(
+		&_dl_segmap[(addr >> DL_SEGMAP_LEAF_SHIFT) &
+			    (DL_SEGMAP_TOP_ENTRIES - 1)],
+		memory_order_acquire);
+	if (!leaf)
+		return NULL;
+	return &leaf[(addr >> DL_SEG_SHIFT) & (DL_SEGMAP_LEAF_ENTRIES - 1)];
 }
 static inline uintptr_t _dl_segmap_get(uintptr_t addr)
 {
 	if (!_dl_addr_canonical(addr) || !_dl_segmap)
 		return 0;
-	return atomic_load_explicit(&_dl_segmap[_dl_segmap_index(addr)],
-				    memory_order_acquire);
+	_Atomic uintptr_t *slot = _dl_segmap_slot(addr);
+	return slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
 }
 int _dl_segmap_init(void);
 /* A new segment, or NULL with *fail saying what ran out. */

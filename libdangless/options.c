@@ -252,8 +252,9 @@ static const struct dl_option_row {
 	 DL_STRICTER, dl_weaker_halt},
 	{"alias_space", dl_set_alias_space, "0",
 	 "SIZE (K, M, G or T suffix, at least 4M): the most alias address "
-	 "space to use at once; 0: all the backend has (128 TiB). Sweeps for "
-	 "reusable space start at three quarters of it; reaching it stops "
+	 "space to use at once; 0: all the backend has (128 TiB; 64 PiB "
+	 "under kvm with 5-level paging). Sweeps for reusable space start "
+	 "at three quarters of it; reaching it stops "
 	 "the program or, with fallback=1, goes on unprotected. Ignored under "
 	 "secure execution (it could only make a privileged program stop "
 	 "early)",

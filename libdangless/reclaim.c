@@ -96,8 +96,11 @@ static void dl_read_remote(uintptr_t start, uintptr_t end);
 
 static inline void dl_pin(uintptr_t v, uintptr_t at)
 {
-	uintptr_t e = atomic_load_explicit(&_dl_segmap[_dl_segmap_index(v)],
-					   memory_order_relaxed);
+	/* v lies between two retired ranges' ends: canonical, but its leaf
+	 * may never have been made */
+	_Atomic uintptr_t *slot = _dl_segmap_slot(v);
+	uintptr_t e = slot ? atomic_load_explicit(slot, memory_order_relaxed)
+			   : 0;
 	if (DL_SEGMAP_IS_CAND(e)) {
 		struct dl_retired *r = &dl_hot->cand[e >> 2];
 		if (!r->pinned) {

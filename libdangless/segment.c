@@ -2,17 +2,18 @@
 /*
  * Alias segments and the map from an alias address to its metadata.
  *
- * The map is one flat array over the 48-bit canonical address space (both
- * halves: see _dl_segmap_index), one word per DL_SEG_SIZE segment,
- * reserved without backing: only the parts that cover alias space we used
- * ever get pages.  Lookups are a load, without
- * locks, from free(), realloc() and the fault handler.
+ * The map (internal.h) has a top table of leaf pointers and leaves of one
+ * word per DL_SEG_SIZE segment, both metadata pages reserved without
+ * backing: only the parts that cover alias space we used ever get pages.
+ * Lookups are two loads, without locks, from free(), realloc() and the
+ * fault handler.
  */
 #include <string.h>
 
 #include "internal.h"
 
-_Atomic uintptr_t *_dl_segmap;
+_Atomic(_Atomic uintptr_t *) *_dl_segmap;
+unsigned _dl_addr_bits = DL_ADDR_BITS;
 
 /*
  * A small segment's metadata ends with its chunks, a large one's with its
@@ -86,8 +87,39 @@ atomic_bool _dl_reclaim_wanted;
 
 int _dl_segmap_init(void)
 {
-	_dl_segmap = _dl_meta_pages(DL_SEGMAP_ENTRIES * sizeof(uintptr_t));
+	/* 4 MiB reserved, of which a 48-bit backend touches two pages */
+	_dl_segmap = _dl_meta_pages(DL_SEGMAP_TOP_ENTRIES * sizeof(*_dl_segmap));
 	return _dl_segmap ? 0 : -12;
+}
+
+/*
+ * Makes the leaves that [base, base+len) needs, before its words are set:
+ * false when metadata memory ran out.  Two threads may race for a leaf;
+ * the loser gives its copy back.  Leaves are never freed (I4).
+ */
+static bool dl_segmap_reserve(uintptr_t base, size_t len)
+{
+	const size_t leaf_span = (size_t)1 << DL_SEGMAP_LEAF_SHIFT;
+	const size_t leaf_bytes = DL_SEGMAP_LEAF_ENTRIES * sizeof(uintptr_t);
+	for (uintptr_t a = DL_ALIGN_DOWN(base, leaf_span); a < base + len;
+	     a += leaf_span) {
+		_Atomic(_Atomic uintptr_t *) *top =
+			&_dl_segmap[(a >> DL_SEGMAP_LEAF_SHIFT) &
+				    (DL_SEGMAP_TOP_ENTRIES - 1)];
+		if (atomic_load_explicit(top, memory_order_acquire))
+			continue;
+		_Atomic uintptr_t *leaf = _dl_meta_pages(leaf_bytes);
+		if (!leaf)
+			return false;
+		_Atomic uintptr_t *none = NULL;
+		if (!atomic_compare_exchange_strong_explicit(
+			    top, &none, leaf, memory_order_release,
+			    memory_order_acquire))
+			_dl_meta_unpages(leaf, leaf_bytes);
+		if (a + leaf_span < a)
+			break; /* the top of the address space */
+	}
+	return true;
 }
 
 static bool dl_live_add(struct dl_segment *seg)
@@ -172,11 +204,14 @@ static void dl_live_remove(struct dl_segment *seg)
 	_dl_unlock(&dl_live.lock);
 }
 
+/* The words of [base, base+len), whose leaves dl_segmap_reserve made. */
 static void dl_segmap_set(uintptr_t base, size_t len, uintptr_t value)
 {
-	for (uintptr_t a = base; a < base + len; a += DL_SEG_SIZE)
-		atomic_store_explicit(&_dl_segmap[_dl_segmap_index(a)], value,
-				      memory_order_release);
+	for (uintptr_t a = base; a < base + len; a += DL_SEG_SIZE) {
+		_Atomic uintptr_t *slot = _dl_segmap_slot(a);
+		dl_assert(slot);
+		atomic_store_explicit(slot, value, memory_order_release);
+	}
 }
 
 /*
@@ -315,11 +350,12 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 		}
 	}
 	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind));
-	if (!seg || !dl_live_add(seg)) {
+	if (!seg || !dl_segmap_reserve((uintptr_t)base, len) ||
+	    !dl_live_add(seg)) {
 		*fail = (struct dl_failure){12, "metadata memory"};
 		return NULL;
 	}
-	dl_assert(!_dl_segmap[_dl_segmap_index((uintptr_t)base)]); /* I1 */
+	dl_assert(!_dl_segmap_get((uintptr_t)base)); /* I1 */
 	seg->base = (uintptr_t)base;
 	seg->len = len;
 	seg->kind = kind;
@@ -383,7 +419,7 @@ struct dl_retired *_dl_space_sweep_begin(size_t *n, uintptr_t *lo,
 	uintptr_t min = UINTPTR_MAX, max = 0;
 	for (size_t i = 0; i < dl_space.n; i++) {
 		struct dl_retired *r = &dl_space.v[i];
-		r->was = atomic_load(&_dl_segmap[_dl_segmap_index(r->base)]);
+		r->was = _dl_segmap_get(r->base);
 		r->pinned = false;
 		r->pinned_at = 0;
 		dl_assert(r->was && !DL_SEGMAP_IS_CAND(r->was));

@@ -19,8 +19,14 @@
 
 #define DL_PAGE_SHIFT 12
 #define DL_PAGE ((size_t)1 << DL_PAGE_SHIFT)
-/* User space of x86-64 with 4-level paging. */
+/*
+ * The bits of one half of the address space: x86-64's user space with
+ * 4-level paging (the host's, always), and the most a backend may say it
+ * uses (backend.h, addr_bits): 5-level paging's 56.  Bits DL_ADDR_BITS_MAX
+ * + 1 to 63 of a pointer are never part of an address.
+ */
 #define DL_ADDR_BITS 47
+#define DL_ADDR_BITS_MAX 56
 
 #define DL_ALIGN_UP(x, a) (((x) + (a)-1) & ~((uintptr_t)(a)-1))
 #define DL_ALIGN_DOWN(x, a) ((x) & ~((uintptr_t)(a)-1))

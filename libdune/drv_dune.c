@@ -80,6 +80,9 @@ static int dd_vm_create(void)
 		return fd;
 	dune_vm.vm_fd = dune_hide_fd(fd);
 	dune_vm.max_slots = DUNE_MAX_REGIONS;
+	/* dune.ko's VMCB/VMCS starts the guest with 4-level paging and its
+	 * nested tables are 4-level too (kmod/): no LA57 here, yet. */
+	dune_vm.max_levels = 4;
 	dune_vm.xcr0 = dune_host_xcr0() & DUNE_XCR0_MAX;
 	unsigned a, b, c, d;
 	__cpuid(0x80000008, a, b, c, d);

@@ -171,6 +171,16 @@ static int kvm_vm_create(void)
 			kvm_xcr0 = e->eax | ((uint64_t)e->edx << 32);
 	}
 	dune_vm.xcr0 = dune_host_xcr0() & kvm_xcr0 & DUNE_XCR0_MAX;
+	/* KVM accepts CR4.LA57 (KVM_SET_SREGS) only from a vCPU whose CPUID,
+	 * as set by KVM_SET_CPUID2, has LA57; this table is that CPUID, and
+	 * has it where KVM offers it and the host CPU has it (setup_cpuid). */
+	dune_vm.max_levels = 4;
+	for (uint32_t i = 0; i < dune_vm.cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &dune_vm.cpuid->entries[i];
+		if (e->function == 7 && e->index == 0 &&
+		    (e->ecx & DUNE_CPUID7_ECX_LA57))
+			dune_vm.max_levels = 5;
+	}
 	return 0;
 }
 

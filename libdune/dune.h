@@ -70,6 +70,25 @@ int dune_set_device(const char *name);
 /* "kvm" or "dune" once dune_init() has succeeded, else NULL. */
 const char *dune_device(void);
 
+/*
+ * How many levels of page tables the guest runs with; call it before
+ * dune_init():
+ *   4  (the default) 48-bit addresses: the process's lower half and a
+ *      128 TiB upper half (PML4 entries 256-511)
+ *   5  57-bit addresses (CR4.LA57) where the vCPU can have them: over
+ *      /dev/kvm when the CPU has LA57 (CPUID.7.0:ECX bit 16, in what KVM
+ *      offers); elsewhere, dune.ko included, 4.  The lower half is the
+ *      process's as before (pgroot, the same PML4, is entry 0 of a PML5;
+ *      host addresses stay 47-bit) and the upper half grows to 2^56 bytes
+ *      (64 PiB, PML5 entries 256-511), all of it the caller's.
+ * DUNE_PAGING=4 or 5 in the environment at dune_init says the same and
+ * wins over the call, so that one program can be run both ways.
+ * 0, -EINVAL for another number, -EBUSY after dune_init() succeeded.
+ */
+int dune_set_paging_levels(int levels);
+/* The levels in force (4 or 5) once dune_init() has succeeded, else 0. */
+int dune_paging_levels(void);
+
 /* dune_init(map_full) then dune_enter(). */
 int dune_init_and_enter(int map_full);
 
@@ -182,6 +201,12 @@ typedef uint64_t ptent_t;
  * physical memory with 2 MiB pages; the helpers below split them on demand.
  */
 extern ptent_t *pgroot;
+/*
+ * What CR3 holds: pgroot with 4 levels; with 5 (dune_paging_levels()) a
+ * PML5 whose entry 0 points to pgroot.  The helpers below take either
+ * root; pgroot reaches the lower half only.
+ */
+ptent_t *dune_pgtable_top(void);
 
 /* Guest-physical address of va under the current page tables, or
  * (uint64_t)-1 if unmapped. */

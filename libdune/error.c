@@ -24,6 +24,11 @@ void dune_env_read(void)
 	dune_env.no_kernel_syscalls = getenv("DUNE_NO_KERNEL_SYSCALLS") != NULL;
 	dune_env.allow_no_hwvirt = getenv("DUNE_ALLOW_NO_HWVIRT") != NULL;
 	dune_env.ipi = getenv("DUNE_IPI") != NULL;
+	const char *paging = getenv("DUNE_PAGING");
+	dune_env.paging = !paging || !*paging    ? 0
+			  : !strcmp(paging, "4") ? 4
+			  : !strcmp(paging, "5") ? 5
+						 : -1;
 	dune_env.read = true;
 }
 

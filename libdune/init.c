@@ -73,6 +73,17 @@ int dune_vm_setup(int map_full)
 	pgroot = dune_pool_alloc();
 	dune_install_chunk_mapping((uint64_t)pool >> DUNE_CHUNK_SHIFT,
 				   dune_chunk_gpa[(uint64_t)pool >> DUNE_CHUNK_SHIFT] - 1);
+	/* 5-level paging: a PML5 above the same PML4, so that everything
+	 * libdune does in the lower half is unchanged; the upper half is the
+	 * program's (dune_pgtable_top()). */
+	int want = dune_env.paging ? dune_env.paging : dune_vm.want_levels;
+	dune_vm.levels = want == 5 && dune_vm.max_levels >= 5 ? 5 : 4;
+	dune_vm.top = pgroot;
+	if (dune_vm.levels == 5) {
+		ptent_t *pml5 = dune_pool_alloc();
+		pml5[0] = dune_pool_pa(pgroot) | PTE_P | PTE_W | PTE_U;
+		dune_vm.top = pml5;
+	}
 
 	dune_idt = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -108,6 +119,21 @@ const char *dune_device(void)
 	return dune_inited ? dune_drv->name : NULL;
 }
 
+int dune_set_paging_levels(int levels)
+{
+	if (dune_inited)
+		return -EBUSY;
+	if (levels != 4 && levels != 5)
+		return -EINVAL;
+	dune_vm.want_levels = levels;
+	return 0;
+}
+
+int dune_paging_levels(void)
+{
+	return dune_inited ? dune_vm.levels : 0;
+}
+
 static int has_xsave(void)
 {
 	unsigned a, b, c, d;
@@ -139,6 +165,9 @@ int dune_init(int map_full)
 		want = "auto";
 	if (strcmp(want, "auto") && strcmp(want, "kvm") && strcmp(want, "dune"))
 		return dune_fail(-EINVAL, "DUNE_DEVICE=%s: say kvm, dune or auto", want);
+	if (dune_env.paging < 0)
+		return dune_fail(-EINVAL, "DUNE_PAGING=%s: say 4 or 5",
+				 getenv("DUNE_PAGING"));
 	if (!has_xsave())
 		return dune_fail(-ENOTSUP, "the CPU has no XSAVE/OSXSAVE");
 	dune_vm.kvm_fd = -1;

@@ -167,6 +167,12 @@ struct dune_vm {
 	uint32_t xsave_size;
 	int have_tsc_ctrl;
 	bool ipi; /* every vCPU has an in-kernel local APIC in x2APIC mode */
+	/* paging: what the driver's vCPUs can run (vm_create sets it: 5
+	 * where CR4.LA57 is allowed), what was asked, what is in force */
+	int max_levels;
+	int want_levels;
+	int levels;
+	ptent_t *top; /* what CR3 holds: pgroot (4 levels) or its PML5 */
 	/* the page-table pool: one 1 GiB-aligned region */
 	uint8_t *pool;
 	uint64_t pool_size;
@@ -290,9 +296,15 @@ struct dune_env {
 	bool no_kernel_syscalls; /* DUNE_NO_KERNEL_SYSCALLS: dune.ko's calls exit */
 	bool allow_no_hwvirt;    /* DUNE_ALLOW_NO_HWVIRT: a software /dev/kvm */
 	bool ipi;                /* DUNE_IPI: local APICs and IPIs (KVM; experimental) */
+	int paging;              /* DUNE_PAGING: 4 or 5; 0 not set, -1 bad */
 };
 extern struct dune_env dune_env DUNE_HIDDEN;
 void dune_env_read(void) DUNE_HIDDEN;
+
+/* CR4.LA57 (57-bit linear addresses, 5-level paging) and where CPUID
+ * says the CPU has it: leaf 7, subleaf 0, ECX */
+#define DUNE_CR4_LA57 (1ULL << 12)
+#define DUNE_CPUID7_ECX_LA57 (1u << 16)
 
 /* the host's own XCR0 (what user mode runs with) */
 static inline uint64_t dune_host_xcr0(void)

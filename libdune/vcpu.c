@@ -97,8 +97,10 @@ static void cpu_setup_of(struct dune_cpu_setup *cs, struct dune_vcpu *v,
 	cs->idt_base = (uint64_t)dune_idt;
 	cs->idt_limit = 256 * 16 - 1;
 	cs->cr0 = 0x80050033; /* PG AM WP NE ET MP PE */
-	cs->cr3 = dune_pool_pa(pgroot);
+	cs->cr3 = dune_pool_pa(dune_pgtable_top());
 	cs->cr4 = 0x20 | 0x200 | 0x400 | 0x40000; /* PAE OSFXSR OSXMMEXCPT OSXSAVE */
+	if (dune_vm.levels == 5)
+		cs->cr4 |= DUNE_CR4_LA57; /* the driver allowed it (max_levels) */
 	{
 		unsigned a, b, c, d;
 		if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & 1))

@@ -12,6 +12,7 @@
 ptent_t *pgroot;
 
 #define PT_INTERIOR (PTE_P | PTE_W | PTE_U)
+#define L5(va) (((uint64_t)(va) >> 48) & 511)
 #define L4(va) (((uint64_t)(va) >> 39) & 511)
 #define L3(va) (((uint64_t)(va) >> 30) & 511)
 #define L2(va) (((uint64_t)(va) >> 21) & 511)
@@ -87,11 +88,29 @@ static ptent_t *descend(ptent_t *slot, int level, int alloc, int split)
 	}
 }
 
+ptent_t *dune_pgtable_top(void)
+{
+	return dune_vm.top ? dune_vm.top : pgroot;
+}
+
+/*
+ * The PML4 that maps va under root: root itself, unless root is the PML5
+ * of 5-level paging, whose entry 0 is pgroot (the process's lower half)
+ * and whose upper half is the caller's.  NULL when there is none (and
+ * alloc is 0).
+ */
+static ptent_t *pml4_of(ptent_t *root, uint64_t va, int alloc)
+{
+	if (!root || root != dune_vm.top || dune_vm.levels != 5)
+		return root;
+	return descend(&root[L5(va)], 5, alloc, 0);
+}
+
 static int walk(ptent_t *root, const void *va, int alloc, int split,
 		ptent_t **pte_out)
 {
 	uint64_t a = (uint64_t)va;
-	if (!root)
+	if (!(root = pml4_of(root, a, alloc)))
 		return -ENOENT;
 	ptent_t *pdpt = descend(&root[L4(a)], 4, alloc, split);
 	if (!pdpt)
@@ -123,7 +142,7 @@ bool dune_chunk_in_pt(uint64_t va)
 uint64_t dune_va_to_pa(const void *va)
 {
 	uint64_t a = (uint64_t)va;
-	ptent_t *t = pgroot, e;
+	ptent_t *t = pml4_of(dune_pgtable_top(), a, 0), e;
 	if (!t)
 		return (uint64_t)-1;
 	e = t[L4(a)];
@@ -204,9 +223,14 @@ int dune_vm_unmap(ptent_t *root, void *va, size_t len)
 	if (!root)
 		return -ENOENT;
 	while (a < end) {
+		ptent_t *pml4 = pml4_of(root, a, 0);
+		if (!pml4) {
+			a = (a | ((1ULL << 48) - 1)) + 1;
+			continue;
+		}
 		/* whole aligned 1 GiB / 2 MiB blocks: clear the upper entry
 		 * (nothing to split, no page tables to allocate) */
-		ptent_t *pdpt = next_table(root[L4(a)]);
+		ptent_t *pdpt = next_table(pml4[L4(a)]);
 		if (!pdpt) {
 			a = (a | ((1ULL << 39) - 1)) + 1;
 			continue;
@@ -241,13 +265,19 @@ static int walk_level(ptent_t *t, int level, uint64_t base, uint64_t start,
 	uint64_t span = 1ULL << shift;
 	for (int i = 0; i < 512; i++) {
 		uint64_t lo = base + i * span, hi = lo + span;
-		if (hi <= start || lo >= end)
+		/* the top table's upper half: sign-extended addresses */
+		if (!base && i >= 256 && level >= 4 && t == dune_pgtable_top()) {
+			lo = (uint64_t)((int64_t)(lo << (63 - shift - 8)) >>
+					(63 - shift - 8));
+			hi = lo + span;
+		}
+		if ((hi <= start && hi) || lo >= end) /* hi 0: the very top */
 			continue;
 		ptent_t e = t[i];
 		if (!(e & PTE_P))
 			continue;
 		if (level == 1 || (e & PTE_PS)) {
-			if (level == 4)
+			if (level >= 4)
 				continue;
 			int r = cb(arg, &t[i], (void *)lo, level - 1);
 			if (r)
@@ -269,7 +299,9 @@ int dune_vm_page_walk(ptent_t *root, void *start, void *end,
 {
 	if (!root)
 		return -ENOENT;
-	return walk_level(root, 4, 0, (uint64_t)start, (uint64_t)end, cb, arg);
+	int levels = root == dune_vm.top && dune_vm.levels == 5 ? 5 : 4;
+	return walk_level(root, levels, 0, (uint64_t)start, (uint64_t)end, cb,
+			  arg);
 }
 
 bool dune_in_guest(void)

@@ -61,7 +61,9 @@ DL_EXPORT int dangless_check_backends(int fd)
 		}
 		bool runs = e->ops->check ? e->ops->check(fd) : true;
 		/* Alias space: all there is, what caps it, what lasts. */
-		dl_put(fd, "  alias space: about 128 TiB (half the address space; "
+		dl_put(fd, "  alias space: half the address space, about 128 "
+			   "TiB (64 PiB where the kvm backend has 5-level "
+			   "paging; "
 			   "DANGLESS_OPTIONS=alias_space=SIZE caps it; stats=1 "
 			   "shows alias_space_used and alias_space_left)\n");
 		dl_put(fd, e->ops->alias_reuse && e->ops->own_memory

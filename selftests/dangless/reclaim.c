@@ -82,6 +82,18 @@ TEST_TIMEOUT(without_reclaim_fallback_goes_on, ST_CHILDREN_BUDGET(1))
 	th_child_free(&res);
 }
 
+/* All there is: a half of the address space the backend runs in, 2^56
+ * bytes under backend=kvm with 5-level paging (where the CPU has LA57). */
+static unsigned long long st_default_limit(void)
+{
+	const char *pre = getenv("ST_RECLAIM_OPTS");
+	if (!pre || !strstr(pre, "backend=kvm"))
+		return 1ULL << 47;
+	uint32_t a = 7, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	return c & (1u << 16) ? 1ULL << 56 : 1ULL << 47;
+}
+
 TEST_TIMEOUT(alias_space_bad_values_keep_the_default, ST_CHILDREN_BUDGET(4))
 {
 	struct th_child res;
@@ -89,7 +101,7 @@ TEST_TIMEOUT(alias_space_bad_values_keep_the_default, ST_CHILDREN_BUDGET(4))
 	ASSERT_EXITED(0, res);
 	EXPECT_CONTAINS("bad value in DANGLESS_OPTIONS item 'alias_space=1M'",
 			res.err);
-	EXPECT_EQ(1ULL << 47, st_num_after(res.out, " limit "));
+	EXPECT_EQ(st_default_limit(), st_num_after(res.out, " limit "));
 	th_child_free(&res);
 	st_reclaim("alias_space=12Q", "churn", "10", NULL, &res);
 	EXPECT_CONTAINS("bad value", res.err);

@@ -313,6 +313,122 @@ TEST(unmap_whole_gigabyte_stays_unmapped)
 	EXPECT_EQ((uintptr_t)g, big_fault_addr);
 }
 
+/* ---- 5-level paging (dune_set_paging_levels) ---- */
+
+static uint64_t read_cr4(void)
+{
+	uint64_t v;
+	__asm__ volatile("mov %%cr4, %0" : "=r"(v));
+	return v;
+}
+
+/* CPUID.7.0:ECX.LA57 on the host, which libdune's /dev/kvm VM passes on */
+static bool host_has_la57(void)
+{
+	uint32_t a = 7, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	return c & (1u << 16);
+}
+
+/* Maps the faulting upper-half page to the frame of la57_frame. */
+static volatile char *la57_frame;
+static volatile uintptr_t la57_fault_addr;
+static void la57_pf_handler(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	(void)fec;
+	(void)tf;
+	la57_fault_addr = addr;
+	void *page = (void *)(addr & ~4095UL);
+	uint64_t pa = dune_va_to_pa((const char *)la57_frame);
+	if (dune_vm_map_phys(dune_pgtable_top(), page, 4096, pa, PTE_W | PTE_NX))
+		dune_die();
+	dune_flush_tlb_one(page);
+}
+
+/*
+ * Asked for 5 levels, where the CPU has LA57: CR4.LA57 in the guest, the
+ * process's own memory where it was, and a page of it mapped far above
+ * the 4-level upper half (an address with bits 48-56 not all set) and
+ * reached through it, first by a fault that carries the whole address.
+ */
+TEST(five_level_paging_where_the_cpu_has_la57)
+{
+	if (!getenv("DUNE_PAGING"))
+		ASSERT_EQ(0, dune_set_paging_levels(5));
+	EXPECT_EQ(-EINVAL, dune_set_paging_levels(3));
+	EXPECT_EQ(0, dune_paging_levels());
+	volatile char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	m[0] = 7;
+	m[5] = 7;
+	enter();
+	EXPECT_EQ(-EBUSY, dune_set_paging_levels(4));
+	int want = getenv("DUNE_PAGING") ? atoi(getenv("DUNE_PAGING")) : 5;
+	int levels = dune_paging_levels();
+	TH_LOG("host CPU LA57: %d; paging levels in the guest: %d, CR4 %#llx",
+	       host_has_la57(), levels, (unsigned long long)read_cr4());
+	bool over_dune_ko = !strcmp(dune_device(), DUNE_DEVICE_DUNE);
+	if (want == 5 && (!host_has_la57() || over_dune_ko)) {
+		EXPECT_EQ(4, levels); /* falls back, and says so */
+		EXPECT_EQ(0ULL, read_cr4() & (1ULL << 12));
+		EXPECT_EQ(pgroot, dune_pgtable_top());
+		SKIP(return, "%s: 4-level paging, as it should",
+		     over_dune_ko ? "dune.ko has no 5-level mode"
+				  : "no LA57 on this CPU");
+	}
+	ASSERT_EQ(want, levels);
+	if (levels == 4) {
+		EXPECT_EQ(0ULL, read_cr4() & (1ULL << 12));
+		EXPECT_EQ(pgroot, dune_pgtable_top());
+		return;
+	}
+	EXPECT_EQ(1ULL << 12, read_cr4() & (1ULL << 12));
+	ASSERT_NE(pgroot, dune_pgtable_top());
+	/* the lower half is pgroot's, as with 4 levels */
+	EXPECT_EQ(7, m[0]);
+	uint64_t pa = dune_va_to_pa((const char *)m);
+	ASSERT_NE((uint64_t)-1, pa);
+	ptent_t *pte;
+	EXPECT_EQ(0, dune_vm_lookup(dune_pgtable_top(), (const void *)m, 1, &pte));
+	EXPECT_EQ(pa & ~4095ULL, PTE_ADDR(*pte));
+	/* above the 4-level upper half: PML5 entry 300 */
+	uintptr_t hi = 0xff2c000000000000UL + 0x123456789000UL;
+	la57_frame = m;
+	dune_register_pgflt_handler(la57_pf_handler);
+	EXPECT_EQ((uint64_t)-1, dune_va_to_pa((void *)hi));
+	volatile char *h = (volatile char *)hi;
+	EXPECT_EQ(7, h[5]); /* #PF, the handler maps it, the load runs again */
+	EXPECT_EQ(hi + 5, la57_fault_addr);
+	h[1] = 9;
+	EXPECT_EQ(9, m[1]);
+	EXPECT_EQ(pa & ~4095ULL, dune_va_to_pa((void *)hi) & ~4095ULL);
+	ASSERT_EQ(0, dune_vm_unmap(dune_pgtable_top(), (void *)hi, 4096));
+	dune_flush_tlb_one((void *)hi);
+	EXPECT_EQ((uint64_t)-1, dune_va_to_pa((void *)hi));
+}
+
+/* Not asked: 4 levels, whatever the CPU has; DUNE_PAGING=4 wins over a
+ * program that asks for 5. */
+TEST(four_level_paging_unless_asked)
+{
+	enter();
+	if (getenv("DUNE_PAGING"))
+		SKIP(return, "DUNE_PAGING is set");
+	EXPECT_EQ(4, dune_paging_levels());
+	EXPECT_EQ(0ULL, read_cr4() & (1ULL << 12));
+	EXPECT_EQ(pgroot, dune_pgtable_top());
+}
+
+TEST(dune_paging_4_in_the_environment_wins)
+{
+	setenv("DUNE_PAGING", "4", 1);
+	ASSERT_EQ(0, dune_set_paging_levels(5));
+	enter();
+	EXPECT_EQ(4, dune_paging_levels());
+	EXPECT_EQ(0ULL, read_cr4() & (1ULL << 12));
+}
+
 static void fault_body(void *arg)
 {
 	(void)arg;

@@ -36,6 +36,11 @@ static int kvm_dune_init(void)
 	/* Never libdune's "auto": backend=kvm means /dev/kvm, even where
 	 * dune.ko is loaded. */
 	int err = dune_set_device(kvm_device);
+	/* 57-bit alias space where the CPU has LA57 (512x the 4-level
+	 * upper half); libdune falls back to 4 levels where it has not, and
+	 * DUNE_PAGING=4 keeps them. */
+	if (!err)
+		err = dune_set_paging_levels(5);
 	if (!err)
 		err = dune_init(0);
 	if (quiet_set)
@@ -60,6 +65,7 @@ static int kvm_init(void)
 	int err = kvm_dune_init();
 	if (err)
 		return err;
+	kvm_paging_init();
 	if ((err = kvm_canon_init()) || (err = kvm_pt_init())) {
 		kvm_canon_fini();
 		return err;
@@ -83,10 +89,17 @@ static int kvm_init(void)
 	if ((err = kvm_shootdown_init()))
 		_dl_fatal("kvm backend: cannot start TLB shootdowns");
 	kvm_hooks_install();
-	_dl_info("kvm backend: running in guest ring 0; alias space "
-		 "%p-%p",
-		 (void *)KVM_ALIAS_START, (void *)KVM_ALIAS_END);
+	_dl_info("kvm backend: running in guest ring 0, %u-level paging; "
+		 "alias space %p-%p",
+		 kvm_paging.levels, (void *)KVM_ALIAS_START,
+		 (void *)KVM_ALIAS_END);
 	return 0;
+}
+
+/* The core's map and canonical checks cover this much (backend.h). */
+static unsigned kvm_addr_bits(void)
+{
+	return kvm_paging.addr_bits;
 }
 
 static const char *kvm_why_refused(void)
@@ -125,6 +138,12 @@ static bool kvm_check(int fd)
 	kvm_put(fd, "  /dev/");
 	kvm_put(fd, kvm_device);
 	kvm_put(fd, " works (hardware virtualisation, libdune accepts it)\n");
+	kvm_put(fd, dune_paging_levels() == 5
+			    ? "  5-level paging (LA57): alias space is the "
+			      "guest's 64 PiB upper half; pointers keep bits "
+			      "57-63 only for tags\n"
+			    : "  4-level paging: alias space is the guest's "
+			      "128 TiB upper half\n");
 	return true;
 }
 
@@ -232,7 +251,8 @@ static bool kvm_memory_held(struct dl_memory_held *m)
 }
 
 #define KVM_BACKEND_HOOKS                                                      \
-	.why_refused = kvm_why_refused, .canon_alloc = kvm_canon_alloc,        \
+	.why_refused = kvm_why_refused, .addr_bits = kvm_addr_bits,            \
+	.canon_alloc = kvm_canon_alloc,                                        \
 	.canon_free = kvm_canon_free, .canon_discard = kvm_canon_discard,      \
 	.alias_reserve = kvm_alias_reserve, .alias_map = kvm_alias_map,        \
 	.alias_revoke = kvm_alias_revoke,                                      \

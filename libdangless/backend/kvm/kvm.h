@@ -7,10 +7,14 @@
  * reserved once before libdune starts (so it is registered with KVM chunk by
  * chunk, on first touch, and a forked child has its own copy for free).
  *
- * Alias space is the upper half of the guest's address space: PML4 slots
- * KVM_ALIAS_SLOT_FIRST..KVM_ALIAS_SLOT_END-1 (0xffff8000_00000000 and up,
- * sign-extended).  No host mapping can reach it and libdune never maps it,
- * so only our PTEs exist there.  The tables below those PML4 slots are ours,
+ * Alias space is the upper half of the guest's address space: slots
+ * KVM_ALIAS_SLOT_FIRST..KVM_ALIAS_SLOT_END-1 of the top page table, which
+ * is the PML4 with 4-level paging (0xffff8000_00000000 and up, 127.5 TiB)
+ * and, where the CPU has LA57, the PML5 of 5-level paging, which the
+ * backend asks libdune for (0xff000000_00000000 and up, 63.75 PiB; the
+ * process's lower half, PML5 entry 0, is libdune's as before).  No host
+ * mapping can reach it and libdune never maps it, so only our PTEs exist
+ * there.  The tables below those top slots are ours,
  * from a pool of our own (pt.c) that gives pages back when a released range
  * empties them; libdune's pool never frees.
  *
@@ -39,17 +43,32 @@
  * (hooks.c) are kept per vCPU in tables this long. */
 #define KVM_MAX_VCPUS 1024
 
-/* PML4 slots of alias space.  Slot 511 (the top 512 GiB, where -errno
- * values cast to pointers live) is left out. */
+/* Top-table slots of alias space.  Slot 511 (the top 512 GiB with 4
+ * levels, 256 TiB with 5, where -errno values cast to pointers live) is
+ * left out. */
 #define KVM_ALIAS_SLOT_FIRST 256
 #define KVM_ALIAS_SLOT_END 511
-/* The address of a PML4 slot: bits 39-47, sign-extended from bit 47. */
-static inline uintptr_t kvm_pml4_slot_base(unsigned slot)
+/*
+ * The paging the guest runs with, set once in kvm_init (dune_init decided)
+ * before anything is mapped, read everywhere after: a fork child keeps it.
+ */
+struct kvm_paging {
+	unsigned levels;          /* 4 or 5 */
+	unsigned addr_bits;       /* of a half: 47 or 56 */
+	ptent_t *top;             /* what CR3 holds: PML4 or PML5 */
+	uintptr_t alias_start, alias_end;
+};
+extern struct kvm_paging kvm_paging;
+/* The address of a top-table slot: bits 39-47 (4 levels) or 48-56 (5),
+ * sign-extended from the highest. */
+static inline uintptr_t kvm_top_slot_base(unsigned slot, unsigned levels)
 {
-	return (uintptr_t)((int64_t)((uint64_t)slot << 39 << 16) >> 16);
+	unsigned shift = 12 + 9 * (levels - 1), unused = 64 - (shift + 9);
+	return (uintptr_t)((int64_t)((uint64_t)slot << shift << unused) >>
+			   unused);
 }
-#define KVM_ALIAS_START kvm_pml4_slot_base(KVM_ALIAS_SLOT_FIRST)
-#define KVM_ALIAS_END kvm_pml4_slot_base(KVM_ALIAS_SLOT_END)
+#define KVM_ALIAS_START (kvm_paging.alias_start)
+#define KVM_ALIAS_END (kvm_paging.alias_end)
 /*
  * The first and last 2 MiB of alias space are never handed out, and no
  * more than 2 MiB around the canonical arena is ever mapped: p[-1] of the
@@ -104,6 +123,9 @@ void kvm_canon_own(void (*fn)(uintptr_t start, size_t len, void *ctx),
 		   void *ctx);
 
 /* pt.c */
+/* After dune_init: the paging libdune runs the guest with, and alias
+ * space in it. */
+void kvm_paging_init(void);
 int kvm_pt_init(void);
 void kvm_pt_fini(void);
 /* In the guest: learns the pool's guest-physical address. */

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Alias space and its page tables.  Alias space is PML4 slots
- * KVM_ALIAS_SLOT_FIRST.. of the guest (upper half), carved in order, never
- * twice.  Its tables (PDPT, PD, PT) come from a pool of our own: one 1 GiB
+ * Alias space and its page tables.  Alias space is top-table slots
+ * KVM_ALIAS_SLOT_FIRST.. of the guest (upper half: of the PML4 with 4-level
+ * paging, of the PML5 with 5), carved in order, never twice.  Its tables
+ * (PML4s under a PML5, PDPT, PD, PT) come from a pool of our own: one 1 GiB
  * region of process memory, so a table's guest-physical address is the
  * region's base plus its offset.  libdune's pool never gives pages back, and
  * alias space is used up as a program runs, so ours does: a PT whose 2 MiB
  * is released as a whole goes back to the pool once every vCPU has dropped
- * what it cached of it.  PDPTs and PDs stay (one page per GiB of alias
- * space ever used).
+ * what it cached of it.  PML4s, PDPTs and PDs stay (one page per GiB of
+ * alias space ever used).
  *
  * Concurrency: a PTE is written by the one thread that maps or revokes its
  * page (the core hands each alias page out once); tables are installed and
@@ -25,6 +26,20 @@
 #define PT_INTERIOR (PTE_P | PTE_W | PTE_U)
 #define PT_INDEX(va, level) (((uint64_t)(va) >> (12 + 9 * ((level)-1))) & 511)
 #define SPAN_2M ((uintptr_t)1 << 21)
+
+struct kvm_paging kvm_paging;
+
+void kvm_paging_init(void)
+{
+	int levels = dune_paging_levels();
+	kvm_paging.levels = levels == 5 ? 5 : 4;
+	kvm_paging.addr_bits = levels == 5 ? 56 : 47;
+	kvm_paging.top = dune_pgtable_top();
+	kvm_paging.alias_start =
+		kvm_top_slot_base(KVM_ALIAS_SLOT_FIRST, kvm_paging.levels);
+	kvm_paging.alias_end =
+		kvm_top_slot_base(KVM_ALIAS_SLOT_END, kvm_paging.levels);
+}
 
 static struct {
 	char *pool;           /* KVM_PT_POOL_SIZE, 1 GiB aligned */
@@ -105,8 +120,8 @@ static void pt_page_free(ptent_t *t)
 /* The PT (last-level table) that maps va, made if create; NULL if none. */
 static ptent_t *pt_leaf(uintptr_t va, bool create)
 {
-	ptent_t *t = pgroot;
-	for (int level = 4; level > 1; level--) {
+	ptent_t *t = kvm_paging.top;
+	for (int level = (int)kvm_paging.levels; level > 1; level--) {
 		_Atomic ptent_t *slot = (_Atomic ptent_t *)&t[PT_INDEX(va, level)];
 		ptent_t e = atomic_load_explicit(slot, memory_order_acquire);
 		if (!(e & PTE_P)) {
@@ -259,8 +274,9 @@ int kvm_alias_release(void *alias, size_t len)
 			uintptr_t span_end = span + SPAN_2M;
 			if (a == span && span_end <= end) {
 				/* the PD entry of this span */
-				ptent_t *t = pgroot;
-				for (int level = 4; level > 2 && t; level--) {
+				ptent_t *t = kvm_paging.top;
+				for (int level = (int)kvm_paging.levels;
+				     level > 2 && t; level--) {
 					ptent_t e = t[PT_INDEX(a, level)];
 					t = (e & PTE_P) ? pt_table(e) : NULL;
 				}
