@@ -12,37 +12,63 @@
  * page shared with the other process counts half in Pss but whole in a
  * part: the program's part may then read low.
  */
+struct dl_memory_measured {
+	bool ok;                  /* false without /proc: the fields stay 0 */
+	uint64_t pss, pte, meta;
+	struct dl_mem_split split;
+};
+
+static void dl_memory_measure(struct dl_memory_measured *mm)
+{
+	mm->ok = _dl_proc_kb("/proc/self/smaps_rollup", "Pss", &mm->pss) &&
+		 _dl_proc_kb("/proc/self/status", "VmPTE", &mm->pte) &&
+		 _dl_meta_resident(&mm->meta) && _dl_memory_split(&mm->split);
+}
+
 static void dl_stats_memory(struct dangless_stats *out,
+			    const struct dl_memory_measured *mm,
 			    const struct dl_memory_held *held, bool have_held)
 {
-	uint64_t pss = 0, pte = 0, meta = 0;
-	struct dl_mem_split m;
-	if (!_dl_proc_kb("/proc/self/smaps_rollup", "Pss", &pss) ||
-	    !_dl_proc_kb("/proc/self/status", "VmPTE", &pte) ||
-	    !_dl_meta_resident(&meta) || !_dl_memory_split(&m))
-		return; /* no /proc: the fields stay 0 */
+	if (!mm->ok)
+		return;
+	const struct dl_mem_split *m = &mm->split;
 	/* held is all zero when the backend could not tell. */
 	uint64_t canonical = held->canonical;
-	uint64_t page_tables = have_held ? held->page_tables : pte;
+	uint64_t page_tables = have_held ? held->page_tables : mm->pte;
 	/* The backend's own page-table pages, if any, are inside Pss. */
-	uint64_t footprint = pss + held->canonical_unmapped + pte;
-	uint64_t core = m.live + m.slack + m.free + m.warm + m.quarantine;
+	uint64_t footprint = mm->pss + held->canonical_unmapped + mm->pte;
+	uint64_t core = m->live + m->slack + m->free + m->warm + m->quarantine;
 	out->footprint_bytes = footprint;
-	out->mem_live_bytes = m.live;
-	out->mem_slack_bytes = m.slack;
-	out->mem_free_bytes = m.free;
-	out->mem_warm_bytes = m.warm;
-	out->mem_quarantine_bytes = m.quarantine;
+	out->mem_live_bytes = m->live;
+	out->mem_slack_bytes = m->slack;
+	out->mem_free_bytes = m->free;
+	out->mem_warm_bytes = m->warm;
+	out->mem_quarantine_bytes = m->quarantine;
 	out->mem_stale_bytes = canonical > core ? canonical - core : 0;
 	out->mem_page_table_bytes = page_tables;
-	out->mem_metadata_bytes = meta;
-	uint64_t named = core + out->mem_stale_bytes + page_tables + meta;
+	out->mem_metadata_bytes = mm->meta;
+	uint64_t named = core + out->mem_stale_bytes + page_tables + mm->meta;
 	out->mem_program_bytes = footprint > named ? footprint - named : 0;
 }
 
 DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
 {
+	/* What only the kernel can tell first: reading it takes system calls
+	 * (/proc, mincore), which the kvm backend counts as guest system
+	 * calls and VM exits.  The counters are read after, so that two
+	 * snapshots around a stretch of code count that code only. */
+	long mappings = _dl_be && _dl_be->count_alias_mappings
+				? _dl_be->count_alias_mappings()
+				: -1;
+	struct dl_memory_held held = {0};
+	bool have_held = _dl_be && _dl_be->memory_held &&
+			 _dl_be->memory_held(&held);
+	if (!have_held)
+		held = (struct dl_memory_held){0};
+	struct dl_memory_measured mm;
+	dl_memory_measure(&mm);
+
 	out->version = DANGLESS_STATS_VERSION;
 	if (_dl_be && _dl_be->refresh_stats)
 		_dl_be->refresh_stats();
@@ -51,15 +77,7 @@ dangless_stats(struct dangless_stats *out)
 	DANGLESS_STAT_FIELDS(DL_STAT_COPY)
 #undef DL_STAT_COPY
 	/* Mappings merge in the kernel: only the kernel can count them. */
-	long mappings = _dl_be && _dl_be->count_alias_mappings
-				? _dl_be->count_alias_mappings()
-				: -1;
 	out->alias_mappings_live = mappings > 0 ? (uint64_t)mappings : 0;
-	struct dl_memory_held held = {0};
-	bool have_held = _dl_be && _dl_be->memory_held &&
-			 _dl_be->memory_held(&held);
-	if (!have_held)
-		held = (struct dl_memory_held){0};
 	struct dl_space_info si;
 	_dl_space_info(&si);
 	out->alias_space_limit = si.limit;
@@ -69,7 +87,7 @@ dangless_stats(struct dangless_stats *out)
 	out->alias_space_pinned = si.pinned;
 	out->canonical_bytes_resident = held.canonical;
 	out->page_table_bytes = held.page_tables;
-	dl_stats_memory(out, &held, have_held);
+	dl_stats_memory(out, &mm, &held, have_held);
 	out->mappings_per_1000_live =
 		out->live_objects
 			? out->alias_mappings_live * 1000 / out->live_objects
