@@ -55,6 +55,7 @@ DL_REALIGN_STACK static void dl_fork_prepare(void)
 	 * only the forking thread's own quarantine is ours to flush. */
 	if (_dl_opt.revoke == DL_REVOKE_BATCH)
 		dl_quarantine_flush_or_report();
+	_dl_stats_lock();
 	_dl_runs_lock_all();
 	_dl_large_lock_all();
 	_dl_segment_lock_all();
@@ -71,6 +72,7 @@ DL_REALIGN_STACK static void dl_fork_parent(void)
 	_dl_segment_unlock_all(false);
 	_dl_large_unlock_all(false);
 	_dl_runs_unlock_all(false);
+	_dl_stats_unlock(false);
 }
 
 static void dl_rerevoke(uintptr_t alias, size_t len)
@@ -96,6 +98,7 @@ DL_REALIGN_STACK static void dl_fork_child(void)
 	_dl_segment_unlock_all(true);
 	_dl_large_unlock_all(true);
 	_dl_runs_unlock_all(true);
+	_dl_stats_unlock(true);
 }
 
 /* ---- start-up ---- */

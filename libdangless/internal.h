@@ -49,8 +49,9 @@
  *
  * ---- Lock order (fork holds them all, in this order) --------------------
  *
- * class locks (run.c) -> large lock (large.c) -> segment locks (segment.c)
- * -> the backend's (fork_prepare) -> pools (meta.c).
+ * the stats lock (stats.c) -> class locks (run.c) -> large lock (large.c)
+ * -> segment locks (segment.c) -> the backend's (fork_prepare) -> pools
+ * (meta.c).
  *
  * ---- Who calls whom ------------------------------------------------------
  *
@@ -409,6 +410,10 @@ void _dl_large_account(struct dl_segment *seg, struct dl_mem_split *m);
 /* Takes the locks (class, large, segment) around the walk; false when
  * the kernel would not tell residency or there was no memory for it. */
 bool _dl_memory_split(struct dl_mem_split *m);
+
+/* ---- stats.c: dangless_stats() ---- */
+void _dl_stats_lock(void);
+void _dl_stats_unlock(bool reset);
 
 /* ---- small.c: small objects through the thread's chunks ---- */
 void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail);

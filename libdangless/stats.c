@@ -51,13 +51,46 @@ static void dl_stats_memory(struct dangless_stats *out,
 	out->mem_program_bytes = footprint > named ? footprint - named : 0;
 }
 
+/*
+ * The exits and forwarded system calls dangless_stats() made itself to
+ * measure the footprint (/proc reads, mincore over runs): left out of the
+ * counters it reports, so that two snapshots around a stretch of code count
+ * that code only.  (Another thread's, made during a snapshot, are left out
+ * with them.)
+ */
+static struct {
+	dl_lock_t lock;
+	uint64_t vm_exits, guest_syscalls;
+} dl_stats_own;
+
+/* First in fork's lock order: dangless_stats() takes every other lock
+ * while it holds this one. */
+void _dl_stats_lock(void)
+{
+	_dl_lock(&dl_stats_own.lock);
+}
+
+void _dl_stats_unlock(bool reset)
+{
+	(reset ? _dl_lock_reset : _dl_unlock)(&dl_stats_own.lock);
+}
+
+static void dl_backend_counters(uint64_t *exits, uint64_t *syscalls)
+{
+	if (_dl_be && _dl_be->refresh_stats)
+		_dl_be->refresh_stats();
+	*exits = atomic_load_explicit(&_dl_stats.vm_exits, memory_order_relaxed);
+	*syscalls = atomic_load_explicit(&_dl_stats.guest_syscalls,
+					 memory_order_relaxed);
+}
+
 DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
 {
-	/* What only the kernel can tell first: reading it takes system calls
-	 * (/proc, mincore), which the kvm backend counts as guest system
-	 * calls and VM exits.  The counters are read after, so that two
-	 * snapshots around a stretch of code count that code only. */
+	_dl_lock(&dl_stats_own.lock);
+	uint64_t exits0, syscalls0, exits1, syscalls1;
+	dl_backend_counters(&exits0, &syscalls0);
+	/* Mappings merge in the kernel: only the kernel can count them. */
 	long mappings = _dl_be && _dl_be->count_alias_mappings
 				? _dl_be->count_alias_mappings()
 				: -1;
@@ -68,15 +101,18 @@ dangless_stats(struct dangless_stats *out)
 		held = (struct dl_memory_held){0};
 	struct dl_memory_measured mm;
 	dl_memory_measure(&mm);
+	dl_backend_counters(&exits1, &syscalls1);
+	dl_stats_own.vm_exits += exits1 - exits0;
+	dl_stats_own.guest_syscalls += syscalls1 - syscalls0;
 
 	out->version = DANGLESS_STATS_VERSION;
-	if (_dl_be && _dl_be->refresh_stats)
-		_dl_be->refresh_stats();
 #define DL_STAT_COPY(name, what)                                               \
 	out->name = atomic_load_explicit(&_dl_stats.name, memory_order_relaxed);
 	DANGLESS_STAT_FIELDS(DL_STAT_COPY)
 #undef DL_STAT_COPY
-	/* Mappings merge in the kernel: only the kernel can count them. */
+	out->vm_exits = exits1 - dl_stats_own.vm_exits;
+	out->guest_syscalls = syscalls1 - dl_stats_own.guest_syscalls;
+	_dl_unlock(&dl_stats_own.lock);
 	out->alias_mappings_live = mappings > 0 ? (uint64_t)mappings : 0;
 	struct dl_space_info si;
 	_dl_space_info(&si);
