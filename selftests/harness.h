@@ -23,6 +23,10 @@
  * otherwise the test would pass or time out depending on how loaded the
  * machine is.  So the harness fails a test as it starts the child that does
  * not fit, on any machine, and says what budget the test needs.
+ *
+ * TH_SLOWDOWN=N in the environment (an integer, default 1) multiplies every
+ * budget, the tests' and their children's alike, for an emulator that runs
+ * the same work N times slower: the children still fit as they did.
  */
 #ifndef DANGLESS_SELFTEST_HARNESS_H
 #define DANGLESS_SELFTEST_HARNESS_H
@@ -321,11 +325,20 @@ static inline void th_child_free(struct th_child *res)
 	res->out = res->err = NULL;
 }
 
+/* A budget as written, stretched by TH_SLOWDOWN. */
+static inline int th_scaled(int seconds)
+{
+	const char *env = getenv("TH_SLOWDOWN");
+	int k = env ? atoi(env) : 1;
+	return k > 1 && k <= 100 ? seconds * k : seconds;
+}
+
 /* Runs fn(arg) in a forked child; the child exits 0 if fn returns. */
 static inline void th_run(void (*fn)(void *), void *arg, int timeout_s,
 			  struct th_child *res)
 {
 	int out[2], err[2];
+	timeout_s = th_scaled(timeout_s);
 	th_book_child_budget(timeout_s);
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
 		abort();
@@ -358,6 +371,7 @@ static inline void th_exec(const char *const argv[], const char *const env[],
 			   struct th_child *res)
 {
 	int out[2], err[2];
+	timeout_s = th_scaled(timeout_s);
 	th_book_child_budget(timeout_s);
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
 		abort();
@@ -430,14 +444,15 @@ static inline struct th_test *th_find_test(const char *name)
 	return NULL;
 }
 
-/* The budget of test t: its own, else TH_TIMEOUT, else the default. */
+/* The budget of test t: its own, else TH_TIMEOUT, else the default;
+ * stretched by TH_SLOWDOWN. */
 static inline int th_test_budget(const struct th_test *t)
 {
 	if (t->timeout_s > 0)
-		return t->timeout_s;
+		return th_scaled(t->timeout_s);
 	const char *env = getenv("TH_TIMEOUT");
 	int v = env ? atoi(env) : 0;
-	return v > 0 ? v : TH_DEFAULT_TIMEOUT;
+	return th_scaled(v > 0 ? v : TH_DEFAULT_TIMEOUT);
 }
 
 static inline double th_seconds_since(const struct timespec *start)
