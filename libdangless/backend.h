@@ -57,6 +57,8 @@ struct dl_memory_held {
 	uint64_t page_tables;
 };
 
+struct dl_proc_memory; /* services.h */
+
 struct dl_backend {
 	/*
 	 * Starts the backend.  0, or -errno with a message already printed,
@@ -181,10 +183,12 @@ struct dl_backend {
 	void (*refresh_stats)(void);
 
 	/*
-	 * Optional.  The memory held now, for stats (struct dl_memory_held).
+	 * Optional.  The memory held now, for stats (struct dl_memory_held),
+	 * given the kernel's figures for the process read just before.
 	 * False when the backend cannot tell.  Allocates nothing.
 	 */
-	bool (*memory_held)(struct dl_memory_held *m);
+	bool (*memory_held)(const struct dl_proc_memory *proc,
+			    struct dl_memory_held *m);
 
 	/*
 	 * Optional.  Explains an ENOMEM from alias_map (e.g. the host's

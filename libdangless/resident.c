@@ -39,7 +39,10 @@ bool _dl_resident_bytes(uintptr_t start, size_t len, uint64_t *bytes)
 	return true;
 }
 
-bool _dl_proc_kb(const char *path, const char *key, uint64_t *bytes)
+/* "Key: N kB" lines of one read of a /proc file, in bytes; true when every
+ * key was there. */
+static bool dl_proc_kbs(const char *path, const char *const *keys,
+			uint64_t *const *bytes, size_t nkeys)
 {
 	/* smaps_rollup and status fit: the keys read are in their first
 	 * 2 KiB on every kernel since 4.14. */
@@ -53,22 +56,36 @@ bool _dl_proc_kb(const char *path, const char *key, uint64_t *bytes)
 		have += (size_t)n;
 	close(fd);
 	buf[have] = 0;
-	size_t klen = strlen(key);
-	for (const char *line = buf; *line;) {
-		if (!strncmp(line, key, klen) && line[klen] == ':') {
+	size_t found = 0;
+	for (const char *line = buf; *line && found < nkeys;) {
+		for (size_t k = 0; k < nkeys; k++) {
+			size_t klen = strlen(keys[k]);
+			if (strncmp(line, keys[k], klen) || line[klen] != ':')
+				continue;
 			const char *p = line + klen + 1;
 			while (*p == ' ' || *p == '\t')
 				p++;
 			uint64_t kb = 0;
 			while (*p >= '0' && *p <= '9')
 				kb = kb * 10 + (uint64_t)(*p++ - '0');
-			*bytes = kb << 10;
-			return true;
+			*bytes[k] = kb << 10;
+			found++;
+			break;
 		}
 		const char *nl = strchr(line, '\n');
 		if (!nl)
 			break;
 		line = nl + 1;
 	}
-	return false;
+	return found == nkeys;
+}
+
+bool _dl_proc_memory(struct dl_proc_memory *pm)
+{
+	static const char *const rollup[] = {"Pss", "Pss_Shmem"};
+	static const char *const status[] = {"VmPTE"};
+	return dl_proc_kbs("/proc/self/smaps_rollup", rollup,
+			   (uint64_t *const[]){&pm->pss, &pm->pss_shmem}, 2) &&
+	       dl_proc_kbs("/proc/self/status", status,
+			   (uint64_t *const[]){&pm->vm_pte}, 1);
 }

@@ -136,8 +136,13 @@ extern struct dl_stats_atomic _dl_stats;
 bool _dl_resident_vec(uintptr_t start, size_t pages, unsigned char *vec);
 /* The bytes of [start, start+len) the kernel holds pages for. */
 bool _dl_resident_bytes(uintptr_t start, size_t len, uint64_t *bytes);
-/* A "Key: N kB" line of a /proc file (status, smaps_rollup), in bytes. */
-bool _dl_proc_kb(const char *path, const char *key, uint64_t *bytes);
+/* The kernel's figures for the whole process, each file read once so that
+ * they describe one moment and a long smaps_rollup walk is paid once. */
+struct dl_proc_memory {
+	uint64_t pss, pss_shmem; /* smaps_rollup */
+	uint64_t vm_pte;         /* status */
+};
+bool _dl_proc_memory(struct dl_proc_memory *pm);
 
 /* ---- messages (print.c): no stdio, no allocation, one write(2) each ---- */
 struct dl_buf {

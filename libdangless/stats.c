@@ -14,29 +14,40 @@
  */
 struct dl_memory_measured {
 	bool ok;                  /* false without /proc: the fields stay 0 */
-	uint64_t pss, pte, meta;
+	struct dl_proc_memory proc;
+	uint64_t meta;
 	struct dl_mem_split split;
+	bool have_held;           /* else held is all zero */
+	struct dl_memory_held held;
 };
 
 static void dl_memory_measure(struct dl_memory_measured *mm)
 {
-	mm->ok = _dl_proc_kb("/proc/self/smaps_rollup", "Pss", &mm->pss) &&
-		 _dl_proc_kb("/proc/self/status", "VmPTE", &mm->pte) &&
-		 _dl_meta_resident(&mm->meta) && _dl_memory_split(&mm->split);
+	*mm = (struct dl_memory_measured){0};
+	if (!_dl_proc_memory(&mm->proc))
+		return;
+	mm->have_held = _dl_be && _dl_be->memory_held &&
+			_dl_be->memory_held(&mm->proc, &mm->held);
+	if (!mm->have_held)
+		mm->held = (struct dl_memory_held){0};
+	mm->ok = _dl_meta_resident(&mm->meta) && _dl_memory_split(&mm->split);
 }
 
 static void dl_stats_memory(struct dangless_stats *out,
-			    const struct dl_memory_measured *mm,
-			    const struct dl_memory_held *held, bool have_held)
+			    const struct dl_memory_measured *mm)
 {
+	out->canonical_bytes_resident = mm->held.canonical;
+	out->page_table_bytes = mm->held.page_tables;
 	if (!mm->ok)
 		return;
 	const struct dl_mem_split *m = &mm->split;
-	/* held is all zero when the backend could not tell. */
+	const struct dl_memory_held *held = &mm->held;
 	uint64_t canonical = held->canonical;
-	uint64_t page_tables = have_held ? held->page_tables : mm->pte;
+	uint64_t page_tables =
+		mm->have_held ? held->page_tables : mm->proc.vm_pte;
 	/* The backend's own page-table pages, if any, are inside Pss. */
-	uint64_t footprint = mm->pss + held->canonical_unmapped + mm->pte;
+	uint64_t footprint =
+		mm->proc.pss + held->canonical_unmapped + mm->proc.vm_pte;
 	uint64_t core = m->live + m->slack + m->free + m->warm + m->quarantine;
 	out->footprint_bytes = footprint;
 	out->mem_live_bytes = m->live;
@@ -87,6 +98,7 @@ static void dl_backend_counters(uint64_t *exits, uint64_t *syscalls)
 DL_EXPORT int
 dangless_stats(struct dangless_stats *out)
 {
+	*out = (struct dangless_stats){0};
 	_dl_lock(&dl_stats_own.lock);
 	uint64_t exits0, syscalls0, exits1, syscalls1;
 	dl_backend_counters(&exits0, &syscalls0);
@@ -94,11 +106,6 @@ dangless_stats(struct dangless_stats *out)
 	long mappings = _dl_be && _dl_be->count_alias_mappings
 				? _dl_be->count_alias_mappings()
 				: -1;
-	struct dl_memory_held held = {0};
-	bool have_held = _dl_be && _dl_be->memory_held &&
-			 _dl_be->memory_held(&held);
-	if (!have_held)
-		held = (struct dl_memory_held){0};
 	struct dl_memory_measured mm;
 	dl_memory_measure(&mm);
 	dl_backend_counters(&exits1, &syscalls1);
@@ -121,9 +128,7 @@ dangless_stats(struct dangless_stats *out)
 	out->alias_space_left = si.limit > si.used ? si.limit - si.used : 0;
 	out->alias_space_retired = si.retired;
 	out->alias_space_pinned = si.pinned;
-	out->canonical_bytes_resident = held.canonical;
-	out->page_table_bytes = held.page_tables;
-	dl_stats_memory(out, &mm, &held, have_held);
+	dl_stats_memory(out, &mm);
 	out->mappings_per_1000_live =
 		out->live_objects
 			? out->alias_mappings_live * 1000 / out->live_objects

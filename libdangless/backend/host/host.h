@@ -140,7 +140,8 @@ bool host_for_each_mapping(dev_t dev, ino_t ino,
 				      int prot, unsigned long off, void *ctx),
 			   void *ctx);
 long host_count_alias_mappings(void);
-bool host_memory_held(struct dl_memory_held *m);
+bool host_memory_held(const struct dl_proc_memory *proc,
+		      struct dl_memory_held *m);
 bool host_explain_enomem(char *buf, size_t len);
 bool host_check(int fd);
 

@@ -188,18 +188,18 @@ long host_count_alias_mappings(void)
  * process's shared memory in Pss (which counts any other shared memory of
  * the program too: then this reads low).
  */
-bool host_memory_held(struct dl_memory_held *m)
+bool host_memory_held(const struct dl_proc_memory *proc,
+		      struct dl_memory_held *m)
 {
 	_dl_lock(&host.canon_lock);
 	uintptr_t end = host.extents.bump;
 	_dl_unlock(&host.canon_lock);
-	uint64_t mapped;
-	if (!_dl_resident_bytes((uintptr_t)host.canon, end, &m->canonical) ||
-	    !_dl_proc_kb("/proc/self/status", "VmPTE", &m->page_tables) ||
-	    !_dl_proc_kb("/proc/self/smaps_rollup", "Pss_Shmem", &mapped))
+	if (!_dl_resident_bytes((uintptr_t)host.canon, end, &m->canonical))
 		return false;
-	m->canonical_unmapped =
-		m->canonical > mapped ? m->canonical - mapped : 0;
+	m->page_tables = proc->vm_pte;
+	m->canonical_unmapped = m->canonical > proc->pss_shmem
+					? m->canonical - proc->pss_shmem
+					: 0;
 	return true;
 }
 

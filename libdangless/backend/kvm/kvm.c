@@ -239,14 +239,14 @@ static void kvm_own_memory(void (*fn)(uintptr_t start, size_t len, void *ctx),
 /* The arena's pages, each once (private memory: each is mapped, in Pss);
  * the host's page tables for the process (VmPTE) and ours for alias
  * space, which live in the process's memory. */
-static bool kvm_memory_held(struct dl_memory_held *m)
+static bool kvm_memory_held(const struct dl_proc_memory *proc,
+			    struct dl_memory_held *m)
 {
 	uint64_t ours;
-	if (!kvm_canon_resident(&m->canonical) || !kvm_pt_resident(&ours) ||
-	    !_dl_proc_kb("/proc/self/status", "VmPTE", &m->page_tables))
+	if (!kvm_canon_resident(&m->canonical) || !kvm_pt_resident(&ours))
 		return false;
 	m->canonical_unmapped = 0;
-	m->page_tables += ours;
+	m->page_tables = proc->vm_pte + ours;
 	return true;
 }
 
