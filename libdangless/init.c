@@ -185,10 +185,10 @@ static int dl_start(void)
 			_dl_fatal("the %s backend could not start (%s). With "
 				  "DANGLESS_OPTIONS=fallback=1 the program runs "
 				  "on glibc's malloc, unprotected.",
-				  _dl_be_name, strerror(-err));
+				  _dl_be_name, _dl_strerror(-err));
 		_dl_warn("the %s backend could not start (%s); running on "
 			 "glibc's malloc, unprotected (fallback=1)",
-			 _dl_be_name, strerror(-err));
+			 _dl_be_name, _dl_strerror(-err));
 		atomic_store(&_dl_fallback_used, true);
 		return err;
 	}

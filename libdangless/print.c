@@ -125,6 +125,46 @@ void _dl_buf_dec(struct dl_buf *b, uint64_t v)
 	dl_buf_num(b, v, 10, false);
 }
 
+const char *_dl_strerror(int err)
+{
+	/* the errors system calls give Dangless, in glibc's words */
+	static const char *const text[] = {
+		[EPERM] = "Operation not permitted",
+		[ENOENT] = "No such file or directory",
+		[ESRCH] = "No such process",
+		[EINTR] = "Interrupted system call",
+		[EIO] = "Input/output error",
+		[ENXIO] = "No such device or address",
+		[E2BIG] = "Argument list too long",
+		[EBADF] = "Bad file descriptor",
+		[EAGAIN] = "Resource temporarily unavailable",
+		[ENOMEM] = "Cannot allocate memory",
+		[EACCES] = "Permission denied",
+		[EFAULT] = "Bad address",
+		[EBUSY] = "Device or resource busy",
+		[EEXIST] = "File exists",
+		[ENODEV] = "No such device",
+		[EINVAL] = "Invalid argument",
+		[ENFILE] = "Too many open files in system",
+		[EMFILE] = "Too many open files",
+		[ENOTTY] = "Inappropriate ioctl for device",
+		[ENOSPC] = "No space left on device",
+		[EROFS] = "Read-only file system",
+		[ERANGE] = "Numerical result out of range",
+		[ENOSYS] = "Function not implemented",
+		[EOVERFLOW] = "Value too large for defined data type",
+		[EOPNOTSUPP] = "Operation not supported",
+		[ETIMEDOUT] = "Connection timed out",
+	};
+	if (err > 0 && (size_t)err < sizeof(text) / sizeof(text[0]) && text[err])
+		return text[err];
+	static __thread char other[32];
+	struct dl_buf b = {other, 0, sizeof(other)};
+	_dl_buf_str(&b, "error ");
+	_dl_buf_dec(&b, (uint64_t)(err < 0 ? -(int64_t)err : err));
+	return other;
+}
+
 /* %s %c %d %i %u %x %p %%, with l, ll, z, j; enough for our messages. */
 static void dl_vformat(struct dl_buf *b, const char *fmt, va_list ap)
 {

@@ -318,12 +318,12 @@ void _dl_report_exhausted(const struct dl_failure *fail, bool going_on)
 			 "Falling back to unprotected allocation "
 			 "(fallback=1): use-after-free is no longer "
 			 "detected for new allocations.",
-			 fail->what, strerror(fail->err), why,
+			 fail->what, _dl_strerror(fail->err), why,
 			 explained ? ". " : "");
 		return;
 	}
 	_dl_fatal("cannot make more aliases (%s: %s). %s%sStopping "
 		  "(fallback=0); with DANGLESS_OPTIONS=fallback=1 the program "
 		  "would go on without protection for new allocations.",
-		  fail->what, strerror(fail->err), why, explained ? ". " : "");
+		  fail->what, _dl_strerror(fail->err), why, explained ? ". " : "");
 }

@@ -530,7 +530,7 @@ static __attribute__((noreturn)) void dl_revoke_failed(int err,
 	_dl_fatal("could not revoke %u alias range%s from %p (%s)%s%s; "
 		  "stopping rather than leave a dangling pointer usable",
 		  ranges, ranges == 1 ? "" : "s", (void *)start,
-		  strerror(-err), explained ? ": " : "", why);
+		  _dl_strerror(-err), explained ? ": " : "", why);
 }
 
 void _dl_alias_revoke(uintptr_t start, size_t len)

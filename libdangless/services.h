@@ -154,6 +154,10 @@ void _dl_buf_char(struct dl_buf *b, char c);
 void _dl_buf_hex(struct dl_buf *b, uintptr_t v);
 void _dl_buf_dec(struct dl_buf *b, uint64_t v);
 void _dl_write_all(int fd, const char *s, size_t n);
+/* strerror's C-locale text, without strerror: that one may translate, and
+ * translating allocates (in an allocator out of memory it recursed until
+ * the stack overflowed, and the report never came out). */
+const char *_dl_strerror(int err);
 /* printf-like: %s %c %d %i %u %x %p %%, with l, ll, z, j. */
 void _dl_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "dangless: " and the message, always. */

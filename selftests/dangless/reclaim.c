@@ -70,6 +70,20 @@ TEST_TIMEOUT(without_reclaim_64M_runs_out, ST_CHILDREN_BUDGET(1))
 	th_child_free(&res);
 }
 
+/* The report that alias space ran out comes out (and the program aborts)
+ * in a program with a locale, where glibc's strerror allocates. */
+TEST_TIMEOUT(running_out_is_reported_where_strerror_would_allocate,
+	     ST_CHILDREN_BUDGET(1))
+{
+	struct th_child res;
+	st_reclaim("alias_space=64M:reclaim=0", "churn", "100000", "locale",
+		   &res);
+	ASSERT_KILLED_BY(SIGABRT, res);
+	EXPECT_CONTAINS("(alias_space: Cannot allocate memory)", res.err);
+	EXPECT_CONTAINS("alias_space=64M is used up", res.err);
+	th_child_free(&res);
+}
+
 TEST_TIMEOUT(without_reclaim_fallback_goes_on, ST_CHILDREN_BUDGET(1))
 {
 	struct th_child res;

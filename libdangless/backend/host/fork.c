@@ -311,7 +311,7 @@ bool host_fork_child(void)
 		_dl_fatal("fork: could not give the child a private copy of "
 			  "the heap (%s); the child would share the parent's "
 			  "memory, so it stops here",
-			  strerror(ok ? errno : err));
+			  _dl_strerror(ok ? errno : err));
 	host.canon_dev = st.st_dev;
 	host.canon_ino = st.st_ino;
 	close(newfd);
@@ -328,7 +328,7 @@ bool host_fork_child(void)
 		if (rerr)
 			_dl_fatal("fork: could not revoke freed memory again "
 				  "in the child (%s)",
-				  strerror(-rerr));
+				  _dl_strerror(-rerr));
 		core_rerevokes = false;
 	}
 	_dl_lock_reset(&host_budget.lock);

@@ -17,7 +17,7 @@ static int host_probe_guard(void)
 	if (probe == MAP_FAILED) {
 		int err = errno;
 		_dl_warn("host backend: cannot duplicate the canonical view "
-			 "with mremap: %s", strerror(err));
+			 "with mremap: %s", _dl_strerror(err));
 		return -err;
 	}
 	host.guard = madvise(probe, DL_PAGE, MADV_GUARD_INSTALL) == 0;
@@ -34,7 +34,7 @@ static int host_map_canon(void)
 	if (fd < 0) {
 		int err = errno;
 		_dl_warn("host backend: memfd_create failed: %s",
-			 strerror(err));
+			 _dl_strerror(err));
 		return -err;
 	}
 	struct stat st;
@@ -42,7 +42,7 @@ static int host_map_canon(void)
 	if (ftruncate(fd, (off_t)HOST_CANON_SIZE) != 0 || fstat(fd, &st) != 0) {
 		err = errno;
 		_dl_warn("host backend: sizing the canonical memfd: %s",
-			 strerror(err));
+			 _dl_strerror(err));
 	} else {
 		/* Inside gaps (H3): the view is placed in a reservation. */
 		char *res = mmap(NULL, HOST_CANON_SIZE + 2 * HOST_GAP, PROT_NONE,
@@ -61,7 +61,7 @@ static int host_map_canon(void)
 				munmap(res, HOST_CANON_SIZE + 2 * HOST_GAP);
 			_dl_warn("host backend: cannot map %zu GiB of "
 				 "canonical view: %s",
-				 HOST_CANON_SIZE >> 30, strerror(err));
+				 HOST_CANON_SIZE >> 30, _dl_strerror(err));
 		}
 		host.canon_dev = st.st_dev;
 		host.canon_ino = st.st_ino;

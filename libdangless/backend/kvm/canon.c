@@ -89,7 +89,7 @@ int kvm_canon_init(void)
 	if (res == MAP_FAILED) {
 		int err = errno;
 		_dl_warn("kvm backend: cannot reserve canonical memory: %s",
-			 strerror(err));
+			 _dl_strerror(err));
 		return -err;
 	}
 	char *base = (char *)DL_ALIGN_UP((uintptr_t)res + KVM_GAP, KVM_GIB);

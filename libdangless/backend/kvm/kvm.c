@@ -85,7 +85,7 @@ static int kvm_init(void)
 	if ((err = kvm_pt_start()))
 		_dl_fatal("kvm backend: the page-table pool has no "
 			  "guest-physical address (%s)",
-			  strerror(-err));
+			  _dl_strerror(-err));
 	if ((err = kvm_shootdown_init()))
 		_dl_fatal("kvm backend: cannot start TLB shootdowns");
 	kvm_hooks_install();

@@ -59,7 +59,7 @@ int kvm_pt_init(void)
 	if (res == MAP_FAILED) {
 		int err = errno;
 		_dl_warn("kvm backend: cannot reserve the page-table pool: %s",
-			 strerror(err));
+			 _dl_strerror(err));
 		return -err;
 	}
 	char *pool = (char *)DL_ALIGN_UP((uintptr_t)res, KVM_PT_POOL_SIZE);

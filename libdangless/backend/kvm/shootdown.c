@@ -269,7 +269,7 @@ int kvm_shootdown_init(void)
 		int err = errno;
 		_dl_warn("kvm backend: cannot install the TLB shootdown "
 			 "handler (signal %d): %s",
-			 KVM_SHOOTDOWN_SIGNAL, strerror(err));
+			 KVM_SHOOTDOWN_SIGNAL, _dl_strerror(err));
 		return -err;
 	}
 	kvm_thread_register();
