@@ -327,6 +327,7 @@ enum { DL_SWEPT_NOT, DL_SWEPT_PINNED, DL_SWEPT_REUSABLE };
 extern atomic_bool _dl_reclaim_wanted;
 struct dl_space_info {
 	uint64_t limit, used, reusable, retired, pinned;
+	uint64_t live_peak;       /* the most used - retired at once */
 };
 void _dl_space_init(uint64_t limit);
 void _dl_space_info(struct dl_space_info *si);

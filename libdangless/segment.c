@@ -83,6 +83,7 @@ static _Atomic uint64_t dl_fresh;    /* alias bytes ever taken fresh */
 static _Atomic uint64_t dl_reusable; /* bytes in the reuse list */
 static _Atomic uint64_t dl_retired_bytes;
 static _Atomic uint64_t dl_pinned_bytes;
+static _Atomic uint64_t dl_live_peak;
 atomic_bool _dl_reclaim_wanted;
 
 int _dl_segmap_init(void)
@@ -312,6 +313,21 @@ static bool dl_fresh_admit(size_t len)
 	return true;
 }
 
+/* After a segment is taken: live segments' alias space (neither retired
+ * nor reusable) is what no sweep can give back, so its peak is the least
+ * cap the program runs under.  The three loads are not one snapshot; a
+ * sweep moving bytes from retired to reusable meanwhile only lowers it. */
+static void dl_live_peak_note(void)
+{
+	uint64_t held = atomic_load(&dl_fresh) - atomic_load(&dl_reusable);
+	uint64_t retired = atomic_load(&dl_retired_bytes);
+	uint64_t live = held > retired ? held - retired : 0;
+	uint64_t peak = atomic_load_explicit(&dl_live_peak, memory_order_relaxed);
+	while (live > peak &&
+	       !atomic_compare_exchange_weak(&dl_live_peak, &peak, live))
+		;
+}
+
 void _dl_space_init(uint64_t limit)
 {
 	dl_space.limit = limit;
@@ -327,6 +343,7 @@ void _dl_space_info(struct dl_space_info *si)
 	si->reusable = reusable;
 	si->retired = atomic_load(&dl_retired_bytes);
 	si->pinned = atomic_load(&dl_pinned_bytes);
+	si->live_peak = atomic_load(&dl_live_peak);
 }
 
 struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
@@ -367,6 +384,7 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 		seg->cap = DL_LARGE_PER_SEG;
 	dl_segmap_set(seg->base, len, (uintptr_t)seg);
 	DL_STAT_ADD(alias_bytes_used, len);
+	dl_live_peak_note();
 	return seg;
 }
 

@@ -128,6 +128,7 @@ dangless_stats(struct dangless_stats *out)
 	out->alias_space_left = si.limit > si.used ? si.limit - si.used : 0;
 	out->alias_space_retired = si.retired;
 	out->alias_space_pinned = si.pinned;
+	out->alias_space_live_peak = si.live_peak;
 	dl_stats_memory(out, &mm);
 	out->mappings_per_1000_live =
 		out->live_objects

@@ -58,7 +58,7 @@ int dangless_dedicate_vmem(void *start, void *end);
 void *dangless_get_canonical(void *p);
 
 /* Bumped whenever a field is added: fields come in this order. */
-#define DANGLESS_STATS_VERSION 6
+#define DANGLESS_STATS_VERSION 7
 #define DANGLESS_STAT_FIELDS(X)                                                \
 	X(allocs, "allocations made")                                          \
 	X(frees, "allocations freed")                                          \
@@ -133,7 +133,9 @@ void *dangless_get_canonical(void *p);
 	  "the kvm backend's for alias space)")                                \
 	X(mem_metadata_bytes, "of which: Dangless's metadata")                \
 	X(mem_program_bytes, "of which: the rest: the program's code, data, " \
-	  "stacks and own mappings")
+	  "stacks and own mappings")                                          \
+	X(alias_space_live_peak, "the most alias space live segments held at " \
+	  "once: less alias_space= than this runs out")
 
 struct dangless_stats {
 	uint32_t version;

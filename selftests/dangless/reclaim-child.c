@@ -18,6 +18,8 @@
  *   st-reclaim fork N           a thread sweeps while main forks N times;
  *                               each child reads a dangling pointer
  *                               (must die of SIGSEGV) or churns (exit 0)
+ *   st-reclaim hold N           holds N 32-byte objects at once, frees
+ *                               them, then churns 8N: the live peak stays
  */
 #include "st-common.h"
 
@@ -45,6 +47,8 @@ static void print_stats(void)
 	       (unsigned long long)s.sweep_threads_stopped);
 	printf("fallback_allocs %llu\n",
 	       (unsigned long long)s.fallback_allocs);
+	printf("live_peak %llu\n",
+	       (unsigned long long)s.alias_space_live_peak);
 	fflush(stdout);
 }
 
@@ -308,6 +312,25 @@ static int fork_test(long n)
 	return 0;
 }
 
+/* ---- hold ---- */
+
+static int hold(long n)
+{
+	void **v = calloc((size_t)n, sizeof(*v));
+	if (!v)
+		return 1;
+	for (long i = 0; i < n; i++)
+		if (!(v[i] = malloc(32)))
+			return 1;
+	for (long i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+	long bad = churn(8 * n);
+	print_stats();
+	printf("%s\n", bad ? "contents changed" : "done");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -332,7 +355,9 @@ int main(int argc, char **argv)
 		return threads(atol(argv[2]));
 	if (argc > 2 && !strcmp(argv[1], "fork"))
 		return fork_test(atol(argv[2]));
+	if (argc > 2 && !strcmp(argv[1], "hold"))
+		return hold(atol(argv[2]));
 	fprintf(stderr, "usage: st-reclaim churn N [locale] | keep WHERE N | reuse | "
-			"threads N | fork N\n");
+			"threads N | fork N | hold N\n");
 	return 2;
 }

@@ -183,6 +183,27 @@ TEST_TIMEOUT(dropped_ranges_are_reused, ST_CHILDREN_BUDGET(1))
 	th_child_free(&res);
 }
 
+/* The live peak: what the program held at once (a page of alias space per
+ * small object), not what it was handed out in all; it tells the least
+ * alias_space= the program runs under. */
+#define ST_HOLD 6000
+TEST_TIMEOUT(live_peak_is_what_was_held_at_once, ST_CHILDREN_BUDGET(1))
+{
+	struct th_child res;
+	char n[16];
+	snprintf(n, sizeof(n), "%d", ST_HOLD);
+	st_reclaim("alias_space=64M", "hold", n, NULL, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_CONTAINS("done\n", res.out);
+	unsigned long long peak = st_num_after(res.out, "live_peak ");
+	EXPECT_LE((unsigned long long)ST_HOLD * 4096, peak);
+	/* and a few segments more: the ones partly carved at the peak */
+	EXPECT_GE((unsigned long long)ST_HOLD * 4096 + (8ULL << 20), peak);
+	EXPECT_LT(2 * peak, st_num_after(res.out, "handed_out "));
+	EXPECT_LT(0ULL, st_num_after(res.out, "reclaims "));
+	th_child_free(&res);
+}
+
 TEST_TIMEOUT(threads_allocate_while_main_sweeps, ST_CHILDREN_BUDGET(3))
 {
 	struct th_child res;
