@@ -313,13 +313,21 @@ static bool dl_fresh_admit(size_t len)
 	return true;
 }
 
+/* R3: taken fresh less reusable (two loads, not one snapshot). */
+static uint64_t dl_space_used(void)
+{
+	uint64_t fresh = atomic_load(&dl_fresh);
+	uint64_t reusable = atomic_load(&dl_reusable);
+	return fresh > reusable ? fresh - reusable : 0;
+}
+
 /* After a segment is taken: live segments' alias space (neither retired
  * nor reusable) is what no sweep can give back, so its peak is the least
- * cap the program runs under.  The three loads are not one snapshot; a
- * sweep moving bytes from retired to reusable meanwhile only lowers it. */
+ * cap the program runs under.  The loads are not one snapshot; a sweep
+ * moving bytes from retired to reusable meanwhile only lowers it. */
 static void dl_live_peak_note(void)
 {
-	uint64_t held = atomic_load(&dl_fresh) - atomic_load(&dl_reusable);
+	uint64_t held = dl_space_used();
 	uint64_t retired = atomic_load(&dl_retired_bytes);
 	uint64_t live = held > retired ? held - retired : 0;
 	uint64_t peak = atomic_load_explicit(&dl_live_peak, memory_order_relaxed);
@@ -336,11 +344,9 @@ void _dl_space_init(uint64_t limit)
 
 void _dl_space_info(struct dl_space_info *si)
 {
-	uint64_t fresh = atomic_load(&dl_fresh);
-	uint64_t reusable = atomic_load(&dl_reusable);
 	si->limit = dl_space.limit;
-	si->used = fresh > reusable ? fresh - reusable : 0;
-	si->reusable = reusable;
+	si->used = dl_space_used();
+	si->reusable = atomic_load(&dl_reusable);
 	si->retired = atomic_load(&dl_retired_bytes);
 	si->pinned = atomic_load(&dl_pinned_bytes);
 	si->live_peak = atomic_load(&dl_live_peak);
@@ -515,8 +521,7 @@ uint64_t _dl_space_sweep_finish(void)
 	atomic_fetch_add(&dl_reusable, reclaimed);
 	atomic_fetch_sub(&dl_retired_bytes, reclaimed);
 	/* The next sweep when half of what is left is used again. */
-	uint64_t fresh = atomic_load(&dl_fresh);
-	uint64_t used = fresh - atomic_load(&dl_reusable);
+	uint64_t used = dl_space_used();
 	dl_space.mark = used + (dl_space.limit - used) / 2;
 	atomic_store(&_dl_reclaim_wanted, false);
 	DL_STAT_ADD(reclaimed_bytes, reclaimed);
@@ -525,7 +530,7 @@ uint64_t _dl_space_sweep_finish(void)
 
 void _dl_space_sweep_abandoned(void)
 {
-	uint64_t used = atomic_load(&dl_fresh) - atomic_load(&dl_reusable);
+	uint64_t used = dl_space_used();
 	dl_space.mark = used + (dl_space.limit - used) / 2;
 	atomic_store(&_dl_reclaim_wanted, false);
 }
