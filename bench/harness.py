@@ -227,24 +227,29 @@ class Sampler(threading.Thread):
                     pss_shm += int(m.group(1)) if m else 0
                 except OSError:
                     pass
-                try:
-                    for fd in os.listdir(f"/proc/{p}/fd"):
-                        try:
-                            if os.readlink(f"/proc/{p}/fd/{fd}").startswith("/memfd:"):
-                                st_ = os.stat(f"/proc/{p}/fd/{fd}")
-                                memfds[(st_.st_dev, st_.st_ino)] = st_.st_blocks // 2
-                        except OSError:
-                            pass
-                except OSError:
-                    pass
                 with open(f"/proc/{p}/maps", "rb") as f:
                     n = 0
+                    memfd_range = None
                     while True:
                         chunk = f.read(1 << 20)
                         if not chunk:
                             break
+                        if memfd_range is None:
+                            at = chunk.find(b" /memfd:")
+                            if at >= 0:
+                                start = chunk.rfind(b"\n", 0, at) + 1
+                                if start or not n:
+                                    memfd_range = chunk[start:chunk.index(b" ", start)].decode()
                         n += chunk.count(b"\n")
                 maps += n
+                # Dangless keeps no descriptor for its memfd: the file is
+                # reached through a mapping of it instead.
+                if memfd_range:
+                    try:
+                        st_ = os.stat(f"/proc/{p}/map_files/{memfd_range}")
+                        memfds[(st_.st_dev, st_.st_ino)] = st_.st_blocks // 2
+                    except OSError:
+                        pass
             except OSError:
                 pass
         mmc = read_max_map_count()
