@@ -150,6 +150,32 @@ TEST(the_programs_own_memory_stays_the_programs)
 	munmap(p, len);
 }
 
+/* What st-scenario class-memory N SIZE printed: heap held, live bytes. */
+static void st_class_memory(const char *n, const char *size,
+			    unsigned long long *held,
+			    unsigned long long *live)
+{
+	const char *const argv[] = {st_selftest_prog("st-scenario"),
+				    "class-memory", n, size, NULL};
+	struct th_child res;
+	th_exec(argv, NULL, NULL, ST_CHILD_S, &res);
+	ASSERT_EXITED(0, res);
+	ASSERT_EQ(2, sscanf(res.out, "held %llu live %llu", held, live));
+	TH_LOG("%s objects of %s B: %llu KiB held for %llu KiB live", n, size,
+	       *held >> 10, *live >> 10);
+	th_child_free(&res);
+}
+
+/* A 4,500-byte object takes 5 KiB (columns of 5 pages, 4 rows), not the
+ * 8 KiB of two whole pages; at most a third more for a class's growth. */
+TEST(an_object_a_little_over_a_page_takes_little_over_its_size)
+{
+	unsigned long long held, live;
+	st_class_memory("100", "4500", &held, &live);
+	EXPECT_EQ(100ULL * 4500, live);
+	EXPECT_LE(held, 100ULL * 5120 * 4 / 3);
+}
+
 static void st_print_stats_body(void *arg)
 {
 	(void)arg;

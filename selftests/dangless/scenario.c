@@ -27,6 +27,8 @@
  *   st-scenario maps SIZE MAX  live SIZE-byte objects, every other freed,
  *                              until MAX are made; prints how far it got
  *   st-scenario stats          prints the counters, one "name value" a line
+ *   st-scenario class-memory N SIZE  N objects of SIZE bytes, written; prints
+ *                              the heap memory they took and their live bytes
  *   st-scenario env NAME       prints NAME=<its value in the environment>
  *   st-scenario dedicate       dangless_dedicate_vmem(1 GiB at 0x500000000000)
  *                              before the first malloc, then allocates
@@ -608,6 +610,42 @@ static int maps(size_t size, long max)
 	return 0;
 }
 
+/* The canonical memory the heap holds (the named parts but page tables
+ * and metadata). */
+static uint64_t heap_held(const struct dangless_stats *s)
+{
+	return s->mem_live_bytes + s->mem_slack_bytes + s->mem_free_bytes +
+	       s->mem_warm_bytes + s->mem_quarantine_bytes + s->mem_stale_bytes;
+}
+
+/* n objects of size bytes, every byte written, in a process that has made
+ * none of that size before: what they made the heap hold. */
+static int class_memory(long n, size_t size)
+{
+	int (*stats)(struct dangless_stats *) = get_stats();
+	if (!stats)
+		return fail("no dangless_stats");
+	char **keep = mmap(NULL, (size_t)n * sizeof(char *),
+			   PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (keep == MAP_FAILED)
+		return fail("mmap");
+	struct dangless_stats a = {.version = DANGLESS_STATS_VERSION};
+	struct dangless_stats b = {.version = DANGLESS_STATS_VERSION};
+	stats(&a);
+	for (long i = 0; i < n; i++) {
+		keep[i] = malloc(size);
+		if (!keep[i])
+			return fail("malloc");
+		memset(keep[i], 1, size);
+	}
+	stats(&b);
+	printf("held %llu live %llu\n",
+	       (unsigned long long)(heap_held(&b) - heap_held(&a)),
+	       (unsigned long long)(b.mem_live_bytes - a.mem_live_bytes));
+	return 0;
+}
+
 static int print_stats(void)
 {
 	int (*stats)(struct dangless_stats *) = get_stats();
@@ -842,6 +880,8 @@ int main(int argc, char **argv)
 		return maps((size_t)atol(argv[2]), atol(argv[3]));
 	if (!strcmp(what, "stats"))
 		return print_stats();
+	if (!strcmp(what, "class-memory") && argc > 3)
+		return class_memory(atol(argv[2]), (size_t)atol(argv[3]));
 	if (!strcmp(what, "dedicate"))
 		return dedicate();
 	if (!strcmp(what, "dedicate-small") && argc > 2)
