@@ -124,7 +124,8 @@ static int host_reprotect(void *alias, size_t len)
 	return r == MAP_FAILED ? -errno : 0;
 }
 
-int host_alias_map(void *alias, void *canon, size_t len, size_t populate)
+int host_alias_map(void *alias, void *canon, size_t len,
+			  bool populate)
 {
 	if (!host_map_budget_take(1))
 		return -ENOMEM;
@@ -138,7 +139,7 @@ int host_alias_map(void *alias, void *canon, size_t len, size_t populate)
 	}
 	/* A hint: without it (Linux < 5.14) pages come on first touch. */
 	if (populate)
-		madvise(alias, populate, MADV_POPULATE_WRITE);
+		madvise(alias, len, MADV_POPULATE_WRITE);
 	return 0;
 }
 
