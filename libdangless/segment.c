@@ -193,16 +193,19 @@ static bool dl_retired_add(struct dl_retired r)
 	return true;
 }
 
-static void dl_live_remove(struct dl_segment *seg)
+static bool dl_live_remove(struct dl_segment *seg)
 {
+	bool found = false;
 	_dl_lock(&dl_live.lock);
 	for (size_t i = dl_live.n; i-- > 0;) {
 		if (dl_live.v[i] == seg) {
 			dl_live.v[i] = dl_live.v[--dl_live.n];
+			found = true;
 			break;
 		}
 	}
 	_dl_unlock(&dl_live.lock);
+	return found;
 }
 
 /* The words of [base, base+len), whose leaves dl_segmap_reserve made. */
@@ -408,7 +411,9 @@ void _dl_segment_retire(struct dl_segment *seg)
 {
 	/* I3: nothing in it is live or cached any more. */
 	dl_assert(seg->closed && atomic_load(&seg->dead) == seg->used);
-	dl_live_remove(seg);
+	bool was_live = dl_live_remove(seg);
+	dl_assert(was_live); /* retired once */
+	(void)was_live;
 	/* Whatever is still mapped goes; dead ranges keep faulting. */
 	_dl_be->alias_release((void *)seg->base, seg->len);
 	struct dl_segment *drop[DL_DEAD_DROP];
@@ -426,13 +431,18 @@ void _dl_segment_retire(struct dl_segment *seg)
 		drop[ndrop++] = dl_dead.head;
 		dl_dead.head = dl_dead.head->next_dead;
 	}
-	_dl_unlock(&dl_dead.lock);
+	/* Still under dl_dead.lock, which a sweep holds throughout: a sweep
+	 * between taking d off the ring and marking its range would find the
+	 * range's entry still pointing at d, may make it reusable and see it
+	 * taken by a new segment, whose entry the late mark would then
+	 * overwrite. */
 	for (unsigned i = 0; i < ndrop; i++) {
 		struct dl_segment *d = drop[i];
 		uint8_t cls = d->kind == DL_SEG_SMALL ? d->cls : DL_DEAD_LARGE;
 		dl_segmap_set(d->base, d->len, DL_DEAD_MARK(cls));
 		_dl_pool_free(dl_segment_pool(d->kind), d);
 	}
+	_dl_unlock(&dl_dead.lock);
 }
 
 /* ---- sweeps (reclaim.c holds every lock; R2) ---- */
@@ -447,6 +457,10 @@ struct dl_retired *_dl_space_sweep_begin(size_t *n, uintptr_t *lo,
 		r->pinned = false;
 		r->pinned_at = 0;
 		dl_assert(r->was && !DL_SEGMAP_IS_CAND(r->was));
+		/* R1: a retired range's entry names a dead segment at it */
+		dl_assert((r->was & 1) ||
+			  (((struct dl_segment *)r->was)->base == r->base &&
+			   ((struct dl_segment *)r->was)->closed));
 		dl_segmap_set(r->base, r->len, DL_SEGMAP_CAND(i));
 		if (r->base < min)
 			min = r->base;
