@@ -413,7 +413,6 @@ void _dl_segment_retire(struct dl_segment *seg)
 	dl_assert(seg->closed && atomic_load(&seg->dead) == seg->used);
 	bool was_live = dl_live_remove(seg);
 	dl_assert(was_live); /* retired once */
-	(void)was_live;
 	/* Whatever is still mapped goes; dead ranges keep faulting. */
 	_dl_be->alias_release((void *)seg->base, seg->len);
 	struct dl_segment *drop[DL_DEAD_DROP];
@@ -458,9 +457,8 @@ struct dl_retired *_dl_space_sweep_begin(size_t *n, uintptr_t *lo,
 		r->pinned_at = 0;
 		dl_assert(r->was && !DL_SEGMAP_IS_CAND(r->was));
 		/* R1: a retired range's entry names a dead segment at it */
-		dl_assert((r->was & 1) ||
-			  (((struct dl_segment *)r->was)->base == r->base &&
-			   ((struct dl_segment *)r->was)->closed));
+		const struct dl_segment *was = (const void *)r->was;
+		dl_assert((r->was & 1) || (was->base == r->base && was->closed));
 		dl_segmap_set(r->base, r->len, DL_SEGMAP_CAND(i));
 		if (r->base < min)
 			min = r->base;
