@@ -232,8 +232,11 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 	/* publishes o to lock-free lookups: its fields first */
 	atomic_thread_fence(memory_order_release);
 	seg->used++;
-	if (seg->used == seg->cap)
+	if (seg->used == seg->cap) {
 		seg->closed = true;
+		if (dl_large_state.seg == seg)
+			dl_large_state.seg = NULL; /* I5 */
+	}
 	_dl_unlock(&dl_large_state.lock);
 	if (retire)
 		_dl_segment_retire(retire);

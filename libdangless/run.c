@@ -337,8 +337,8 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 }
 
 /*
- * A segment of the class with room for another chunk, with the class lock
- * held on return (true) or not (false, *fail says why).  A new segment is
+ * A segment of the class with room for another chunk (cs->seg), with the
+ * class lock held on return (true) or not (false, *fail says why).  A new segment is
  * made with the lock dropped (reserving alias space may make a system
  * call); if another thread installed one meanwhile, the new one waits as
  * the class's spare, or, if there is one already, is retired unused.
@@ -346,7 +346,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 static bool dl_seg_with_room(unsigned cls, struct dl_failure *fail)
 {
 	struct dl_class_state *cs = &dl_cs[cls];
-	while (!cs->seg || cs->seg->used == cs->seg->cap) {
+	while (!cs->seg) {
 		if (cs->spare) {
 			cs->seg = cs->spare;
 			cs->spare = NULL;
@@ -359,7 +359,7 @@ static bool dl_seg_with_room(unsigned cls, struct dl_failure *fail)
 		if (!fresh)
 			return false;
 		_dl_lock(&cs->lock);
-		if (!cs->seg || cs->seg->used == cs->seg->cap) {
+		if (!cs->seg) {
 			cs->seg = fresh;
 		} else if (!cs->spare) {
 			cs->spare = fresh;
@@ -370,6 +370,7 @@ static bool dl_seg_with_room(unsigned cls, struct dl_failure *fail)
 			_dl_lock(&cs->lock);
 		}
 	}
+	dl_assert(cs->seg->cls == cls && !cs->seg->closed); /* I5 */
 	return true;
 }
 
@@ -404,8 +405,11 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 	atomic_store(&ch->handed, 0);
 	atomic_store(&ch->freed, 0);
 	atomic_store(&ch->returned, 0);
-	if (seg->used == seg->cap)
+	if (seg->used == seg->cap) {
+		/* I5: from here its metadata may be freed under us. */
 		seg->closed = true;
+		cs->seg = NULL;
+	}
 	cs->last_run = run;
 	out->seg = seg;
 	out->chunk = ch;

@@ -20,6 +20,11 @@
  *                               (must die of SIGSEGV) or churns (exit 0)
  *   st-reclaim hold N           holds N 32-byte objects at once, frees
  *                               them, then churns 8N: the live peak stays
+ *   st-reclaim closed           four classes each fill one segment and
+ *                               free it; a sweep frees the segments'
+ *                               metadata; four other classes make new
+ *                               segments; the first four allocate again,
+ *                               each in a segment of its own
  */
 #include "st-common.h"
 
@@ -331,6 +336,90 @@ static int hold(long n)
 	return 0;
 }
 
+/* ---- closed ---- */
+
+#define SEG_BYTES (2UL << 20)
+#define CHUNK_BYTES (128UL << 10)
+#define SEG_SLOTS 512 /* 16 chunks of 32 slots, for classes of a page a column */
+
+static uintptr_t seg_of(const void *p)
+{
+	return (uintptr_t)p & ~(SEG_BYTES - 1);
+}
+
+/* Fills exactly one segment of a class nothing here allocated before and
+ * frees it all: the segment is closed by its last carve and retires with
+ * its last free.  Returns its address hidden from the sweep, or 0 when the
+ * objects did not fill exactly one segment. */
+static __attribute__((noinline)) uintptr_t fill_and_free(size_t size)
+{
+	uintptr_t hidden[SEG_SLOTS];
+	bool one = true;
+	for (int i = 0; i < SEG_SLOTS; i++) {
+		char *p = malloc(size);
+		if (!p)
+			return 0;
+		memset(p, i, size);
+		hidden[i] = (uintptr_t)p ^ HIDE;
+		one = one && seg_of(p) == seg_of((void *)(hidden[0] ^ HIDE));
+	}
+	uintptr_t first = hidden[0] ^ HIDE, last = hidden[SEG_SLOTS - 1] ^ HIDE;
+	one = one && first - seg_of((void *)first) < CHUNK_BYTES &&
+	      last - seg_of((void *)last) >= SEG_BYTES - CHUNK_BYTES;
+	for (int i = 0; i < SEG_SLOTS; i++)
+		free((void *)(hidden[i] ^ HIDE));
+	return one ? seg_of((void *)first) ^ HIDE : 0;
+}
+
+/* Dead frames below us may still hold the objects' addresses. */
+static __attribute__((noinline)) void scrub_stack(void)
+{
+	volatile char junk[64 << 10];
+	memset((char *)junk, 0, sizeof(junk));
+}
+
+static int closed(void)
+{
+	static const size_t victim[] = {96, 112, 128, 144};
+	static const size_t other[] = {160, 176, 192, 208};
+	enum { N = sizeof(victim) / sizeof(victim[0]) };
+	uintptr_t hidden[N];
+	for (int i = 0; i < N; i++) {
+		if (!(hidden[i] = fill_and_free(victim[i]))) {
+			printf("class of %zu bytes did not fill one segment\n",
+			       victim[i]);
+			return 4;
+		}
+	}
+	scrub_stack();
+	long reclaimed = dangless_reclaim();
+	/* New segments, whose metadata comes from what the sweep freed */
+	void *o[N];
+	int reused = 0;
+	for (int j = 0; j < N; j++) {
+		if (!(o[j] = malloc(other[j])))
+			return 1;
+		for (int i = 0; i < N; i++)
+			reused += seg_of(o[j]) == (hidden[i] ^ HIDE);
+	}
+	int strangers = 0;
+	for (int i = 0; i < N; i++) {
+		char *p = malloc(victim[i]);
+		if (!p)
+			return 1;
+		for (int j = 0; j < N; j++)
+			strangers += seg_of(p) == seg_of(o[j]);
+		memset(p, 0xab, victim[i]);
+		free(p);
+	}
+	for (int j = 0; j < N; j++)
+		free(o[j]);
+	printf("reclaimed %s\n", reclaimed > 0 ? "positive" : "nothing");
+	printf("victim_ranges_reused %d\n", reused);
+	printf("in_another_class_segment %d\n", strangers);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -357,7 +446,9 @@ int main(int argc, char **argv)
 		return fork_test(atol(argv[2]));
 	if (argc > 2 && !strcmp(argv[1], "hold"))
 		return hold(atol(argv[2]));
+	if (argc > 1 && !strcmp(argv[1], "closed"))
+		return closed();
 	fprintf(stderr, "usage: st-reclaim churn N [locale] | keep WHERE N | reuse | "
-			"threads N | fork N | hold N\n");
+			"threads N | fork N | hold N | closed\n");
 	return 2;
 }

@@ -183,6 +183,24 @@ TEST_TIMEOUT(dropped_ranges_are_reused, ST_CHILDREN_BUDGET(1))
 	th_child_free(&res);
 }
 
+/* A class whose segment was closed by its last carve and retired by its
+ * last free, before the class allocated again: the sweep frees that
+ * segment's metadata, other classes' new segments take it, and the class
+ * must not carve into whichever one did (it did, from a pointer kept to
+ * its closed segment: a free of the new object was an "invalid free"). */
+TEST_TIMEOUT(a_closed_segment_is_not_carved_after_a_sweep, ST_CHILDREN_BUDGET(1))
+{
+	struct th_child res;
+	st_reclaim("alias_space=64M", "closed", NULL, NULL, &res);
+	ASSERT_EXITED(0, res);
+	EXPECT_CONTAINS("reclaimed positive\n", res.out);
+	/* the sweep freed a victim's metadata: its range came back */
+	EXPECT_LT(0ULL, st_num_after(res.out, "victim_ranges_reused "));
+	EXPECT_CONTAINS("in_another_class_segment 0\n", res.out);
+	EXPECT_FALSE(strstr(res.err, "invalid free") != NULL);
+	th_child_free(&res);
+}
+
 /* The live peak: what the program held at once (a page of alias space per
  * small object), not what it was handed out in all; it tells the least
  * alias_space= the program runs under. */
