@@ -20,11 +20,12 @@
  *                               (must die of SIGSEGV) or churns (exit 0)
  *   st-reclaim hold N           holds N 32-byte objects at once, frees
  *                               them, then churns 8N: the live peak stays
- *   st-reclaim closed           four classes each fill one segment and
- *                               free it; a sweep frees the segments'
- *                               metadata; four other classes make new
- *                               segments; the first four allocate again,
- *                               each in a segment of its own
+ *   st-reclaim closed           a thread closes a segment of each of four
+ *                               classes and exits; a sweep frees the
+ *                               segments' metadata; four other classes
+ *                               make new segments; the first four
+ *                               allocate again, each in a segment of its
+ *                               own
  */
 #include "st-common.h"
 
@@ -339,37 +340,17 @@ static int hold(long n)
 /* ---- closed ---- */
 
 #define SEG_BYTES (2UL << 20)
-#define CHUNK_BYTES (128UL << 10)
-#define SEG_SLOTS 512 /* 16 chunks of 32 slots, for classes of a page a column */
+#define CHUNK_BYTES (128UL << 10) /* 32 pages: classes of a page a column */
 
 static uintptr_t seg_of(const void *p)
 {
 	return (uintptr_t)p & ~(SEG_BYTES - 1);
 }
 
-/* Fills exactly one segment of a class nothing here allocated before and
- * frees it all: the segment is closed by its last carve and retires with
- * its last free.  Returns its address hidden from the sweep, or 0 when the
- * objects did not fill exactly one segment. */
-static __attribute__((noinline)) uintptr_t fill_and_free(size_t size)
-{
-	uintptr_t hidden[SEG_SLOTS];
-	bool one = true;
-	for (int i = 0; i < SEG_SLOTS; i++) {
-		char *p = malloc(size);
-		if (!p)
-			return 0;
-		memset(p, i, size);
-		hidden[i] = (uintptr_t)p ^ HIDE;
-		one = one && seg_of(p) == seg_of((void *)(hidden[0] ^ HIDE));
-	}
-	uintptr_t first = hidden[0] ^ HIDE, last = hidden[SEG_SLOTS - 1] ^ HIDE;
-	one = one && first - seg_of((void *)first) < CHUNK_BYTES &&
-	      last - seg_of((void *)last) >= SEG_BYTES - CHUNK_BYTES;
-	for (int i = 0; i < SEG_SLOTS; i++)
-		free((void *)(hidden[i] ^ HIDE));
-	return one ? seg_of((void *)first) ^ HIDE : 0;
-}
+static const size_t victim[] = {96, 112, 128, 144};
+static const size_t other[] = {160, 176, 192, 208};
+#define NVICTIMS (sizeof(victim) / sizeof(victim[0]))
+static uintptr_t victim_seg[NVICTIMS]; /* hidden from the sweep */
 
 /* Dead frames below us may still hold the objects' addresses. */
 static __attribute__((noinline)) void scrub_stack(void)
@@ -378,41 +359,74 @@ static __attribute__((noinline)) void scrub_stack(void)
 	memset((char *)junk, 0, sizeof(junk));
 }
 
-static int closed(void)
+/*
+ * A thread allocates each victim class (nothing else here allocates them)
+ * until an object lands in the last chunk of the class's first segment:
+ * the carve of that chunk closed the segment, and the class carves no
+ * more.  Every object is freed at once; the thread's exit gives its cached
+ * slots back, so the segment's last chunk dies and it retires.
+ */
+static void *fill_victims(void *arg)
 {
-	static const size_t victim[] = {96, 112, 128, 144};
-	static const size_t other[] = {160, 176, 192, 208};
-	enum { N = sizeof(victim) / sizeof(victim[0]) };
-	uintptr_t hidden[N];
-	for (int i = 0; i < N; i++) {
-		if (!(hidden[i] = fill_and_free(victim[i]))) {
-			printf("class of %zu bytes did not fill one segment\n",
-			       victim[i]);
-			return 4;
+	(void)arg;
+	for (size_t v = 0; v < NVICTIMS; v++) {
+		uintptr_t first = 0;
+		for (long i = 0; i < 100000 && !victim_seg[v]; i++) {
+			char *p = malloc(victim[v]);
+			if (!p)
+				return (void *)1;
+			memset(p, (int)i, victim[v]);
+			uintptr_t seg = seg_of(p) ^ HIDE;
+			bool last = ((uintptr_t)p & (SEG_BYTES - 1)) >=
+				    SEG_BYTES - CHUNK_BYTES;
+			free(p);
+			if (!first)
+				first = seg;
+			if (seg != first)
+				return (void *)2; /* not the class's first */
+			if (last)
+				victim_seg[v] = seg;
 		}
 	}
 	scrub_stack();
+	return NULL;
+}
+
+static int closed(void)
+{
+	pthread_t t;
+	void *ret;
+	if (pthread_create(&t, NULL, fill_victims, NULL) ||
+	    pthread_join(t, &ret))
+		return 1;
+	for (size_t v = 0; v < NVICTIMS; v++)
+		if (ret || !victim_seg[v]) {
+			printf("class of %zu bytes: no closed segment (%p)\n",
+			       victim[v], ret);
+			return 4;
+		}
+	scrub_stack();
 	long reclaimed = dangless_reclaim();
 	/* New segments, whose metadata comes from what the sweep freed */
-	void *o[N];
+	void *o[NVICTIMS];
 	int reused = 0;
-	for (int j = 0; j < N; j++) {
+	for (size_t j = 0; j < NVICTIMS; j++) {
 		if (!(o[j] = malloc(other[j])))
 			return 1;
-		for (int i = 0; i < N; i++)
-			reused += seg_of(o[j]) == (hidden[i] ^ HIDE);
+		for (size_t v = 0; v < NVICTIMS; v++)
+			reused += seg_of(o[j]) == (victim_seg[v] ^ HIDE);
 	}
 	int strangers = 0;
-	for (int i = 0; i < N; i++) {
-		char *p = malloc(victim[i]);
+	for (size_t v = 0; v < NVICTIMS; v++) {
+		char *p = malloc(victim[v]);
 		if (!p)
 			return 1;
-		for (int j = 0; j < N; j++)
+		for (size_t j = 0; j < NVICTIMS; j++)
 			strangers += seg_of(p) == seg_of(o[j]);
-		memset(p, 0xab, victim[i]);
+		memset(p, 0xab, victim[v]);
 		free(p);
 	}
-	for (int j = 0; j < N; j++)
+	for (size_t j = 0; j < NVICTIMS; j++)
 		free(o[j]);
 	printf("reclaimed %s\n", reclaimed > 0 ? "positive" : "nothing");
 	printf("victim_ranges_reused %d\n", reused);
