@@ -113,11 +113,13 @@ struct dl_backend {
 	int (*alias_dedicate)(void *start, size_t len);
 	/*
 	 * Makes [alias, alias+len) a second, readable and writable view of
-	 * [canon, canon+len) (C1, C2).  With populate, the translations are
-	 * made now rather than on first touch.  -ENOMEM when a limit of the
-	 * host is reached (explain_enomem says which).
+	 * [canon, canon+len) (C1, C2).  The translations of its first
+	 * `populate` bytes (a page multiple, at most len; 0 for none) are
+	 * made now rather than on first touch: the core is about to touch
+	 * them.  -ENOMEM when a limit of the host is reached
+	 * (explain_enomem says which).
 	 */
-	int (*alias_map)(void *alias, void *canon, size_t len, bool populate);
+	int (*alias_map)(void *alias, void *canon, size_t len, size_t populate);
 	/*
 	 * Revokes the alias: from return on, any access through it faults,
 	 * in every thread.  The range stays reserved and is never mapped

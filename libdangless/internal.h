@@ -21,6 +21,18 @@
  *
  * so the in-page offset of an alias equals that of its canonical bytes.
  *
+ * A row's slots lie on every column's pages, so a class of a few dozen
+ * objects would make all of a run's pages resident.  A class's first run
+ * therefore opens only its first columns (run->open, DL_NARROW_PAGES
+ * worth) until the class outgrows them (three quarters carved, or
+ * DL_NARROW_SLOTS slots), then the rest; its later runs are whole from the
+ * start.  A narrow run's chunk still maps the whole run; only its open
+ * columns are carved, so the others' pages are never touched.  Narrowness
+ * costs a mapping and a chunk of alias space per few objects: worth it for
+ * the many classes a program makes a few dozen objects of, bounded by
+ * DL_NARROW_SLOTS live objects, and by DL_NARROW_CARVES chunks for a class
+ * that churns a few objects (its run is then opened whole).
+ *
  * Alias space is cut into DL_SEG_SIZE segments; _dl_segmap[] maps each
  * segment to its metadata.  A small segment serves one class and is carved
  * into chunks in address order, never twice; a class's segments follow one
@@ -93,6 +105,12 @@
 #define DL_NCLASSES_MAX 48
 /* The runs of a class are carved from groups this many runs long. */
 #define DL_GROUP_RUNS 64
+/* A fresh run opens this many pages' worth of columns (layout above). */
+#define DL_NARROW_PAGES 8
+/* Slots a class holds in its narrow run before that opens whole. */
+#define DL_NARROW_SLOTS 256
+/* Chunks a class carves from its narrow run before that opens whole. */
+#define DL_NARROW_CARVES 256
 
 /* Column sets are 32-bit masks; row counts and per-row counters bytes. */
 _Static_assert(DL_MAX_COLS <= 32, "column masks are uint32_t");
@@ -135,6 +153,7 @@ struct dl_run {
 	bool in_partial;
 	bool warm;                /* empty, and its pages kept */
 	bool discarding;          /* empty, its pages going back: not carved */
+	uint32_t open;            /* columns that may be carved: a prefix */
 	uint16_t nfree;           /* free slots in the whole run */
 	struct dl_run *next, *prev; /* class's list of runs with free slots */
 	struct dl_run *warm_next, *warm_prev; /* class's warm runs, newest first */
@@ -364,6 +383,7 @@ struct dl_carve {
 	struct dl_chunk *chunk;
 	uintptr_t alias;          /* the chunk's alias range */
 	uint32_t carved;          /* columns carved into it */
+	uint32_t open;            /* its run's open columns then */
 };
 /* The most chunks one refill carves (and maps) together. */
 #define DL_REFILL_MAX 4

@@ -248,7 +248,7 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 	 * (shadow page tables); a 1 MiB malloc+free that touches two pages
 	 * went from 22 to 110-150 us with it.
 	 */
-	int err = _dl_be->alias_map((void *)alias, canon, len, false);
+	int err = _dl_be->alias_map((void *)alias, canon, len, 0);
 	if (err) {
 		atomic_store(&o->state, DL_LARGE_FREED);
 		dl_large_finish(seg, o);

@@ -16,7 +16,9 @@ struct dl_class_state {
 	struct dl_run_group *group; /* where new runs are carved */
 	struct dl_run_group *groups; /* all of them, newest first */
 	struct dl_run *warm_head, *warm_tail; /* empty runs with their pages */
-	size_t slots, slots_carved; /* in all runs / carved into chunks */
+	struct dl_run *newest;    /* the run made last */
+	unsigned narrow_carves;   /* chunks carved from narrow runs */
+	size_t slots, slots_carved; /* in open columns / carved into chunks */
 } __attribute__((aligned(64)));
 static struct dl_class_state dl_cs[DL_NCLASSES_MAX];
 
@@ -50,6 +52,41 @@ static void dl_partial_remove(struct dl_class_state *cs, struct dl_run *run)
 	run->in_partial = false;
 }
 
+/* The first n columns. */
+static uint32_t dl_cols_mask(unsigned n)
+{
+	return n >= 32 ? ~0u : (1u << n) - 1;
+}
+
+static unsigned dl_open_cols(const struct dl_run *run)
+{
+	return (unsigned)__builtin_popcount(run->open);
+}
+
+/* Opens the first n columns of run (layout: internal.h).  Columns never
+ * opened were never carved, so their slots are free and their pages
+ * untouched. */
+static void dl_open(struct dl_class_state *cs, const struct dl_class *c,
+		    struct dl_run *run, unsigned n)
+{
+	uint32_t more = dl_cols_mask(n < c->cols ? n : c->cols) & ~run->open;
+	unsigned k = (unsigned)__builtin_popcount(more);
+	if (!k)
+		return;
+	run->open |= more;
+	for (unsigned r = 0; r < c->rows; r++)
+		run->row_free[r] = (uint8_t)(run->row_free[r] + k);
+	run->nfree = (uint16_t)(run->nfree + c->rows * k);
+	cs->slots += (size_t)c->rows * k;
+	if (!run->in_partial)
+		dl_partial_push(cs, run);
+}
+
+static bool dl_run_whole(const struct dl_class *c, const struct dl_run *run)
+{
+	return run->open == dl_cols_mask(c->cols);
+}
+
 /* A fresh run, the next one of the class's current group. */
 static struct dl_run *dl_run_new(unsigned cls)
 {
@@ -80,11 +117,10 @@ static struct dl_run *dl_run_new(unsigned cls)
 	run->group = g;
 	run->canon = g->canon + run->index * run_len;
 	run->cls = (uint8_t)cls;
-	run->nfree = (uint16_t)(c->rows * c->cols);
-	cs->slots += run->nfree;
-	for (unsigned r = 0; r < c->rows; r++)
-		run->row_free[r] = (uint8_t)c->cols;
 	g->runs[g->used++] = run;
+	unsigned narrow = DL_NARROW_PAGES / c->col_pages;
+	dl_open(cs, c, run, cs->newest || !narrow ? c->cols : narrow);
+	cs->newest = run;
 	DL_STAT_ADD(canonical_bytes, run_len);
 	return run;
 }
@@ -96,9 +132,10 @@ static struct dl_run *dl_run_new(unsigned cls)
  * continues the last mapping and the kernel merges the two.  So: the next
  * run of the group with room, round the group; a streak of them costs one
  * kernel mapping, a wrap starts the next.  Rather than wrap, a class that
- * is three quarters carved grows by a fresh run at the end of the group
- * (at most a third more memory than it uses, and its growth costs one
- * mapping per round of the group rather than one per row).
+ * is three quarters carved grows: by opening the rest of its first run
+ * while that is narrow, else by a fresh run at the end of the group (at
+ * most a third more memory than it uses, and its growth costs one mapping
+ * per round of the group rather than one per row).
  */
 static struct dl_run *dl_pick_run(unsigned cls)
 {
@@ -112,13 +149,19 @@ static struct dl_run *dl_pick_run(unsigned cls)
 	}
 	bool wraps = !run || run->index <= last->index;
 	bool growing = 4 * cs->slots_carved >= 3 * cs->slots;
-	if (wraps && (growing || !run) && (!g || g->used < DL_GROUP_RUNS ||
-					    !cs->partial)) {
+	struct dl_run *newest = cs->newest;
+	const struct dl_class *c = &_dl_classes[cls];
+	bool narrow = newest && !dl_run_whole(c, newest);
+	if (narrow && cs->slots_carved >= DL_NARROW_SLOTS)
+		growing = true;
+	if (wraps && (growing || !run) && narrow && !newest->discarding) {
+		dl_open(cs, c, newest, c->cols);
+		run = newest;
+	} else if (wraps && (growing || !run) &&
+		   (!g || g->used < DL_GROUP_RUNS || !cs->partial)) {
 		struct dl_run *fresh = dl_run_new(cls);
-		if (fresh) {
-			dl_partial_push(cs, fresh);
+		if (fresh)
 			run = fresh;
-		}
 	}
 	for (struct dl_run *r = cs->partial; !run && r; r = r->next)
 		if (!r->discarding)
@@ -126,8 +169,6 @@ static struct dl_run *dl_pick_run(unsigned cls)
 	if (!run) {
 		/* Only runs being discarded have room: not worth waiting. */
 		run = dl_run_new(cls);
-		if (run)
-			dl_partial_push(cs, run);
 	}
 	if (run)
 		cs->last_run = run;
@@ -161,7 +202,7 @@ static unsigned dl_pick_row(const struct dl_class *c, struct dl_run *run)
 		if (run->row_free[r] > best_free) {
 			best = r;
 			best_free = run->row_free[r];
-			if (best_free == c->cols)
+			if (best_free == dl_open_cols(run))
 				break;
 		}
 	}
@@ -305,7 +346,7 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	cs->slots_carved -= n;
 	if (!run->in_partial)
 		dl_partial_push(cs, run);
-	if (run->nfree == c->rows * c->cols && run != cs->last_run)
+	if (run->nfree == c->rows * dl_open_cols(run) && run != cs->last_run)
 		ndiscard = dl_run_emptied(cs, c, run, discard);
 	bool chunk_dead = atomic_fetch_sub(&ch->pending, n) == n;
 	if (chunk_dead) {
@@ -380,11 +421,12 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 			 struct dl_carve *out)
 {
 	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
+	if (!dl_run_whole(c, run) && ++cs->narrow_carves >= DL_NARROW_CARVES)
+		dl_open(cs, c, run, c->cols); /* the class is busy: see above */
 	unsigned row = dl_pick_row(c, run);
 	if (run->warm)
 		dl_warm_remove(cs, run, chunk_len);
-	uint32_t all = c->cols == 32 ? ~0u : (1u << c->cols) - 1;
-	uint32_t carved = all & ~run->row_used[row];
+	uint32_t carved = run->open & ~run->row_used[row];
 	unsigned n = (unsigned)__builtin_popcount(carved);
 	dl_assert(n == run->row_free[row] && n > 0); /* I2 */
 	dl_assert(!run->discarding);
@@ -415,6 +457,7 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 	out->chunk = ch;
 	out->alias = seg->base + k * chunk_len;
 	out->carved = carved;
+	out->open = run->open;
 }
 
 unsigned _dl_chunk_carve(unsigned cls, unsigned want, struct dl_carve *out,
@@ -436,7 +479,9 @@ unsigned _dl_chunk_carve(unsigned cls, unsigned want, struct dl_carve *out,
 	unsigned n = 0;
 	for (;;) {
 		dl_carve_row(cs, c, run, seg, &out[n++]);
-		if (n == want || seg->used == seg->cap)
+		/* A narrow chunk ends the refill: only its open columns'
+		 * pages are populated (small.c). */
+		if (n == want || seg->used == seg->cap || !dl_run_whole(c, run))
 			break;
 		run = dl_next_neighbour(run);
 		if (!run)

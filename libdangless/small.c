@@ -97,21 +97,28 @@ static bool dl_refill(struct dl_cached_chunk *cc, unsigned cls,
 	unsigned n = _dl_chunk_carve(cls, dl_refill_size(cc), carve, fail);
 	if (!n)
 		return false;
-	unsigned slots = 0;
-	for (unsigned i = 0; i < n; i++)
+	unsigned slots = 0, open = 0;
+	for (unsigned i = 0; i < n; i++) {
 		slots += (unsigned)__builtin_popcount(carve[i].carved);
+		open += (unsigned)__builtin_popcount(carve[i].open);
+	}
 	/* Making all the runs' page-table entries at once costs about a
 	 * quarter of faulting one page in: worth it when the chunks hand
 	 * out at least a quarter of their columns, and once this thread has
 	 * used up a chunk of the class.  The first chunk is faulted in page
 	 * by page: populating it made a shmem page for every column of every
 	 * class a program ever touched, ~2 ms of /bin/ls's start-up (450
-	 * page faults) for objects most short-lived programs never make. */
-	bool populate = cc->refills > 0 && 4 * slots >= n * c->cols;
+	 * page faults) for objects most short-lived programs never make.
+	 * Of a narrow run (the last carved, if any), only the pages of its
+	 * open columns: the others' are what narrowness saves. */
+	bool populate = cc->refills > 0 && 4 * slots >= open;
+	size_t touch = (n - 1) * chunk_len +
+		       (size_t)__builtin_popcount(carve[n - 1].open) *
+			       c->col_pages * DL_PAGE;
 	/* I1: the chunks' range is mapped once, right after it is carved. */
 	int err = _dl_be->alias_map((void *)carve[0].alias,
 				    (void *)carve[0].chunk->run->canon,
-				    n * chunk_len, populate);
+				    n * chunk_len, populate ? touch : 0);
 	if (err) {
 		/* Never handed out, so nothing to revoke (I2). */
 		for (unsigned i = 0; i < n; i++)

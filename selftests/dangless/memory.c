@@ -166,8 +166,33 @@ static void st_class_memory(const char *n, const char *size,
 	th_child_free(&res);
 }
 
+/*
+ * A class a program makes a few dozen objects of holds a few pages, not a
+ * whole run: one row of a run lies on all of its 32 pages, so 64 objects
+ * of 100 B made every page of a run resident (128 KiB for 6.4 KiB) before
+ * runs opened their columns a quarter at a time.
+ */
+TEST(a_class_of_a_few_objects_holds_a_few_pages)
+{
+	unsigned long long held, live;
+	st_class_memory("64", "100", &held, &live);
+	EXPECT_EQ(64ULL * 100, live);
+	EXPECT_LE(held, 12ULL * 4096);
+}
+
+/* ... and one the program fills gets whole runs, packed as before. */
+TEST(a_class_in_heavy_use_is_packed_in_whole_runs)
+{
+	unsigned long long held, live;
+	st_class_memory("20000", "100", &held, &live);
+	EXPECT_EQ(20000ULL * 100, live);
+	/* 112-byte slots; at most a third more for the run a class grows
+	 * into, and two runs more for those being filled. */
+	EXPECT_LE(held, 20000ULL * 112 * 4 / 3 + 2 * 32 * 4096);
+}
+
 /* A 4,500-byte object takes 5 KiB (columns of 5 pages, 4 rows), not the
- * 8 KiB of two whole pages; at most a third more for a class's growth. */
+ * 8 KiB of two whole pages; at most a third more for growth, as above. */
 TEST(an_object_a_little_over_a_page_takes_little_over_its_size)
 {
 	unsigned long long held, live;

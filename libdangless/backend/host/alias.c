@@ -124,8 +124,7 @@ static int host_reprotect(void *alias, size_t len)
 	return r == MAP_FAILED ? -errno : 0;
 }
 
-int host_alias_map(void *alias, void *canon, size_t len,
-			  bool populate)
+int host_alias_map(void *alias, void *canon, size_t len, size_t populate)
 {
 	if (!host_map_budget_take(1))
 		return -ENOMEM;
@@ -139,7 +138,7 @@ int host_alias_map(void *alias, void *canon, size_t len,
 	}
 	/* A hint: without it (Linux < 5.14) pages come on first touch. */
 	if (populate)
-		madvise(alias, len, MADV_POPULATE_WRITE);
+		madvise(alias, populate, MADV_POPULATE_WRITE);
 	return 0;
 }
 

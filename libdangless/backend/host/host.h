@@ -112,7 +112,7 @@ void host_canon_discard(void *canon, size_t len);
 /* alias.c */
 void *host_alias_reserve(size_t len, size_t align);
 int host_alias_dedicate(void *start, size_t len);
-int host_alias_map(void *alias, void *canon, size_t len, bool populate);
+int host_alias_map(void *alias, void *canon, size_t len, size_t populate);
 int host_alias_revoke(void *alias, size_t len);
 int host_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 /* Finds how process_madvise may name this process (host.self_pidfd). */

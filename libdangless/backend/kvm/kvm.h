@@ -133,7 +133,7 @@ int kvm_pt_start(void);
 void kvm_pt_lock(void);
 void kvm_pt_unlock(bool reset);
 void *kvm_alias_reserve(size_t len, size_t align);
-int kvm_alias_map(void *alias, void *canon, size_t len, bool populate);
+int kvm_alias_map(void *alias, void *canon, size_t len, size_t populate);
 int kvm_alias_revoke(void *alias, size_t len);
 int kvm_alias_revoke_many(const struct dl_range *ranges, unsigned n);
 int kvm_alias_release(void *alias, size_t len);

@@ -194,7 +194,7 @@ static void pt_flush_local(uintptr_t va, size_t pages)
 		kvm_flush_page(va + i * DL_PAGE);
 }
 
-int kvm_alias_map(void *alias, void *canon_v, size_t len, bool populate)
+int kvm_alias_map(void *alias, void *canon_v, size_t len, size_t populate)
 {
 	(void)populate; /* the PTEs are made now either way */
 	uintptr_t a = (uintptr_t)alias, c = (uintptr_t)canon_v;
