@@ -17,7 +17,7 @@
 #                   runs a quick one), on glibc and under Dangless
 #   make test-kvm-real real programs in the guest under kvm and dune (issue 18; long)
 #   make test-reclaim  alias-space reclaim under kvm and dune, and on 6.1's host
-#                   backend, in the QEMU rig (issue 21; ~1.5 minutes, not in make test)
+#                   backend, in the QEMU rig (issue 21; ~2 minutes, not in make test)
 #   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig,
 #                      and dune.ko's VT-x half (kmod_test, libdune, backend=dune)
 #                      (make test runs one short boot of it)
@@ -130,7 +130,7 @@ test-la57: deps
 # Alias-space reclaim (issue 21) in the QEMU rig: the reclaim suite under
 # backend=kvm and backend=dune with two vCPUs, then the host backend's
 # cases on 6.1 (mprotect revocation); selftests/dangless/run-reclaim-in-rig,
-# ~1.5 minutes on a quiet machine, kept out of make test for CI's time.
+# ~2 minutes on a quiet machine, kept out of make test for CI's time.
 test-reclaim: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/run-suites selftests/dangless/run-reclaim-in-rig
