@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -1155,6 +1156,36 @@ def cmdline(w, a):
     return s
 
 
+def sweep_section(args):
+    """What a reclaim sweep costs (issue 21): `make bench-sweep` measures it
+    apart from the timings (a sweep stops the world; it needs runs of its
+    own); make bench runs it first.  Its build/bench/sweep.md is shown and
+    kept in results/; without one, the last one kept there."""
+    fresh = os.path.join(os.path.abspath(args.build), "bench", "sweep.md")
+    kept = os.path.join(args.out, "sweep.md")
+    L = ["## Reclaim sweeps (`make bench-sweep`, issue 21)\n"]
+    path = fresh if os.path.exists(fresh) else kept
+    if not os.path.exists(path):
+        L.append("Not measured: `make bench-sweep` writes it (`make bench` runs it before the timings).\n")
+        return L
+    with open(path) as f:
+        lines = f.read().rstrip("\n").split("\n")
+    if path == fresh and os.path.abspath(fresh) != os.path.abspath(kept):
+        shutil.copyfile(fresh, kept)
+    m = re.match(r"# Sweep cost \((.*)\)$", lines[0]) if lines else None
+    L.append("Measured apart from the timings above: sweep time per GiB scanned and per stopped "
+             "thread, and the real programs under the smallest cap that forces sweeps, against "
+             "none.  Shown: %s, %s.\n" % ("the latest `make bench-sweep` of this build" if path == fresh else
+                                           "the last run kept in [sweep.md](sweep.md)",
+                                           m.group(1) if m else "undated"))
+    body = lines[1:] if m else lines
+    while body and not body[0].strip():
+        body = body[1:]
+    L.extend(body)
+    L.append("")
+    return L
+
+
 def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, inputs, elapsed,
            mi=None, when=None):
     mi = mi or machine_info()
@@ -1580,6 +1611,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             txt = "\n".join(l for l in st["stderr"].splitlines() if l.strip())[-3000:]
             L.append("```\n%s\n```\n" % (txt or "(nothing on stderr)"))
 
+    L.extend(sweep_section(args))
     L.append("## Workloads and exact commands\n")
     L.append("Run from the repository root.  `build/bench/*` are built from `bench/workloads/*.c` by `bench/bench.mk`. "
              "Each cell runs the command with the allocator's environment (shown here for glibc, "
