@@ -58,14 +58,15 @@
  * I4 Segment and chunk metadata are never unmapped: a fault report may
  *    read them at any time without taking a lock.  Freed metadata goes back
  *    to its pool and a segment's map entry becomes a dead marker first.
- * I5 A segment is carved from only while it is open: the carve that closes
- *    it (its last chunk, or its last large object) also takes it out of the
- *    class's current segment (the large state's), under the lock it carves
- *    under.  A closed segment retires when its last chunk dies, and its
- *    metadata may then go back to its pool at any moment (a sweep, a drop
- *    from the dead ring) and come out again as another class's segment:
- *    a pointer kept to it for carving would carve into that stranger.
- *    Kept by run.c (dl_carve_row) and large.c (_dl_large_alloc).
+ * I5 A segment's metadata is used only while something keeps the segment
+ *    from retiring: once it is closed and its last chunk (object) is
+ *    counted dead, it retires, and its metadata may go back to its pool at
+ *    any moment (a sweep, a drop from the dead ring) and come out again as
+ *    another class's segment.  So the carve that closes a segment also
+ *    takes it out of the class's current segment (the large state's),
+ *    under the lock it carves under, and a dead chunk is counted only
+ *    after whatever is done with it unlocked.  Kept by run.c
+ *    (dl_carve_row, _dl_slots_return) and large.c (_dl_large_alloc).
  *
  * ---- Lock order (fork holds them all, in this order) --------------------
  *

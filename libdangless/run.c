@@ -307,6 +307,14 @@ static unsigned dl_run_emptied(struct dl_class_state *cs,
 	return n;
 }
 
+/* Under the class lock: true when this dead chunk was its closed
+ * segment's last, which the caller then retires. */
+static bool dl_chunk_counted_dead(struct dl_segment *seg)
+{
+	unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
+	return seg->closed && dead == seg->used;
+}
+
 /*
  * Retires the segment when that was the last of it.  An empty run keeps
  * its slot in the class, but its pages go back to the OS unless it is the
@@ -349,40 +357,51 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 	if (run->nfree == c->rows * dl_open_cols(run) && run != cs->last_run)
 		ndiscard = dl_run_emptied(cs, c, run, discard);
 	bool chunk_dead = atomic_fetch_sub(&ch->pending, n) == n;
+	/*
+	 * A dead chunk released on its own (every slot is revoked, I3:
+	 * nothing in it is reachable) is counted dead only once its release
+	 * is done: until then its segment cannot retire, so neither its
+	 * metadata nor its range can come back as another segment's while
+	 * the release runs unlocked (I5).  The last chunk is not released
+	 * alone: its segment's retirement releases everything.
+	 */
+	size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
+	uintptr_t release = 0;
 	if (chunk_dead) {
 		ch->run = NULL;
-		unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
-		retire = seg->closed && dead == seg->used;
+		bool last = seg->closed &&
+			    atomic_load(&seg->dead) + 1 == seg->used;
+		if (_dl_release_dead_chunks && !last)
+			release = seg->base +
+				  (uintptr_t)(ch - seg->chunks) * chunk_len;
+		else
+			retire = dl_chunk_counted_dead(seg);
 	}
 	_dl_unlock(&cs->lock);
 
 	for (unsigned i = 0; i < ndiscard; i++)
-		_dl_be->canon_discard((void *)discard[i]->canon,
-				      (size_t)c->run_pages * DL_PAGE);
-	if (ndiscard) {
+		_dl_be->canon_discard((void *)discard[i]->canon, chunk_len);
+	if (release)
+		_dl_be->alias_release((void *)release, chunk_len);
+	if (ndiscard || release) {
 		_dl_lock(&cs->lock);
 		for (unsigned i = 0; i < ndiscard; i++)
 			discard[i]->discarding = false;
+		if (release)
+			retire = dl_chunk_counted_dead(seg);
 		_dl_unlock(&cs->lock);
 	}
-	if (retire) {
+	if (retire)
 		_dl_segment_retire(seg);
-	} else if (chunk_dead && _dl_release_dead_chunks) {
-		/* Every slot is revoked (I3): nothing here is reachable. */
-		size_t chunk_len = (size_t)c->run_pages * DL_PAGE;
-		_dl_be->alias_release(
-			(void *)(seg->base + (uintptr_t)(ch - seg->chunks) *
-						     chunk_len),
-			chunk_len);
-	}
 }
 
 /*
  * A segment of the class with room for another chunk (cs->seg), with the
- * class lock held on return (true) or not (false, *fail says why).  A new segment is
- * made with the lock dropped (reserving alias space may make a system
- * call); if another thread installed one meanwhile, the new one waits as
- * the class's spare, or, if there is one already, is retired unused.
+ * class lock held on return (true) or not (false, *fail says why).  A new
+ * segment is made with the lock dropped (reserving alias space may make a
+ * system call); if another thread installed one meanwhile, the new one
+ * waits as the class's spare, or, if there is one already, is retired
+ * unused.
  */
 static bool dl_seg_with_room(unsigned cls, struct dl_failure *fail)
 {
@@ -448,7 +467,7 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 	atomic_store(&ch->freed, 0);
 	atomic_store(&ch->returned, 0);
 	if (seg->used == seg->cap) {
-		/* I5: from here its metadata may be freed under us. */
+		/* I5: once its chunks die, it retires and its metadata goes */
 		seg->closed = true;
 		cs->seg = NULL;
 	}
