@@ -35,6 +35,7 @@ struct dl_warm_extent {
 static struct {
 	dl_lock_t lock;
 	struct dl_segment *seg;   /* packed large objects are carved here */
+	unsigned seg_gen;         /* bumped whenever seg changes */
 	size_t live_canon;        /* canonical bytes of live large objects */
 	struct dl_warm_extent warm[DL_LARGE_CACHE_SLOTS]; /* oldest first */
 	unsigned nwarm;
@@ -186,6 +187,10 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 		if (seg && seg->used < seg->cap &&
 		    alias + len <= seg->base + seg->len)
 			break;
+		/* A generation, not seg itself, tells whether it changed
+		 * meanwhile: seg may close, retire and its metadata come back
+		 * as the next shared segment (I5). */
+		unsigned gen = dl_large_state.seg_gen;
 		_dl_unlock(&dl_large_state.lock);
 		struct dl_segment *fresh = _dl_segment_new(
 			DL_SEG_LARGE, 0, DL_SEG_SIZE, DL_SEG_SIZE, fail);
@@ -194,7 +199,8 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 			seg = NULL;
 			break;
 		}
-		if (dl_large_state.seg != seg) {
+		bool changed = dl_large_state.seg_gen != gen;
+		if (changed && dl_large_state.seg) {
 			/* Someone replaced it first: ours is not needed. */
 			_dl_unlock(&dl_large_state.lock);
 			fresh->closed = true;
@@ -202,12 +208,13 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 			_dl_lock(&dl_large_state.lock);
 			continue;
 		}
-		if (seg) {
+		if (!changed && seg) {
 			seg->closed = true;
 			if (atomic_load(&seg->dead) == seg->used)
 				retire = seg;
 		}
 		dl_large_state.seg = fresh;
+		dl_large_state.seg_gen++;
 	}
 	if (!seg) {
 		_dl_unlock(&dl_large_state.lock);
@@ -234,8 +241,10 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 	seg->used++;
 	if (seg->used == seg->cap) {
 		seg->closed = true;
-		if (dl_large_state.seg == seg)
+		if (dl_large_state.seg == seg) {
 			dl_large_state.seg = NULL; /* I5 */
+			dl_large_state.seg_gen++;
+		}
 	}
 	_dl_unlock(&dl_large_state.lock);
 	if (retire)
