@@ -349,8 +349,13 @@ static uintptr_t seg_of(const void *p)
 
 static const size_t victim[] = {96, 112, 128, 144};
 static const size_t other[] = {160, 176, 192, 208};
+/* Closed the same way and retired last at the thread's exit (classes go
+ * back in size order), so that the retirement's own stack words, left in
+ * the thread's cached stack where the sweep reads them, pin its range and
+ * not a victim's. */
+#define DECOY 240
 #define NVICTIMS (sizeof(victim) / sizeof(victim[0]))
-static uintptr_t victim_seg[NVICTIMS]; /* hidden from the sweep */
+static uintptr_t victim_seg[NVICTIMS + 1]; /* hidden from the sweep */
 
 /* Dead frames below us may still hold the objects' addresses. */
 static __attribute__((noinline)) void scrub_stack(void)
@@ -360,22 +365,23 @@ static __attribute__((noinline)) void scrub_stack(void)
 }
 
 /*
- * A thread allocates each victim class (nothing else here allocates them)
- * until an object lands in the last chunk of the class's first segment:
- * the carve of that chunk closed the segment, and the class carves no
- * more.  Every object is freed at once; the thread's exit gives its cached
- * slots back, so the segment's last chunk dies and it retires.
+ * A thread allocates each victim class and the decoy (nothing else here
+ * allocates them) until an object lands in the last chunk of the class's
+ * first segment: the carve of that chunk closed the segment, and the class
+ * carves no more.  Every object is freed at once; the thread's exit gives
+ * its cached slots back, so the segment's last chunk dies and it retires.
  */
 static void *fill_victims(void *arg)
 {
 	(void)arg;
-	for (size_t v = 0; v < NVICTIMS; v++) {
+	for (size_t v = 0; v <= NVICTIMS; v++) {
+		size_t size = v < NVICTIMS ? victim[v] : DECOY;
 		uintptr_t first = 0;
 		for (long i = 0; i < 100000 && !victim_seg[v]; i++) {
-			char *p = malloc(victim[v]);
+			char *p = malloc(size);
 			if (!p)
 				return (void *)1;
-			memset(p, (int)i, victim[v]);
+			memset(p, (int)i, size);
 			uintptr_t seg = seg_of(p) ^ HIDE;
 			bool last = ((uintptr_t)p & (SEG_BYTES - 1)) >=
 				    SEG_BYTES - CHUNK_BYTES;
@@ -399,10 +405,10 @@ static int closed(void)
 	if (pthread_create(&t, NULL, fill_victims, NULL) ||
 	    pthread_join(t, &ret))
 		return 1;
-	for (size_t v = 0; v < NVICTIMS; v++)
+	for (size_t v = 0; v <= NVICTIMS; v++)
 		if (ret || !victim_seg[v]) {
 			printf("class of %zu bytes: no closed segment (%p)\n",
-			       victim[v], ret);
+			       v < NVICTIMS ? victim[v] : DECOY, ret);
 			return 4;
 		}
 	scrub_stack();
