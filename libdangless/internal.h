@@ -316,6 +316,8 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 /* The segment has nothing live and will carve no more: release it. */
 void _dl_segment_retire(struct dl_segment *seg);
 void _dl_segment_for_each_live(void (*fn)(struct dl_segment *));
+/* A chunk's stacks block (stacks=1), freed with its segment's metadata. */
+struct dl_slot_stacks *_dl_slot_stacks_alloc(void);
 /* Makes [start, start+len) fault from now on; stops the process if the
  * backend cannot (a dangling pointer must never stay usable). */
 void _dl_alias_revoke(uintptr_t start, size_t len);

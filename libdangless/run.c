@@ -27,8 +27,6 @@ bool _dl_release_dead_chunks;
 static struct dl_pool dl_run_pool = DL_POOL(struct dl_run, "runs");
 static struct dl_pool dl_group_pool =
 	DL_POOL(struct dl_run_group, "run groups");
-static struct dl_pool dl_stacks_pool =
-	DL_POOL(struct dl_slot_stacks, "stacks");
 
 static void dl_partial_push(struct dl_class_state *cs, struct dl_run *run)
 {
@@ -510,7 +508,7 @@ unsigned _dl_chunk_carve(unsigned cls, unsigned want, struct dl_carve *out,
 
 	for (unsigned i = 0; i < n; i++)
 		if (_dl_opt.stacks && !out[i].chunk->stacks)
-			out[i].chunk->stacks = _dl_pool_alloc(&dl_stacks_pool);
+			out[i].chunk->stacks = _dl_slot_stacks_alloc();
 	return n;
 }
 

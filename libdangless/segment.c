@@ -34,6 +34,26 @@ static struct dl_pool *dl_segment_pool(uint8_t kind)
 				    : &dl_large_segment_pool;
 }
 
+/* A small segment's chunks' stacks (stacks=1) go with its metadata: the
+ * pool zeroes the block for its next segment, which would lose them. */
+static struct dl_pool dl_stacks_pool =
+	DL_POOL(struct dl_slot_stacks, "stacks");
+
+struct dl_slot_stacks *_dl_slot_stacks_alloc(void)
+{
+	return _dl_pool_alloc(&dl_stacks_pool);
+}
+
+static void dl_segment_free(struct dl_segment *seg)
+{
+	if (seg->kind == DL_SEG_SMALL)
+		for (unsigned k = 0; k < seg->used; k++)
+			if (seg->chunks[k].stacks)
+				_dl_pool_free(&dl_stacks_pool,
+					      seg->chunks[k].stacks);
+	_dl_pool_free(dl_segment_pool(seg->kind), seg);
+}
+
 /*
  * Retired segments keep their metadata for a while so that a late
  * dangling access is still reported with the allocation's size and
@@ -439,7 +459,7 @@ void _dl_segment_retire(struct dl_segment *seg)
 		struct dl_segment *d = drop[i];
 		uint8_t cls = d->kind == DL_SEG_SMALL ? d->cls : DL_DEAD_LARGE;
 		dl_segmap_set(d->base, d->len, DL_DEAD_MARK(cls));
-		_dl_pool_free(dl_segment_pool(d->kind), d);
+		dl_segment_free(d);
 	}
 	_dl_unlock(&dl_dead.lock);
 }
@@ -504,7 +524,7 @@ uint64_t _dl_space_sweep_finish(void)
 				seg->next_dead = dl_space.kept;
 				dl_space.kept = seg;
 			} else if (seg->swept == DL_SWEPT_REUSABLE) {
-				_dl_pool_free(dl_segment_pool(seg->kind), seg);
+				dl_segment_free(seg);
 			} else { /* retired after the sweep began */
 				seg->next_dead = NULL;
 				if (dl_dead.tail)
