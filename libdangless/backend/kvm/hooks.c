@@ -104,13 +104,17 @@ DL_REALIGN_STACK static bool kvm_pre(struct dune_tf *tf)
 	kvm_thread_register();
 	if (!kvm_fixup_pre(tf))
 		return false; /* answered here: the thread stays in the guest */
-	if (DUNE_SC_NR(tf) == SYS_exit)
+	long nr = (long)DUNE_SC_NR(tf);
+	if (nr == SYS_exit)
 		kvm_thread_exit();
-	else if (!kvm_is_vfork(tf))
+	else if (!kvm_is_vfork(tf) && nr != SYS_rt_sigreturn)
 		kvm_thread_to_host();
-	/* A vfork parent comes back without the post-hook (libdune resumes
-	 * it from a saved context): it stays marked running, so a shootdown
-	 * meanwhile signals it and waits until it is back and has flushed. */
+	/* A vfork parent, and a signal handler's rt_sigreturn, come back
+	 * without the post-hook (libdune sets the vCPU's registers: the saved
+	 * context, the interrupted one): they stay marked running, so a
+	 * shootdown meanwhile signals them and waits until they are back and
+	 * have flushed.  Marked inside the host, the thread would run guest
+	 * code that no shootdown reaches until its next system call. */
 	return true;
 }
 
