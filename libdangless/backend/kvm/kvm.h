@@ -148,6 +148,8 @@ int kvm_shootdown_init(void);
 void kvm_thread_register(void);
 /* Every other vCPU has dropped what it cached of cleared PTEs. */
 void kvm_shootdown(void);
+/* Shootdowns go by IPI (DUNE_IPI over /dev/kvm), not by signal. */
+bool kvm_shootdown_by_ipi(void);
 /* The calling thread leaves the guest for a system call / comes back. */
 void kvm_thread_to_host(void);
 void kvm_thread_to_guest(void);

@@ -253,6 +253,11 @@ void kvm_shootdown(void)
 	}
 }
 
+bool kvm_shootdown_by_ipi(void)
+{
+	return kvm_by_ipi;
+}
+
 int kvm_shootdown_init(void)
 {
 	if (dune_register_ipi_handler(KVM_SHOOTDOWN_VECTOR,
