@@ -290,19 +290,27 @@ static void st_spinning_body(void *arg)
 /* Budgets of its own: run alone (-t) there is no TH_TIMEOUT to cover the
  * three children. */
 #define ST_SPIN_ROUND_S 60
+/* One child: the spinning thread (after a signal handler of its own
+ * when signal_first) is interrupted and faults on its read after free(). */
+static void st_spinning_round(bool signal_first)
+{
+	struct th_child res;
+	th_run(st_spinning_body, signal_first ? (void *)1 : NULL,
+	       ST_SPIN_ROUND_S, &res);
+	EXPECT_FALSE(strstr(res.out, "handler did not run") != NULL);
+	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+	EXPECT_TRUE(st_interrupted_by_expected_road(res.out));
+	uintptr_t target = st_hex_after(res.out, "target=");
+	ASSERT_NE((uintptr_t)0, target);
+	ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
+	th_child_free(&res);
+}
+
 TEST_TIMEOUT(shootdown_interrupts_a_thread_running_guest_code,
 	     3 * ST_SPIN_ROUND_S + TH_PARENT_ROOM)
 {
-	for (int round = 0; round < 3; round++) {
-		struct th_child res;
-		th_run(st_spinning_body, NULL, ST_SPIN_ROUND_S, &res);
-		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
-		EXPECT_TRUE(st_interrupted_by_expected_road(res.out));
-		uintptr_t target = st_hex_after(res.out, "target=");
-		ASSERT_NE((uintptr_t)0, target);
-		ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
-		th_child_free(&res);
-	}
+	for (int round = 0; round < 3; round++)
+		st_spinning_round(false);
 }
 
 /* The same after the thread took a signal: it was left marked inside the
@@ -312,15 +320,7 @@ TEST_TIMEOUT(shootdown_reaches_a_thread_back_from_a_signal_handler,
 {
 	if (!st_kicks_by_signal())
 		SKIP(return, "the IPI road keeps this gap (README, Limits)");
-	struct th_child res;
-	th_run(st_spinning_body, (void *)1, ST_SPIN_ROUND_S, &res);
-	EXPECT_FALSE(strstr(res.out, "handler did not run") != NULL);
-	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
-	EXPECT_TRUE(st_interrupted_by_expected_road(res.out));
-	uintptr_t target = st_hex_after(res.out, "target=");
-	ASSERT_NE((uintptr_t)0, target);
-	ASSERT_UAF_REPORT(res, "READ", target, 8, 64);
-	th_child_free(&res);
+	st_spinning_round(true);
 }
 
 /* ---- road 2: a thread inside a system call flushes on its way back ---- */

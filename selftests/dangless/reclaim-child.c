@@ -176,6 +176,13 @@ static int keep(const char *where, long n)
 /* ---- reuse ---- */
 
 #define HIDE 0x5a5a5a5a5a5a5a5aUL
+#define SEG_BYTES (2UL << 20)
+
+/* The segment (2 MiB of alias space, the unit of reuse) p lies in. */
+static uintptr_t seg_of(const void *p)
+{
+	return (uintptr_t)p & ~(SEG_BYTES - 1);
+}
 
 /* The pointer lives only in this frame and caller-saved registers, both
  * dead once it returns (a callee-saved register of the caller could keep
@@ -201,13 +208,13 @@ static int reuse(void)
 	long r = dangless_reclaim();
 	struct dangless_stats after = st_stats();
 	printf("reclaim %s\n", r > 0 ? "positive" : "nothing");
-	uintptr_t seg = (hidden ^ HIDE) & ~((2UL << 20) - 1);
+	uintptr_t seg = seg_of((void *)(hidden ^ HIDE));
 	long same = 0;
 	/* strict mode maps one 128 KiB chunk per 32 objects of a class: 64K
 	 * allocations of the same class walk through the reusable ranges */
 	for (long i = 0; i < 65536 && !same; i++) {
 		char *q = malloc(32);
-		same += ((uintptr_t)q & ~((2UL << 20) - 1)) == seg;
+		same += seg_of(q) == seg;
 		free(q);
 	}
 	struct dangless_stats end = st_stats();
@@ -339,13 +346,7 @@ static int hold(long n)
 
 /* ---- closed ---- */
 
-#define SEG_BYTES (2UL << 20)
 #define CHUNK_BYTES (128UL << 10) /* 32 pages: classes of a page a column */
-
-static uintptr_t seg_of(const void *p)
-{
-	return (uintptr_t)p & ~(SEG_BYTES - 1);
-}
 
 static const size_t victim[] = {96, 112, 128, 144};
 static const size_t other[] = {160, 176, 192, 208};

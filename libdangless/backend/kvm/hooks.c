@@ -105,10 +105,12 @@ DL_REALIGN_STACK static bool kvm_pre(struct dune_tf *tf)
 	if (!kvm_fixup_pre(tf))
 		return false; /* answered here: the thread stays in the guest */
 	long nr = (long)DUNE_SC_NR(tf);
+	bool back_without_post_hook =
+		kvm_is_vfork(tf) ||
+		(nr == SYS_rt_sigreturn && !kvm_shootdown_by_ipi());
 	if (nr == SYS_exit)
 		kvm_thread_exit();
-	else if (!kvm_is_vfork(tf) &&
-		 !(nr == SYS_rt_sigreturn && !kvm_shootdown_by_ipi()))
+	else if (!back_without_post_hook)
 		kvm_thread_to_host();
 	/* A vfork parent, and a signal handler's rt_sigreturn, come back
 	 * without the post-hook (libdune sets the vCPU's registers: the saved
