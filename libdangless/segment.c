@@ -17,21 +17,33 @@ unsigned _dl_addr_bits = DL_ADDR_BITS;
 
 /*
  * A small segment's metadata ends with its chunks, a large one's with its
- * objects: each kind comes from a pool of blocks just long enough, so the
- * metadata that retired segments keep for reports (I4) costs half as much
- * for small ones.
+ * objects: each kind comes from a pool of blocks just long enough, and a
+ * small segment's from the pool for its class's chunk count (most classes
+ * take 16 chunks, the array room for 20), so the metadata that live and
+ * retired segments keep (I4) costs no more than they use.
  */
-static struct dl_pool dl_small_segment_pool = {
-	.block = offsetof(struct dl_segment, chunks[DL_CHUNKS_PER_SEG]),
-	.name = "small segments",
+#define DL_SEG_MIN_CHUNKS (DL_SEG_PAGES / DL_RUN_PAGES)
+#define DL_SMALL_SEGMENT_POOL(n)                                               \
+	[(n) - DL_SEG_MIN_CHUNKS] = {                                          \
+		.block = offsetof(struct dl_segment, chunks[n]),               \
+		.name = "small segments",                                      \
+	}
+static struct dl_pool
+	dl_small_segment_pools[DL_CHUNKS_PER_SEG - DL_SEG_MIN_CHUNKS + 1] = {
+		DL_SMALL_SEGMENT_POOL(16), DL_SMALL_SEGMENT_POOL(17),
+		DL_SMALL_SEGMENT_POOL(18), DL_SMALL_SEGMENT_POOL(19),
+		DL_SMALL_SEGMENT_POOL(20),
 };
+_Static_assert(DL_SEG_MIN_CHUNKS == 16 && DL_CHUNKS_PER_SEG == 20,
+	       "one small-segment pool per chunk count");
 static struct dl_pool dl_large_segment_pool =
 	DL_POOL(struct dl_segment, "large segments");
 
-static struct dl_pool *dl_segment_pool(uint8_t kind)
+static struct dl_pool *dl_segment_pool(uint8_t kind, uint16_t cap)
 {
-	return kind == DL_SEG_SMALL ? &dl_small_segment_pool
-				    : &dl_large_segment_pool;
+	return kind == DL_SEG_SMALL
+		       ? &dl_small_segment_pools[cap - DL_SEG_MIN_CHUNKS]
+		       : &dl_large_segment_pool;
 }
 
 /* A small segment's chunks' stacks (stacks=1) go with its metadata: the
@@ -51,7 +63,7 @@ static void dl_segment_free(struct dl_segment *seg)
 			if (seg->chunks[k].stacks)
 				_dl_pool_free(&dl_stacks_pool,
 					      seg->chunks[k].stacks);
-	_dl_pool_free(dl_segment_pool(seg->kind), seg);
+	_dl_pool_free(dl_segment_pool(seg->kind, seg->cap), seg);
 }
 
 /*
@@ -395,7 +407,9 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 			return NULL;
 		}
 	}
-	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind));
+	uint16_t cap = kind == DL_SEG_SMALL ? _dl_classes[cls].chunks_per_seg
+					    : DL_LARGE_PER_SEG;
+	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind, cap));
 	if (!seg || !dl_segmap_reserve((uintptr_t)base, len) ||
 	    !dl_live_add(seg)) {
 		*fail = (struct dl_failure){12, "metadata memory"};
@@ -407,10 +421,7 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 	seg->kind = kind;
 	seg->cls = cls;
 	seg->bump = seg->base;
-	if (kind == DL_SEG_SMALL)
-		seg->cap = _dl_classes[cls].chunks_per_seg;
-	else
-		seg->cap = DL_LARGE_PER_SEG;
+	seg->cap = cap;
 	dl_segmap_set(seg->base, len, (uintptr_t)seg);
 	DL_STAT_ADD(alias_bytes_used, len);
 	dl_live_peak_note();
@@ -421,7 +432,7 @@ static unsigned dl_dead_keep(void)
 {
 	size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
 					   memory_order_relaxed);
-	size_t n = live / 32 / dl_small_segment_pool.block;
+	size_t n = live / 32 / dl_small_segment_pools[0].block;
 	return n < DL_DEAD_KEEP_MIN   ? DL_DEAD_KEEP_MIN
 	       : n > DL_DEAD_KEEP_MAX ? DL_DEAD_KEEP_MAX
 				      : (unsigned)n;
