@@ -53,13 +53,14 @@ endif
 # make bench-kvm: one boot of the rig (tools/vmrun), bench/kvm_rig.py runs
 # build/bench/steady there under each allocator and prints ratios and the
 # counters per 1000 operations (bench/results/notes.md: what they showed),
-# then make bench's real programs under the same three (build/bench/spawn
+# then build/bench/threads by thread count with shootdowns by signal and by
+# IPI (issue 20), then make bench's real programs under the same three (build/bench/spawn
 # launches them), wall-time ratios.
 # The output is kept in $(BENCH_OUT)/kvm-rig.md.  BENCH_KVM_ARGS="--rounds 5"
 BENCH_KVM_ARGS ?=
 BENCH_TARGETS += bench-kvm
 .PHONY: bench-kvm
-bench-kvm: $(BENCH_OUT)/steady $(BENCH_OUT)/spawn $(DANGLESS_SO) | all
+bench-kvm: $(BENCH_OUT)/steady $(BENCH_OUT)/threads $(BENCH_OUT)/spawn $(DANGLESS_SO) | all
 	@echo "# glibc, Dangless host and kvm in the QEMU rig (TCG: compare ratios, not absolutes)"
 	@$(CURDIR)/tools/vmrun -t 2700 -- $(BENCH_PYTHON) $(BENCH_DIR)/kvm_rig.py --build $(BUILD) \
 		$(BENCH_KVM_ARGS) 2>&1 | tee $(BENCH_OUT)/kvm-rig.md; \
