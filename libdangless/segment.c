@@ -20,7 +20,10 @@ unsigned _dl_addr_bits = DL_ADDR_BITS;
  * objects: each kind comes from a pool of blocks just long enough, and a
  * small segment's from the pool for its class's chunk count (most classes
  * take 16 chunks, the array room for 20), so the metadata that live and
- * retired segments keep (I4) costs no more than they use.
+ * retired segments keep (I4) costs no more than they use.  A block never
+ * changes pools, so whatever segment it holds has the same cap: a reader
+ * without the lock that checks k < seg->used stays inside the block even
+ * while the block is being reused (I4).
  */
 #define DL_SEG_MIN_CHUNKS (DL_SEG_PAGES / DL_RUN_PAGES)
 #define DL_SMALL_SEGMENT_POOL(n)                                               \
