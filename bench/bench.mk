@@ -54,8 +54,8 @@ endif
 # build/bench/steady there under each allocator and prints ratios and the
 # counters per 1000 operations (bench/results/notes.md: what they showed),
 # then build/bench/threads by thread count with shootdowns by signal and by
-# IPI (issue 20), then make bench's real programs under the same three (build/bench/spawn
-# launches them), wall-time ratios.
+# IPI (issue 20), then make bench's real programs under the same three
+# (build/bench/spawn launches them), wall-time ratios.
 # The output is kept in $(BENCH_OUT)/kvm-rig.md.  BENCH_KVM_ARGS="--rounds 5"
 BENCH_KVM_ARGS ?=
 BENCH_TARGETS += bench-kvm

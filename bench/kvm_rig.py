@@ -124,8 +124,7 @@ def real_programs(a, so):
     errors = {}
     for r in range(a.real_rounds):
         for wi, w in enumerate(wls):
-            k = (r + wi) % len(ALLOCATORS)
-            for al in ALLOCATORS[k:] + ALLOCATORS[:k]:
+            for al in rotated(ALLOCATORS, r + wi):
                 wall, err = run_real(w, al, so, a.real_timeout, workdir)
                 if err:
                     errors[(w["name"], al)] = err
@@ -212,8 +211,7 @@ def threads_section(a, so):
     errors = {}
     for r in range(a.thread_rounds):
         for ti, t in enumerate(THREAD_COUNTS):
-            k = (r + ti) % len(THREAD_ALLOCATORS)
-            for al in THREAD_ALLOCATORS[k:] + THREAD_ALLOCATORS[:k]:
+            for al in rotated(THREAD_ALLOCATORS, r + ti):
                 vals, err = run_threads_one(prog, a.thread_scale, t, al, so, a.thread_timeout)
                 if err:
                     errors.setdefault((t, al), []).append(err)
@@ -281,6 +279,23 @@ def threads_section(a, so):
     return notes, verdicts, failed
 
 
+def rotated(items, i):
+    """items from position i round: each round and workload starts with
+    another allocator, so none always runs first (or after the same one)."""
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def print_list(title, items):
+    """A section of bullet points; nothing when there are none."""
+    if items:
+        print()
+        print("## " + title)
+        print()
+        for v in items:
+            print("- " + v)
+
+
 def fmt(x, digits=2):
     if x is None:
         return "-"
@@ -324,8 +339,7 @@ def main():
     errors = {}
     for r in range(a.rounds):
         for wi, (w, n, _) in enumerate(workloads):
-            k = (r + wi) % len(ALLOCATORS)
-            for al in ALLOCATORS[k:] + ALLOCATORS[:k]:
+            for al in rotated(ALLOCATORS, r + wi):
                 vals, err = run_one(prog, w, n, al, so, a.timeout)
                 if err:
                     errors[(w, al)] = err
@@ -394,29 +408,10 @@ def main():
     thread_notes, thread_verdicts, thread_failed = (
         ([], [], False) if a.no_threads else threads_section(a, so))
     real_notes, real_failed = ([], False) if a.no_real else real_programs(a, so)
-    print()
-    print("## Targets (issue 9, item 8)")
-    print()
-    for v in verdicts:
-        print("- " + v)
-    if thread_verdicts:
-        print()
-        print("## Targets (issue 20)")
-        print()
-        for v in thread_verdicts:
-            print("- " + v)
-    if thread_notes:
-        print()
-        print("## Thread runs that did not end well")
-        print()
-        for v in thread_notes:
-            print("- " + v)
-    if real_notes:
-        print()
-        print("## Real programs that did not run")
-        print()
-        for v in real_notes:
-            print("- " + v)
+    print_list("Targets (issue 9, item 8)", verdicts)
+    print_list("Targets (issue 20)", thread_verdicts)
+    print_list("Thread runs that did not end well", thread_notes)
+    print_list("Real programs that did not run", real_notes)
     return 1 if errors or real_failed or thread_failed else 0
 
 
