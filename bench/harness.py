@@ -316,12 +316,16 @@ def spawn_env(env):
 
 
 def read_report(path):
+    """build/bench/spawn's report: status, wall (s), rss_kb, and the
+    process tree's CPU times (s) and minor faults."""
     try:
         with open(path) as f:
             v = f.read().split()
         os.unlink(path)
         d = dict(zip(v[::2], v[1::2]))
-        return int(d["status"]), int(d["wall_ns"]) / 1e9, int(d["maxrss_kb"]), int(d["pid"])
+        return dict(status=int(d["status"]), wall=int(d["wall_ns"]) / 1e9,
+                    rss_kb=int(d["maxrss_kb"]), utime=int(d["utime_ns"]) / 1e9,
+                    stime=int(d["stime_ns"]) / 1e9, minflt=int(d["minflt"]))
     except (OSError, KeyError, ValueError):
         return None
 
@@ -368,15 +372,21 @@ def run_process(argv, env, timeout, stdin=None):
         se = err.read().decode(errors="replace")
     r = read_report(rep)
     if r:
-        status, wall, rss, _ = r
-        st = classify(status, False, se)
+        wall, rss = r["wall"], r["rss_kb"]
+        st = classify(r["status"], False, se)
     else:
         rss = s.hwm
         st = "timeout" if timed_out else "launcher failed (exit %s)" % p.returncode
     m = re.search(r"^work_ns (\d+)", so, re.M)
     return dict(status=st, wall=wall, work=int(m.group(1)) / 1e9 if m else None, rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot, mmc_min=s.mmc_min,
                 pss_pte_kb=pss_footprint(s.pss_pte, s.samples, so),
-                samples=s.samples, stdout=so, stderr=se, note=stderr_note(se))
+                samples=s.samples, stdout=so, stderr=se, note=stderr_note(se),
+                cpu=cpu_of(r))
+
+
+def cpu_of(report):
+    """The CPU times and minor faults of a spawn report (None without)."""
+    return {k: report[k] for k in ("utime", "stime", "minflt")} if report else None
 
 
 def pss_footprint(sampled, samples, stdout):
@@ -633,7 +643,7 @@ def _run_redis(p, port, rep, srv_out, spec, timeout):
     rc = None
     rss = s.hwm
     if r:
-        st, _, rss, _ = r
+        st, rss = r["status"], r["rss_kb"]
         rc = os.WEXITSTATUS(st) if os.WIFEXITED(st) else None
         if os.WIFSIGNALED(st):
             res["status"] = "crash (%s)" % sig_name(os.WTERMSIG(st))
@@ -645,7 +655,7 @@ def _run_redis(p, port, rep, srv_out, spec, timeout):
         res["note"] = stderr_note(log)
     res.update(rss_kb=rss, pte_kb=s.pte, maps=s.maps, shm_kb=s.shm, foot_kb=s.foot,
                pss_pte_kb=pss_footprint(s.pss_pte, s.samples, ""),
-               mmc_min=s.mmc_min, samples=s.samples, stderr=log)
+               mmc_min=s.mmc_min, samples=s.samples, stderr=log, cpu=cpu_of(r))
     return res
 
 

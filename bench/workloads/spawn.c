@@ -3,7 +3,9 @@
  *   spawn REPORT cmd [args...]
  * The command gets LD_PRELOAD=$BENCH_PRELOAD (when set); spawn itself is
  * never preloaded, so it runs on glibc whatever is measured.  REPORT gets one
- * line: "status <raw wait status> wall_ns <ns> maxrss_kb <kb> pid <pid>".
+ * line: "status <raw wait status> wall_ns <ns> maxrss_kb <kb> pid <pid>
+ * utime_ns <ns> stime_ns <ns> minflt <n>" (CPU times and minor faults of
+ * the tree, for bench/kvm_model.py).
  * Why a launcher: a child forked from the Python harness inherits the
  * harness's RSS high-water mark across exec (ru_maxrss would be >= 15 MiB);
  * forked from this small program the floor is ~1 MiB. */
@@ -15,6 +17,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static long long timeval_ns(struct timeval tv)
+{
+	return (long long)tv.tv_sec * 1000000000LL + tv.tv_usec * 1000LL;
+}
 
 int main(int argc, char **argv)
 {
@@ -53,9 +60,13 @@ int main(int argc, char **argv)
 		perror("spawn: report");
 		return 2;
 	}
-	fprintf(f, "status %d wall_ns %lld maxrss_kb %ld pid %d\n", status,
+	fprintf(f,
+		"status %d wall_ns %lld maxrss_kb %ld pid %d utime_ns %lld "
+		"stime_ns %lld minflt %ld\n",
+		status,
 		(long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec),
-		ru.ru_maxrss, (int)pid);
+		ru.ru_maxrss, (int)pid, timeval_ns(ru.ru_utime),
+		timeval_ns(ru.ru_stime), ru.ru_minflt);
 	fclose(f);
 	return 0;
 }
