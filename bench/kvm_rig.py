@@ -30,6 +30,7 @@ Usage (in the rig; outside it there is no kvm to run):
                    [--real-rounds N] [--real-scale X] [--real-only a,b]
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ import sys
 import tempfile
 
 import harness
+import kvm_model
 
 ALLOCATORS = ["glibc", "host", "kvm"]
 KVM_COUNTERS = ["vm_exits", "guest_syscalls", "pte_writes", "tlb_invlpgs",
@@ -68,30 +70,6 @@ def run_one(prog, workload, n, alloc, so, timeout):
     return vals, None
 
 
-REAL_PROGRAMS = ["python3", "sqlite3", "lua", "perl", "gcc", "redis"]
-IN_GUEST = "backend: running in guest ring 0"
-
-
-def run_real(w, alloc, so, timeout, workdir):
-    """One real program under one allocator: (wall seconds, None) or
-    (None, why).  Dangless says at start-up, at verbosity=1, which backend
-    runs each process; a kvm run must say it ran in the guest."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
-    env.update(w.get("env", {}))
-    if alloc != "glibc":
-        env["LD_PRELOAD"] = so
-        env["DANGLESS_OPTIONS"] = "backend=%s:fallback=0:verbosity=1" % alloc
-    if "redis" in w:
-        r = harness.run_redis(w["redis"], env, timeout, workdir)
-    else:
-        r = harness.run_process(w["argv"], env, timeout, stdin=w.get("stdin"))
-    if r["status"] != "ok":
-        return None, "%s%s" % (r["status"], (": " + r["note"]) if r.get("note") else "")
-    if alloc == "kvm" and IN_GUEST not in r.get("stderr", ""):
-        return None, "did not run in the guest"
-    return r["wall"], None
-
-
 def raise_max_map_count():
     """The rig's 6.1 kernel has no guard markers: host revokes by mprotect,
     and redis-server's heap splits more mappings than the default 65530
@@ -109,32 +87,34 @@ def raise_max_map_count():
 
 
 def real_programs(a, so):
-    """The real programs' wall-time ratios, same boot, rotated order."""
+    """The real programs' wall-time ratios, same boot, rotated order; the
+    kvm runs also count what the backend did (stats=1, VM exits by reason)
+    for the hardware model (bench/kvm_model.py), printed when --native
+    gives the measurement of glibc and host outside the rig."""
     raise_max_map_count()
-    only = a.real_only.split(",") if a.real_only else REAL_PROGRAMS
+    only = a.real_only.split(",") if a.real_only else kvm_model.REAL_PROGRAMS
     harness.SPAWN = os.path.join(a.build, "bench", "spawn")
     if not os.path.exists(harness.SPAWN):
         print("# real programs: %s is not built (make bench-kvm builds it)" % harness.SPAWN)
         return ["real programs: not measured (no launcher)"], True
     workdir = tempfile.mkdtemp(prefix="kvm-rig-real-")
-    inputs = harness.make_inputs(workdir, a.real_scale)
-    wls = [w for w in harness.workloads(a.build, inputs, a.real_scale)
-           if w["kind"] == "real" and w["name"] in only]
-    walls = {(w["name"], al): [] for w in wls for al in ALLOCATORS}
+    wls = kvm_model.real_workloads(a.build, a.real_scale, only, workdir)
+    runs = {(w["name"], al): [] for w in wls for al in ALLOCATORS}
     errors = {}
     for r in range(a.real_rounds):
         for wi, w in enumerate(wls):
             for al in rotated(ALLOCATORS, r + wi):
-                wall, err = run_real(w, al, so, a.real_timeout, workdir)
+                res, err = kvm_model.run_real(w, al, so, a.real_timeout, workdir,
+                                              stats=(al == "kvm"))
                 if err:
                     errors[(w["name"], al)] = err
                     print("# %s under %s: %s" % (w["name"], al, err), flush=True)
                 else:
-                    walls[(w["name"], al)].append(wall)
+                    runs[(w["name"], al)].append(res)
         print("# real programs: round %d of %d done" % (r + 1, a.real_rounds), flush=True)
 
     def med(name, al):
-        v = walls[(name, al)]
+        v = [x["wall"] for x in runs[(name, al)]]
         return statistics.median(v) if v else None
 
     print()
@@ -153,14 +133,37 @@ def real_programs(a, so):
         for al in ALLOCATORS:
             if (w["name"], al) in errors:
                 notes.append("%s under %s: %s" % (w["name"], al, errors[(w["name"], al)]))
-    ks = [med(w["name"], "kvm") / med(w["name"], "glibc") for w in wls
-          if med(w["name"], "kvm") and med(w["name"], "glibc")]
+    kvm_ratio = {w["name"]: med(w["name"], "kvm") / med(w["name"], "glibc") for w in wls
+                 if med(w["name"], "kvm") and med(w["name"], "glibc")}
     hs = [med(w["name"], "host") / med(w["name"], "glibc") for w in wls
           if med(w["name"], "host") and med(w["name"], "glibc")]
-    if ks and hs:
+    if kvm_ratio and hs:
         print("| geometric mean | | %s | %s | | |" % (
-            fmt(statistics.geometric_mean(hs), 1), fmt(statistics.geometric_mean(ks), 1)))
+            fmt(statistics.geometric_mean(hs), 1),
+            fmt(statistics.geometric_mean(list(kvm_ratio.values())), 1)))
+    notes += hardware_model(a, runs, kvm_ratio)
     return notes, bool(errors)
+
+
+def hardware_model(a, runs, kvm_ratio):
+    """Issue 20, item 5: the rig's counts priced for hardware, against
+    glibc and host measured natively (a.native, from kvm_model.py)."""
+    if not a.native:
+        return ["hardware model: not printed (no --native measurement; make bench-kvm makes one)"]
+    try:
+        with open(a.native) as f:
+            native = json.load(f)
+    except (OSError, ValueError) as e:
+        return ["hardware model: %s unreadable (%s)" % (a.native, e)]
+    if native.get("scale") != a.real_scale:
+        return ["hardware model: native scale %s, rig scale %s: not comparable"
+                % (native.get("scale"), a.real_scale)]
+    vendor = kvm_model.cpu_vendor()
+    counts = {n: kvm_model.kvm_counts(runs[(n, "kvm")], vendor)
+              for n in kvm_ratio if runs.get((n, "kvm"))}
+    kvm_model.print_model(native, counts, kvm_ratio, "the rig (QEMU TCG, %s)" % vendor,
+                          "in the rig (TCG: emulated, not hardware)")
+    return []
 
 
 THREAD_ALLOCATORS = ["glibc", "host", "kvm", "kvm-ipi"]
@@ -323,8 +326,11 @@ def main():
                     help="bench/harness.py's scale for the real programs")
     ap.add_argument("--real-timeout", type=int, default=300)
     ap.add_argument("--real-only", default="",
-                    help="a comma-separated subset of " + ",".join(REAL_PROGRAMS))
+                    help="a comma-separated subset of " + ",".join(kvm_model.REAL_PROGRAMS))
     ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--native", default="",
+                    help="glibc and host measured outside the rig (kvm_model.py --out): "
+                    "prints the hardware model")
     a = ap.parse_args()
     prog = os.path.join(a.build, "bench", "steady")
     so = os.path.join(a.build, "libdangless.so")
