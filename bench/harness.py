@@ -1196,6 +1196,43 @@ def sweep_section(args):
     return L
 
 
+def kvm_model_section(args):
+    """Issue 20's hardware model: the section of `make bench-kvm`'s output
+    that prices the rig's kvm counts (bench/kvm_model.py).  The fresh
+    build/bench/kvm-rig.md is kept in results/; without one, the kept one."""
+    fresh = os.path.join(os.path.abspath(args.build), "bench", "kvm-rig.md")
+    kept = os.path.join(args.out, "kvm-rig.md")
+    head = "## What kvm would cost on hardware"
+    L = [head + " (`make bench-kvm`: a model, not a measurement)\n"]
+    found = []
+    for path in (fresh, kept):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if head in text:
+            found.append((path, text))
+    if not found:
+        L.append("Not measured: `make bench-kvm` prints it (bench/README.md, \"What kvm would cost "
+                 "on hardware\").\n")
+        return L
+    path, text = found[0]
+    if path == fresh and os.path.abspath(fresh) != os.path.abspath(kept):
+        shutil.copyfile(fresh, kept)
+    lines = text.split("\n")
+    start = next(i for i, l in enumerate(lines) if l.startswith(head))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    L.append("Shown: %s; the whole run in [kvm-rig.md](kvm-rig.md).\n" % (
+        "the latest `make bench-kvm` of this build" if path == fresh else "the last run kept"))
+    body = lines[start + 1:end]
+    while body and not body[0].strip():
+        body = body[1:]
+    L.extend(body)
+    L.append("")
+    return L
+
+
 def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, inputs, elapsed,
            mi=None, when=None):
     mi = mi or machine_info()
@@ -1622,6 +1659,7 @@ def report(args, quick, runs, scale, timeout, allocs, wls, res, floors, stats, i
             L.append("```\n%s\n```\n" % (txt or "(nothing on stderr)"))
 
     L.extend(sweep_section(args))
+    L.extend(kvm_model_section(args))
     L.append("## Workloads and exact commands\n")
     L.append("Run from the repository root.  `build/bench/*` are built from `bench/workloads/*.c` by `bench/bench.mk`. "
              "Each cell runs the command with the allocator's environment (shown here for glibc, "
