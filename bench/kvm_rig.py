@@ -22,12 +22,16 @@ allocator, the order rotated between rounds, and prints:
 - the real programs of `make bench` (python3, sqlite3, lua, perl, gcc,
   redis-server: bench/harness.py's workloads, at --real-scale) under the
   same three, wall-time ratios over --real-rounds rounds, each kvm run
-  checked to have run in the guest.
+  checked to have run in the guest;
+- with --native (glibc and host measured outside the rig by
+  bench/kvm_model.py), what the kvm runs did priced for hardware: a model,
+  labelled as one (issue 20, item 5).
 
 Usage (in the rig; outside it there is no kvm to run):
   bench/kvm_rig.py --build BUILD [--rounds N] [--pair N] [--scattered N]
                    [--thread-rounds N] [--thread-scale X] [--no-threads]
                    [--real-rounds N] [--real-scale X] [--real-only a,b]
+                   [--native FILE]
 """
 import argparse
 import json
