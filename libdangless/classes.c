@@ -24,6 +24,28 @@ static void dl_add_class(uint32_t size, uint16_t col_pages)
 		  c->rows >= 1 && c->chunks_per_seg <= DL_CHUNKS_PER_SEG);
 }
 
+/*
+ * I6: a class is wide when some request it receives is more than 255
+ * bytes smaller than its size.  At an alignment a, _dl_size_class picks the
+ * first class from the size's own that suits a; so a suitable class
+ * receives every size above the previous suitable class's (from 1 for the
+ * first), and the smallest of them is what decides.
+ */
+static void dl_mark_wide(void)
+{
+	for (size_t align = DL_MIN_ALIGN; align <= DL_PAGE; align *= 2) {
+		uint32_t below = 0; /* the previous suitable class's size */
+		for (unsigned c = 0; c < _dl_nclasses; c++) {
+			struct dl_class *k = &_dl_classes[c];
+			if (k->size % align && k->rows != 1)
+				continue;
+			if (k->size - (below + 1) > UINT8_MAX)
+				k->wide = true;
+			below = k->size;
+		}
+	}
+}
+
 void _dl_classes_init(void)
 {
 	for (uint32_t s = 16; s <= 256; s += 16)
@@ -51,6 +73,7 @@ void _dl_classes_init(void)
 			c++;
 		dl_class_of[i] = (uint8_t)c;
 	}
+	dl_mark_wide();
 }
 
 unsigned _dl_size_class(size_t size, size_t align)

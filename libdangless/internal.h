@@ -67,6 +67,14 @@
  *    under the lock it carves under, and a dead chunk is counted only
  *    after whatever is done with it unlocked.  Kept by run.c
  *    (dl_carve_row, _dl_slots_return) and large.c (_dl_large_alloc).
+ * I6 A handed slot's requested size is exact.  Most classes receive only
+ *    requests within 255 bytes of their size, and a chunk keeps the
+ *    difference in a byte per slot; the rest (wide: an alignment or a gap
+ *    between classes can leave more) keep 16-bit sizes after their
+ *    segment's chunks, in blocks from pools of their own, so a block's
+ *    wideness is as fixed as its cap (I4's readers).  A resize that would
+ *    leave a narrow slot more than 255 bytes short moves the object.
+ *    Kept by classes.c (wide), segment.c (the blocks) and small.c.
  *
  * ---- Lock order (fork holds them all, in this order) --------------------
  *
@@ -137,6 +145,7 @@ struct dl_class {
 	uint16_t rows;      /* slots per column */
 	uint16_t run_pages; /* cols * col_pages */
 	uint16_t chunks_per_seg;
+	bool wide;          /* requests may fall > 255 bytes short (I6) */
 };
 extern struct dl_class _dl_classes[DL_NCLASSES_MAX];
 extern unsigned _dl_nclasses;
@@ -191,7 +200,7 @@ struct dl_chunk {
 	atomic_uint handed;       /* bit c: given to the program */
 	atomic_uint freed;        /* bit c: freed by the program */
 	atomic_uint returned;     /* bit c: back in its run (I2), for stats */
-	uint16_t req[DL_MAX_COLS]; /* requested size of each handed slot */
+	uint8_t slack[DL_MAX_COLS]; /* class size - requested size (I6) */
 	struct dl_slot_stacks *stacks;
 };
 
@@ -224,7 +233,16 @@ struct dl_segment {
 		struct dl_chunk chunks[DL_CHUNKS_PER_SEG];
 		struct dl_large objs[DL_LARGE_PER_SEG];
 	};
+	/* a wide class's segment: uint16_t req[cap][DL_MAX_COLS] (I6) */
 };
+
+/* The requested sizes of chunk k of a wide class's segment (I6). */
+static inline uint16_t *dl_wide_req(struct dl_segment *seg, unsigned k)
+{
+	char *after = (char *)seg + offsetof(struct dl_segment, chunks) +
+		      (size_t)seg->cap * sizeof(struct dl_chunk);
+	return (uint16_t *)after + (size_t)k * DL_MAX_COLS;
+}
 
 /* ---- what the layers below tell the ones above ---- */
 

@@ -21,31 +21,39 @@ unsigned _dl_addr_bits = DL_ADDR_BITS;
  * small segment's from the pool for its class's chunk count (most classes
  * take 16 chunks, the array room for 20), so the metadata that live and
  * retired segments keep (I4) costs no more than they use.  A block never
- * changes pools, so whatever segment it holds has the same cap: a reader
- * without the lock that checks k < seg->used stays inside the block even
- * while the block is being reused (I4).
+ * changes pools, so whatever segment it holds has the same cap and
+ * wideness (I6): a reader without the lock that checks k < seg->used stays
+ * inside the block even while the block is being reused (I4).
  */
 #define DL_SEG_MIN_CHUNKS (DL_SEG_PAGES / DL_RUN_PAGES)
-#define DL_SMALL_SEGMENT_POOL(n)                                               \
-	[(n) - DL_SEG_MIN_CHUNKS] = {                                          \
-		.block = offsetof(struct dl_segment, chunks[n]),               \
-		.name = "small segments",                                      \
+#define DL_SEG_CAPS (DL_CHUNKS_PER_SEG - DL_SEG_MIN_CHUNKS + 1)
+/* A wide class's block also holds its requested sizes (I6). */
+#define DL_SMALL_SEGMENT_POOL(n, wide)                                         \
+	[wide][(n) - DL_SEG_MIN_CHUNKS] = {                                    \
+		.block = offsetof(struct dl_segment, chunks[n]) +              \
+			 (wide) * (n) * DL_MAX_COLS * sizeof(uint16_t),        \
+		.name = (wide) ? "small segments, wide" : "small segments",    \
 	}
-static struct dl_pool
-	dl_small_segment_pools[DL_CHUNKS_PER_SEG - DL_SEG_MIN_CHUNKS + 1] = {
-		DL_SMALL_SEGMENT_POOL(16), DL_SMALL_SEGMENT_POOL(17),
-		DL_SMALL_SEGMENT_POOL(18), DL_SMALL_SEGMENT_POOL(19),
-		DL_SMALL_SEGMENT_POOL(20),
+#define DL_SMALL_SEGMENT_POOLS(wide)                                           \
+	DL_SMALL_SEGMENT_POOL(16, wide), DL_SMALL_SEGMENT_POOL(17, wide),      \
+		DL_SMALL_SEGMENT_POOL(18, wide),                               \
+		DL_SMALL_SEGMENT_POOL(19, wide),                               \
+		DL_SMALL_SEGMENT_POOL(20, wide)
+static struct dl_pool dl_small_segment_pools[2][DL_SEG_CAPS] = {
+	DL_SMALL_SEGMENT_POOLS(0),
+	DL_SMALL_SEGMENT_POOLS(1),
 };
 _Static_assert(DL_SEG_MIN_CHUNKS == 16 && DL_CHUNKS_PER_SEG == 20,
 	       "one small-segment pool per chunk count");
 static struct dl_pool dl_large_segment_pool =
 	DL_POOL(struct dl_segment, "large segments");
 
-static struct dl_pool *dl_segment_pool(uint8_t kind, uint16_t cap)
+static struct dl_pool *dl_segment_pool(uint8_t kind, uint8_t cls,
+				       uint16_t cap)
 {
 	return kind == DL_SEG_SMALL
-		       ? &dl_small_segment_pools[cap - DL_SEG_MIN_CHUNKS]
+		       ? &dl_small_segment_pools[_dl_classes[cls].wide]
+						[cap - DL_SEG_MIN_CHUNKS]
 		       : &dl_large_segment_pool;
 }
 
@@ -66,7 +74,7 @@ static void dl_segment_free(struct dl_segment *seg)
 			if (seg->chunks[k].stacks)
 				_dl_pool_free(&dl_stacks_pool,
 					      seg->chunks[k].stacks);
-	_dl_pool_free(dl_segment_pool(seg->kind, seg->cap), seg);
+	_dl_pool_free(dl_segment_pool(seg->kind, seg->cls, seg->cap), seg);
 }
 
 /*
@@ -413,7 +421,8 @@ struct dl_segment *_dl_segment_new(uint8_t kind, uint8_t cls, size_t len,
 	}
 	uint16_t cap = kind == DL_SEG_SMALL ? _dl_classes[cls].chunks_per_seg
 					    : DL_LARGE_PER_SEG;
-	struct dl_segment *seg = _dl_pool_alloc(dl_segment_pool(kind, cap));
+	struct dl_segment *seg =
+		_dl_pool_alloc(dl_segment_pool(kind, cls, cap));
 	if (!seg || !dl_segmap_reserve((uintptr_t)base, len) ||
 	    !dl_live_add(seg)) {
 		*fail = (struct dl_failure){12, "metadata memory"};
@@ -436,7 +445,7 @@ static unsigned dl_dead_keep(void)
 {
 	size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
 					   memory_order_relaxed);
-	size_t n = live / 32 / dl_small_segment_pools[0].block;
+	size_t n = live / 32 / dl_small_segment_pools[0][0].block;
 	return n < DL_DEAD_KEEP_MIN   ? DL_DEAD_KEEP_MIN
 	       : n > DL_DEAD_KEEP_MAX ? DL_DEAD_KEEP_MAX
 				      : (unsigned)n;

@@ -38,6 +38,32 @@ static struct dl_pool dl_cache_pool =
 static __thread struct dl_thread_cache *dl_cache
 	__attribute__((tls_model("initial-exec")));
 
+/* ---- requested sizes (I6) ---- */
+
+static size_t dl_req(struct dl_segment *seg, const struct dl_chunk *ch,
+		     unsigned col)
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	if (c->wide)
+		return dl_wide_req(seg, (unsigned)(ch - seg->chunks))[col];
+	/* A reader racing a block's reuse (I4) may see another class's byte:
+	 * a wrong size in a report, but never a huge one. */
+	return ch->slack[col] <= c->size ? c->size - ch->slack[col] : 0;
+}
+
+static void dl_set_req(struct dl_segment *seg, struct dl_chunk *ch,
+		       unsigned col, size_t req)
+{
+	const struct dl_class *c = &_dl_classes[seg->cls];
+	if (c->wide) {
+		dl_wide_req(seg, (unsigned)(ch - seg->chunks))[col] =
+			(uint16_t)req;
+	} else {
+		dl_assert(req <= c->size && c->size - req <= UINT8_MAX);
+		ch->slack[col] = (uint8_t)(c->size - req);
+	}
+}
+
 /* ---- chunk address math ---- */
 
 /* The chunk of seg that addr falls in, its column and that slot's start. */
@@ -163,7 +189,7 @@ void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail)
 	struct dl_chunk *ch = cc->chunk;
 	unsigned col = (unsigned)__builtin_ctz(cc->avail);
 	cc->avail &= cc->avail - 1;
-	ch->req[col] = (uint16_t)req;
+	dl_set_req(cc->seg, ch, col, req);
 	if (ch->stacks)
 		ch->stacks->alloc[col] = _dl_stack_capture();
 	atomic_fetch_or_explicit(&ch->handed, 1u << col, memory_order_release);
@@ -177,11 +203,11 @@ void *_dl_small_alloc(unsigned cls, size_t req, struct dl_failure *fail)
 /* ---- what a pointer is ---- */
 
 /* What reports say of slot col of ch, which starts at start. */
-static void dl_slot_obj(const struct dl_chunk *ch, unsigned col,
-			uintptr_t start, struct dl_obj *o)
+static void dl_slot_obj(struct dl_segment *seg, const struct dl_chunk *ch,
+			unsigned col, uintptr_t start, struct dl_obj *o)
 {
 	o->start = start;
-	o->size = ch->req[col];
+	o->size = dl_req(seg, ch, col);
 	if (ch->stacks) {
 		o->alloc_stack = ch->stacks->alloc[col];
 		o->free_stack = ch->stacks->freed[col];
@@ -201,7 +227,7 @@ static enum dl_verdict dl_small_find(struct dl_segment *seg, void *p,
 	uint32_t bit = 1u << col;
 	if (!(atomic_load_explicit(&ch->handed, memory_order_acquire) & bit))
 		return DL_PTR_UNKNOWN;
-	dl_slot_obj(ch, col, start, o);
+	dl_slot_obj(seg, ch, col, start, o);
 	*ch_out = ch;
 	*col_out = col;
 	if (atomic_load(&ch->freed) & bit)
@@ -234,7 +260,8 @@ enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
 	const struct dl_class *c = &_dl_classes[seg->cls];
 	DL_STAT_ADD(frees, 1);
 	DL_STAT_SUB(live_objects, 1);
-	DL_STAT_SUB(live_bytes, ch->req[col]);
+	size_t req = dl_req(seg, ch, col);
+	DL_STAT_SUB(live_bytes, req);
 	*slot = (struct dl_freed_slot){
 		.page = (uintptr_t)p - (uintptr_t)ch->row * c->size,
 		.pages = c->col_pages,
@@ -242,7 +269,7 @@ enum dl_verdict _dl_small_free(struct dl_segment *seg, void *p,
 		.seg = seg,
 		.chunk = ch,
 		.obj = (uintptr_t)p,
-		.poisoned = ch->req[col],
+		.poisoned = req,
 	};
 	return DL_PTR_LIVE;
 }
@@ -288,8 +315,8 @@ bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req)
 	unsigned col;
 	dl_small_find(seg, p, &o, &ch, &col);
 	const struct dl_class *c = &_dl_classes[seg->cls];
-	if (req > c->size)
-		return false;
+	if (req > c->size || (!c->wide && c->size - req > UINT8_MAX))
+		return false; /* I6: a narrow slot keeps a byte of slack */
 	/* Thesis semantics: pages past the new end stop being reachable. */
 	if (c->col_pages > 1) {
 		uintptr_t keep = DL_ALIGN_UP((uintptr_t)p + (req ? req : 1),
@@ -304,7 +331,7 @@ bool _dl_small_resize(struct dl_segment *seg, void *p, size_t req)
 	}
 	DL_STAT_ADD(live_bytes, req);
 	DL_STAT_SUB(live_bytes, o.size);
-	ch->req[col] = (uint16_t)req;
+	dl_set_req(seg, ch, col, req);
 	return true;
 }
 
@@ -318,7 +345,7 @@ enum dl_fault_kind _dl_small_describe(struct dl_segment *seg, uintptr_t addr,
 	if (!ch)
 		return DL_FAULT_NOT_OURS;
 	uint32_t bit = 1u << col;
-	dl_slot_obj(ch, col, start, o);
+	dl_slot_obj(seg, ch, col, start, o);
 	if (atomic_load(&ch->freed) & bit)
 		return DL_FAULT_FREED;
 	const struct dl_class *c = &_dl_classes[seg->cls];
@@ -423,6 +450,7 @@ static uint32_t dl_pick_carved(struct dl_chunk *ch)
 }
 
 struct dl_account_ctx {
+	struct dl_segment *seg;
 	struct dl_mem_split *m;
 	const unsigned char *vec;
 };
@@ -437,7 +465,7 @@ static void dl_account_slot(struct dl_chunk *ch, unsigned col, size_t off,
 	if (atomic_load(&ch->freed) & bit) {
 		a->m->quarantine += _dl_run_resident(run, a->vec, off, size);
 	} else if (atomic_load(&ch->handed) & bit) {
-		size_t req = ch->req[col];
+		size_t req = dl_req(a->seg, ch, col);
 		a->m->live += _dl_run_resident(run, a->vec, off, req);
 		a->m->slack += _dl_run_resident(run, a->vec, off + req,
 						size - req);
@@ -449,6 +477,6 @@ static void dl_account_slot(struct dl_chunk *ch, unsigned col, size_t off,
 void _dl_small_account(struct dl_segment *seg, struct dl_mem_split *m,
 		       const unsigned char *vec)
 {
-	struct dl_account_ctx a = {m, vec};
+	struct dl_account_ctx a = {seg, m, vec};
 	dl_for_each_slot(seg, dl_pick_carved, dl_account_slot, &a);
 }

@@ -736,6 +736,61 @@ TEST(stats_count_allocations)
 	EXPECT_EQ(c.allocs - c.frees, c.live_objects);
 }
 
+/* Every class, and alignments that leave a request far below its class's
+ * size: freeing gives back exactly what allocating counted. */
+TEST(stats_live_bytes_exact_in_every_class)
+{
+	static const struct {
+		size_t size, align;
+	} cases[] = {
+		{1, 16},    {15, 16},   {17, 16},    {255, 16},   {257, 16},
+		{273, 16},  {449, 16},  {511, 16},   {513, 16},   {817, 16},
+		{1025, 16}, {1361, 16}, {2049, 16},  {4095, 16},  {4097, 16},
+		{5121, 16}, {32767, 16}, {1, 64},    {1, 256},    {1, 512},
+		{3, 1024},  {100, 2048}, {1, 4096},  {4097, 4096},
+	};
+	enum { N = sizeof(cases) / sizeof(cases[0]) };
+	void *p[N];
+	size_t asked = 0;
+	struct dangless_stats a = st_stats();
+	for (int i = 0; i < N; i++) {
+		ASSERT_EQ(0, posix_memalign(&p[i], cases[i].align,
+					    cases[i].size));
+		asked += cases[i].size;
+	}
+	struct dangless_stats b = st_stats();
+	for (int i = 0; i < N; i++) {
+		EXPECT_EQ((uintptr_t)0, (uintptr_t)p[i] % cases[i].align);
+		EXPECT_LE(cases[i].size, malloc_usable_size(p[i]));
+		free(p[i]);
+	}
+	struct dangless_stats c = st_stats();
+	EXPECT_EQ(a.live_bytes + asked, b.live_bytes);
+	EXPECT_EQ(a.live_bytes, c.live_bytes);
+}
+
+/* A shrink to far below a class's size: the contents and the count stay
+ * right, whether the object moves or not. */
+TEST(realloc_shrink_far_below_the_class)
+{
+	size_t sizes[][2] = {{440, 8}, {4000, 1}, {30000, 100}};
+	for (int i = 0; i < 3; i++) {
+		char *p = malloc(sizes[i][0]);
+		ASSERT_NOT_NULL(p);
+		for (size_t k = 0; k < sizes[i][0]; k++)
+			p[k] = (char)(k * 7 + i);
+		struct dangless_stats a = st_stats();
+		char *q = realloc(p, sizes[i][1]);
+		struct dangless_stats b = st_stats();
+		ASSERT_NOT_NULL(q);
+		for (size_t k = 0; k < sizes[i][1]; k++)
+			ASSERT_EQ((char)(k * 7 + i), q[k]);
+		EXPECT_EQ(a.live_bytes - sizes[i][0] + sizes[i][1],
+			  b.live_bytes);
+		free(q);
+	}
+}
+
 TEST(stats_big_object_canonical)
 {
 	struct dangless_stats a = st_stats();

@@ -146,6 +146,40 @@ TEST_TIMEOUT(uaf_aligned_allocation, ST_CHILDREN_BUDGET(4))
 	}
 }
 
+struct st_sized {
+	size_t size, align;
+};
+
+static void st_sized_dangle(void *arg)
+{
+	struct st_sized *z = arg;
+	char *p = NULL;
+	if (posix_memalign((void **)&p, z->align, z->size)) {
+		printf("posix_memalign failed\n");
+		return;
+	}
+	st_touch(p, z->size, 0);
+	printf("target=%p\n", (void *)p);
+	free(p);
+	st_dangle(p, 0, false);
+}
+
+/* Requests far below their class's size (an alignment, or a gap between
+ * classes) are reported with the size asked for, not the class's. */
+TEST_TIMEOUT(uaf_report_names_the_size_asked_for, ST_CHILDREN_BUDGET(3))
+{
+	struct st_sized cases[] = {{3, 1024}, {2049, 16}, {5, 4096}};
+	for (int i = 0; i < 3; i++) {
+		struct th_child res;
+		th_run(st_sized_dangle, &cases[i], ST_CHILD_S, &res);
+		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
+		uintptr_t target = st_hex_after(res.out, "target=");
+		ASSERT_NE((uintptr_t)0, target);
+		ASSERT_UAF_REPORT(res, "READ", target, 0, cases[i].size);
+		th_child_free(&res);
+	}
+}
+
 static void st_realloc_zero_dangle(void *arg)
 {
 	(void)arg;
