@@ -29,7 +29,9 @@ static void dl_add_class(uint32_t size, uint16_t col_pages)
  * bytes smaller than its size.  At an alignment a, _dl_size_class picks the
  * first class from the size's own that suits a; so a suitable class
  * receives every size above the previous suitable class's (from 1 for the
- * first), and the smallest of them is what decides.
+ * first), and the smallest of them is what decides.  Size 0 is left out:
+ * it would make 256 wide for posix_memalign(p, 256, 0) alone, which
+ * _dl_size_class sends to the next suitable class instead.
  */
 static void dl_mark_wide(void)
 {
@@ -84,9 +86,13 @@ unsigned _dl_size_class(size_t size, size_t align)
 	if (align <= DL_MIN_ALIGN)
 		return c;
 	/* Every slot offset is a multiple of size; single-row columns start
-	 * on a page. */
-	for (; c < _dl_nclasses; c++)
-		if (_dl_classes[c].size % align == 0 || _dl_classes[c].rows == 1)
+	 * on a page.  A narrow class takes no request over 255 bytes short
+	 * (I6). */
+	for (; c < _dl_nclasses; c++) {
+		const struct dl_class *k = &_dl_classes[c];
+		if ((k->size % align == 0 || k->rows == 1) &&
+		    (k->wide || k->size - size <= UINT8_MAX))
 			return c;
+	}
 	return (unsigned)-1;
 }

@@ -81,11 +81,12 @@ static void dl_segment_free(struct dl_segment *seg)
  * Retired segments keep their metadata for a while so that a late
  * dangling access is still reported with the allocation's size and
  * stacks; the oldest are dropped to dead markers (the report then names
- * the class only).  A small segment's metadata is ~1.7 KiB (16 chunks).
+ * the class only).  A small segment's metadata is ~1.2 KiB (16 chunks;
+ * ~2.2 KiB for a wide class's, I6).
  * The number kept is 1/32 of the live bytes' worth, between
  * DL_DEAD_KEEP_MIN and DL_DEAD_KEEP_MAX segments.  The floor is the
  * history every program gets whatever its heap: the last 1 GiB of alias
- * space, ~250,000 small allocations, for ~0.9 MiB.  64 (128 MiB, ~30,000
+ * space, ~250,000 small allocations, for ~0.6 MiB.  64 (128 MiB, ~30,000
  * allocations) lost the details of a dangling read after a
  * 100,000-allocation churn, which the descriptors suite does; a fixed
  * 1024 (2.2 MiB then) was more than a small program's whole heap

@@ -44,10 +44,12 @@ static size_t dl_req(struct dl_segment *seg, const struct dl_chunk *ch,
 		     unsigned col)
 {
 	const struct dl_class *c = &_dl_classes[seg->cls];
-	if (c->wide)
-		return dl_wide_req(seg, (unsigned)(ch - seg->chunks))[col];
-	/* A reader racing a block's reuse (I4) may see another class's byte:
-	 * a wrong size in a report, but never a huge one. */
+	/* A reader racing a block's reuse (I4) may see another class's size:
+	 * a wrong size in a report, but never one past the slot. */
+	if (c->wide) {
+		size_t req = dl_wide_req(seg, (unsigned)(ch - seg->chunks))[col];
+		return req <= c->size ? req : c->size;
+	}
 	return ch->slack[col] <= c->size ? c->size - ch->slack[col] : 0;
 }
 
