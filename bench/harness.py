@@ -323,9 +323,10 @@ def read_report(path):
             v = f.read().split()
         os.unlink(path)
         d = dict(zip(v[::2], v[1::2]))
+        cpu = {k: (int(d[f]) / (1e9 if f.endswith("_ns") else 1) if f in d else None)
+               for k, f in (("utime", "utime_ns"), ("stime", "stime_ns"), ("minflt", "minflt"))}
         return dict(status=int(d["status"]), wall=int(d["wall_ns"]) / 1e9,
-                    rss_kb=int(d["maxrss_kb"]), utime=int(d["utime_ns"]) / 1e9,
-                    stime=int(d["stime_ns"]) / 1e9, minflt=int(d["minflt"]))
+                    rss_kb=int(d["maxrss_kb"]), **cpu)
     except (OSError, KeyError, ValueError):
         return None
 
@@ -1211,7 +1212,7 @@ def kvm_model_section(args):
                 text = f.read()
         except OSError:
             continue
-        if head in text:
+        if any(l.startswith(head) for l in text.split("\n")):
             found.append((path, text))
     if not found:
         L.append("Not measured: `make bench-kvm` prints it (bench/README.md, \"What kvm would cost "

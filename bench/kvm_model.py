@@ -8,7 +8,8 @@ A model, and labelled so everywhere it prints.  For each real program of
                        + sum over the kvm backend's operations of
                          count (from a run under kvm) x cost on hardware
 
-The counts come from the run under kvm: Dangless's stats=1 (mallocs and
+The counts come from an untimed run under kvm (the timed ones stay
+uninstrumented): Dangless's stats=1 (mallocs and
 frees, PTE writes, invlpgs, CR3 reloads, shootdowns by signal and by IPI,
 page-table pages, exits to host user space) and the host kernel's
 kvm_exit trace event (every VM exit by reason, those KVM handles itself
@@ -125,17 +126,31 @@ class ExitCounter:
         self.counts = None
         self.trigger = os.path.join(self.TRACEFS, "events/kvm/kvm_exit/trigger")
 
+    def _write(self, text):
+        with open(self.trigger, "w") as f:
+            f.write(text + "\n")
+
     def __enter__(self):
-        try:
-            if not os.path.exists(self.trigger):
-                subprocess.run(["mount", "-t", "tracefs", "nodev", self.TRACEFS],
-                               stderr=subprocess.DEVNULL, check=False)
-            with open(self.trigger, "w") as f:
-                f.write(self.SPEC + "\n")
-            self.armed = True
-        except OSError:
-            self.armed = False
+        self.armed = False
+        if not os.path.exists(self.trigger):
+            subprocess.run(["mount", "-t", "tracefs", "nodev", self.TRACEFS],
+                           stderr=subprocess.DEVNULL, check=False)
+        for _ in range(2):
+            try:
+                self._write(self.SPEC)
+                self.armed = True
+                break
+            except FileExistsError:  # left armed by a run that was killed
+                self._disarm()
+            except OSError:
+                break
         return self
+
+    def _disarm(self):
+        try:
+            self._write("!" + self.SPEC)
+        except OSError:
+            pass
 
     def __exit__(self, *exc):
         if not self.armed:
@@ -143,14 +158,16 @@ class ExitCounter:
         try:
             with open(os.path.join(os.path.dirname(self.trigger), "hist")) as f:
                 text = f.read()
-            self.counts = {}
+            counts = {}
             for line in text.splitlines():
                 f = line.replace("{", " ").replace("}", " ").replace(":", " ").split()
                 if len(f) == 4 and f[0] == "exit_reason" and f[2] == "hitcount":
-                    self.counts[int(f[1])] = int(f[3])
+                    counts[int(f[1])] = int(f[3])
+            self.counts = counts
+        except (OSError, ValueError):
+            self.counts = None
         finally:
-            with open(self.trigger, "w") as f:
-                f.write("!" + self.SPEC + "\n")
+            self._disarm()
         return False
 
 
@@ -251,14 +268,20 @@ def predict(native, counts):
 def pct(x):
     if x < 0.0005:
         return "0"
-    return "%.1f%%" % (100.0 * x) if x < 10 else "%.0fx" % (1 + x)
+    return "%.1f%%" % (100.0 * x) if x < 1 else "%.0f%%" % (100.0 * x)
+
+
+def pct_range(lo, hi):
+    a, b = pct(lo), pct(hi)
+    return a if a == b else "%s-%s" % (a, b)
 
 
 def print_model(native, counts, measured, counted_where, measured_what):
     """The model's tables: the prediction per program beside the kvm/glibc
     measured (measured_what says where: the rig's TCG or hardware), each
     term's share of glibc's time, and the counts."""
-    progs = [p for p in REAL_PROGRAMS if p in native["programs"] and p in counts]
+    progs = [p for p in REAL_PROGRAMS if p in native["programs"] and
+             counts.get(p, {}).get("allocs_frees") is not None]
     if not progs:
         print()
         print("## What kvm would cost on hardware (a model): nothing to show "
@@ -306,12 +329,7 @@ def print_model(native, counts, measured, counted_where, measured_what):
         cells = []
         for nm in names:
             t = allterms[p].get(nm)
-            if t is None:
-                cells.append("-")
-            elif t[0] == t[1]:
-                cells.append(pct(t[0] / g))
-            else:
-                cells.append("%s-%s" % (pct(t[0] / g), pct(t[1] / g)))
+            cells.append("-" if t is None else pct_range(t[0] / g, t[1] / g))
         print("| %s | %s |" % (p, " | ".join(cells)))
     print()
     keys = [k for k, _, _, _, _ in COSTS if k != "extra_faults"] + ["guest_syscalls"]
@@ -331,8 +349,32 @@ def print_model(native, counts, measured, counted_where, measured_what):
           "time: Dangless's own work cannot be timed apart here, hence an estimate).")
 
 
+def kvm_refusal(so):
+    """Why kvm does not run on this machine, or None where it does."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
+    env.update(LD_PRELOAD=so, DANGLESS_OPTIONS="backend=kvm:fallback=0:verbosity=1")
+    p = subprocess.run(["/bin/true"], env=env, capture_output=True, text=True, timeout=60)
+    if IN_GUEST in p.stderr:
+        return None
+    return (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+
+
+def count_runs(wls, so, timeout, workdir, log=print):
+    """One untimed kvm run of each program with the counters on (stats=1,
+    the exit histogram): timed runs stay uninstrumented."""
+    counted = {}
+    for w in wls:
+        res, err = run_real(w, "kvm", so, timeout, workdir, stats=True)
+        if err:
+            log("# %s under kvm, counting run: %s" % (w["name"], err))
+        else:
+            counted[w["name"]] = [res]
+    return counted
+
+
 def measure_native(a):
-    """glibc and host here (kvm too where it runs), medians of a.rounds."""
+    """glibc and host here (kvm too where it runs), medians of a.rounds;
+    and where kvm runs, a counting run of each program."""
     so = os.path.join(a.build, "libdangless.so")
     harness.SPAWN = os.path.join(a.build, "bench", "spawn")
     for f in (so, harness.SPAWN):
@@ -341,24 +383,22 @@ def measure_native(a):
     only = a.only.split(",") if a.only else REAL_PROGRAMS
     workdir = tempfile.mkdtemp(prefix="kvm-model-")
     wls = real_workloads(a.build, a.scale, only, workdir)
-    allocs = ["glibc", "host", "kvm"]
+    refused = kvm_refusal(so)
+    if refused:
+        print("# kvm does not run here (%s): counts come from the rig" % refused, flush=True)
+    allocs = ["glibc", "host"] + ([] if refused else ["kvm"])
     runs = {(w["name"], al): [] for w in wls for al in allocs}
-    refused = None
     for r in range(a.rounds):
         for wi, w in enumerate(wls):
-            for al in allocs[(r + wi) % 3:] + allocs[:(r + wi) % 3]:
-                if al == "kvm" and refused:
-                    continue
-                res, err = run_real(w, al, so, a.timeout, workdir, stats=(al == "kvm"))
-                if err and al == "kvm":
-                    refused = err
-                    print("# kvm does not run here (%s): counts come from the rig" % err,
-                          flush=True)
-                elif err:
+            k = (r + wi) % len(allocs)
+            for al in allocs[k:] + allocs[:k]:
+                res, err = run_real(w, al, so, a.timeout, workdir)
+                if err:
                     print("# %s under %s: %s" % (w["name"], al, err), flush=True)
                 else:
                     runs[(w["name"], al)].append(res)
         print("# native round %d of %d done" % (r + 1, a.rounds), flush=True)
+    counted = {} if refused else count_runs(wls, so, a.timeout, workdir)
 
     def med(name, al, get):
         v = [get(x) for x in runs[(name, al)] if get(x) is not None]
@@ -375,7 +415,9 @@ def measure_native(a):
                              minflt=med(n, al, lambda x: (x["cpu"] or {}).get("minflt")))
         if entry["glibc"]["wall"] and entry["host"]["wall"]:
             native["programs"][n] = entry
-    return native, runs
+    measured = {n: med(n, "kvm", lambda x: x["wall"]) / native["programs"][n]["glibc"]["wall"]
+                for n in native["programs"] if runs.get((n, "kvm"))}
+    return native, counted, measured
 
 
 def main():
@@ -389,17 +431,14 @@ def main():
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--out", help="write the native measurement here (JSON) for kvm_rig.py")
     a = ap.parse_args()
-    native, runs = measure_native(a)
+    native, counted, measured = measure_native(a)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(native, f, indent=1)
         print("# native measurement written to %s" % a.out)
-    vendor = cpu_vendor()
-    counts = {n: kvm_counts(runs[(n, "kvm")], vendor) for n in native["programs"]
-              if runs[(n, "kvm")]}
-    measured = {n: statistics.median(x["wall"] for x in runs[(n, "kvm")]) /
-                native["programs"][n]["glibc"]["wall"] for n in counts}
-    if counts:
+    if counted:
+        vendor = cpu_vendor()
+        counts = {n: kvm_counts(r, vendor) for n, r in counted.items()}
         print_model(native, counts, measured, "runs here under kvm",
                     "here (hardware virtualisation)")
     return 0

@@ -108,8 +108,7 @@ def real_programs(a, so):
     for r in range(a.real_rounds):
         for wi, w in enumerate(wls):
             for al in rotated(ALLOCATORS, r + wi):
-                res, err = kvm_model.run_real(w, al, so, a.real_timeout, workdir,
-                                              stats=(al == "kvm"))
+                res, err = kvm_model.run_real(w, al, so, a.real_timeout, workdir)
                 if err:
                     errors[(w["name"], al)] = err
                     print("# %s under %s: %s" % (w["name"], al, err), flush=True)
@@ -145,29 +144,33 @@ def real_programs(a, so):
         print("| geometric mean | | %s | %s | | |" % (
             fmt(statistics.geometric_mean(hs), 1),
             fmt(statistics.geometric_mean(list(kvm_ratio.values())), 1)))
-    notes += hardware_model(a, runs, kvm_ratio)
+    hardware_model(a, wls, so, workdir, kvm_ratio)
     return notes, bool(errors)
 
 
-def hardware_model(a, runs, kvm_ratio):
-    """Issue 20, item 5: the rig's counts priced for hardware, against
-    glibc and host measured natively (a.native, from kvm_model.py)."""
+def hardware_model(a, wls, so, workdir, kvm_ratio):
+    """Issue 20, item 5: the rig's counts, from a counting run of each
+    program under kvm, priced for hardware against glibc and host measured
+    natively (a.native, from kvm_model.py)."""
+    def skip(why):
+        print()
+        print("# hardware model: not printed (%s)" % why)
     if not a.native:
-        return ["hardware model: not printed (no --native measurement; make bench-kvm makes one)"]
+        return skip("no --native measurement; make bench-kvm makes one")
     try:
         with open(a.native) as f:
             native = json.load(f)
     except (OSError, ValueError) as e:
-        return ["hardware model: %s unreadable (%s)" % (a.native, e)]
+        return skip("%s unreadable: %s" % (a.native, e))
     if native.get("scale") != a.real_scale:
-        return ["hardware model: native scale %s, rig scale %s: not comparable"
-                % (native.get("scale"), a.real_scale)]
+        return skip("native scale %s, rig scale %s: not comparable"
+                    % (native.get("scale"), a.real_scale))
+    counted = kvm_model.count_runs(wls, so, a.real_timeout, workdir,
+                                   log=lambda m: print(m, flush=True))
     vendor = kvm_model.cpu_vendor()
-    counts = {n: kvm_model.kvm_counts(runs[(n, "kvm")], vendor)
-              for n in kvm_ratio if runs.get((n, "kvm"))}
+    counts = {n: kvm_model.kvm_counts(r, vendor) for n, r in counted.items()}
     kvm_model.print_model(native, counts, kvm_ratio, "the rig (QEMU TCG, %s)" % vendor,
                           "in the rig (TCG: emulated, not hardware)")
-    return []
 
 
 THREAD_ALLOCATORS = ["glibc", "host", "kvm", "kvm-ipi"]
