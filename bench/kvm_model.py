@@ -44,6 +44,7 @@ import harness
 
 REAL_PROGRAMS = ["python3", "sqlite3", "lua", "perl", "gcc", "redis"]
 IN_GUEST = "backend: running in guest ring 0"
+BATCH = "revoke=batch:64"
 THESIS = ("the Dangless thesis (Kozar 2019, Dune on Intel VT-x): 5.7% run time "
           "over glibc, geometric mean of SPEC CPU2006")
 
@@ -188,7 +189,7 @@ def dangless_counters(stderr):
     return out
 
 
-def run_real(w, alloc, so, timeout, workdir, stats=False):
+def run_real(w, alloc, so, timeout, workdir, stats=False, options=""):
     """One real program under glibc, host or kvm: (result, None) or
     (None, why).  The result has wall (s), cpu (utime, stime, minflt of the
     process tree; redis: the server's) and, with stats, Dangless's counters
@@ -200,7 +201,7 @@ def run_real(w, alloc, so, timeout, workdir, stats=False):
     if alloc != "glibc":
         env["LD_PRELOAD"] = so
         env["DANGLESS_OPTIONS"] = "backend=%s:fallback=0:verbosity=1%s" % (
-            alloc, ":stats=1" if stats else "")
+            alloc, ":stats=1" if stats else "") + (":" + options if options else "")
     counter = ExitCounter() if alloc == "kvm" and stats else None
     with counter or contextlib.nullcontext():
         if "redis" in w:
@@ -276,10 +277,21 @@ def pct_range(lo, hi):
     return a if a == b else "%s-%s" % (a, b)
 
 
-def print_model(native, counts, measured, counted_where, measured_what):
+def predicted_range(nat, counts):
+    """(low, high) predicted kvm time / glibc's, or None without counts."""
+    if counts is None or counts.get("allocs_frees") is None:
+        return None
+    g = nat["glibc"]["wall"]
+    terms = predict(nat, counts)
+    return (1 + sum(t[0] for t in terms.values()) / g,
+            1 + sum(t[1] for t in terms.values()) / g)
+
+
+def print_model(native, counts, measured, counted_where, measured_what, batch=None):
     """The model's tables: the prediction per program beside the kvm/glibc
     measured (measured_what says where: the rig's TCG or hardware), each
-    term's share of glibc's time, and the counts."""
+    term's share of glibc's time, and the counts.  batch: the counts of
+    runs under BATCH, predicted in a column of their own."""
     progs = [p for p in REAL_PROGRAMS if p in native["programs"] and
              counts.get(p, {}).get("allocs_frees") is not None]
     if not progs:
@@ -298,26 +310,31 @@ def print_model(native, counts, measured, counted_where, measured_what):
                                             native["rounds"], THESIS))
     print()
     print("| program | glibc s (native) | host / glibc (native, measured) | predicted kvm / glibc "
-          "| kvm / glibc measured %s |" % measured_what)
-    print("|---|---|---|---|---|")
-    lows, highs = [], []
+          "| predicted kvm %s / glibc | kvm / glibc measured %s |" % (BATCH, measured_what))
+    print("|---|---|---|---|---|---|")
+    ranges, branges = [], []
     allterms = {}
     for p in progs:
         nat = native["programs"][p]
         g = nat["glibc"]["wall"]
-        terms = predict(nat, counts[p])
-        allterms[p] = terms
-        lo = 1 + sum(t[0] for t in terms.values()) / g
-        hi = 1 + sum(t[1] for t in terms.values()) / g
-        lows.append(lo)
-        highs.append(hi)
+        allterms[p] = predict(nat, counts[p])
+        r = predicted_range(nat, counts[p])
+        b = predicted_range(nat, (batch or {}).get(p))
+        ranges.append(r)
+        if b:
+            branges.append(b)
         m = measured.get(p)
-        print("| %s | %.2f | %.2f | %.2f-%.2f | %s |" % (
-            p, g, nat["host"]["wall"] / g, lo, hi, "%.2f" % m if m else "-"))
-    print("| geometric mean | | %.2f | %.2f-%.2f | |" % (
+        print("| %s | %.2f | %.2f | %.2f-%.2f | %s | %s |" % (
+            p, g, nat["host"]["wall"] / g, r[0], r[1], "%.2f-%.2f" % b if b else "-",
+            "%.2f" % m if m else "-"))
+
+    def gm(rs, i):
+        return statistics.geometric_mean([x[i] for x in rs])
+    print("| geometric mean | | %.2f | %.2f-%.2f | %s | |" % (
         statistics.geometric_mean([native["programs"][p]["host"]["wall"] /
                                    native["programs"][p]["glibc"]["wall"] for p in progs]),
-        statistics.geometric_mean(lows), statistics.geometric_mean(highs)))
+        gm(ranges, 0), gm(ranges, 1),
+        "%.2f-%.2f" % (gm(branges, 0), gm(branges, 1)) if len(branges) == len(progs) else "-"))
     print()
     names = [what for _, what, _, _, _ in COSTS]
     print("Each term as a share of glibc's time (low-high), and the counts it comes from:")
@@ -359,14 +376,16 @@ def kvm_refusal(so):
     return (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
 
 
-def count_runs(wls, so, timeout, workdir, log=print):
+def count_runs(wls, so, timeout, workdir, log=print, options=""):
     """One untimed kvm run of each program with the counters on (stats=1,
-    the exit histogram): timed runs stay uninstrumented."""
+    the exit histogram): timed runs stay uninstrumented.  options: more
+    DANGLESS_OPTIONS (BATCH: what the model says of batched revocation)."""
     counted = {}
     for w in wls:
-        res, err = run_real(w, "kvm", so, timeout, workdir, stats=True)
+        res, err = run_real(w, "kvm", so, timeout, workdir, stats=True, options=options)
         if err:
-            log("# %s under kvm, counting run: %s" % (w["name"], err))
+            log("# %s under kvm%s, counting run: %s" % (w["name"], " " + options if options
+                                                        else "", err))
         else:
             counted[w["name"]] = [res]
     return counted
@@ -398,7 +417,9 @@ def measure_native(a):
                 else:
                     runs[(w["name"], al)].append(res)
         print("# native round %d of %d done" % (r + 1, a.rounds), flush=True)
-    counted = {} if refused else count_runs(wls, so, a.timeout, workdir)
+    counted = {} if refused else {
+        options: count_runs(wls, so, a.timeout, workdir, options=options)
+        for options in ("", BATCH)}
 
     def med(name, al, get):
         v = [get(x) for x in runs[(name, al)] if get(x) is not None]
@@ -438,9 +459,10 @@ def main():
         print("# native measurement written to %s" % a.out)
     if counted:
         vendor = cpu_vendor()
-        counts = {n: kvm_counts(r, vendor) for n, r in counted.items()}
-        print_model(native, counts, measured, "runs here under kvm",
-                    "here (hardware virtualisation)")
+        counts = {options: {n: kvm_counts(r, vendor) for n, r in runs.items()}
+                  for options, runs in counted.items()}
+        print_model(native, counts[""], measured, "runs here under kvm",
+                    "here (hardware virtualisation)", counts[BATCH])
     return 0
 
 

@@ -165,12 +165,13 @@ def hardware_model(a, wls, so, workdir, kvm_ratio):
     if native.get("scale") != a.real_scale:
         return skip("native scale %s, rig scale %s: not comparable"
                     % (native.get("scale"), a.real_scale))
-    counted = kvm_model.count_runs(wls, so, a.real_timeout, workdir,
-                                   log=lambda m: print(m, flush=True))
+    def counted(options):
+        runs = kvm_model.count_runs(wls, so, a.real_timeout, workdir,
+                                    lambda m: print(m, flush=True), options)
+        return {n: kvm_model.kvm_counts(r, vendor) for n, r in runs.items()}
     vendor = kvm_model.cpu_vendor()
-    counts = {n: kvm_model.kvm_counts(r, vendor) for n, r in counted.items()}
-    kvm_model.print_model(native, counts, kvm_ratio, "the rig (QEMU TCG, %s)" % vendor,
-                          "in the rig (TCG: emulated, not hardware)")
+    kvm_model.print_model(native, counted(""), kvm_ratio, "the rig (QEMU TCG, %s)" % vendor,
+                          "in the rig (TCG: emulated, not hardware)", counted(kvm_model.BATCH))
 
 
 THREAD_ALLOCATORS = ["glibc", "host", "kvm", "kvm-ipi"]
