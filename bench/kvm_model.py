@@ -189,6 +189,25 @@ def dangless_counters(stderr):
     return out
 
 
+def dangless_env(so, backend, *options):
+    """The environment of a run: nothing preloaded for glibc; otherwise
+    Dangless on backend, fallback=0 (a refused kvm backend fails instead of
+    timing host), then options.  An inherited preload is never kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
+    if backend != "glibc":
+        env["LD_PRELOAD"] = so
+        env["DANGLESS_OPTIONS"] = ":".join(("backend=" + backend, "fallback=0") +
+                                           tuple(o for o in options if o))
+    return env
+
+
+def rotated(items, i):
+    """items from position i round: each round and workload starts with
+    another allocator, so none always runs first (or after the same one)."""
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
 def run_real(w, alloc, so, timeout, workdir, stats=False, options=""):
     """One real program under glibc, host or kvm: (result, None) or
     (None, why).  The result has wall (s), cpu (utime, stime, minflt of the
@@ -196,12 +215,8 @@ def run_real(w, alloc, so, timeout, workdir, stats=False, options=""):
     and, under kvm, the VM exits by reason.  Dangless says at start-up, at
     verbosity=1, which backend runs each process; a kvm run must say it ran
     in the guest."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
+    env = dangless_env(so, alloc, "verbosity=1", "stats=1" if stats else "", options)
     env.update(w.get("env", {}))
-    if alloc != "glibc":
-        env["LD_PRELOAD"] = so
-        env["DANGLESS_OPTIONS"] = "backend=%s:fallback=0:verbosity=1%s" % (
-            alloc, ":stats=1" if stats else "") + (":" + options if options else "")
     counter = ExitCounter() if alloc == "kvm" and stats else None
     with counter or contextlib.nullcontext():
         if "redis" in w:
@@ -368,8 +383,7 @@ def print_model(native, counts, measured, counted_where, measured_what, batch=No
 
 def kvm_refusal(so):
     """Why kvm does not run on this machine, or None where it does."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
-    env.update(LD_PRELOAD=so, DANGLESS_OPTIONS="backend=kvm:fallback=0:verbosity=1")
+    env = dangless_env(so, "kvm", "verbosity=1")
     p = subprocess.run(["/bin/true"], env=env, capture_output=True, text=True, timeout=60)
     if IN_GUEST in p.stderr:
         return None
@@ -409,8 +423,7 @@ def measure_native(a):
     runs = {(w["name"], al): [] for w in wls for al in allocs}
     for r in range(a.rounds):
         for wi, w in enumerate(wls):
-            k = (r + wi) % len(allocs)
-            for al in allocs[k:] + allocs[:k]:
+            for al in rotated(allocs, r + wi):
                 res, err = run_real(w, al, so, a.timeout, workdir)
                 if err:
                     print("# %s under %s: %s" % (w["name"], al, err), flush=True)

@@ -51,13 +51,7 @@ HOST_COUNTERS = ["alias_maps", "revokes", "revoked_pages"]
 
 
 def run_one(prog, workload, n, alloc, so, timeout):
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    env.pop("DANGLESS_OPTIONS", None)
-    if alloc != "glibc":
-        env["LD_PRELOAD"] = so
-        # fallback=0: a refused kvm backend fails instead of timing host
-        env["DANGLESS_OPTIONS"] = "backend=%s:fallback=0" % alloc
+    env = kvm_model.dangless_env(so, alloc)
     try:
         p = subprocess.run([prog, workload, str(n)], env=env, timeout=timeout,
                            capture_output=True, text=True)
@@ -91,10 +85,9 @@ def raise_max_map_count():
 
 
 def real_programs(a, so):
-    """The real programs' wall-time ratios, same boot, rotated order; the
-    kvm runs also count what the backend did (stats=1, VM exits by reason)
-    for the hardware model (bench/kvm_model.py), printed when --native
-    gives the measurement of glibc and host outside the rig."""
+    """The real programs' wall-time ratios, same boot, rotated order; then,
+    when --native gives glibc and host measured outside the rig, the
+    hardware model (bench/kvm_model.py) from counting runs under kvm."""
     raise_max_map_count()
     only = a.real_only.split(",") if a.real_only else kvm_model.REAL_PROGRAMS
     harness.SPAWN = os.path.join(a.build, "bench", "spawn")
@@ -107,7 +100,7 @@ def real_programs(a, so):
     errors = {}
     for r in range(a.real_rounds):
         for wi, w in enumerate(wls):
-            for al in rotated(ALLOCATORS, r + wi):
+            for al in kvm_model.rotated(ALLOCATORS, r + wi):
                 res, err = kvm_model.run_real(w, al, so, a.real_timeout, workdir)
                 if err:
                     errors[(w["name"], al)] = err
@@ -182,14 +175,10 @@ SHOOTDOWN_COUNTERS = ["shootdowns", "shootdown_signals", "shootdown_ipis"]
 def run_threads_one(prog, scale, t, alloc, so, timeout):
     """build/bench/threads with t threads under one allocator: (dict, None)
     or (None, why).  stats=1 makes Dangless print its counters at exit."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS", "DUNE_IPI")}
-    if alloc != "glibc":
-        backend = "kvm" if alloc.startswith("kvm") else alloc
-        env["LD_PRELOAD"] = so
-        env["DANGLESS_OPTIONS"] = "backend=%s:fallback=0:stats=1" % backend
-        if alloc == "kvm-ipi":
-            env["DUNE_IPI"] = "1"
+    env = kvm_model.dangless_env(so, "kvm" if alloc.startswith("kvm") else alloc, "stats=1")
+    env.pop("DUNE_IPI", None)
+    if alloc == "kvm-ipi":
+        env["DUNE_IPI"] = "1"
     try:
         p = subprocess.run([prog, "%g" % scale, str(t)], env=env, timeout=timeout,
                            capture_output=True, text=True)
@@ -222,7 +211,7 @@ def threads_section(a, so):
     errors = {}
     for r in range(a.thread_rounds):
         for ti, t in enumerate(THREAD_COUNTS):
-            for al in rotated(THREAD_ALLOCATORS, r + ti):
+            for al in kvm_model.rotated(THREAD_ALLOCATORS, r + ti):
                 vals, err = run_threads_one(prog, a.thread_scale, t, al, so, a.thread_timeout)
                 if err:
                     errors.setdefault((t, al), []).append(err)
@@ -297,13 +286,6 @@ def threads_section(a, so):
     return notes, verdicts, failed
 
 
-def rotated(items, i):
-    """items from position i round: each round and workload starts with
-    another allocator, so none always runs first (or after the same one)."""
-    k = i % len(items)
-    return items[k:] + items[:k]
-
-
 def print_list(title, items):
     """A section of bullet points; nothing when there are none."""
     if items:
@@ -335,7 +317,7 @@ def steady_section(a, so):
     errors = {}
     for r in range(a.rounds):
         for wi, (w, n, _) in enumerate(workloads):
-            for al in rotated(ALLOCATORS, r + wi):
+            for al in kvm_model.rotated(ALLOCATORS, r + wi):
                 vals, err = run_one(prog, w, n, al, so, a.timeout)
                 if err:
                     errors[(w, al)] = err
