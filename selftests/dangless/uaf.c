@@ -17,9 +17,10 @@
 #include <sys/mman.h>
 
 struct st_uaf {
-	size_t size; /* allocation size */
-	size_t off;  /* where the dangling access lands */
+	size_t size;  /* allocation size */
+	size_t off;   /* where the dangling access lands */
 	bool write;
+	size_t align; /* posix_memalign's, or 0: malloc */
 };
 
 static void st_touch(char *p, size_t size, size_t off)
@@ -42,8 +43,9 @@ static void st_dangle(char *p, size_t off, bool write)
 static void st_uaf_body(void *arg)
 {
 	struct st_uaf *u = arg;
-	char *p = malloc(u->size);
-	if (!p) {
+	char *p = NULL;
+	if (u->align ? posix_memalign((void **)&p, u->align, u->size) != 0
+		     : !(p = malloc(u->size))) {
 		printf("malloc failed\n");
 		return;
 	}
@@ -53,9 +55,10 @@ static void st_uaf_body(void *arg)
 	st_dangle(p, u->off, u->write);
 }
 
-static void st_check_uaf(size_t size, size_t off, bool write)
+static void st_check_uaf_aligned(size_t size, size_t align, size_t off,
+				 bool write)
 {
-	struct st_uaf u = {size, off, write};
+	struct st_uaf u = {size, off, write, align};
 	struct th_child res;
 	th_run(st_uaf_body, &u, ST_CHILD_S, &res);
 	EXPECT_FALSE(strstr(res.out, "survived") != NULL);
@@ -63,6 +66,11 @@ static void st_check_uaf(size_t size, size_t off, bool write)
 	ASSERT_NE((uintptr_t)0, target);
 	ASSERT_UAF_REPORT(res, write ? "WRITE" : "READ", target, off, size);
 	th_child_free(&res);
+}
+
+static void st_check_uaf(size_t size, size_t off, bool write)
+{
+	st_check_uaf_aligned(size, 0, off, write);
 }
 
 TEST_TIMEOUT(uaf_read_small, ST_CHILDREN_BUDGET(3))
@@ -146,38 +154,13 @@ TEST_TIMEOUT(uaf_aligned_allocation, ST_CHILDREN_BUDGET(4))
 	}
 }
 
-struct st_sized {
-	size_t size, align;
-};
-
-static void st_sized_dangle(void *arg)
-{
-	struct st_sized *z = arg;
-	char *p = NULL;
-	if (posix_memalign((void **)&p, z->align, z->size)) {
-		printf("posix_memalign failed\n");
-		return;
-	}
-	st_touch(p, z->size, 0);
-	printf("target=%p\n", (void *)p);
-	free(p);
-	st_dangle(p, 0, false);
-}
-
 /* Requests far below their class's size (an alignment, or a gap between
  * classes) are reported with the size asked for, not the class's. */
 TEST_TIMEOUT(uaf_report_names_the_size_asked_for, ST_CHILDREN_BUDGET(3))
 {
-	struct st_sized cases[] = {{3, 1024}, {2049, 16}, {5, 4096}};
-	for (int i = 0; i < 3; i++) {
-		struct th_child res;
-		th_run(st_sized_dangle, &cases[i], ST_CHILD_S, &res);
-		EXPECT_FALSE(strstr(res.out, "survived") != NULL);
-		uintptr_t target = st_hex_after(res.out, "target=");
-		ASSERT_NE((uintptr_t)0, target);
-		ASSERT_UAF_REPORT(res, "READ", target, 0, cases[i].size);
-		th_child_free(&res);
-	}
+	st_check_uaf_aligned(3, 1024, 0, false);
+	st_check_uaf_aligned(2049, 16, 0, false);
+	st_check_uaf_aligned(5, 4096, 0, false);
 }
 
 static void st_realloc_zero_dangle(void *arg)
@@ -640,7 +623,7 @@ TEST(stack_overflow_is_not_reported_as_uaf)
 /* The report comes with a stack (at least one frame line after it). */
 TEST(uaf_report_has_stack_lines)
 {
-	struct st_uaf u = {32, 4, false};
+	struct st_uaf u = {32, 4, false, 0};
 	struct th_child res;
 	th_run(st_uaf_body, &u, ST_CHILD_S, &res);
 	ASSERT_KILLED_BY(SIGSEGV, res);
