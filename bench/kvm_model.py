@@ -267,8 +267,8 @@ def kvm_counts(runs, vendor):
 
 
 def predict(native, counts):
-    """{term: (low s, high s)} for one program; native holds glibc's and
-    host's medians measured on the machine the prediction is for."""
+    """{term: (low s, high s)} for one program; native holds glibc's
+    medians measured on the machine the prediction is for."""
     g = native["glibc"]
     terms = {}
     n = dict(counts)
@@ -292,12 +292,13 @@ def pct_range(lo, hi):
     return a if a == b else "%s-%s" % (a, b)
 
 
-def predicted_range(nat, counts):
-    """(low, high) predicted kvm time / glibc's, or None without counts."""
-    if counts is None or counts.get("allocs_frees") is None:
-        return None
-    g = nat["glibc"]["wall"]
-    terms = predict(nat, counts)
+def counted(counts):
+    """Whether a counting run's figures are there to predict from."""
+    return counts is not None and counts.get("allocs_frees") is not None
+
+
+def ratio_range(terms, g):
+    """(low, high) predicted kvm time / glibc's time g."""
     return (1 + sum(t[0] for t in terms.values()) / g,
             1 + sum(t[1] for t in terms.values()) / g)
 
@@ -307,8 +308,7 @@ def print_model(native, counts, measured, counted_where, measured_what, batch=No
     measured (measured_what says where: the rig's TCG or hardware), each
     term's share of glibc's time, and the counts.  batch: the counts of
     runs under BATCH, predicted in a column of their own."""
-    progs = [p for p in REAL_PROGRAMS if p in native["programs"] and
-             counts.get(p, {}).get("allocs_frees") is not None]
+    progs = [p for p in REAL_PROGRAMS if p in native["programs"] and counted(counts.get(p))]
     if not progs:
         print()
         print("## What kvm would cost on hardware (a model): nothing to show "
@@ -333,8 +333,9 @@ def print_model(native, counts, measured, counted_where, measured_what, batch=No
         nat = native["programs"][p]
         g = nat["glibc"]["wall"]
         allterms[p] = predict(nat, counts[p])
-        r = predicted_range(nat, counts[p])
-        b = predicted_range(nat, (batch or {}).get(p))
+        r = ratio_range(allterms[p], g)
+        bc = (batch or {}).get(p)
+        b = ratio_range(predict(nat, bc), g) if counted(bc) else None
         ranges.append(r)
         if b:
             branges.append(b)
@@ -445,7 +446,6 @@ def measure_native(a):
         entry = {}
         for al in ("glibc", "host"):
             entry[al] = dict(wall=med(n, al, lambda x: x["wall"]),
-                             utime=med(n, al, lambda x: (x["cpu"] or {}).get("utime")),
                              minflt=med(n, al, lambda x: (x["cpu"] or {}).get("minflt")))
         if entry["glibc"]["wall"] and entry["host"]["wall"]:
             native["programs"][n] = entry
