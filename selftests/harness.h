@@ -444,15 +444,20 @@ static inline struct th_test *th_find_test(const char *name)
 	return NULL;
 }
 
-/* The budget of test t: its own, else TH_TIMEOUT, else the default;
- * stretched by TH_SLOWDOWN. */
-static inline int th_test_budget(const struct th_test *t)
+/* The budget of test t: its own, else TH_TIMEOUT, else the default... */
+static inline int th_test_budget_as_written(const struct th_test *t)
 {
 	if (t->timeout_s > 0)
-		return th_scaled(t->timeout_s);
+		return t->timeout_s;
 	const char *env = getenv("TH_TIMEOUT");
 	int v = env ? atoi(env) : 0;
-	return th_scaled(v > 0 ? v : TH_DEFAULT_TIMEOUT);
+	return v > 0 ? v : TH_DEFAULT_TIMEOUT;
+}
+
+/* ...stretched by TH_SLOWDOWN. */
+static inline int th_test_budget(const struct th_test *t)
+{
+	return th_scaled(th_test_budget_as_written(t));
 }
 
 static inline double th_seconds_since(const struct timespec *start)
