@@ -18,6 +18,8 @@
 #   make test-kvm-real real programs in the guest under kvm and dune (issue 18; long)
 #   make test-reclaim  alias-space reclaim under kvm and dune, and on 6.1's host
 #                   backend, in the QEMU rig (issue 21; ~2 minutes, not in make test)
+#   make test-threads  the 8-thread churns under kvm and dune, two vCPUs, in the
+#                   QEMU rig (issue 20; ~10 minutes, not in make test)
 #   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig,
 #                      and dune.ko's VT-x half (kmod_test, libdune, backend=dune)
 #                      (make test runs one short boot of it)
@@ -61,7 +63,7 @@ DEBUG_TEST_DEPS   :=
 BENCH_TARGETS :=
 DEMO_DEPS     :=
 
-.PHONY: all deps test test-dune test-kernels test-dkms test-python test-kvm-real test-la57 test-reclaim \
+.PHONY: all deps test test-dune test-kernels test-dkms test-python test-kvm-real test-la57 test-reclaim test-threads \
 	test-intel demo bench install uninstall deb test-deb clean
 all: $(DANGLESS_SO) $(DANGLESS_A) $(DANGLESS_BIN)
 
@@ -134,6 +136,14 @@ test-la57: deps
 test-reclaim: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/run-suites selftests/dangless/run-reclaim-in-rig
+
+# The concurrency suite's 8-thread churns (issue 20) in the QEMU rig with two
+# vCPUs: under backend=kvm with their batch and stacks reruns, then under
+# backend=dune; selftests/dangless/run-threads-in-rig, ~10 minutes on a quiet
+# machine, kept out of make test for CI's time.
+test-threads: deps
+	@$(MAKE) --no-print-directory all $(TEST_DEPS)
+	@BUILD=$(BUILD) selftests/run-suites selftests/dangless/run-threads-in-rig
 
 # Issue 18's real programs in the rig (gcc on the 3000-function file, g++,
 # python3, perl, lua, sqlite3, redis, xz, make, git): glibc, libdune-preload,
