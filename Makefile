@@ -19,7 +19,7 @@
 #   make test-reclaim  alias-space reclaim under kvm and dune, and on 6.1's host
 #                   backend, in the QEMU rig (issue 21; ~2 minutes, not in make test)
 #   make test-threads  the 8-thread churns under kvm and dune, two vCPUs, in the
-#                   QEMU rig (issue 20; ~10 minutes, not in make test)
+#                   QEMU rig (issue 20; 10-20 minutes, not in make test)
 #   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig,
 #                      and dune.ko's VT-x half (kmod_test, libdune, backend=dune)
 #                      (make test runs one short boot of it)
@@ -139,8 +139,8 @@ test-reclaim: deps
 
 # The concurrency suite's 8-thread churns (issue 20) in the QEMU rig with two
 # vCPUs: under backend=kvm with their batch and stacks reruns, then under
-# backend=dune; selftests/dangless/run-threads-in-rig, ~10 minutes on a quiet
-# machine, kept out of make test for CI's time.
+# backend=dune; selftests/dangless/run-threads-in-rig, 10-20 minutes on a
+# quiet machine, kept out of make test for CI's time.
 test-threads: deps
 	@$(MAKE) --no-print-directory all $(TEST_DEPS)
 	@BUILD=$(BUILD) selftests/run-suites selftests/dangless/run-threads-in-rig
