@@ -192,8 +192,10 @@ def dangless_counters(stderr):
 def dangless_env(so, backend, *options):
     """The environment of a run: nothing preloaded for glibc; otherwise
     Dangless on backend, fallback=0 (a refused kvm backend fails instead of
-    timing host), then options.  An inherited preload is never kept."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS")}
+    timing host), then options.  An inherited preload, options or IPI road
+    (DUNE_IPI) is never kept: a run that wants the road sets it."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "DANGLESS_OPTIONS", "DUNE_IPI")}
     if backend != "glibc":
         env["LD_PRELOAD"] = so
         env["DANGLESS_OPTIONS"] = ":".join(("backend=" + backend, "fallback=0") +

@@ -176,7 +176,6 @@ def run_threads_one(prog, scale, t, alloc, so, timeout):
     """build/bench/threads with t threads under one allocator: (dict, None)
     or (None, why).  stats=1 makes Dangless print its counters at exit."""
     env = kvm_model.dangless_env(so, "kvm" if alloc.startswith("kvm") else alloc, "stats=1")
-    env.pop("DUNE_IPI", None)
     if alloc == "kvm-ipi":
         env["DUNE_IPI"] = "1"
     try:
