@@ -17,7 +17,8 @@
  * later versions can give them a meaning.  Version 2 (libdune's driver): the
  * guest's TSS (tr_base, tr_limit), `out` exits (DUNE_EXIT_IO), the run's
  * immediate_exit, 512 regions, and system calls run in the kernel
- * (DUNE_SET_SYSCALLS).
+ * (DUNE_SET_SYSCALLS).  Version 3: interrupts between vCPUs
+ * (DUNE_VCPU_SET_APIC_ID, the x2APIC ICR write) and the ipis counter.
  */
 #ifndef DUNE_ABI_H
 #define DUNE_ABI_H
@@ -25,7 +26,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define DUNE_ABI_VERSION 2
+#define DUNE_ABI_VERSION 3
 /* The group that may open /dev/dune (kmod/60-dune.rules, dangless-setup). */
 #define DUNE_GROUP "dune"
 
@@ -74,7 +75,8 @@ struct dune_module_stats {
 	__u64 npt_faults;     /* nested page faults filled in the kernel */
 	__u64 npt_zaps;       /* NPT entries removed by MMU notifiers */
 	__u64 syscalls;       /* guest system calls run in the kernel */
-	__u64 reserved[8];
+	__u64 ipis;           /* interrupts sent between vCPUs */
+	__u64 reserved[7];
 };
 #define DUNE_GET_STATS _IOR(DUNE_IOC_MAGIC, 0x03, struct dune_module_stats)
 
@@ -218,5 +220,28 @@ struct dune_exit {
  * arguments give EINVAL, unreadable ones EFAULT, unknown requests ENOTTY.
  */
 #define DUNE_VCPU_RUN _IOWR(DUNE_IOC_MAGIC, 0x12, struct dune_exit)
+
+/*
+ * Interrupts between vCPUs.  A vCPU with an APIC ID (the ioctl's argument,
+ * below DUNE_APIC_ID_NONE, unique in the VM: EEXIST otherwise; set once:
+ * EBUSY after) can be sent a vector by any vCPU of its VM the way an x2APIC
+ * sends one: the guest writes MSR 0x830 (the ICR) with the destination's
+ * APIC ID in bits 63:32 and the vector (32-255) in bits 7:0, fixed
+ * delivery, physical destination, no shorthand (bit 14, assert, may be
+ * set; every other bit clear).  The module handles the write without
+ * leaving the kernel; an ICR it does not handle (another delivery mode, a
+ * shorthand, a vector below 32) ends the run with DUNE_EXIT_INTERCEPT.  A
+ * write to an APIC ID no vCPU has is dropped, as an APIC drops it.
+ *
+ * The target takes the vector through its IDT as an external interrupt
+ * when RFLAGS.IF allows: at once if it runs guest code (its CPU is
+ * interrupted), else when it next enters the guest.  A vector sent again
+ * before the target took it is taken once; pending vectors are taken
+ * highest first, one at a time.  Nothing needs acknowledging: a write to
+ * the EOI register (MSR 0x80b) is accepted and does nothing.  No other
+ * part of a local APIC exists (no timer, priorities or ID register).
+ */
+#define DUNE_APIC_ID_NONE 0xffffffffu
+#define DUNE_VCPU_SET_APIC_ID _IO(DUNE_IOC_MAGIC, 0x13)
 
 #endif

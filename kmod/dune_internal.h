@@ -4,11 +4,13 @@
 #define DUNE_INTERNAL_H
 
 #include <linux/atomic.h>
+#include <linux/bitmap.h>
 #include <linux/kref.h>
 #include <linux/mmu_notifier.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/xarray.h>
 #include <asm/svm.h>
 
 #include "dune_abi.h"
@@ -18,7 +20,7 @@
 /* Module-wide counters (DUNE_GET_STATS); live_* must be 0 at unload. */
 struct dune_counters {
 	atomic64_t live_vms, live_vcpus, live_pages;
-	atomic64_t vmruns, npt_faults, npt_zaps, syscalls;
+	atomic64_t vmruns, npt_faults, npt_zaps, syscalls, ipis;
 };
 extern struct dune_counters dune_counters;
 
@@ -55,6 +57,9 @@ struct dune_vm {
 	spinlock_t vcpus_lock;
 	struct list_head vcpus;
 	unsigned int nr_vcpus;
+	/* APIC ID -> vCPU (ipi.c); a vCPU found here under vcpus_lock stays
+	 * until that lock is dropped, as its release erases it under it. */
+	struct xarray apic_ids;
 
 	/* DUNE_SET_SYSCALLS */
 	spinlock_t syscalls_lock;
@@ -103,6 +108,7 @@ struct dune_vmx_vcpu {
 	bool launched;                  /* VMLAUNCH done since the last VMCLEAR */
 	bool vmcs_setup;                /* the fixed fields are written */
 	bool segs_reset;                /* write the flat segments again */
+	bool intr_window;               /* the VMCS asks for interrupt-window exits */
 	bool state_dirty;               /* guest changed by SET_STATE: rewrite */
 	bool rip_dirty;                 /* RIP moved past an instruction */
 	u16 vpid;
@@ -120,6 +126,9 @@ struct dune_vcpu {
 	int last_cpu;
 	u64 tlb_gen_seen;
 	bool state_undefined;           /* after a shutdown, until SET_STATE */
+	u32 apic_id;                    /* DUNE_APIC_ID_NONE until set */
+	/* vectors sent to it and not yet handed to the guest (ipi.c) */
+	DECLARE_BITMAP(ipi_pending, 256);
 	union {
 		struct dune_svm_vcpu svm;
 		struct dune_vmx_vcpu vmx;
@@ -184,6 +193,21 @@ int dune_npt_set_region(struct dune_vm *vm, const struct dune_region *r);
 /* 0: mapped (re-enter); 1: not ours to map (exit to user space); <0: error.
  * error_code in the #NPF format (X86_PF_WRITE, X86_PF_RSVD). */
 int dune_npt_fault(struct dune_vm *vm, u64 gpa, u64 error_code);
+
+/* ipi.c: interrupts between vCPUs */
+#define DUNE_MSR_X2APIC_EOI 0x80b
+#define DUNE_MSR_X2APIC_ICR 0x830
+int dune_ipi_set_apic_id(struct dune_vcpu *vcpu, unsigned long id);
+void dune_ipi_forget(struct dune_vcpu *vcpu);
+/* a WRMSR the module handles in the kernel: true, else the guest's exit */
+bool dune_ipi_wrmsr(struct dune_vcpu *vcpu, u32 msr, u64 value);
+/* after running_cpu's store and a full barrier: the highest pending
+ * vector, taken off; or -1 */
+int dune_ipi_take(struct dune_vcpu *vcpu);
+static inline bool dune_ipi_any(const struct dune_vcpu *vcpu)
+{
+	return !bitmap_empty(vcpu->ipi_pending, 256);
+}
 
 /* syscall.c */
 enum { DUNE_SYSCALL_USER, DUNE_SYSCALL_DONE, DUNE_SYSCALL_INTERRUPTED };

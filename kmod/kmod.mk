@@ -19,7 +19,7 @@
 KMOD_DIR      := $(CURDIR)/kmod
 KMOD_OUT      := $(BUILD)/kmod
 KMOD_SRCS     := $(addprefix $(KMOD_DIR)/,Kbuild dune_abi.h dune_internal.h \
-		 main.c svm.c npt.c syscall.c svm_run.S vmx.c vmx_run.S)
+		 main.c svm.c npt.c syscall.c ipi.c svm_run.S vmx.c vmx_run.S)
 KMOD_RIG_KO   := $(KMOD_OUT)/rig/dune.ko
 KMOD_HOST_KV  := $(shell uname -r)
 KMOD_HOST_KDIR := /lib/modules/$(KMOD_HOST_KV)/build

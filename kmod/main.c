@@ -160,6 +160,7 @@ static void dune_vm_destroy(struct kref *ref)
 	if (vm->notifier_registered)
 		mmu_notifier_unregister(&vm->notifier, vm->mm);
 	dune_npt_destroy(vm);
+	xa_destroy(&vm->apic_ids); /* empty: each vCPU's release erased its ID */
 	dune_hw_put();
 	kfree(vm);
 	atomic64_dec(&dune_counters.live_vms);
@@ -180,6 +181,7 @@ static int dune_vcpu_release(struct inode *inode, struct file *file)
 	spin_lock(&vm->vcpus_lock);
 	list_del(&vcpu->node);
 	vm->nr_vcpus--;
+	dune_ipi_forget(vcpu);
 	spin_unlock(&vm->vcpus_lock);
 	dune_vendor->vcpu_destroy(vcpu);
 	kfree(vcpu);
@@ -200,7 +202,7 @@ static long dune_vcpu_ioctl(struct file *file, unsigned int cmd,
 	if (vcpu->vm->mm != current->mm)
 		return -EPERM;
 	if (cmd != DUNE_VCPU_GET_STATE && cmd != DUNE_VCPU_SET_STATE &&
-	    cmd != DUNE_VCPU_RUN)
+	    cmd != DUNE_VCPU_RUN && cmd != DUNE_VCPU_SET_APIC_ID)
 		return -ENOTTY;
 	if (cmd == DUNE_VCPU_SET_STATE && copy_from_user(&state, uarg, sizeof(state)))
 		return -EFAULT;
@@ -223,6 +225,9 @@ static long dune_vcpu_ioctl(struct file *file, unsigned int cmd,
 		ret = dune_check_state(&state);
 		if (!ret)
 			ret = dune_vendor->vcpu_set_state(vcpu, &state);
+		break;
+	case DUNE_VCPU_SET_APIC_ID:
+		ret = dune_ipi_set_apic_id(vcpu, arg);
 		break;
 	default:
 		ret = dune_vendor->vcpu_run(vcpu, &exit);
@@ -256,6 +261,7 @@ static int dune_create_vcpu(struct dune_vm *vm)
 	vcpu->vm = vm;
 	vcpu->running_cpu = -1;
 	vcpu->last_cpu = -1;
+	vcpu->apic_id = DUNE_APIC_ID_NONE;
 	mutex_init(&vcpu->run_lock);
 	ret = dune_vendor->vcpu_init(vcpu);
 	if (ret)
@@ -304,6 +310,7 @@ static void dune_get_stats(struct dune_module_stats *st)
 	st->npt_faults = atomic64_read(&dune_counters.npt_faults);
 	st->npt_zaps = atomic64_read(&dune_counters.npt_zaps);
 	st->syscalls = atomic64_read(&dune_counters.syscalls);
+	st->ipis = atomic64_read(&dune_counters.ipis);
 }
 
 static int dune_open(struct inode *inode, struct file *file)
@@ -322,6 +329,7 @@ static int dune_open(struct inode *inode, struct file *file)
 	spin_lock_init(&vm->vcpus_lock);
 	spin_lock_init(&vm->syscalls_lock);
 	INIT_LIST_HEAD(&vm->vcpus);
+	xa_init(&vm->apic_ids);
 	atomic64_set(&vm->tlb_gen, 1);
 	vm->mm = current->mm;
 	dune_hw_get();

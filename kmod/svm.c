@@ -420,22 +420,58 @@ static void dune_skip_instruction(struct vmcb *vmcb, unsigned int len)
  * An exit can interrupt the delivery of an event through the guest's IDT
  * (a nested page fault on the IDT or the stack, a host interrupt): the CPU
  * reports it in EXITINTINFO and, as the APM (15.7.2) requires of the
- * hypervisor, it is injected again at the next VMRUN.  Software interrupts
+ * hypervisor, it is delivered again at the next VMRUN.  Software interrupts
  * and the #BP/#OF traps of INT3/INTO are left out: RIP still points at
  * their instruction, which raises them again when it runs.
+ *
+ * An interrupt can only be one of ipi.c's vectors (nothing else interrupts
+ * these guests): it goes back to the pending ones, to be offered again as
+ * the virtual interrupt, unless it still is one.  QEMU leaves V_IRQ set
+ * when the delivery of a virtual interrupt exits, and reports it as an
+ * exception with that vector, which no CPU has above 31 and which it would
+ * refuse to inject (SVM_EXIT_ERR).
  */
-static void dune_requeue_event(struct vmcb *vmcb)
+static void dune_requeue_event(struct dune_vcpu *vcpu)
 {
-	u32 info = vmcb->control.exit_int_info;
+	struct vmcb_control_area *ctl = &vcpu->svm.vmcb->control;
+	u32 info = ctl->exit_int_info;
 	u32 type = info & SVM_EXITINTINFO_TYPE_MASK;
 	u8 vector = info & SVM_EXITINTINFO_VEC_MASK;
 
-	vmcb->control.event_inj = 0;
+	ctl->event_inj = 0;
 	if (!(info & SVM_EXITINTINFO_VALID) || type == SVM_EXITINTINFO_TYPE_SOFT ||
 	    (type == SVM_EXITINTINFO_TYPE_EXEPT && (vector == BP_VECTOR || vector == OF_VECTOR)))
 		return;
-	vmcb->control.event_inj = info;
-	vmcb->control.event_inj_err = vmcb->control.exit_int_info_err;
+	if (type == SVM_EXITINTINFO_TYPE_INTR ||
+	    (type == SVM_EXITINTINFO_TYPE_EXEPT && vector >= 32)) {
+		if (!(ctl->int_ctl & V_IRQ_MASK) || ctl->int_vector != vector)
+			set_bit(vector, vcpu->ipi_pending);
+		return;
+	}
+	ctl->event_inj = info;
+	ctl->event_inj_err = ctl->exit_int_info_err;
+}
+
+/*
+ * A vector sent to this vCPU (ipi.c) becomes the virtual interrupt, which
+ * the guest takes through its IDT when its RFLAGS.IF allows
+ * (V_INTR_MASKING) and the CPU then clears; one at a time.  Not EVENTINJ:
+ * that would deliver it whatever IF says, and QEMU's emulation of VMRUN
+ * delivers an injected interrupt twice now and then (Documentation/
+ * libdune.md, "Interrupts between vCPUs").
+ */
+static void dune_svm_offer_ipi(struct dune_vcpu *vcpu)
+{
+	struct vmcb_control_area *ctl = &vcpu->svm.vmcb->control;
+	int vector;
+
+	if (ctl->int_ctl & V_IRQ_MASK)
+		return; /* the last one is not taken yet */
+	vector = dune_ipi_take(vcpu);
+	if (vector < 0)
+		return;
+	ctl->int_vector = vector;
+	ctl->int_ctl |= V_IRQ_MASK | V_IGN_TPR_MASK | (0xfu << V_INTR_PRIO_SHIFT);
 }
 
 static int dune_svm_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
@@ -479,6 +515,7 @@ static int dune_svm_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		smp_mb(); /* running_cpu set before tlb_gen is read (dune_kick_vcpus) */
 		vmcb->control.tlb_ctl =
 			dune_pick_asid(vcpu, c, cpu, atomic64_read(&vm->tlb_gen));
+		dune_svm_offer_ipi(vcpu);
 		vmcb->control.clean = 0;
 
 		vmcb->save.rax = vcpu->gprs.rax;
@@ -492,7 +529,7 @@ static int dune_svm_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		atomic64_inc(&dune_counters.vmruns);
 
 		code = vmcb->control.exit_code;
-		dune_requeue_event(vmcb);
+		dune_requeue_event(vcpu);
 		switch (code) {
 		case SVM_EXIT_INTR:
 		case SVM_EXIT_NMI:
@@ -539,6 +576,16 @@ static int dune_svm_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 			exit->size = (io >> SVM_IOIO_SIZE_SHIFT) & 7;
 			break;
 		}
+		case SVM_EXIT_MSR:
+			/* WRMSR (info1 1) of the x2APIC registers ipi.c keeps */
+			if (vmcb->control.exit_info_1 == 1 &&
+			    dune_ipi_wrmsr(vcpu, vcpu->gprs.rcx,
+					   vcpu->gprs.rdx << 32 | (u32)vcpu->gprs.rax)) {
+				dune_skip_instruction(vmcb, 2);
+				continue;
+			}
+			exit->reason = DUNE_EXIT_INTERCEPT;
+			break;
 		case SVM_EXIT_HLT:
 			dune_skip_instruction(vmcb, 1);
 			exit->reason = DUNE_EXIT_HLT;

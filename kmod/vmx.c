@@ -260,12 +260,16 @@ static int dune_vmx_check_cpu(void)
 			      CPU_BASED_RDPMC_EXITING | CPU_BASED_CR8_LOAD_EXITING |
 			      CPU_BASED_CR8_STORE_EXITING | CPU_BASED_MOV_DR_EXITING |
 			      CPU_BASED_UNCOND_IO_EXITING | CPU_BASED_USE_MSR_BITMAPS |
-			      CPU_BASED_MONITOR_EXITING |
+			      CPU_BASED_MONITOR_EXITING | CPU_BASED_INTR_WINDOW_EXITING |
 			      CPU_BASED_ACTIVATE_SECONDARY_CONTROLS, 0,
 			      MSR_IA32_VMX_TRUE_PROCBASED_CTLS, &dune_vmx.proc,
 			      "processor-based");
 	if (ret)
 		return ret;
+	/* Wanted above only to know the CPU has it: set while an interrupt
+	 * waits for the guest (dune_vmx_offer_ipi).  It is never a default-1
+	 * control (SDM vol. 3, A.3.2), so clearing it is allowed. */
+	dune_vmx.proc &= ~CPU_BASED_INTR_WINDOW_EXITING;
 	proc_unwanted = CPU_BASED_CR3_LOAD_EXITING | CPU_BASED_CR3_STORE_EXITING |
 			CPU_BASED_INVLPG_EXITING | CPU_BASED_RDTSC_EXITING |
 			CPU_BASED_USE_IO_BITMAPS;
@@ -641,6 +645,7 @@ static void dune_vmx_setup_vmcs(struct dune_vcpu *vcpu)
 	dune_vmwrite(HOST_IA32_PAT, dune_host_pat);
 	dune_vmwrite(HOST_CR0, read_cr0());
 	vmx->host_cr3 = vmx->host_cr4 = 0;
+	vmx->intr_window = false;
 	vmx->vmcs_setup = true;
 }
 
@@ -928,6 +933,38 @@ static void dune_vmx_flush(struct dune_vcpu *vcpu, int cpu, u64 tlb_gen)
 	vcpu->tlb_gen_seen = tlb_gen;
 }
 
+/*
+ * A vector sent to this vCPU (ipi.c) is injected as an external interrupt
+ * when the guest can take one now (RFLAGS.IF set, no sti or mov-ss shadow,
+ * no other event being injected: SDM vol. 3, 27.3.1.5); otherwise, or
+ * while more wait, the VMCS asks for an exit as soon as it can (the
+ * interrupt window), and the next entry comes back here.  With the VMCS
+ * current, interrupts off, after running_cpu's store and its barrier.
+ */
+static void dune_vmx_offer_ipi(struct dune_vcpu *vcpu)
+{
+	struct dune_vmx_vcpu *vmx = &vcpu->vmx;
+	bool window = false;
+
+	if (dune_ipi_any(vcpu)) {
+		u32 shadow = dune_vmread(GUEST_INTERRUPTIBILITY_INFO) &
+			     (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS);
+		bool injecting = dune_vmread(VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK;
+		int vector;
+
+		if ((vmx->g.rflags & X86_EFLAGS_IF) && !shadow && !injecting &&
+		    (vector = dune_ipi_take(vcpu)) >= 0)
+			dune_vmwrite(VM_ENTRY_INTR_INFO_FIELD,
+				     vector | INTR_TYPE_EXT_INTR | INTR_INFO_VALID_MASK);
+		window = dune_ipi_any(vcpu);
+	}
+	if (window != vmx->intr_window) {
+		dune_vmwrite(CPU_BASED_VM_EXEC_CONTROL,
+			     dune_vmx.proc | (window ? CPU_BASED_INTR_WINDOW_EXITING : 0));
+		vmx->intr_window = window;
+	}
+}
+
 /* The exit information the handling below needs, read while the VMCS is
  * current. */
 struct dune_vmx_exit {
@@ -1095,6 +1132,7 @@ static int dune_vmx_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 		WRITE_ONCE(vcpu->running_cpu, cpu);
 		smp_mb(); /* running_cpu set before tlb_gen is read (dune_kick_vcpus) */
 		dune_vmx_flush(vcpu, cpu, atomic64_read(&vm->tlb_gen));
+		dune_vmx_offer_ipi(vcpu);
 		if (dune_vmx.l1d_flush)
 			wrmsrl(MSR_IA32_FLUSH_CMD, L1D_FLUSH);
 
@@ -1177,7 +1215,17 @@ static int dune_vmx_vcpu_run(struct dune_vcpu *vcpu, struct dune_exit *exit)
 			continue;
 		case EXIT_REASON_EXTERNAL_INTERRUPT:
 		case EXIT_REASON_PREEMPTION_TIMER:
+		case EXIT_REASON_INTERRUPT_WINDOW: /* the entry injects */
 			continue;
+		case EXIT_REASON_MSR_WRITE:
+			/* the x2APIC registers ipi.c keeps */
+			if (dune_ipi_wrmsr(vcpu, vcpu->gprs.rcx,
+					   vcpu->gprs.rdx << 32 | (u32)vcpu->gprs.rax)) {
+				dune_vmx_skip(vcpu, &e);
+				continue;
+			}
+			exit->reason = DUNE_EXIT_INTERCEPT;
+			break;
 		case EXIT_REASON_CPUID: {
 			/* always an exit on VMX: the host's, as the SVM guest sees */
 			u32 a = vcpu->gprs.rax, b, cx = vcpu->gprs.rcx, d;

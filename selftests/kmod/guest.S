@@ -32,6 +32,10 @@ kmod_guest_start:
 	je g_syscall
 	cmp $10, %rdi
 	je g_single_step
+	cmp $11, %rdi
+	je g_take_ipis
+	cmp $12, %rdi
+	je g_send_ipi
 	mov $0xbad, %rax
 	vmmcall
 	hlt
@@ -161,6 +165,41 @@ kmod_guest_stepped:
 kmod_guest_db_handler:
 	mov (%rsp), %rbx
 	mov $0xdb, %rax
+	vmmcall
+	hlt
+
+/* Interrupts on, counts rounds in the data region's second page until
+   the interrupt handler below has run rsi times (data[2] counts them) or
+   the host sets data[3]: rbx = data[2].  The handler's IDT entry is the
+   test's. */
+	.globl kmod_guest_ipi_handler
+g_take_ipis:
+	sti
+1:	incq 4096(%rdx)
+	cmpq $0, 24(%rdx)
+	jne 2f
+	cmp 16(%rdx), %rsi
+	ja 1b
+2:	cli
+	mov 16(%rdx), %rbx
+	mov $11, %rax
+	vmmcall
+	hlt
+kmod_guest_ipi_handler:
+	push %rax
+	mov $0x40000000, %eax  /* DATA_VA: the interrupted code's rdx */
+	incq 16(%rax)
+	pop %rax
+	iretq
+
+/* Writes rsi to the x2APIC's ICR (MSR 0x830), then vmmcall rax = 12. */
+g_send_ipi:
+	mov $0x830, %ecx
+	mov %rsi, %rax
+	mov %rsi, %rdx
+	shr $32, %rdx
+	wrmsr
+	mov $12, %rax
 	vmmcall
 	hlt
 
