@@ -17,6 +17,9 @@
  *  - dune.ko makes the guest's ordinary system calls itself, in the
  *    kernel, without coming back here (DUNE_SET_SYSCALLS): every call but
  *    the ones syscall.c handles.
+ *  - Interrupts between vCPUs have no local APIC behind them: the module
+ *    handles the guest's ICR write itself and hands the vector to the
+ *    target as a virtual interrupt, which needs no EOI.
  */
 #include "internal.h"
 #include "../kmod/dune_abi.h"
@@ -107,6 +110,11 @@ static int dd_vm_create(void)
 	}
 	if (ioctl(dune_vm.vm_fd, DUNE_SET_SYSCALLS, &sc) < 0)
 		return dune_fail(-errno, "DUNE_SET_SYSCALLS: %s", strerror(errno));
+	/* Interrupts between vCPUs where DUNE_IPI asks for them (a fork
+	 * child's VM too, from the same environment): each vCPU gets its id
+	 * as APIC ID; the module takes the ICR write and needs no EOI. */
+	dune_vm.ipi = dune_env.ipi;
+	dune_vm.ipi_eoi = false;
 	return 0;
 }
 
@@ -132,6 +140,12 @@ static int dd_vcpu_create(struct dune_vcpu *v)
 	if (fd < 0)
 		return (int)fd;
 	v->fd = dune_hide_fd((int)fd);
+	if (dune_vm.ipi) {
+		long r = dune_sys3(SYS_ioctl, v->fd, DUNE_VCPU_SET_APIC_ID, v->id);
+		if (r < 0)
+			return dune_fail((int)r, "DUNE_VCPU_SET_APIC_ID %d: %s", v->id,
+					 strerror((int)-r));
+	}
 	v->run_size = sizeof(struct dd_run);
 	struct dd_run *run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE,
 				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -152,7 +152,7 @@ static int kvm_vm_create(void)
 		bool ok = ioctl(dune_vm.vm_fd, KVM_ENABLE_CAP, &cap) == 0;
 		if (forked && !ok)
 			return dune_fail(-ENODEV, "KVM_CAP_SPLIT_IRQCHIP: %s", strerror(errno));
-		dune_vm.ipi = ok;
+		dune_vm.ipi = dune_vm.ipi_eoi = ok;
 	}
 	if (forked)
 		return 0; /* the parent asked for the rest already */

@@ -144,18 +144,20 @@ void dune_register_intr_handler(int vec, dune_intr_cb cb);
 /*
  * Interrupts between vCPUs (inter-processor interrupts); experimental, only
  * where the environment has DUNE_IPI at dune_init (Documentation/libdune.md,
- * "Interrupts between vCPUs").  Over /dev/kvm each vCPU then has a local
- * APIC in the kernel (KVM's split irqchip: no PIC or I/O APIC), in x2APIC
- * mode: a vCPU sends a vector to another with one WRMSR, which KVM handles
- * without leaving the kernel (and the CPU without an exit where it
- * virtualises IPIs); a target running guest code takes it at once, one
- * outside the guest (in a system call made on the host) when it re-enters.
- * Otherwise, and on dune.ko, which has no interrupt controller yet,
- * dune_ipi_available() is false and dune_send_ipi() does nothing.
+ * "Interrupts between vCPUs").  A vCPU sends a vector to another with one
+ * WRMSR to the x2APIC's ICR, which the kernel handles without coming back
+ * to user space: over /dev/kvm each vCPU has a local APIC in the kernel
+ * (KVM's split irqchip: no PIC or I/O APIC; and no exit at all where the
+ * CPU virtualises IPIs); dune.ko takes the write itself and hands the
+ * vector to the target as a virtual interrupt.  A target running guest
+ * code takes it at once, one outside the guest (in a system call made on
+ * the host) when it re-enters.  Otherwise dune_ipi_available() is false
+ * and dune_send_ipi() does nothing.
  *
  * dune_register_ipi_handler(): vec 32-254; the handler runs in guest ring 0
  * with interrupts off, on an exception stack, like dune_intr_cb; libdune
- * acknowledges the interrupt (EOI) when it returns.  Interrupts are on
+ * acknowledges the interrupt (EOI, where the APIC needs one) when it
+ * returns.  Interrupts are on
  * wherever the program runs (RFLAGS.IF as on the host) and off in libdune's
  * handlers.  dune_vcpu_apic_id() and dune_send_ipi() are for guest code.
  */

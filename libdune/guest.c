@@ -155,7 +155,8 @@ static void guest_trap(struct dune_vcpu *v, struct dune_tf *tf)
 		dune_intr_handlers[vec](tf);
 		xrstor_from(v->fpu_trap);
 		v->in_trap = 0;
-		if (__atomic_load_n(&dune_ipi_vectors[vec], __ATOMIC_ACQUIRE))
+		if (dune_vm.ipi_eoi &&
+		    __atomic_load_n(&dune_ipi_vectors[vec], __ATOMIC_ACQUIRE))
 			dune_wrmsr(DUNE_MSR_X2APIC_EOI, 0);
 		return;
 	} else {

@@ -166,7 +166,11 @@ struct dune_vm {
 	uint64_t xcr0;
 	uint32_t xsave_size;
 	int have_tsc_ctrl;
-	bool ipi; /* every vCPU has an in-kernel local APIC in x2APIC mode */
+	/* interrupts between vCPUs: every vCPU has an APIC ID (its id) and
+	 * sends with an x2APIC ICR write (KVM: an in-kernel local APIC;
+	 * dune.ko: the module's own handling of that write) */
+	bool ipi;
+	bool ipi_eoi; /* a taken interrupt needs an EOI (KVM's APIC) */
 	/* paging: what the driver's vCPUs can run (vm_create sets it: 5
 	 * where CR4.LA57 is allowed), what was asked, what is in force */
 	int max_levels;
@@ -185,7 +189,7 @@ extern uint64_t dune_chunk_gpa[DUNE_NCHUNKS] DUNE_HIDDEN;
 
 extern dune_pgflt_cb dune_pgflt_handler DUNE_HIDDEN;
 extern dune_intr_cb dune_intr_handlers[256] DUNE_HIDDEN;
-extern bool dune_ipi_vectors[256] DUNE_HIDDEN; /* acknowledged after the handler */
+extern bool dune_ipi_vectors[256] DUNE_HIDDEN; /* acknowledged after the handler where ipi_eoi */
 extern dune_syscall_prehook dune_prehook DUNE_HIDDEN;
 extern dune_syscall_posthook dune_posthook DUNE_HIDDEN;
 extern uint64_t dune_stat_syscalls DUNE_HIDDEN, dune_stat_exits DUNE_HIDDEN,
@@ -295,7 +299,7 @@ struct dune_env {
 	bool quiet;              /* DUNE_QUIET: dune_fail() prints nothing */
 	bool no_kernel_syscalls; /* DUNE_NO_KERNEL_SYSCALLS: dune.ko's calls exit */
 	bool allow_no_hwvirt;    /* DUNE_ALLOW_NO_HWVIRT: a software /dev/kvm */
-	bool ipi;                /* DUNE_IPI: local APICs and IPIs (KVM; experimental) */
+	bool ipi;                /* DUNE_IPI: interrupts between vCPUs (experimental) */
 	int paging;              /* DUNE_PAGING: 4 or 5; 0 not set, -1 bad */
 };
 extern struct dune_env dune_env DUNE_HIDDEN;

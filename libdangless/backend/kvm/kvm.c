@@ -86,7 +86,7 @@ static int kvm_init(void)
 		_dl_fatal("kvm backend: the page-table pool has no "
 			  "guest-physical address (%s)",
 			  _dl_strerror(-err));
-	if ((err = kvm_shootdown_init()))
+	if ((err = kvm_shootdown_init(!strcmp(kvm_device, DUNE_DEVICE_DUNE))))
 		_dl_fatal("kvm backend: cannot start TLB shootdowns");
 	kvm_hooks_install();
 	_dl_info("kvm backend: running in guest ring 0, %u-level paging; "

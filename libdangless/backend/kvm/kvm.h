@@ -142,14 +142,18 @@ void kvm_pt_own(void (*fn)(uintptr_t start, size_t len, void *ctx), void *ctx);
 bool kvm_pt_resident(uint64_t *bytes);
 bool kvm_translate(uintptr_t va, uintptr_t *host, size_t *contig);
 
-/* shootdown.c */
-int kvm_shootdown_init(void);
+/* shootdown.c; over_dune: libdune runs on dune.ko, not KVM */
+int kvm_shootdown_init(bool over_dune);
 /* The calling thread, known to shootdowns from now on (idempotent). */
 void kvm_thread_register(void);
 /* Every other vCPU has dropped what it cached of cleared PTEs. */
 void kvm_shootdown(void);
-/* Shootdowns go by IPI (DUNE_IPI over /dev/kvm), not by signal. */
+/* Shootdowns go by IPI (DUNE_IPI), not by signal. */
 bool kvm_shootdown_by_ipi(void);
+/* A thread coming back from a signal handler (rt_sigreturn, without the
+ * post-hook) stays marked running guest code, so that shootdowns reach it:
+ * everywhere but on the IPI road over /dev/kvm (hooks.c says why). */
+bool kvm_shootdown_reaches_sigreturn(void);
 /* The calling thread leaves the guest for a system call / comes back. */
 void kvm_thread_to_host(void);
 void kvm_thread_to_guest(void);

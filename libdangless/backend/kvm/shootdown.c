@@ -9,9 +9,10 @@
  *    flush generation with the one it has seen and reloads CR3 if behind;
  *  - a thread running guest code is interrupted: by KVM_SHOOTDOWN_SIGNAL,
  *    which takes the thread out to the host and libdune delivers into the
- *    guest; or, where libdune gives the vCPUs local APICs (DUNE_IPI over
- *    /dev/kvm, experimental), by an inter-processor interrupt,
- *    KVM_SHOOTDOWN_VECTOR, which KVM delivers without leaving the kernel.
+ *    guest; or, where libdune gives the vCPUs interrupts between them
+ *    (DUNE_IPI, experimental), by an inter-processor interrupt,
+ *    KVM_SHOOTDOWN_VECTOR, which KVM or dune.ko delivers without leaving
+ *    the kernel.
  *    Either handler
  *    reloads CR3 and records the generation, and the freeing thread waits
  *    for that.
@@ -63,6 +64,7 @@ static struct kvm_thread kvm_threads[KVM_MAX_VCPUS];
 static _Atomic unsigned kvm_nthreads; /* slots ever used */
 static _Atomic uint64_t kvm_gen;
 static bool kvm_by_ipi; /* else by signal */
+static bool kvm_ipi_after_sigreturn; /* see kvm_shootdown_reaches_sigreturn */
 static __thread struct kvm_thread *kvm_self
 	__attribute__((tls_model("initial-exec")));
 
@@ -211,7 +213,7 @@ static bool kvm_kick(struct kvm_thread *t, pid_t pid)
 	static _Atomic bool said;
 	if (!atomic_exchange(&said, true))
 		_dl_info("kvm backend: no interrupts between vCPUs (DUNE_IPI "
-			 "unset, or dune.ko): TLB shootdowns signal each thread "
+			 "unset): TLB shootdowns signal each thread "
 			 "running guest code (signal %d is Dangless's)",
 			 KVM_SHOOTDOWN_SIGNAL);
 	if (syscall(SYS_tgkill, pid, t->tid, KVM_SHOOTDOWN_SIGNAL) != 0)
@@ -258,12 +260,18 @@ bool kvm_shootdown_by_ipi(void)
 	return kvm_by_ipi;
 }
 
-int kvm_shootdown_init(void)
+bool kvm_shootdown_reaches_sigreturn(void)
+{
+	return !kvm_by_ipi || kvm_ipi_after_sigreturn;
+}
+
+int kvm_shootdown_init(bool over_dune)
 {
 	if (dune_register_ipi_handler(KVM_SHOOTDOWN_VECTOR,
 				      kvm_shootdown_interrupt) == 0) {
 		/* the program keeps KVM_SHOOTDOWN_SIGNAL */
 		kvm_by_ipi = true;
+		kvm_ipi_after_sigreturn = over_dune;
 		kvm_thread_register();
 		return 0;
 	}
