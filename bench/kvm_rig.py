@@ -14,7 +14,8 @@ allocator, the order rotated between rounds, and prints:
 - the issue's targets, met or missed and by how much;
 - cross-thread churn (build/bench/threads: 1, 2, 4 and 8 threads freeing
   each other's objects) under glibc, host, kvm with its TLB shootdowns by
-  signal (the default) and kvm with them by interrupt (DUNE_IPI=1): time
+  signal (the default) and kvm with them by interrupt (DUNE_IPI=1), and
+  with --dune-ko the same two over dune.ko (dune, dune-ipi): time
   ratios, shootdown interrupts per 1000 operations and the marginal time
   per interrupt, and issue 20's target (4 threads: kvm at least 5x cheaper
   than host, strict mode); a run that does not end in --thread-timeout is
@@ -30,6 +31,7 @@ allocator, the order rotated between rounds, and prints:
 Usage (in the rig; outside it there is no kvm to run):
   bench/kvm_rig.py --build BUILD [--rounds N] [--pair N] [--scattered N]
                    [--thread-rounds N] [--thread-scale X] [--no-threads]
+                   [--dune-ko KO]
                    [--real-rounds N] [--real-scale X] [--real-only a,b]
                    [--native FILE]
 """
@@ -168,15 +170,35 @@ def hardware_model(a, wls, so, workdir, kvm_ratio):
 
 
 THREAD_ALLOCATORS = ["glibc", "host", "kvm", "kvm-ipi"]
+# the kvm backend over dune.ko, where --dune-ko loads it (kvm and dune take
+# turns at SVM: the module holds it only while one of its VMs exists)
+THREAD_ALLOCATORS_DUNE = ["dune", "dune-ipi"]
 THREAD_COUNTS = [1, 2, 4, 8]
 SHOOTDOWN_COUNTERS = ["shootdowns", "shootdown_signals", "shootdown_ipis"]
+
+
+def guest_backend(alloc):
+    """kvm-ipi -> kvm, dune-ipi -> dune; None for glibc and host."""
+    b = alloc[:-len("-ipi")] if alloc.endswith("-ipi") else alloc
+    return b if b in ("kvm", "dune") else None
+
+
+def load_dune_ko(build, ko):
+    """dune.ko loaded with the suite's own loader: None, or why not."""
+    loader = os.path.join(build, "kmod", "dune_load")
+    if not os.path.exists(loader) or not os.path.exists(ko):
+        return "%s or %s is not built (make kmod, make test)" % (loader, ko)
+    p = subprocess.run([loader, ko], capture_output=True, text=True)
+    if p.returncode != 0:
+        return "dune.ko did not load: %s" % (p.stdout + p.stderr).strip()
+    return None
 
 
 def run_threads_one(prog, scale, t, alloc, so, timeout):
     """build/bench/threads with t threads under one allocator: (dict, None)
     or (None, why).  stats=1 makes Dangless print its counters at exit."""
-    env = kvm_model.dangless_env(so, "kvm" if alloc.startswith("kvm") else alloc, "stats=1")
-    if alloc == "kvm-ipi":
+    env = kvm_model.dangless_env(so, guest_backend(alloc) or alloc, "stats=1")
+    if alloc.endswith("-ipi"):
         env["DUNE_IPI"] = "1"
     try:
         p = subprocess.run([prog, "%g" % scale, str(t)], env=env, timeout=timeout,
@@ -193,24 +215,34 @@ def run_threads_one(prog, scale, t, alloc, so, timeout):
         f = l.split()
         if len(f) >= 4 and f[0] == "dangless:" and f[1] in SHOOTDOWN_COUNTERS + ["pte_writes"]:
             vals[f[1]] = float(f[3])
-    if alloc.startswith("kvm") and not vals.get("pte_writes"):
-        return None, "no PTE writes: the kvm backend did not run"
-    if alloc == "kvm-ipi" and t > 1 and vals.get("shootdown_signals"):
+    if guest_backend(alloc) and not vals.get("pte_writes"):
+        return None, "no PTE writes: the %s backend did not run" % guest_backend(alloc)
+    if alloc.endswith("-ipi") and t > 1 and vals.get("shootdown_signals"):
         return None, "shootdowns went by signal: no interrupts in this VM"
     return vals, None
 
 
 def threads_section(a, so):
-    """Issue 20's churn by thread count, signal road against IPI road."""
+    """Issue 20's churn by thread count, signal road against IPI road, over
+    /dev/kvm and (with --dune-ko) over dune.ko."""
     prog = os.path.join(a.build, "bench", "threads")
     if not os.path.exists(prog):
         print("# threads: %s is not built (make bench-kvm builds it)" % prog)
         return ["threads: not measured (no program)"], ["threads: not measured"], True
-    runs = {(t, al): [] for t in THREAD_COUNTS for al in THREAD_ALLOCATORS}
+    allocators = list(THREAD_ALLOCATORS)
+    load_notes = []
+    if a.dune_ko:
+        why = load_dune_ko(a.build, a.dune_ko)
+        if why:
+            load_notes.append("dune and dune-ipi: not measured (%s)" % why)
+        else:
+            allocators += THREAD_ALLOCATORS_DUNE
+    guests = [al for al in allocators if guest_backend(al)]
+    runs = {(t, al): [] for t in THREAD_COUNTS for al in allocators}
     errors = {}
     for r in range(a.thread_rounds):
         for ti, t in enumerate(THREAD_COUNTS):
-            for al in kvm_model.rotated(THREAD_ALLOCATORS, r + ti):
+            for al in kvm_model.rotated(allocators, r + ti):
                 vals, err = run_threads_one(prog, a.thread_scale, t, al, so, a.thread_timeout)
                 if err:
                     errors.setdefault((t, al), []).append(err)
@@ -228,7 +260,7 @@ def threads_section(a, so):
         return statistics.median(v) if v else None
 
     def interrupts(t, al):
-        return per1000(t, al, "shootdown_ipis" if al == "kvm-ipi" else "shootdown_signals")
+        return per1000(t, al, "shootdown_ipis" if al.endswith("-ipi") else "shootdown_signals")
 
     print()
     cpus = os.cpu_count() or 1
@@ -241,35 +273,42 @@ def threads_section(a, so):
               "running guest code to interrupt; issue 20 measures with two (`VMRUN_SMP=2`, as "
               "`make bench-kvm` boots for this section).")
         print()
-    print("kvm: TLB shootdowns by signal (the default); kvm-ipi: by interrupt (`DUNE_IPI=1`). "
+    print("kvm: TLB shootdowns by signal (the default); kvm-ipi: by interrupt (`DUNE_IPI=1`); "
+          "dune and dune-ipi: the same over dune.ko (`backend=dune`). "
           "Interrupts are the signals or IPIs sent per 1000 operations; the marginal time per "
           "interrupt is (ns per operation at T threads - at 1 thread) / interrupts per operation, "
           "an estimate that charges all of the extra time to the interrupts.")
     print()
-    print("| threads | host / glibc | kvm / glibc | kvm-ipi / glibc | host / kvm | host / kvm-ipi "
-          "| interrupts per 1000 ops: kvm, kvm-ipi | marginal TCG us per interrupt: kvm, kvm-ipi "
-          "| TCG ns per op: glibc, host, kvm, kvm-ipi | hung or failed runs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    heads = (["threads", "host / glibc"] + ["%s / glibc" % al for al in guests] +
+             ["host / %s" % al for al in guests] +
+             ["interrupts per 1000 ops: " + ", ".join(guests),
+              "marginal TCG us per interrupt: " + ", ".join(guests),
+              "TCG ns per op: " + ", ".join(["glibc", "host"] + guests),
+              "hung or failed runs"])
+    print("| " + " | ".join(heads) + " |")
+    print("|" + "---|" * len(heads))
 
     def ratio(x, y, d=1):
         return fmt(x / y if x and y else None, d)
 
     for t in THREAD_COUNTS:
-        g, h, k, ki = (ns_per_op(t, al) for al in THREAD_ALLOCATORS)
+        g, h = ns_per_op(t, "glibc"), ns_per_op(t, "host")
         marg = []
-        for al in ("kvm", "kvm-ipi"):
+        for al in guests:
             n, base, i = ns_per_op(t, al), ns_per_op(1, al), interrupts(t, al)
             marg.append(fmt((n - base) / (i / 1000.0) / 1000.0, 1)
                         if t > 1 and n and base and i else "-")
-        bad = ["%s %d" % (al, len(errors[(t, al)])) for al in THREAD_ALLOCATORS
+        bad = ["%s %d" % (al, len(errors[(t, al)])) for al in allocators
                if (t, al) in errors]
-        print("| %d | %s | %s | %s | %s | %s | %s, %s | %s | %s | %s |" % (
-            t, ratio(h, g), ratio(k, g), ratio(ki, g), ratio(h, k), ratio(h, ki),
-            fmt(interrupts(t, "kvm"), 1), fmt(interrupts(t, "kvm-ipi"), 1), ", ".join(marg),
-            ", ".join(fmt(x, 0) for x in (g, h, k, ki)), ", ".join(bad) or "none"))
+        cells = ([str(t), ratio(h, g)] + [ratio(ns_per_op(t, al), g) for al in guests] +
+                 [ratio(h, ns_per_op(t, al)) for al in guests] +
+                 [", ".join(fmt(interrupts(t, al), 1) for al in guests), ", ".join(marg),
+                  ", ".join(fmt(ns_per_op(t, al), 0) for al in ["glibc", "host"] + guests),
+                  ", ".join(bad) or "none"])
+        print("| " + " | ".join(cells) + " |")
     verdicts = []
     h4 = ns_per_op(4, "host")
-    for al in ("kvm", "kvm-ipi"):
+    for al in guests:
         x = ns_per_op(4, al)
         if x and h4:
             verdicts.append("4-thread churn (strict): %s at least 5x cheaper than host: %s "
@@ -278,9 +317,10 @@ def threads_section(a, so):
         else:
             verdicts.append("4-thread churn (strict): %s at least 5x cheaper than host: "
                             "not measured" % al)
-    notes = ["threads %d under %s: %s" % (t, al, "; ".join(sorted(set(e))))
-             for (t, al), e in sorted(errors.items())]
-    # a hung IPI run is a finding (libdune.md), not a failure of the bench
+    notes = load_notes + ["threads %d under %s: %s" % (t, al, "; ".join(sorted(set(e))))
+                          for (t, al), e in sorted(errors.items())]
+    # a hung run on the IPI road over /dev/kvm is a finding (libdune.md),
+    # not a failure of the bench
     failed = any(al != "kvm-ipi" for (_, al) in errors)
     return notes, verdicts, failed
 
@@ -401,6 +441,8 @@ def main():
     ap.add_argument("--no-steady", action="store_true",
                     help="leave out the steady-state pair and scattered churn")
     ap.add_argument("--no-threads", action="store_true")
+    ap.add_argument("--dune-ko", default="",
+                    help="dune.ko for this kernel: the threads also run over it")
     ap.add_argument("--real-rounds", type=int, default=3)
     ap.add_argument("--real-scale", type=float, default=0.1,
                     help="bench/harness.py's scale for the real programs")
