@@ -15,7 +15,8 @@ allocator, the order rotated between rounds, and prints:
 - cross-thread churn (build/bench/threads: 1, 2, 4 and 8 threads freeing
   each other's objects) under glibc, host, kvm with its TLB shootdowns by
   signal (the default) and kvm with them by interrupt (DUNE_IPI=1), and
-  with --dune-ko the same two over dune.ko (dune, dune-ipi): time
+  with --dune-ko the same two over dune.ko (dune: by interrupt, its
+  default; dune-signal: DUNE_IPI=0): time
   ratios, shootdown interrupts per 1000 operations and the marginal time
   per interrupt, and issue 20's target (4 threads: kvm at least 5x cheaper
   than host, strict mode); a run that does not end in --thread-timeout is
@@ -172,15 +173,21 @@ def hardware_model(a, wls, so, workdir, kvm_ratio):
 THREAD_ALLOCATORS = ["glibc", "host", "kvm", "kvm-ipi"]
 # the kvm backend over dune.ko, where --dune-ko loads it (kvm and dune take
 # turns at SVM: the module holds it only while one of its VMs exists)
-THREAD_ALLOCATORS_DUNE = ["dune", "dune-ipi"]
+THREAD_ALLOCATORS_DUNE = ["dune", "dune-signal"]
 THREAD_COUNTS = [1, 2, 4, 8]
 SHOOTDOWN_COUNTERS = ["shootdowns", "shootdown_signals", "shootdown_ipis"]
 
 
 def guest_backend(alloc):
-    """kvm-ipi -> kvm, dune-ipi -> dune; None for glibc and host."""
-    b = alloc[:-len("-ipi")] if alloc.endswith("-ipi") else alloc
+    """kvm-ipi -> kvm, dune-signal -> dune; None for glibc and host."""
+    b = alloc.split("-")[0]
     return b if b in ("kvm", "dune") else None
+
+
+def by_ipi(alloc):
+    """Shootdowns by IPI: libdune's default over dune.ko, DUNE_IPI=1 over
+    /dev/kvm."""
+    return alloc in ("kvm-ipi", "dune")
 
 
 def load_dune_ko(build, ko):
@@ -198,8 +205,8 @@ def run_threads_one(prog, scale, t, alloc, so, timeout):
     """build/bench/threads with t threads under one allocator: (dict, None)
     or (None, why).  stats=1 makes Dangless print its counters at exit."""
     env = kvm_model.dangless_env(so, guest_backend(alloc) or alloc, "stats=1")
-    if alloc.endswith("-ipi"):
-        env["DUNE_IPI"] = "1"
+    if alloc in ("kvm-ipi", "dune-signal"):
+        env["DUNE_IPI"] = "1" if alloc == "kvm-ipi" else "0"
     try:
         p = subprocess.run([prog, "%g" % scale, str(t)], env=env, timeout=timeout,
                            capture_output=True, text=True)
@@ -217,7 +224,7 @@ def run_threads_one(prog, scale, t, alloc, so, timeout):
             vals[f[1]] = float(f[3])
     if guest_backend(alloc) and not vals.get("pte_writes"):
         return None, "no PTE writes: the %s backend did not run" % guest_backend(alloc)
-    if alloc.endswith("-ipi") and t > 1 and vals.get("shootdown_signals"):
+    if by_ipi(alloc) and t > 1 and vals.get("shootdown_signals"):
         return None, "shootdowns went by signal: no interrupts in this VM"
     return vals, None
 
@@ -234,7 +241,7 @@ def threads_section(a, so):
     if a.dune_ko:
         why = load_dune_ko(a.build, a.dune_ko)
         if why:
-            load_notes.append("dune and dune-ipi: not measured (%s)" % why)
+            load_notes.append("dune and dune-signal: not measured (%s)" % why)
         else:
             allocators += THREAD_ALLOCATORS_DUNE
     guests = [al for al in allocators if guest_backend(al)]
@@ -260,7 +267,7 @@ def threads_section(a, so):
         return statistics.median(v) if v else None
 
     def interrupts(t, al):
-        return per1000(t, al, "shootdown_ipis" if al.endswith("-ipi") else "shootdown_signals")
+        return per1000(t, al, "shootdown_ipis" if by_ipi(al) else "shootdown_signals")
 
     print()
     cpus = os.cpu_count() or 1
@@ -273,8 +280,9 @@ def threads_section(a, so):
               "running guest code to interrupt; issue 20 measures with two (`VMRUN_SMP=2`, as "
               "`make bench-kvm` boots for this section).")
         print()
-    print("kvm: TLB shootdowns by signal (the default); kvm-ipi: by interrupt (`DUNE_IPI=1`); "
-          "dune and dune-ipi: the same over dune.ko (`backend=dune`). "
+    print("kvm: TLB shootdowns by signal (the default over /dev/kvm); kvm-ipi: by interrupt "
+          "(`DUNE_IPI=1`); dune: over dune.ko (`backend=dune`), by interrupt (its default); "
+          "dune-signal: by signal (`DUNE_IPI=0`). "
           "Interrupts are the signals or IPIs sent per 1000 operations; the marginal time per "
           "interrupt is (ns per operation at T threads - at 1 thread) / interrupts per operation, "
           "an estimate that charges all of the extra time to the interrupts.")

@@ -110,10 +110,10 @@ static int dd_vm_create(void)
 	}
 	if (ioctl(dune_vm.vm_fd, DUNE_SET_SYSCALLS, &sc) < 0)
 		return dune_fail(-errno, "DUNE_SET_SYSCALLS: %s", strerror(errno));
-	/* Interrupts between vCPUs where DUNE_IPI asks for them (a fork
-	 * child's VM too, from the same environment): each vCPU gets its id
+	/* Interrupts between vCPUs unless DUNE_IPI=0 refuses them (a fork
+	 * child's VM alike, from the same environment): each vCPU gets its id
 	 * as APIC ID; the module takes the ICR write and needs no EOI. */
-	dune_vm.ipi = dune_env.ipi;
+	dune_vm.ipi = dune_env.ipi != 0;
 	dune_vm.ipi_eoi = false;
 	return 0;
 }

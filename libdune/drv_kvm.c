@@ -141,13 +141,13 @@ static int kvm_vm_create(void)
 	/* KVM_VCPU_TSC_OFFSET (vCPU attribute, Linux 5.16+) */
 	dune_vm.have_tsc_ctrl = ioctl(dune_vm.vm_fd, KVM_CHECK_EXTENSION,
 				      KVM_CAP_VCPU_ATTRIBUTES) > 0;
-	/* Interrupts between vCPUs, where DUNE_IPI asks for them
+	/* Interrupts between vCPUs, only where DUNE_IPI asks for them
 	 * (experimental: Documentation/libdune.md): a local APIC per vCPU in
 	 * the kernel and nothing else of a PC's interrupt hardware (KVM's
 	 * split irqchip with no routes kept for a user-space I/O APIC).  A
 	 * fork child's VM has them if its parent's had. */
 	bool forked = dune_vm.cpuid != NULL;
-	if (forked ? dune_vm.ipi : dune_env.ipi) {
+	if (forked ? dune_vm.ipi : dune_env.ipi == 1) {
 		struct kvm_enable_cap cap = {.cap = KVM_CAP_SPLIT_IRQCHIP};
 		bool ok = ioctl(dune_vm.vm_fd, KVM_ENABLE_CAP, &cap) == 0;
 		if (forked && !ok)

@@ -142,8 +142,9 @@ typedef void (*dune_intr_cb)(struct dune_tf *tf);
 void dune_register_intr_handler(int vec, dune_intr_cb cb);
 
 /*
- * Interrupts between vCPUs (inter-processor interrupts); experimental, only
- * where the environment has DUNE_IPI at dune_init (Documentation/libdune.md,
+ * Interrupts between vCPUs (inter-processor interrupts): over dune.ko unless
+ * the environment has DUNE_IPI=0 at dune_init, over /dev/kvm only where it
+ * has DUNE_IPI (another value; experimental there: Documentation/libdune.md,
  * "Interrupts between vCPUs").  A vCPU sends a vector to another with one
  * WRMSR to the x2APIC's ICR, which the kernel handles without coming back
  * to user space: over /dev/kvm each vCPU has a local APIC in the kernel

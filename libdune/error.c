@@ -23,7 +23,8 @@ void dune_env_read(void)
 	dune_env.quiet = getenv("DUNE_QUIET") != NULL;
 	dune_env.no_kernel_syscalls = getenv("DUNE_NO_KERNEL_SYSCALLS") != NULL;
 	dune_env.allow_no_hwvirt = getenv("DUNE_ALLOW_NO_HWVIRT") != NULL;
-	dune_env.ipi = getenv("DUNE_IPI") != NULL;
+	const char *ipi = getenv("DUNE_IPI");
+	dune_env.ipi = !ipi ? -1 : strcmp(ipi, "0") != 0;
 	const char *paging = getenv("DUNE_PAGING");
 	dune_env.paging = !paging || !*paging    ? 0
 			  : !strcmp(paging, "4") ? 4

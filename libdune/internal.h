@@ -299,7 +299,9 @@ struct dune_env {
 	bool quiet;              /* DUNE_QUIET: dune_fail() prints nothing */
 	bool no_kernel_syscalls; /* DUNE_NO_KERNEL_SYSCALLS: dune.ko's calls exit */
 	bool allow_no_hwvirt;    /* DUNE_ALLOW_NO_HWVIRT: a software /dev/kvm */
-	bool ipi;                /* DUNE_IPI: interrupts between vCPUs (experimental) */
+	int ipi;                 /* DUNE_IPI: interrupts between vCPUs: 1 asked
+				  * for, 0 refused ("0"), -1 unset: the
+				  * driver's default (dune.ko on, KVM off) */
 	int paging;              /* DUNE_PAGING: 4 or 5; 0 not set, -1 bad */
 };
 extern struct dune_env dune_env DUNE_HIDDEN;

@@ -206,9 +206,7 @@ TEST_TIMEOUT(threads_8x100k_cross_thread_frees, ST_CROSS_FREES_S)
 		TH_LOG("first corrupted: %s", st_first_bad);
 	/* run-threads-in-rig asks for a guest backend: it must be the one
 	 * that ran, with its own page-table entries for the aliases */
-	const char *options = getenv("DANGLESS_OPTIONS");
-	if (options && (strstr(options, "backend=kvm") ||
-			strstr(options, "backend=dune"))) {
+	if (st_backend_is("kvm") || st_backend_is("dune")) {
 		TH_LOG("%llu PTE writes, %llu shootdowns (%llu signals, %llu "
 		       "IPIs)",
 		       (unsigned long long)(after.pte_writes - before.pte_writes),
@@ -218,8 +216,8 @@ TEST_TIMEOUT(threads_8x100k_cross_thread_frees, ST_CROSS_FREES_S)
 		       (unsigned long long)(after.shootdown_ipis -
 					    before.shootdown_ipis));
 		EXPECT_LT(before.pte_writes, after.pte_writes);
-		/* and the road DUNE_IPI asks for: no kick of the other kind */
-		if (getenv("DUNE_IPI"))
+		/* and its road: no kick of the other kind */
+		if (st_shootdowns_by_ipi())
 			EXPECT_EQ(before.shootdown_signals, after.shootdown_signals);
 		else
 			EXPECT_EQ(before.shootdown_ipis, after.shootdown_ipis);

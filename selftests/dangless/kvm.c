@@ -5,8 +5,9 @@
  * that it really runs (guest ring 0, its own PTEs), that malloc/free in
  * steady state leave the guest neither for a system call nor a VM exit,
  * the two roads of its TLB shootdown (a thread running guest code is
- * interrupted: by a signal, SIGRTMAX-1, or by an IPI where DUNE_IPI asks
- * libdune for them, and then SIGRTMAX-1 is the program's; a thread inside
+ * interrupted: by a signal, SIGRTMAX-1, or by an IPI where libdune has
+ * them (over dune.ko unless DUNE_IPI=0, over /dev/kvm with DUNE_IPI=1),
+ * and then SIGRTMAX-1 is the program's; a thread inside
  * a system call flushes on its way back), that
  * released page tables go back to the pool, the demo's report, and a
  * program's deep stacks (the main thread's whole RLIMIT_STACK, a 64 MiB
@@ -197,13 +198,6 @@ TEST(steady_state_malloc_free_leaves_the_guest_never)
 
 /* ---- shootdown, road 1: a thread running guest code is interrupted ---- */
 
-/* By signal; by IPI where DUNE_IPI asks libdune for interrupts between
- * vCPUs (experimental). */
-static bool st_kicks_by_signal(void)
-{
-	return !getenv("DUNE_IPI");
-}
-
 static void st_print_kicks(const struct dangless_stats *before,
 			   const struct dangless_stats *after)
 {
@@ -221,7 +215,7 @@ static bool st_interrupted_by_expected_road(const char *out)
 		TH_LOG("no interrupt counts in the child's output");
 		return false;
 	}
-	bool by_signal = st_kicks_by_signal();
+	bool by_signal = !st_shootdowns_by_ipi();
 	if (by_signal ? signals >= 1 && ipis == 0 : ipis >= 1 && signals == 0)
 		return true;
 	TH_LOG("expected %s, saw signals=%llu ipis=%llu",
@@ -317,8 +311,7 @@ TEST_TIMEOUT(shootdown_interrupts_a_thread_running_guest_code,
 TEST_TIMEOUT(shootdown_reaches_a_thread_back_from_a_signal_handler,
 	     ST_SPIN_ROUND_S + TH_PARENT_ROOM)
 {
-	const char *o = getenv("DANGLESS_OPTIONS");
-	if (!st_kicks_by_signal() && !(o && strstr(o, "backend=dune")))
+	if (st_shootdowns_by_ipi() && !st_backend_is("dune"))
 		SKIP(return, "the IPI road over /dev/kvm keeps this gap (README, Limits)");
 	st_spinning_round(true);
 }
@@ -406,8 +399,7 @@ TEST_TIMEOUT(shootdown_by_ipi_where_libdune_is_asked_for_them,
 		th_print_quoted(res.out);
 	}
 	ASSERT_EXITED(0, res);
-	EXPECT_CONTAINS(o && strstr(o, "backend=dune") ? "3 passed, 0 failed"
-						       : "2 passed, 0 failed",
+	EXPECT_CONTAINS(st_backend_is("dune") ? "3 passed, 0 failed" : "2 passed, 0 failed",
 			res.out);
 	th_child_free(&res);
 }
@@ -440,8 +432,9 @@ static void *st_rt_spinner(void *arg)
 
 TEST_TIMEOUT(sigrtmax_minus_1_is_the_programs_where_ipis_run, 60)
 {
-	if (st_kicks_by_signal())
-		SKIP(return, "shootdowns go by signal here (DUNE_IPI unset)");
+	if (!st_shootdowns_by_ipi())
+		SKIP(return, "shootdowns go by signal here (over /dev/kvm without "
+			     "DUNE_IPI=1, or DUNE_IPI=0)");
 	struct sigaction old, act = {.sa_handler = st_rt_handler};
 	sigemptyset(&act.sa_mask);
 	ASSERT_EQ(0, sigaction(SIGRTMAX - 1, NULL, &old));

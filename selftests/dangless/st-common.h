@@ -190,6 +190,26 @@ static inline struct dangless_stats st_stats(void)
 	return s;
 }
 
+/* This run's DANGLESS_OPTIONS name backend `name` ("kvm", "dune"). */
+static inline bool st_backend_is(const char *name)
+{
+	const char *o = getenv("DANGLESS_OPTIONS");
+	char want[32];
+	snprintf(want, sizeof(want), "backend=%s", name);
+	return o && strstr(o, want);
+}
+
+/* The kvm backend's TLB shootdowns go by IPI in this run, not by signal:
+ * DUNE_IPI says so ("0": no), or unset, libdune's default does: on over
+ * dune.ko (backend=dune), off over /dev/kvm. */
+static inline bool st_shootdowns_by_ipi(void)
+{
+	const char *ipi = getenv("DUNE_IPI");
+	if (ipi)
+		return strcmp(ipi, "0") != 0;
+	return st_backend_is("dune");
+}
+
 /* The whole of a small file, NUL-terminated, or NULL. */
 static inline char *st_slurp(const char *path)
 {

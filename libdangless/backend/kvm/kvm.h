@@ -148,7 +148,8 @@ int kvm_shootdown_init(bool over_dune);
 void kvm_thread_register(void);
 /* Every other vCPU has dropped what it cached of cleared PTEs. */
 void kvm_shootdown(void);
-/* Shootdowns go by IPI (DUNE_IPI), not by signal. */
+/* Shootdowns go by IPI (libdune has interrupts between vCPUs), not by
+ * signal. */
 bool kvm_shootdown_by_ipi(void);
 /* A thread coming back from a signal handler (rt_sigreturn, without the
  * post-hook) stays marked running guest code, so that shootdowns reach it:

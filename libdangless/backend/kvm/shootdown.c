@@ -10,7 +10,8 @@
  *  - a thread running guest code is interrupted: by KVM_SHOOTDOWN_SIGNAL,
  *    which takes the thread out to the host and libdune delivers into the
  *    guest; or, where libdune gives the vCPUs interrupts between them
- *    (DUNE_IPI, experimental), by an inter-processor interrupt,
+ *    (over dune.ko by default; over /dev/kvm with DUNE_IPI=1,
+ *    experimental), by an inter-processor interrupt,
  *    KVM_SHOOTDOWN_VECTOR, which KVM or dune.ko delivers without leaving
  *    the kernel.
  *    Either handler
@@ -212,8 +213,9 @@ static bool kvm_kick(struct kvm_thread *t, pid_t pid)
 	}
 	static _Atomic bool said;
 	if (!atomic_exchange(&said, true))
-		_dl_info("kvm backend: no interrupts between vCPUs (DUNE_IPI "
-			 "unset): TLB shootdowns signal each thread "
+		_dl_info("kvm backend: no interrupts between vCPUs (over "
+			 "/dev/kvm without DUNE_IPI=1, or DUNE_IPI=0): TLB "
+			 "shootdowns signal each thread "
 			 "running guest code (signal %d is Dangless's)",
 			 KVM_SHOOTDOWN_SIGNAL);
 	if (syscall(SYS_tgkill, pid, t->tid, KVM_SHOOTDOWN_SIGNAL) != 0)
