@@ -19,7 +19,7 @@
 #   make test-reclaim  alias-space reclaim under kvm and dune, and on 6.1's host
 #                   backend, in the QEMU rig (issue 21; ~2 minutes, not in make test)
 #   make test-threads  the 8-thread churns under kvm and dune (and by IPI over dune.ko),
-#                   two vCPUs, in the QEMU rig (issue 20; 12-22 minutes, not in make test)
+#                   two vCPUs, in the QEMU rig (issue 20; 11-25 minutes, not in make test)
 #   make test-intel    libdune's suite and backend=kvm on Intel VT-x, in the Bochs rig,
 #                      and dune.ko's VT-x half (kmod_test, libdune, backend=dune)
 #                      (make test runs one short boot of it)
