@@ -181,6 +181,7 @@ extern const struct dune_vendor_ops *dune_vendor;
 extern unsigned int dune_phys_bits;
 
 /* main.c */
+void dune_kick_nothing(void *unused);
 void dune_kick_vcpus(struct dune_vm *vm);
 bool dune_canonical(u64 addr);
 void dune_host_machine_check(void);

@@ -53,10 +53,6 @@ void dune_ipi_forget(struct dune_vcpu *vcpu)
 		xa_erase(&vcpu->vm->apic_ids, vcpu->apic_id);
 }
 
-static void dune_ipi_kick_nothing(void *unused)
-{
-}
-
 static void dune_ipi_send(struct dune_vm *vm, u32 dest, unsigned int vector)
 {
 	struct dune_vcpu *target;
@@ -76,7 +72,7 @@ static void dune_ipi_send(struct dune_vm *vm, u32 dest, unsigned int vector)
 	/* Not waiting: the interrupt alone ends the target's guest run.  A CPU
 	 * that no longer runs it by now takes an interrupt for nothing. */
 	if (cpu >= 0)
-		smp_call_function_single(cpu, dune_ipi_kick_nothing, NULL, 0);
+		smp_call_function_single(cpu, dune_kick_nothing, NULL, 0);
 }
 
 bool dune_ipi_wrmsr(struct dune_vcpu *vcpu, u32 msr, u64 value)

@@ -56,7 +56,8 @@ bool dune_canonical(u64 addr)
 	return __is_canonical_address(addr, boot_cpu_data.x86_virt_bits);
 }
 
-static void dune_kick_nothing(void *unused)
+/* An IPI's whole work: arriving, which ends a guest run on that CPU. */
+void dune_kick_nothing(void *unused)
 {
 }
 

@@ -147,8 +147,7 @@ static void st_uaf_read_with(const char *dune_paging, unsigned levels)
 TEST_TIMEOUT(alias_space_is_57_bit_where_the_cpu_has_la57,
 	     3 * 120 + TH_PARENT_ROOM)
 {
-	const char *o = getenv("DANGLESS_OPTIONS");
-	if (o && strstr(o, "backend=dune"))
+	if (st_backend_is("dune"))
 		SKIP(return, "dune.ko runs its guests with 4-level paging");
 	unsigned levels = st_levels_with("backend=kvm", NULL);
 	st_uaf_read_with(NULL, levels);
@@ -372,10 +371,10 @@ TEST(shootdown_waits_for_no_thread_inside_a_system_call)
 	th_child_free(&res);
 }
 
-/* The IPI road (experimental, DUNE_IPI): the road-1 tests and the next
- * one, run afresh with libdune giving its vCPUs interrupts between them
- * (KVM's local APICs, or dune.ko's; over /dev/kvm the one after a signal
- * handler skips). */
+/* The IPI road (DUNE_IPI=1: experimental over /dev/kvm, the default over
+ * dune.ko): the road-1 tests and the next one, run afresh with libdune
+ * giving its vCPUs interrupts between them (KVM's local APICs, or
+ * dune.ko's; over /dev/kvm the one after a signal handler skips). */
 /* The inner run: its three tests' own budgets, and room for its start */
 #define ST_IPI_INNER_S (4 * ST_SPIN_ROUND_S + 2 * TH_PARENT_ROOM + 60 + TH_PARENT_ROOM)
 TEST_TIMEOUT(shootdown_by_ipi_where_libdune_is_asked_for_them,

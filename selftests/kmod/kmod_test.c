@@ -628,6 +628,25 @@ TEST(triple_fault_is_a_shutdown_exit)
 	guest_close(&g);
 }
 
+/* A GDT (flat 64-bit code 0x08, data 0x10) and an IDT in region 0 whose
+ * vector `vec` is an interrupt gate to the guest.S label `handler`, loaded
+ * into vCPU `vcpu` of g's VM. */
+static void guest_tables(struct guest *g, int vcpu, unsigned int vec, const char *handler)
+{
+	uint64_t *gdt = (uint64_t *)(g->mem + 0x5000), *idt = (uint64_t *)(g->mem + 0x6000);
+	uint64_t at = guest_addr(handler);
+	gdt[1] = 0x00af9b000000ffffull; /* the 64-bit code segment, selector 0x08 */
+	gdt[2] = 0x00cf93000000ffffull;
+	idt[2 * vec] = (at & 0xffff) | (0x08ull << 16) | (0x8e00ull << 32) |
+		       ((at >> 16 & 0xffff) << 48); /* interrupt gate */
+	idt[2 * vec + 1] = at >> 32;
+	struct dune_vcpu_state st;
+	ASSERT_EQ(0, ioctl(vcpu, DUNE_VCPU_GET_STATE, &st));
+	st.sregs.gdt_base = 0x5000, st.sregs.gdt_limit = 3 * 8 - 1;
+	st.sregs.idt_base = 0x6000, st.sregs.idt_limit = 256 * 16 - 1;
+	ASSERT_EQ(0, ioctl(vcpu, DUNE_VCPU_SET_STATE, &st));
+}
+
 /*
  * The APM (15.7.2) has the hypervisor deliver again an event whose
  * delivery an intercept stopped: here a single-step #DB whose frame goes
@@ -640,18 +659,7 @@ TEST(event_stopped_by_a_nested_page_fault_is_delivered_after_it)
 	struct guest g;
 	const uint64_t fresh_stack_top = 1ull << 20; /* untouched until the trap */
 	guest_setup(&g, G_SINGLE_STEP, fresh_stack_top, NULL, 0);
-	uint64_t *gdt = (uint64_t *)(g.mem + 0x5000), *idt = (uint64_t *)(g.mem + 0x6000);
-	uint64_t handler = guest_addr(kmod_guest_db_handler);
-	gdt[1] = 0x00af9b000000ffffull; /* the 64-bit code segment, selector 0x08 */
-	gdt[2] = 0x00cf93000000ffffull;
-	idt[2 * 1] = (handler & 0xffff) | (0x08ull << 16) | (0x8e00ull << 32) |
-		     ((handler >> 16 & 0xffff) << 48); /* vector 1: interrupt gate */
-	idt[2 * 1 + 1] = handler >> 32;
-	struct dune_vcpu_state st;
-	ASSERT_EQ(0, ioctl(g.vcpu, DUNE_VCPU_GET_STATE, &st));
-	st.sregs.gdt_base = 0x5000, st.sregs.gdt_limit = 3 * 8 - 1;
-	st.sregs.idt_base = 0x6000, st.sregs.idt_limit = 256 * 16 - 1;
-	ASSERT_EQ(0, ioctl(g.vcpu, DUNE_VCPU_SET_STATE, &st));
+	guest_tables(&g, g.vcpu, 1, kmod_guest_db_handler); /* #DB */
 	/* the frame's page is not even in the process yet, so not in the NPT */
 	unsigned char resident = 1;
 	ASSERT_EQ(0, mincore(g.mem + fresh_stack_top - 4096, 4096, &resident));
@@ -670,31 +678,13 @@ TEST(event_stopped_by_a_nested_page_fault_is_delivered_after_it)
 /* the x2APIC ICR: destination, assert, fixed delivery of vector */
 #define ICR(dest, vector) ((uint64_t)(dest) << 32 | 0x4000 | (vector))
 
-/* A GDT and an IDT whose vector IPI_VECTOR is guest.S's counting handler,
- * for vCPU `vcpu` of g's VM. */
-static void ipi_tables(struct guest *g, int vcpu)
-{
-	uint64_t *gdt = (uint64_t *)(g->mem + 0x5000), *idt = (uint64_t *)(g->mem + 0x6000);
-	uint64_t handler = guest_addr(kmod_guest_ipi_handler);
-	gdt[1] = 0x00af9b000000ffffull; /* the 64-bit code segment, selector 0x08 */
-	gdt[2] = 0x00cf93000000ffffull;
-	idt[2 * IPI_VECTOR] = (handler & 0xffff) | (0x08ull << 16) | (0x8e00ull << 32) |
-			      ((handler >> 16 & 0xffff) << 48); /* interrupt gate */
-	idt[2 * IPI_VECTOR + 1] = handler >> 32;
-	struct dune_vcpu_state st;
-	ASSERT_EQ(0, ioctl(vcpu, DUNE_VCPU_GET_STATE, &st));
-	st.sregs.gdt_base = 0x5000, st.sregs.gdt_limit = 3 * 8 - 1;
-	st.sregs.idt_base = 0x6000, st.sregs.idt_limit = 256 * 16 - 1;
-	ASSERT_EQ(0, ioctl(vcpu, DUNE_VCPU_SET_STATE, &st));
-}
-
 /* g's VM with a vCPU that takes interrupts (G_TAKE_IPIS until `count`
  * handled), APIC ID 5, and a second one that sends `icr` (G_SEND_IPI),
  * APIC ID 6, in *sender. */
 static void ipi_setup(struct guest *g, uint64_t count, uint64_t icr, struct guest *sender)
 {
 	guest_setup(g, G_TAKE_IPIS, count, NULL, 0);
-	ipi_tables(g, g->vcpu);
+	guest_tables(g, g->vcpu, IPI_VECTOR, kmod_guest_ipi_handler);
 	ASSERT_EQ(0, ioctl(g->vcpu, DUNE_VCPU_SET_APIC_ID, 5));
 	*sender = *g;
 	sender->vcpu = ioctl(g->dune, DUNE_CREATE_VCPU);
