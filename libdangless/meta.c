@@ -138,6 +138,23 @@ static void dl_meta_give(size_t off, size_t len)
 	_dl_unlock(&dl_meta.lock);
 }
 
+/*
+ * Metadata is written sparsely: the segment map's top table and leaves
+ * (4 and 2 MiB, a word per 512 GiB or 2 MiB of alias space), the kvm
+ * backend's chunk maps, pools that grow by 1 MiB.  Where transparent huge
+ * pages are "always" (Debian's default), the kernel backs such a range
+ * with 2 MiB pages on first touch or by khugepaged: measured in the rig,
+ * 2-5 MB per process for a few KiB of words.  So no metadata mapping
+ * takes huge pages; each is a fresh mapping (MAP_FIXED over the
+ * reservation), which does not inherit the region's advice.
+ */
+static void *dl_meta_no_huge_pages(void *p, size_t len)
+{
+	if (p != MAP_FAILED)
+		madvise(p, len, MADV_NOHUGEPAGE);
+	return p;
+}
+
 void *_dl_meta_pages(size_t len)
 {
 	len = DL_ALIGN_UP(len, DL_PAGE);
@@ -148,12 +165,12 @@ void *_dl_meta_pages(size_t len)
 				       MAP_FIXED,
 			       -1, 0);
 		if (p != MAP_FAILED)
-			return p;
+			return dl_meta_no_huge_pages(p, len);
 		dl_meta_give(off, len);
 	}
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	return p == MAP_FAILED ? NULL : dl_meta_no_huge_pages(p, len);
 }
 
 void _dl_meta_unpages(void *p, size_t len)
