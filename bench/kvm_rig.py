@@ -25,6 +25,11 @@ allocator, the order rotated between rounds, and prints:
   redis-server: bench/harness.py's workloads, at --real-scale) under the
   same three, wall-time ratios over --real-rounds rounds, each kvm run
   checked to have run in the guest;
+- their memory (issue 23): the footprint (Pss + page tables, sampled) of
+  each under the three, KVM's nested page tables beside kvm's, the 1.25x
+  target marked, and Dangless's own split at exit from one untimed stats=1
+  run under host and under kvm (the kvm one also gives the model its
+  counts);
 - with --native (glibc and host measured outside the rig by
   bench/kvm_model.py), what the kvm runs did priced for hardware: a model,
   labelled as one (issue 20, item 5).
@@ -140,11 +145,80 @@ def real_programs(a, so):
         print("| geometric mean | | %s | %s | | |" % (
             fmt(statistics.geometric_mean(hs), 1),
             fmt(statistics.geometric_mean(list(kvm_ratio.values())), 1)))
-    hardware_model(a, wls, so, workdir, kvm_ratio)
+    def foot(name, al, key="foot_kb"):
+        v = [x[key] for x in runs[(name, al)] if x.get(key) is not None]
+        return statistics.median(v) if v else None
+    counted = {al: kvm_model.count_runs(wls, so, a.real_timeout, workdir,
+                                        lambda m: print(m, flush=True), alloc=al)
+               for al in ("host", "kvm")}
+    memory_section(a, wls, foot, counted)
+    hardware_model(a, wls, so, workdir, kvm_ratio, counted["kvm"])
     return notes, bool(errors)
 
 
-def hardware_model(a, wls, so, workdir, kvm_ratio):
+MEM_TARGET = 1.25  # issue 23: each backend within 1.25x glibc's footprint
+SPLIT = ["live", "slack", "free", "warm", "quarantine", "stale", "page_table",
+         "metadata", "program"]
+
+
+def memory_section(a, wls, foot, counted):
+    """Issue 23, item 3: the real programs' footprints side by side, KVM's
+    nested page tables beside kvm's, the 1.25x target marked; then where
+    Dangless holds it, by its own split at each process's exit."""
+    mib = lambda kb: None if kb is None else kb / 1024
+    print()
+    print("## Real programs' memory (issue 23; medians of %d rounds, scale %g)" % (
+        a.real_rounds, a.real_scale))
+    print()
+    print("Footprint: Pss + memfd pages mapped nowhere + page tables (VmPTE), the peak of "
+          "samples every 10 ms, summed over the program's processes; the same reading for "
+          "every allocator. Under kvm the guest's page tables are inside Pss, and KVM's "
+          "nested page tables (kernel memory, /proc/meminfo SecPageTables above its level "
+          "before the run) are shown apart and then added. Target: %gx glibc." % MEM_TARGET)
+    print()
+    print("| program | glibc (MiB) | host / glibc | kvm / glibc | KVM's nested page tables (MiB) "
+          "| kvm with them / glibc | %gx target: host, kvm |" % MEM_TARGET)
+    print("|---|---|---|---|---|---|---|")
+    for w in wls:
+        g, h, k = (foot(w["name"], al) for al in ALLOCATORS)
+        npt = foot(w["name"], "kvm", "npt_kb")
+        kn = k + npt if k is not None and npt is not None else None
+        verdict = lambda x: "-" if x is None or not g else (
+            "met" if x / g <= MEM_TARGET else "missed")
+        print("| %s | %s | %s | %s | %s | %s | %s, %s |" % (
+            w["name"], fmt(mib(g), 1), fmt(h / g if h and g else None),
+            fmt(k / g if k and g else None), fmt(mib(npt), 1),
+            fmt(kn / g if kn and g else None), verdict(h), verdict(kn)))
+    rows = []
+    for w in wls:
+        for al in ("host", "kvm"):
+            r = counted[al].get(w["name"])
+            c = r[0].get("counters") if r else None
+            if not c or not c.get("footprint_bytes"):
+                continue
+            part = {k: c.get("mem_%s_bytes" % k, 0) / 2**20 for k in SPLIT}
+            total = c["footprint_bytes"] / 2**20
+            worst = max((k for k in SPLIT if k not in ("live", "program")), key=part.get)
+            rows.append("| %s | %s | %.1f | %s | %s (%.0f%%) |" % (
+                w["name"], al, total, " | ".join("%.1f" % part[k] for k in SPLIT),
+                worst.replace("_", " "), 100 * part[worst] / total if total else 0))
+    if rows:
+        print()
+        print("Where Dangless's memory is as each process exits (`stats=1`, one untimed run "
+              "under each backend; MiB, summed over the program's processes, each at its own "
+              "exit). python3, lua and sqlite3 free most of their heap before they exit; perl, "
+              "gcc and redis-server (SHUTDOWN NOSAVE) leave theirs in place. kvm's `stale` is "
+              "canonical memory its backend holds besides the slots (stale ranges, huge-page "
+              "tails); its page tables are the guest's, without KVM's nested ones.")
+        print()
+        print("| program | backend | footprint | " + " | ".join(k.replace("_", " ") for k in SPLIT)
+              + " | largest part beyond live |")
+        print("|---|---|---|" + "---|" * len(SPLIT) + "---|")
+        for r in rows:
+            print(r)
+
+
+def hardware_model(a, wls, so, workdir, kvm_ratio, counted_kvm):
     """Issue 20, item 5: the rig's counts, from a counting run of each
     program under kvm, priced for hardware against glibc and host measured
     natively (a.native, from kvm_model.py)."""
@@ -161,12 +235,13 @@ def hardware_model(a, wls, so, workdir, kvm_ratio):
     if native.get("scale") != a.real_scale:
         return skip("native scale %s, rig scale %s: not comparable"
                     % (native.get("scale"), a.real_scale))
-    def counted(options):
-        runs = kvm_model.count_runs(wls, so, a.real_timeout, workdir,
-                                    lambda m: print(m, flush=True), options)
+    def priced(runs):
         return {n: kvm_model.kvm_counts(r, vendor) for n, r in runs.items()}
+    def counted(options):
+        return priced(kvm_model.count_runs(wls, so, a.real_timeout, workdir,
+                                           lambda m: print(m, flush=True), options))
     vendor = kvm_model.cpu_vendor()
-    kvm_model.print_model(native, counted(""), kvm_ratio, "the rig (QEMU TCG, %s)" % vendor,
+    kvm_model.print_model(native, priced(counted_kvm), kvm_ratio, "the rig (QEMU TCG, %s)" % vendor,
                           "in the rig (TCG: emulated, not hardware)", counted(kvm_model.BATCH))
 
 
