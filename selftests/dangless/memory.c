@@ -11,6 +11,7 @@
  */
 #include "st-common.h"
 
+#include <elf.h>
 #include <sys/mman.h>
 
 #define ST_MIB (1024.0 * 1024.0)
@@ -148,6 +149,51 @@ TEST(the_programs_own_memory_stays_the_programs)
 	EXPECT_GE(dp, (int64_t)len - (1 << 20));
 	EXPECT_LE(dp, (int64_t)len + (1 << 20));
 	munmap(p, len);
+}
+
+/* The size of the .bss of the ELF64 file at path, or -1. */
+static long long st_bss_size(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	long long size = -1;
+	Elf64_Ehdr eh;
+	if (!f || fread(&eh, sizeof(eh), 1, f) != 1 ||
+	    memcmp(eh.e_ident, ELFMAG, SELFMAG) || eh.e_ident[EI_CLASS] != ELFCLASS64)
+		goto out;
+	Elf64_Shdr names;
+	if (fseek(f, (long)(eh.e_shoff + (uint64_t)eh.e_shstrndx * eh.e_shentsize), SEEK_SET) ||
+	    fread(&names, sizeof(names), 1, f) != 1)
+		goto out;
+	for (unsigned i = 0; i < eh.e_shnum && size < 0; i++) {
+		Elf64_Shdr sh;
+		char name[8] = "";
+		if (fseek(f, (long)(eh.e_shoff + (uint64_t)i * eh.e_shentsize), SEEK_SET) ||
+		    fread(&sh, sizeof(sh), 1, f) != 1 ||
+		    fseek(f, (long)(names.sh_offset + sh.sh_name), SEEK_SET) ||
+		    !fgets(name, sizeof(name), f))
+			break;
+		if (sh.sh_type == SHT_NOBITS && !strcmp(name, ".bss"))
+			size = (long long)sh.sh_size;
+	}
+out:
+	if (f)
+		fclose(f);
+	return size;
+}
+
+/*
+ * The library's zeroed statics are one anonymous mapping.  Where the
+ * kernel's THP setting is "always" (Debian's default), a mapping that holds
+ * an aligned 2 MiB gets a huge page at its first touch there: 2 MiB in
+ * every process for statics mostly never written.  Under 2 MiB less a page
+ * it cannot hold one, wherever the loader puts it.
+ */
+TEST(the_librarys_statics_cannot_take_a_huge_page)
+{
+	long long bss = st_bss_size(st_dangless_so());
+	ASSERT_GE(bss, 0);
+	TH_LOG("%s: .bss %lld KiB", st_dangless_so(), bss >> 10);
+	EXPECT_LT(bss, (2LL << 20) - 4096);
 }
 
 /* What st-scenario class-memory N SIZE printed: heap held, live bytes. */
