@@ -70,4 +70,6 @@ void dune_get_stats(struct dune_stats *st)
 	st->exits = dune_stat_exits;
 	st->chunks = dune_stat_chunks;
 	st->vcpus = dune_stat_vcpus;
+	st->pt_pool = (uint64_t)dune_vm.pool;
+	st->pt_pool_used = __atomic_load_n(&dune_vm.pool_used, __ATOMIC_RELAXED);
 }

@@ -246,6 +246,8 @@ struct dune_stats {
 	uint64_t exits;      /* KVM_RUN returns */
 	uint64_t chunks;     /* 1 GiB memslots registered */
 	uint64_t vcpus;      /* vCPUs created */
+	uint64_t pt_pool;    /* where the guest's page tables are carved */
+	uint64_t pt_pool_used; /* bytes of it carved so far */
 };
 void dune_get_stats(struct dune_stats *st);
 

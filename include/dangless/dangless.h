@@ -129,8 +129,8 @@ void *dangless_get_canonical(void *p);
 	  "revoked or given back")                                             \
 	X(mem_stale_bytes, "of which: canonical memory the backend holds "    \
 	  "besides (kvm: stale ranges, huge-page tails)")                      \
-	X(mem_page_table_bytes, "of which: page tables (the process's, and "  \
-	  "the kvm backend's for alias space)")                                \
+	X(mem_page_table_bytes, "of which: page tables (the process's; under " \
+	  "kvm also the guest's, libdune's and the backend's)")                \
 	X(mem_metadata_bytes, "of which: Dangless's metadata")                \
 	X(mem_program_bytes, "of which: the rest: the program's code, data, " \
 	  "stacks and own mappings")                                          \

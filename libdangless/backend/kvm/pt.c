@@ -413,5 +413,15 @@ bool kvm_pt_resident(uint64_t *bytes)
 	_dl_lock(&pt.lock);
 	size_t end = pt.bump;
 	_dl_unlock(&pt.lock);
-	return pt.pool && _dl_resident_bytes((uintptr_t)pt.pool, end, bytes);
+	/* libdune's own tables (the guest's view of the rest of the
+	 * process) are page tables too, not the program's memory. */
+	struct dune_stats st;
+	dune_get_stats(&st);
+	uint64_t libdune = 0;
+	if (!pt.pool || !_dl_resident_bytes((uintptr_t)pt.pool, end, bytes) ||
+	    (st.pt_pool &&
+	     !_dl_resident_bytes(st.pt_pool, st.pt_pool_used, &libdune)))
+		return false;
+	*bytes += libdune;
+	return true;
 }
