@@ -8,6 +8,8 @@
 # with BUILD and DUNE_KO set, relays its output and adds its last
 # "N passed, N failed" line to the totals; a boot that ends without one
 # (timeout, no rig) counts one failure and says why.
+. "$top/selftests/tap-count.sh"
+
 boot() {
 	local label=$1 tmo=$2
 	shift 2
@@ -17,19 +19,14 @@ boot() {
 		timeout --kill-after=10 $((tmo + 20)) "$top/tools/vmrun" ${rig_vmrun_flags:-} -t "$tmo" -- \
 		"$@" 2>&1 | tee "$out"
 	local r=${PIPESTATUS[0]}
-	local counts
-	counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
-	if [ -z "$counts" ]; then
+	if ! tap_count "$out"; then
 		case $r in
 		124) echo "# $label: the rig timed out" ;;
 		125) echo "# $label: the rig could not be built or booted (no network for apt-get download? see above)" ;;
 		*) echo "# $label: the rig run ended without a count line (exit $r)" ;;
 		esac
-		failed=$((failed + 1)); rc=1
+		rc=1
 		return
 	fi
-	local p=${counts%% passed*} f=${counts#*passed, }
-	f=${f%% failed*}
-	passed=$((passed + p)); failed=$((failed + f))
 	[ "$r" -ne 0 ] && rc=1
 }
