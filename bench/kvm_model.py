@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 
 import harness
 
@@ -173,50 +172,6 @@ class ExitCounter:
         return False
 
 
-class NestedPageTables(threading.Thread):
-    """The most memory KVM's nested page tables (NPT/EPT) held above what
-    they held before the block, sampled every 10 ms from /proc/meminfo's
-    SecPageTables (Linux 6.0 on; the rig's kernels have it).  KVM builds
-    them in the kernel, so no /proc/PID file counts them: the sampled
-    footprint (Pss + VmPTE) of a kvm run leaves them out.  .peak_kb is None
-    where the kernel does not say."""
-    FIELD = "SecPageTables:"
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.peak_kb = None
-
-    def read(self):
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith(self.FIELD):
-                        return int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
-
-    def run(self):
-        while not self.stop.is_set():
-            kb = self.read()
-            if kb is not None:
-                self.peak_kb = max(self.peak_kb or 0, kb - self.base)
-            self.stop.wait(0.01)
-
-    def __enter__(self):
-        self.base = self.read()
-        if self.base is not None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.base is not None:
-            self.stop.set()
-            self.join()
-        return False
-
-
 def dangless_counters(stderr):
     """stats=1's lines, 'dangless:   name = value (what)', summed over the
     processes that printed them (gcc's driver, cc1 and as each do), and
@@ -265,8 +220,7 @@ def run_real(w, alloc, so, timeout, workdir, stats=False, options=""):
     env = dangless_env(so, alloc, "verbosity=1", "stats=1" if stats else "", options)
     env.update(w.get("env", {}))
     counter = ExitCounter() if alloc == "kvm" and stats else None
-    npt = NestedPageTables() if alloc == "kvm" else None
-    with counter or contextlib.nullcontext(), npt or contextlib.nullcontext():
+    with counter or contextlib.nullcontext():
         if "redis" in w:
             r = harness.run_redis(w["redis"], env, timeout, workdir)
         else:
@@ -276,7 +230,7 @@ def run_real(w, alloc, so, timeout, workdir, stats=False, options=""):
     if alloc == "kvm" and IN_GUEST not in r.get("stderr", ""):
         return None, "did not run in the guest"
     res = dict(wall=r["wall"], cpu=r.get("cpu"), foot_kb=r.get("pss_pte_kb"),
-               npt_kb=npt.peak_kb if npt else None)
+               npt_kb=r.get("npt_kb") if alloc == "kvm" else None)
     if stats and alloc != "glibc":
         res["counters"] = dangless_counters(r.get("stderr", ""))
         if counter:

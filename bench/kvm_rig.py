@@ -117,8 +117,8 @@ def real_programs(a, so):
                     runs[(w["name"], al)].append(res)
         print("# real programs: round %d of %d done" % (r + 1, a.real_rounds), flush=True)
 
-    def med(name, al):
-        v = [x["wall"] for x in runs[(name, al)]]
+    def med(name, al, key="wall"):
+        v = [x[key] for x in runs[(name, al)] if x.get(key) is not None]
         return statistics.median(v) if v else None
 
     print()
@@ -145,13 +145,10 @@ def real_programs(a, so):
         print("| geometric mean | | %s | %s | | |" % (
             fmt(statistics.geometric_mean(hs), 1),
             fmt(statistics.geometric_mean(list(kvm_ratio.values())), 1)))
-    def foot(name, al, key="foot_kb"):
-        v = [x[key] for x in runs[(name, al)] if x.get(key) is not None]
-        return statistics.median(v) if v else None
     counted = {al: kvm_model.count_runs(wls, so, a.real_timeout, workdir,
                                         lambda m: print(m, flush=True), alloc=al)
                for al in ("host", "kvm")}
-    memory_section(a, wls, foot, counted)
+    memory_section(a, wls, med, counted)
     hardware_model(a, wls, so, workdir, kvm_ratio, counted["kvm"])
     return notes, bool(errors)
 
@@ -161,10 +158,11 @@ SPLIT = ["live", "slack", "free", "warm", "quarantine", "stale", "page_table",
          "metadata", "program"]
 
 
-def memory_section(a, wls, foot, counted):
+def memory_section(a, wls, med, counted):
     """Issue 23, item 3: the real programs' footprints side by side, KVM's
     nested page tables beside kvm's, the 1.25x target marked; then where
-    Dangless holds it, by its own split at each process's exit."""
+    Dangless holds it, by its own split at each process's exit.  med(name,
+    allocator, key): the median of the timed runs' figure."""
     mib = lambda kb: None if kb is None else kb / 1024
     print()
     print("## Real programs' memory (issue 23; medians of %d rounds, scale %g)" % (
@@ -180,8 +178,8 @@ def memory_section(a, wls, foot, counted):
           "| kvm with them / glibc | %gx target: host, kvm |" % MEM_TARGET)
     print("|---|---|---|---|---|---|---|")
     for w in wls:
-        g, h, k = (foot(w["name"], al) for al in ALLOCATORS)
-        npt = foot(w["name"], "kvm", "npt_kb")
+        g, h, k = (med(w["name"], al, "foot_kb") for al in ALLOCATORS)
+        npt = med(w["name"], "kvm", "npt_kb")
         kn = k + npt if k is not None and npt is not None else None
         verdict = lambda x: "-" if x is None or not g else (
             "met" if x / g <= MEM_TARGET else "missed")
