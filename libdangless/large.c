@@ -18,15 +18,19 @@
  * is the only live view of it.
  *
  * Bound: DL_LARGE_CACHE_SLOTS extents and at most the larger of
- * DL_LARGE_CACHE_FLOOR and a quarter of the live large objects' memory.
- * The floor covers a program that allocates and frees a few buffers of up
- * to a MiB in turn; the quarter lets a program with a big heap of large
- * objects keep waves warm while its footprint grows by at most a quarter;
- * a small program keeps at most the floor.  Extents larger than the bound
- * are never kept.
+ * DL_LARGE_CACHE_FLOOR and a quarter of the live heap's bytes, small
+ * objects' and large ones' alike (the bound of run.c's warm runs, kept
+ * apart from them).  The floor covers a program that allocates and frees a
+ * buffer of up to 2 MiB in turn; the quarter lets a program with a big
+ * heap keep its waves of large objects warm while its footprint grows by
+ * at most a quarter.  A small program keeps at most the floor.  (It was
+ * 4 MiB, and a quarter of the large objects alone: sqlite3's footprint at
+ * its peak was 2.0x glibc's, 1.8x with 2 MiB; 1 MiB gave no less memory
+ * and cost up to 10% in time; bench/results/notes.md.)  Extents larger
+ * than the bound are never kept.
  */
 #define DL_LARGE_CACHE_SLOTS 16
-#define DL_LARGE_CACHE_FLOOR ((size_t)4 << 20)
+#define DL_LARGE_CACHE_FLOOR ((size_t)2 << 20)
 struct dl_warm_extent {
 	uintptr_t canon;
 	size_t len;
@@ -36,7 +40,6 @@ static struct {
 	dl_lock_t lock;
 	struct dl_segment *seg;   /* packed large objects are carved here */
 	unsigned seg_gen;         /* bumped whenever seg changes */
-	size_t live_canon;        /* canonical bytes of live large objects */
 	struct dl_warm_extent warm[DL_LARGE_CACHE_SLOTS]; /* oldest first */
 	unsigned nwarm;
 	size_t warm_bytes;
@@ -44,7 +47,8 @@ static struct {
 
 static size_t dl_warm_bound(void)
 {
-	size_t quarter = dl_large_state.live_canon / 4;
+	size_t quarter = atomic_load_explicit(&_dl_stats.live_bytes,
+					      memory_order_relaxed) / 4;
 	return quarter > DL_LARGE_CACHE_FLOOR ? quarter : DL_LARGE_CACHE_FLOOR;
 }
 
@@ -133,9 +137,6 @@ static void dl_large_finish(struct dl_segment *seg, struct dl_large *o)
 	_dl_be->alias_release((void *)o->range, o->range_len);
 	DL_STAT_ADD(revokes, 1);
 	DL_STAT_ADD(revoked_pages, o->range_len / DL_PAGE);
-	_dl_lock(&dl_large_state.lock);
-	dl_large_state.live_canon -= o->canon_len;
-	_dl_unlock(&dl_large_state.lock);
 	dl_warm_put(o->canon, o->canon_len);
 	_dl_lock(&dl_large_state.lock);
 	unsigned dead = atomic_fetch_add(&seg->dead, 1) + 1;
@@ -221,7 +222,6 @@ void *_dl_large_alloc(size_t req, size_t align, bool zero,
 		dl_warm_put((uintptr_t)canon, len);
 		return NULL;
 	}
-	dl_large_state.live_canon += len;
 	alias = DL_ALIGN_UP(seg->bump, align);
 	dl_assert(alias >= seg->bump && alias + len <= seg->base + seg->len);
 	struct dl_large *o = &seg->objs[seg->used];
@@ -342,9 +342,6 @@ bool _dl_large_resize(struct dl_segment *seg, void *p, size_t req)
 		_dl_be->alias_release((void *)(l->alias + len), cut);
 		_dl_be->canon_free((void *)(l->canon + len), cut);
 		DL_STAT_SUB(canonical_bytes, cut);
-		_dl_lock(&dl_large_state.lock);
-		dl_large_state.live_canon -= cut;
-		_dl_unlock(&dl_large_state.lock);
 		DL_STAT_ADD(revokes, 1);
 		DL_STAT_ADD(revoked_pages, cut / DL_PAGE);
 		l->canon_len = len;

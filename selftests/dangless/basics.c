@@ -460,9 +460,12 @@ TEST(calloc_large_after_free_of_same_size_is_zero)
 			struct dangless_stats before = st_stats();
 			free(dirty);
 			struct dangless_stats after = st_stats();
-			/* kept warm, not given back */
-			EXPECT_EQ(before.canonical_bytes_released,
-				  after.canonical_bytes_released);
+			/* kept warm, not given back (older extents may be,
+			 * to keep the warm ones within their bound) */
+			EXPECT_LT(after.canonical_bytes_released -
+					  before.canonical_bytes_released,
+				  (uint64_t)size);
+			EXPECT_GE(after.mem_warm_bytes, (uint64_t)size);
 			unsigned char *p = calloc(1, size);
 			ASSERT_NOT_NULL(p);
 			ASSERT_NE(dirty, p);
