@@ -163,6 +163,9 @@ struct dl_run {
 	bool in_partial;
 	bool warm;                /* empty, and its pages kept */
 	bool discarding;          /* empty, its pages going back: not carved */
+	bool discarded;           /* empty, its pages given back: what the
+				   * backend still holds of them is its own
+				   * (kvm: stale), until a row is carved */
 	uint32_t open;            /* columns that may be carved: a prefix */
 	uint16_t nfree;           /* free slots in the whole run */
 	struct dl_run *next, *prev; /* class's list of runs with free slots */

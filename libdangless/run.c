@@ -383,8 +383,10 @@ void _dl_slots_return(struct dl_segment *seg, struct dl_chunk *ch,
 		_dl_be->alias_release((void *)release, chunk_len);
 	if (ndiscard || release) {
 		_dl_lock(&cs->lock);
-		for (unsigned i = 0; i < ndiscard; i++)
+		for (unsigned i = 0; i < ndiscard; i++) {
 			discard[i]->discarding = false;
+			discard[i]->discarded = true;
+		}
 		if (release)
 			retire = dl_chunk_counted_dead(seg);
 		_dl_unlock(&cs->lock);
@@ -447,6 +449,7 @@ static void dl_carve_row(struct dl_class_state *cs, const struct dl_class *c,
 	unsigned n = (unsigned)__builtin_popcount(carved);
 	dl_assert(n == run->row_free[row] && n > 0); /* I2 */
 	dl_assert(!run->discarding);
+	run->discarded = false;
 	run->row_used[row] |= carved;
 	run->row_free[row] = 0;
 	run->nfree = (uint16_t)(run->nfree - n);
@@ -524,7 +527,10 @@ void _dl_runs_unlock_all(bool reset)
 		if (reset) {
 			/* The threads discarding these runs are gone. */
 			for (struct dl_run *r = dl_cs[c].partial; r; r = r->next)
-				r->discarding = false;
+				if (r->discarding) {
+					r->discarding = false;
+					r->discarded = true;
+				}
 			_dl_lock_reset(&dl_cs[c].lock);
 		} else {
 			_dl_unlock(&dl_cs[c].lock);
@@ -591,6 +597,10 @@ void _dl_runs_account(struct dl_mem_split *m, const unsigned char *vec)
 						(size_t)c->run_pages * DL_PAGE);
 					continue;
 				}
+				/* The backend's now: its part (stale) is what it
+				 * holds besides the core's. */
+				if (run->discarded)
+					continue;
 				for (unsigned col = 0; col < c->cols; col++) {
 					size_t base = col * col_len;
 					m->slack += _dl_run_resident(
