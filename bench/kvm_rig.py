@@ -187,7 +187,7 @@ def memory_section(a, wls, med, counted):
             w["name"], fmt(mib(g), 1), fmt(h / g if h and g else None),
             fmt(k / g if k and g else None), fmt(mib(npt), 1),
             fmt(kn / g if kn and g else None), verdict(h), verdict(kn)))
-    rows = []
+    rows, largest = [], []
     for w in wls:
         for al in ("host", "kvm"):
             r = counted[al].get(w["name"])
@@ -196,7 +196,8 @@ def memory_section(a, wls, med, counted):
                 continue
             part = {k: c.get("mem_%s_bytes" % k, 0) / 2**20 for k in SPLIT}
             total = c["footprint_bytes"] / 2**20
-            worst = max((k for k in SPLIT if k not in ("live", "program")), key=part.get)
+            worst = harness.largest_part(part, SPLIT)
+            largest.append(worst)
             rows.append("| %s | %s | %.1f | %s | %s (%.0f%%) |" % (
                 w["name"], al, total, " | ".join("%.1f" % part[k] for k in SPLIT),
                 worst.replace("_", " "), 100 * part[worst] / total if total else 0))
@@ -214,6 +215,9 @@ def memory_section(a, wls, med, counted):
         print("|---|---|---|" + "---|" * len(SPLIT) + "---|")
         for r in rows:
             print(r)
+        print()
+        for line in harness.split_why_lines(largest):
+            print(line)
 
 
 def hardware_model(a, wls, so, workdir, kvm_ratio, counted_kvm):
