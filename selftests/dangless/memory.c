@@ -300,7 +300,8 @@ TEST(a_small_heap_keeps_few_freed_large_buffers_warm)
 	st_buffers_at_once();
 	struct dangless_stats s = st_stats();
 	st_mem_log("after 6 buffers of 768 KiB", &s);
-	/* two extents (2 MiB), and run.c's warm runs (512 KiB here) */
+	/* extents up to the 2 MiB floor (two of these), and run.c's warm
+	 * runs (their 512 KiB floor) */
 	EXPECT_LE(s.mem_warm_bytes, (uint64_t)5 << 19);
 }
 

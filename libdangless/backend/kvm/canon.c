@@ -61,6 +61,7 @@ static size_t kvm_stale_bytes_bound(void)
 		return KVM_STALE_BYTES_FLOOR;
 	return quarter < KVM_STALE_BYTES_MAX ? quarter : KVM_STALE_BYTES_MAX;
 }
+
 /* Room for the ranges being given back merged into the stale ones (a
  * forked child whose parent was giving back, kvm_canon_fork_child). */
 #define KVM_STALE_CAP (2 * KVM_STALE_RANGES_MAX + 2)
