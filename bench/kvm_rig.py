@@ -30,6 +30,10 @@ allocator, the order rotated between rounds, and prints:
   target marked, and Dangless's own split at exit from one untimed stats=1
   run under host and under kvm (the kvm one also gives the model its
   counts);
+- the synthetic workloads of `make bench` (MEM_WORKLOADS, at --mem-scale) under
+  the three: each one's footprint read with its live set in place, the 1.25x target,
+  Dangless's own split at that point under host and kvm, and why the parts named
+  largest stay (issue 23);
 - with --native (glibc and host measured outside the rig by
   bench/kvm_model.py), what the kvm runs did priced for hardware: a model,
   labelled as one (issue 20, item 5).
@@ -39,7 +43,7 @@ Usage (in the rig; outside it there is no kvm to run):
                    [--thread-rounds N] [--thread-scale X] [--no-threads]
                    [--dune-ko KO]
                    [--real-rounds N] [--real-scale X] [--real-only a,b]
-                   [--native FILE]
+                   [--mem-rounds N] [--mem-scale X] [--no-mem] [--native FILE]
 """
 import argparse
 import json
@@ -252,6 +256,104 @@ THREAD_ALLOCATORS = ["glibc", "host", "kvm", "kvm-ipi"]
 # turns at SVM: the module holds it only while one of its VMs exists)
 THREAD_ALLOCATORS_DUNE = ["dune", "dune-signal"]
 THREAD_COUNTS = [1, 2, 4, 8]
+# make bench's synthetic workloads that read their own footprint with their live set in place
+# (bench/workloads/common.h, footprint_report): issue 23's workloads, under both backends.
+MEM_WORKLOADS = ["churn", "churn_scattered", "larson", "bintree", "realloc", "large",
+                 "longlived", "forkheap"]
+
+
+def run_workload_memory(prog, scale, alloc, so, timeout):
+    """One synthetic workload: ({"footprint_kb": N, "split": {part_kb: N} or None}, None), or
+    (None, why)."""
+    env = kvm_model.dangless_env(so, alloc)
+    try:
+        p = subprocess.run([prog, "%g" % scale], env=env, timeout=timeout,
+                           capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return None, "timed out after %d s" % timeout
+    lines = {l.split()[0]: l.split()[1:] for l in p.stdout.splitlines() if l.strip()}
+    if p.returncode != 0 or "footprint_kb" not in lines:
+        last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return None, "exit %d: %s" % (p.returncode, last)
+    words = lines.get("footprint_split", [])
+    split = {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)} or None
+    if alloc != "glibc" and not split:
+        return None, "no footprint split: Dangless did not run"
+    return {"footprint_kb": float(lines["footprint_kb"][0]), "split": split}, None
+
+
+def workloads_memory(a, so):
+    """Issue 23 under both backends: each synthetic workload's footprint with its live set in
+    place, over glibc's, the 1.25x target marked; Dangless's split at the same point; and
+    why the parts named largest stay."""
+    raise_max_map_count()
+    runs = {(w, al): [] for w in MEM_WORKLOADS for al in ALLOCATORS}
+    notes = []
+    for r in range(a.mem_rounds):
+        for wi, w in enumerate(MEM_WORKLOADS):
+            prog = os.path.join(a.build, "bench", w)
+            for al in kvm_model.rotated(ALLOCATORS, r + wi):
+                res, err = run_workload_memory(prog, a.mem_scale, al, so, a.timeout)
+                if err:
+                    notes.append("%s under %s, round %d: %s" % (w, al, r + 1, err))
+                    print("# %s under %s: %s" % (w, al, err), flush=True)
+                else:
+                    runs[(w, al)].append(res)
+        print("# workloads' memory: round %d of %d done" % (r + 1, a.mem_rounds), flush=True)
+
+    def med(w, al, key):
+        v = [x[key] if key == "footprint_kb" else x["split"][key]
+             for x in runs[(w, al)] if key == "footprint_kb" or key in (x["split"] or {})]
+        return statistics.median(v) if v else None
+
+    print()
+    print("## Synthetic workloads' memory (issue 23; medians of %d rounds, scale %g)" % (
+        a.mem_rounds, a.mem_scale))
+    print()
+    print("Footprint: what each workload reads itself with its live set in place (Pss + memfd "
+          "pages mapped nowhere + VmPTE: `make bench`'s reading), the same point under every "
+          "allocator. Under kvm the guest's page tables are inside Pss; KVM's nested page "
+          "tables are not (the real programs' table shows them: 0.1-0.5 MiB). Target: %gx "
+          "glibc." % MEM_TARGET)
+    print()
+    print("| workload | glibc (MiB) | host / glibc | kvm / glibc | %gx target: host, kvm |"
+          % MEM_TARGET)
+    print("|---|---|---|---|---|")
+    ratios = {}
+    for w in MEM_WORKLOADS:
+        g, h, k = (med(w, al, "footprint_kb") for al in ALLOCATORS)
+        ratios[w] = {al: (x / g if x and g else None) for al, x in (("host", h), ("kvm", k))}
+        verdict = lambda x: "-" if x is None else ("met" if x <= MEM_TARGET else "missed")
+        print("| %s | %s | %s | %s | %s, %s |" % (
+            w, fmt(g / 1024 if g else None, 1), fmt(ratios[w]["host"]), fmt(ratios[w]["kvm"]),
+            verdict(ratios[w]["host"]), verdict(ratios[w]["kvm"])))
+    print()
+    print("Where Dangless's footprint is at the same point (its own split, medians; MiB):")
+    print()
+    print("| workload | backend | footprint | " +
+          " | ".join(k.replace("_", " ") for k in harness.SPLIT_PARTS) +
+          " | largest part beyond live |")
+    print("|---|---|---|" + "---|" * len(harness.SPLIT_PARTS) + "---|")
+    largest = []
+    for w in MEM_WORKLOADS:
+        for al in ("host", "kvm"):
+            part = {k: med(w, al, k + "_kb") for k in ("footprint",) + harness.SPLIT_PARTS}
+            if any(v is None for v in part.values()):
+                continue
+            worst = harness.largest_part(part)
+            if (ratios[w][al] or 0) > MEM_TARGET:
+                largest.append(worst)
+            print("| %s | %s | %.1f | %s | %s (%.0f%%) |" % (
+                w, al, part["footprint"] / 1024,
+                " | ".join("%.1f" % (part[k] / 1024) for k in harness.SPLIT_PARTS),
+                worst.replace("_", " "),
+                100 * part[worst] / part["footprint"] if part["footprint"] else 0))
+    print()
+    for line in harness.split_why_lines(largest):
+        print(line)
+    return notes, bool(notes)
+
+
 SHOOTDOWN_COUNTERS = ["shootdowns", "shootdown_signals", "shootdown_ipis"]
 
 
@@ -535,6 +637,11 @@ def main():
     ap.add_argument("--real-only", default="",
                     help="a comma-separated subset of " + ",".join(kvm_model.REAL_PROGRAMS))
     ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--mem-rounds", type=int, default=2)
+    ap.add_argument("--mem-scale", type=float, default=0.1,
+                    help="make bench's scale for the synthetic workloads' memory")
+    ap.add_argument("--no-mem", action="store_true",
+                    help="leave out the synthetic workloads' memory")
     ap.add_argument("--native", default="",
                     help="glibc and host measured outside the rig (kvm_model.py --out): "
                     "prints the hardware model")
@@ -547,11 +654,13 @@ def main():
     thread_notes, thread_verdicts, thread_failed = (
         ([], [], False) if a.no_threads else threads_section(a, so))
     real_notes, real_failed = ([], False) if a.no_real else real_programs(a, so)
+    mem_notes, mem_failed = ([], False) if a.no_mem else workloads_memory(a, so)
     print_list("Targets (issue 9, item 8)", verdicts)
     print_list("Targets (issue 20)", thread_verdicts)
     print_list("Thread runs that did not end well", thread_notes)
     print_list("Real programs that did not run", real_notes)
-    return 1 if steady_failed or real_failed or thread_failed else 0
+    print_list("Workloads whose memory was not read", mem_notes)
+    return 1 if steady_failed or real_failed or thread_failed or mem_failed else 0
 
 
 if __name__ == "__main__":
