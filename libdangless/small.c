@@ -138,8 +138,13 @@ static bool dl_refill(struct dl_cached_chunk *cc, unsigned cls,
 	 * class a program ever touched, ~2 ms of /bin/ls's start-up (450
 	 * page faults) for objects most short-lived programs never make.
 	 * Of a narrow run (the last carved, if any), only the pages of its
-	 * open columns: the others' are what narrowness saves. */
-	bool populate = cc->refills > 0 && 4 * slots >= open;
+	 * open columns: the others' are what narrowness saves.  Never for a
+	 * class whose columns span pages (past 4 KiB): a row's slot covers
+	 * a part of its column, so populating made the other rows' pages and
+	 * every page of an object the program writes a byte of (1,000
+	 * objects of 20,000 B, a byte written each: 21 MB, glibc 4.3). */
+	bool populate = cc->refills > 0 && 4 * slots >= open &&
+			c->col_pages == 1;
 	size_t touch = (n - 1) * chunk_len +
 		       (size_t)__builtin_popcount(carve[n - 1].open) *
 			       c->col_pages * DL_PAGE;
