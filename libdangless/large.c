@@ -45,12 +45,6 @@ static struct {
 	size_t warm_bytes;
 } dl_large_state;
 
-static size_t dl_warm_bound(void)
-{
-	size_t quarter = atomic_load_explicit(&_dl_stats.live_bytes,
-					      memory_order_relaxed) / 4;
-	return quarter > DL_LARGE_CACHE_FLOOR ? quarter : DL_LARGE_CACHE_FLOOR;
-}
 
 /*
  * A warm extent of at least len bytes and at most twice that (the
@@ -89,7 +83,7 @@ static void dl_warm_put(uintptr_t canon, size_t len)
 	struct dl_warm_extent out[DL_LARGE_CACHE_SLOTS + 1];
 	unsigned nout = 0;
 	_dl_lock(&dl_large_state.lock);
-	size_t bound = dl_warm_bound();
+	size_t bound = _dl_live_quarter_or(DL_LARGE_CACHE_FLOOR);
 	if (len > bound) {
 		out[nout++] = (struct dl_warm_extent){canon, len};
 	} else {

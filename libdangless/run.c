@@ -223,12 +223,12 @@ static atomic_size_t dl_warm_bytes;
 
 static size_t dl_warm_budget(void)
 {
-	size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
-					   memory_order_relaxed);
+	size_t budget = _dl_live_quarter_or(DL_WARM_FLOOR);
 	size_t objects = atomic_load_explicit(&_dl_stats.live_objects,
 					      memory_order_relaxed);
-	size_t budget = live / 4 > DL_WARM_FLOOR ? live / 4 : DL_WARM_FLOOR;
 	if (_dl_opt.revoke == DL_REVOKE_BATCH && objects) {
+		size_t live = atomic_load_explicit(&_dl_stats.live_bytes,
+						   memory_order_relaxed);
 		size_t wave = (size_t)_dl_opt.batch * (live / objects);
 		if (wave > budget)
 			budget = wave;

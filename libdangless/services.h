@@ -131,6 +131,19 @@ extern struct dl_stats_atomic _dl_stats;
 #define DL_STAT_SUB(field, n)                                                  \
 	atomic_fetch_sub_explicit(&_dl_stats.field, (n), memory_order_relaxed)
 
+/*
+ * The most memory one cache kept for speed may hold (warm runs, warm large
+ * extents, kvm's stale ranges): a quarter of the live heap's bytes, or
+ * floor for a small program.  Each cache has its own, so a footprint grows
+ * by a bounded share of the heap, never by a fixed size (issue 23).
+ */
+static inline size_t _dl_live_quarter_or(size_t floor)
+{
+	size_t quarter = atomic_load_explicit(&_dl_stats.live_bytes,
+					      memory_order_relaxed) / 4;
+	return quarter > floor ? quarter : floor;
+}
+
 /* ---- what the kernel holds for us (resident.c): stats only ---- */
 /* mincore of [start, start + pages pages): vec[i] & 1 is page i's. */
 bool _dl_resident_vec(uintptr_t start, size_t pages, unsigned char *vec);

@@ -55,11 +55,8 @@ static struct {
 
 static size_t kvm_stale_bytes_bound(void)
 {
-	size_t quarter = atomic_load_explicit(&_dl_stats.live_bytes,
-					      memory_order_relaxed) / 4;
-	if (quarter < KVM_STALE_BYTES_FLOOR)
-		return KVM_STALE_BYTES_FLOOR;
-	return quarter < KVM_STALE_BYTES_MAX ? quarter : KVM_STALE_BYTES_MAX;
+	size_t bound = _dl_live_quarter_or(KVM_STALE_BYTES_FLOOR);
+	return bound < KVM_STALE_BYTES_MAX ? bound : KVM_STALE_BYTES_MAX;
 }
 
 /* Room for the ranges being given back merged into the stale ones (a
