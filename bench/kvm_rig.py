@@ -73,8 +73,7 @@ def run_one(prog, workload, n, alloc, so, timeout):
     if p.returncode != 0 or line is None:
         last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return None, "exit %d: %s" % (p.returncode, last)
-    words = line.split()[2:]
-    vals = {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+    vals = harness.key_values(line.split()[2:])
     if alloc == "kvm" and not vals.get("pte_writes"):
         return None, "no PTE writes: the kvm backend did not run"
     return vals, None
@@ -157,7 +156,7 @@ def real_programs(a, so):
     return notes, bool(errors)
 
 
-MEM_TARGET = 1.25  # issue 23: each backend within 1.25x glibc's footprint
+MEM_TARGET = harness.MEM_TARGET
 SPLIT = ["live", "slack", "free", "warm", "quarantine", "stale", "page_table",
          "metadata", "program"]
 
@@ -275,8 +274,7 @@ def run_workload_memory(prog, scale, alloc, so, timeout):
     if p.returncode != 0 or "footprint_kb" not in lines:
         last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return None, "exit %d: %s" % (p.returncode, last)
-    words = lines.get("footprint_split", [])
-    split = {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)} or None
+    split = harness.key_values(lines.get("footprint_split", [])) or None
     if alloc != "glibc" and not split:
         return None, "no footprint split: Dangless did not run"
     return {"footprint_kb": float(lines["footprint_kb"][0]), "split": split}, None
